@@ -1,0 +1,99 @@
+// Decoder-only transformer language model covering GPT-2 style (learned positions,
+// LayerNorm, GELU, tied embeddings) and LLaMA style (RoPE, RMSNorm, SwiGLU,
+// grouped-query attention) through ModelConfig, with an optional scalar head (reward
+// models, value functions) and incremental decoding through a KVCache.
+//
+// Thread-safety: a TransformerLM is a torch::nn::Module; concurrent forward() calls on
+// one instance are safe only under torch::NoGradGuard/InferenceMode with distinct
+// KVCache objects. Training (backward, optimizer step) needs external exclusion.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace rlhf {
+
+enum class Architecture {
+  kGpt2,   // learned positions, LayerNorm, GELU MLP, biases
+  kLlama,  // RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, no biases
+};
+
+struct ModelConfig {
+  Architecture arch = Architecture::kGpt2;
+  int64_t vocab_size = 259;  // ByteTokenizer: 256 bytes + BOS + EOS + PAD
+  int64_t max_seq_len = 256; // learned positions (GPT-2) / RoPE table size (LLaMA)
+  int64_t d_model = 128;
+  int64_t n_layers = 4;
+  int64_t n_heads = 4;
+  int64_t n_kv_heads = 4;    // < n_heads = grouped-query attention (LLaMA only)
+  int64_t d_ff = 512;        // MLP hidden width
+  double norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  bool tie_embeddings = true; // unembedding shares the token-embedding matrix
+  bool lm_head = true;        // false: no unembedding (reward models)
+  bool scalar_head = false;   // true: a Linear(d_model, 1) head on the final hidden states
+
+  int64_t head_dim() const { return d_model / n_heads; }
+};
+
+// Checks divisibility and ranges; the message names the offending field.
+absl::Status ValidateModelConfig(const ModelConfig& config);
+// JSON text <-> config (the `config.json` of a checkpoint). Unknown keys are errors.
+std::string ModelConfigToJson(const ModelConfig& config);
+absl::StatusOr<ModelConfig> ModelConfigFromJson(const std::string& json_text);
+// Named presets: "tiny" (the built-in task's model, ~1M params), "small" (~5M),
+// "gpt2-small" (124M shape), "llama-tiny" (LLaMA-style tiny with GQA).
+absl::StatusOr<ModelConfig> ModelConfigPreset(const std::string& name);
+// Total parameter count of a model built from this config.
+int64_t CountParameters(const ModelConfig& config);
+
+// Per-layer key/value cache for incremental decoding. Tensors are
+// [B, n_kv_heads, T_cached, head_dim]. Owned by the caller; one per generation.
+struct KVCache {
+  std::vector<torch::Tensor> keys;    // one per layer (undefined until first use)
+  std::vector<torch::Tensor> values;
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+  // Keeps only the given batch rows (int64 index tensor): finished rows stop costing compute.
+  void SelectRows(const torch::Tensor& rows);
+};
+
+struct ForwardOutput {
+  torch::Tensor logits;  // [B, T, vocab] float (undefined when lm_head == false)
+  torch::Tensor hidden;  // [B, T, d_model] final hidden states (after the final norm)
+  torch::Tensor scalar;  // [B, T] scalar-head output (undefined when scalar_head == false)
+};
+
+class TransformerLMImpl : public torch::nn::Module {
+ public:
+  explicit TransformerLMImpl(const ModelConfig& config);
+
+  // ids: [B, T] int64.
+  // attention_mask: [B, T_cached + T] (1 = real token, 0 = padding); undefined = all ones.
+  // position_ids: [B, T] int64; undefined = cumsum(attention_mask) - 1 over the
+  //   new positions (so left padding does not shift positions).
+  // cache: when non-null, attends over the cached keys/values and appends this call's.
+  // Attention is causal; padded key positions are never attended to.
+  ForwardOutput forward(const torch::Tensor& ids, const torch::Tensor& attention_mask = {},
+                        const torch::Tensor& position_ids = {}, KVCache* cache = nullptr);
+
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  ModelConfig config_;
+  // Submodules are registered with register_module so that named_parameters() gives
+  // stable checkpoint names.
+};
+TORCH_MODULE(TransformerLM);
+
+}  // namespace rlhf

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the Debian packages of design.md §5 that are missing. Does nothing (no
+# apt-get at all) when everything is already installed. Sourced by the other scripts.
+set -euo pipefail
+
+RLHF_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev libopenblas0-pthread
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev libyaml-cpp-dev libre2-dev
+  prometheus
+  python3 python3-grpcio python3-protobuf python3-torch python3-yaml
+  procps
+)
+
+rlhf_missing_packages() {
+  local missing=()
+  for p in "${RLHF_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  echo "${missing[@]:-}"
+}
+
+rlhf_install_deps() {
+  local missing
+  missing=$(rlhf_missing_packages)
+  if [[ -z "${missing// /}" ]]; then
+    return 0
+  fi
+  local sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  echo "[deps] installing: $missing" >&2
+  $sudo apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >&2
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  rlhf_install_deps
+fi
