@@ -66,6 +66,15 @@ struct KVCache {
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
   // Keeps only the given batch rows (int64 index tensor): finished rows stop costing compute.
   void SelectRows(const torch::Tensor& rows);
+
+  // Optional: reserve room for `max_length` positions before the first forward. Appends
+  // then write into preallocated [B, n_kv_heads, max_length, head_dim] buffers and
+  // keys/values become views of them (no torch::cat per step). Appending beyond the
+  // reservation falls back to concatenation.
+  void Reserve(int64_t max_length) { capacity = max_length; }
+  int64_t capacity = 0;                    // 0 = grow by concatenation
+  std::vector<torch::Tensor> key_storage;  // preallocated buffers (when capacity > 0)
+  std::vector<torch::Tensor> value_storage;
 };
 
 struct ForwardOutput {
@@ -87,12 +96,38 @@ class TransformerLMImpl : public torch::nn::Module {
   ForwardOutput forward(const torch::Tensor& ids, const torch::Tensor& attention_mask = {},
                         const torch::Tensor& position_ids = {}, KVCache* cache = nullptr);
 
+  // Like forward(), but the logits (if any) are computed for the last position of each
+  // row only: logits [B, 1, vocab]. Generation uses this: the unembedding of every
+  // prompt position would cost 2*B*T*d*vocab FLOPs for nothing.
+  ForwardOutput forward_last(const torch::Tensor& ids, const torch::Tensor& attention_mask = {},
+                             const torch::Tensor& position_ids = {}, KVCache* cache = nullptr);
+
+  // hidden [..., d_model] -> logits [..., vocab] (requires lm_head). Lets callers that
+  // need logits at a few positions only (e.g. response tokens) skip the rest.
+  torch::Tensor Unembed(const torch::Tensor& hidden);
+
   const ModelConfig& config() const { return config_; }
 
  private:
+  enum class LogitsMode { kAll, kLast };
+  ForwardOutput Run(const torch::Tensor& ids, const torch::Tensor& attention_mask,
+                    const torch::Tensor& position_ids, KVCache* cache, LogitsMode mode);
+
   ModelConfig config_;
   // Submodules are registered with register_module so that named_parameters() gives
-  // stable checkpoint names.
+  // stable checkpoint names:
+  //   wte.weight [V, d]; wpe.weight [max_seq_len, d] (GPT-2);
+  //   blocks.{i}.{ln1,ln2}.{weight,bias}; blocks.{i}.attn.{qkv,out}.{weight,bias};
+  //   blocks.{i}.mlp.{fc,proj}.{weight,bias} (GPT-2) or blocks.{i}.mlp.{gate_up,down}.weight
+  //   (LLaMA; gate_up = [gate; up] fused); ln_f.{weight,bias}; lm_head.weight (untied);
+  //   scalar_head.{weight,bias}. LLaMA has no biases and RMSNorm weights only.
+  torch::nn::Embedding wte_{nullptr};
+  torch::nn::Embedding wpe_{nullptr};
+  torch::nn::ModuleList blocks_{nullptr};
+  torch::Tensor ln_f_weight_, ln_f_bias_;
+  torch::Tensor lm_head_weight_;  // undefined when tied (uses wte) or lm_head == false
+  torch::nn::Linear scalar_head_{nullptr};
+  torch::Tensor rope_cos_, rope_sin_;  // [max_seq_len, head_dim/2] buffers (LLaMA)
 };
 TORCH_MODULE(TransformerLM);
 
