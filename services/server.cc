@@ -1,0 +1,164 @@
+#include "services/server.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace rlhf::services {
+
+bool IsLoopbackHost(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" ||
+         absl::StartsWith(host, "127.") || absl::StartsWith(host, "unix:");
+}
+
+std::string JoinHostPort(const std::string& host, int port) {
+  if (absl::StartsWith(host, "unix:")) return host;
+  if (host.find(':') != std::string::npos && !absl::StartsWith(host, "[")) {
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    std::string msg = absl::StrCat("cannot read '", path, "': ", std::strerror(err));
+    if (err == EACCES) return absl::PermissionDeniedError(msg);
+    return absl::NotFoundError(msg);
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Create(
+    const GrpcServerOptions& options, std::vector<grpc::Service*> services) {
+  if (options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("port: ", options.port, " not in [0, 65535]"));
+  }
+  if (options.max_message_bytes <= 0) {
+    return absl::InvalidArgumentError("max_message_bytes: must be > 0");
+  }
+  const bool tls = options.tls.enabled();
+  if (!IsLoopbackHost(options.host) && !tls && options.auth_token.empty() &&
+      !options.allow_insecure) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options.name, ": refusing to listen on non-loopback address '", options.host,
+        "' without TLS or an auth token (anyone on the network could call or impersonate "
+        "it); configure --tls_cert/--tls_key or --token_file, or pass --allow_insecure"));
+  }
+  std::string cert, key, ca;
+  if (tls) {
+    if (options.tls.key_file.empty()) {
+      return absl::InvalidArgumentError("tls.key_file: required when tls.cert_file is set");
+    }
+    auto c = ReadFileToString(options.tls.cert_file);
+    if (!c.ok()) return c.status();
+    auto k = ReadFileToString(options.tls.key_file);
+    if (!k.ok()) return k.status();
+    cert = *std::move(c);
+    key = *std::move(k);
+    if (!options.tls.ca_file.empty()) {
+      auto a = ReadFileToString(options.tls.ca_file);
+      if (!a.ok()) return a.status();
+      ca = *std::move(a);
+    }
+    if (options.tls.require_client_cert && ca.empty()) {
+      return absl::InvalidArgumentError(
+          "tls.ca_file: required with require_client_cert (mutual TLS)");
+    }
+  } else if (options.tls.require_client_cert || !options.tls.key_file.empty()) {
+    return absl::InvalidArgumentError("tls.cert_file: required for TLS options");
+  }
+  return std::unique_ptr<GrpcServer>(new GrpcServer(options, std::move(services),
+                                                    std::move(cert), std::move(key),
+                                                    std::move(ca)));
+}
+
+GrpcServer::~GrpcServer() { Shutdown(absl::Now()); }
+
+absl::Status GrpcServer::Start() {
+  absl::MutexLock lock(&mu_);
+  if (server_ != nullptr || shut_down_) {
+    return absl::FailedPreconditionError(absl::StrCat(options_.name, ": already started"));
+  }
+  // Process-wide switches; both must be set before the builder is created.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (options_.tls.enabled()) {
+    grpc::SslServerCredentialsOptions ssl(
+        options_.tls.require_client_cert
+            ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+            : (ca_pem_.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                               : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY));
+    ssl.pem_root_certs = ca_pem_;
+    ssl.pem_key_cert_pairs.push_back({key_pem_, cert_pem_});
+    creds = grpc::SslServerCredentials(ssl);
+  } else {
+    creds = grpc::InsecureServerCredentials();
+  }
+
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(JoinHostPort(options_.host, options_.port), creds, &bound_port);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
+  builder.AddChannelArgument(
+      GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_timeout)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Clients ping at most every keepalive_time; accept that rate without GOAWAY.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time) / 2));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  // Two servers on one port would silently split traffic; make a taken port an error.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  if (options_.max_threads > 0) {
+    grpc::ResourceQuota quota(options_.name);
+    quota.SetMaxThreads(options_.max_threads);
+    builder.SetResourceQuota(quota);
+  }
+  for (grpc::Service* service : services_) builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) {
+    return absl::UnavailableError(absl::StrCat(options_.name, ": could not listen on ",
+                                               JoinHostPort(options_.host, options_.port)));
+  }
+  port_ = bound_port;
+  server_ = std::move(server);
+  if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(true);
+  return absl::OkStatus();
+}
+
+void GrpcServer::SetServing(bool serving) {
+  absl::MutexLock lock(&mu_);
+  if (server_ == nullptr || shut_down_) return;
+  if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(serving);
+}
+
+void GrpcServer::Shutdown(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  if (server_ == nullptr || shut_down_) return;
+  shut_down_ = true;
+  if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(false);
+  // Stops accepting; in-flight calls run until the deadline, then are cancelled.
+  server_->Shutdown(absl::ToChronoTime(deadline));
+  server_->Wait();
+}
+
+}  // namespace rlhf::services
