@@ -1,0 +1,424 @@
+#include "core/data/builtin_task.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/data/gold_labeler.h"
+#include "core/data/jsonl.h"
+#include "core/status_macros.h"
+
+namespace rlhf {
+namespace {
+
+// splitmix64: tiny, fast, and identical on every platform (std distributions are not).
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t Next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  int Uniform(int n) { return static_cast<int>(Next() % static_cast<uint64_t>(n)); }
+  double Unit() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+  bool Bernoulli(double p) { return Unit() < p; }
+  template <typename T>
+  const T& Pick(const std::vector<T>& v) { return v[Uniform(static_cast<int>(v.size()))]; }
+  template <typename T>
+  void Shuffle(std::vector<T>* v) {
+    for (int i = static_cast<int>(v->size()) - 1; i > 0; --i) std::swap((*v)[i], (*v)[Uniform(i + 1)]);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+const std::vector<std::string>& Categories() {
+  static const auto* c = new std::vector<std::string>{"fruit", "vegetable", "animal"};
+  return *c;
+}
+
+std::string Plural(const std::string& category) { return category + "s"; }
+
+bool StartsWithVowel(const std::string& w) {
+  return !w.empty() && std::string("aeiou").find(w[0]) != std::string::npos;
+}
+
+std::string CountWord(int n) { return n == 1 ? "one" : n == 2 ? "two" : "three"; }
+
+// "a red fruit", "two red fruits", "an animal that can fly", "three animals".
+std::string NounPhrase(const std::string& category, const std::string& attribute, int n) {
+  const bool ability = category == "animal";
+  std::string head = (!attribute.empty() && !ability) ? absl::StrCat(attribute, " ") : "";
+  head += n == 1 ? category : Plural(category);
+  std::string phrase =
+      n == 1 ? absl::StrCat(StartsWithVowel(head) ? "an " : "a ", head) : absl::StrCat(CountWord(n), " ", head);
+  if (ability && !attribute.empty()) absl::StrAppend(&phrase, " that can ", attribute);
+  return phrase;
+}
+
+std::vector<std::string> MatchingItems(const std::string& category, const std::string& attribute) {
+  std::vector<std::string> out;
+  for (const TaskItem& item : TaskItems()) {
+    if (ItemMatches(item.name, category, attribute)) out.push_back(item.name);
+  }
+  return out;
+}
+
+std::vector<std::string> NonMatchingItems(const std::string& category,
+                                          const std::string& attribute) {
+  std::vector<std::string> out;
+  for (const TaskItem& item : TaskItems()) {
+    const bool same_category = category == item.category;
+    // With an attribute: same category, other attribute. Without: another category.
+    if (attribute.empty() ? !same_category
+                          : same_category && !ItemMatches(item.name, category, attribute)) {
+      out.push_back(item.name);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> ItemsOfOtherCategory(const std::string& category, Rng* rng) {
+  std::vector<std::string> others;
+  for (const std::string& c : Categories()) {
+    if (c != category) others.push_back(c);
+  }
+  return MatchingItems(rng->Pick(others), "");
+}
+
+// `n` distinct items drawn from `pool` (fewer if the pool is smaller).
+std::vector<std::string> Draw(std::vector<std::string> pool, int n, Rng* rng) {
+  rng->Shuffle(&pool);
+  if (static_cast<int>(pool.size()) > n) pool.resize(n);
+  return pool;
+}
+
+std::string Capitalize(std::string s) {
+  if (!s.empty()) s[0] = absl::ascii_toupper(static_cast<unsigned char>(s[0]));
+  return s;
+}
+
+// "cherry, apple and plum" (lower case, no period).
+std::string JoinList(const std::vector<std::string>& items) {
+  if (items.empty()) return "";
+  if (items.size() == 1) return items[0];
+  std::vector<std::string> head(items.begin(), items.end() - 1);
+  return absl::StrCat(absl::StrJoin(head, ", "), " and ", items.back());
+}
+
+std::string Sentence(const std::vector<std::string>& items) {
+  return absl::StrCat(Capitalize(JoinList(items)), ".");
+}
+
+struct Request {
+  std::string category, attribute;
+  int count = 1;
+};
+
+Request ParseOrDie(const std::string& prompt) {
+  TaskRequest r;
+  const bool ok = ParseTaskPrompt(prompt, &r);
+  // Invariant: the generator only builds prompts the labeler parses.
+  if (!ok) std::abort();
+  return Request{r.category, r.attribute, r.count};
+}
+
+std::vector<std::string> GoodItems(const Request& r, Rng* rng) {
+  return Draw(MatchingItems(r.category, r.attribute), r.count, rng);
+}
+
+enum class Flaw { kWrongItem, kCount, kLowercase, kNoPeriod, kFiller, kOffTopic, kNumFlaws };
+
+// A response with exactly one flaw (the human-demonstration kind of mistake).
+std::string FlawedResponse(const Request& r, Flaw flaw, Rng* rng) {
+  std::vector<std::string> items = GoodItems(r, rng);
+  switch (flaw) {
+    case Flaw::kWrongItem: {
+      std::vector<std::string> wrong = NonMatchingItems(r.category, r.attribute);
+      items[rng->Uniform(static_cast<int>(items.size()))] = rng->Pick(wrong);
+      return Sentence(items);
+    }
+    case Flaw::kCount: {
+      const int n = r.count == 1 ? 2 : (rng->Bernoulli(0.5) ? r.count - 1 : r.count + 1);
+      return Sentence(Draw(MatchingItems(r.category, r.attribute), n, rng));
+    }
+    case Flaw::kLowercase:
+      return absl::StrCat(JoinList(items), ".");
+    case Flaw::kNoPeriod:
+      return Capitalize(JoinList(items));
+    case Flaw::kFiller: {
+      static const auto* prefixes =
+          new std::vector<std::string>{"Sure, ", "I think ", "Well, ", "Okay, ", "Maybe "};
+      return absl::StrCat(rng->Pick(*prefixes), JoinList(items), ".");
+    }
+    case Flaw::kOffTopic:
+    case Flaw::kNumFlaws:
+      break;
+  }
+  return Sentence(Draw(ItemsOfOtherCategory(r.category, rng), r.count, rng));
+}
+
+Flaw RandomFlaw(Rng* rng) {
+  // Off-topic is the rarest mistake a demonstrator makes.
+  const int k = rng->Uniform(11);
+  if (k < 3) return Flaw::kWrongItem;
+  if (k < 6) return Flaw::kCount;
+  if (k < 7) return Flaw::kLowercase;
+  if (k < 8) return Flaw::kNoPeriod;
+  if (k < 10) return Flaw::kFiller;
+  return Flaw::kOffTopic;
+}
+
+// The bad responses of the ranking data, including what a reward-hacking policy drifts
+// to: repetition of on-topic words, repeated sentences, long lists.
+std::string BadResponse(const Request& r, Rng* rng) {
+  std::vector<std::string> good = MatchingItems(r.category, r.attribute);
+  switch (rng->Uniform(8)) {
+    case 0: {  // the same item over and over
+      const std::string item = rng->Pick(good);
+      std::vector<std::string> items(2 + rng->Uniform(4), item);
+      return Sentence(items);
+    }
+    case 1: {  // valid items, cycled
+      std::vector<std::string> base = Draw(good, std::min<int>(2, good.size()), rng);
+      std::vector<std::string> items;
+      const int n = 4 + rng->Uniform(3);
+      for (int i = 0; i < n; ++i) items.push_back(base[i % base.size()]);
+      return Sentence(items);
+    }
+    case 2: {  // the right sentence, twice
+      const std::string s = Sentence(GoodItems(r, rng));
+      return absl::StrCat(s, " ", s);
+    }
+    case 3:  // a long list
+      return Sentence(Draw(good, std::min<int>(good.size(), r.count + 2 + rng->Uniform(2)), rng));
+    case 4:
+      return FlawedResponse(r, Flaw::kOffTopic, rng);
+    case 5:  // garbage punctuation
+      return absl::StrCat(Capitalize(JoinList(GoodItems(r, rng))), "!!");
+    case 6:
+      return "";
+    default: {  // rambling filler
+      static const auto* rambles = new std::vector<std::string>{
+          "I do not know.", "That is a good question.", "Let me think about it.",
+          "Hmm, maybe something."};
+      return rng->Pick(*rambles);
+    }
+  }
+}
+
+std::string MediocreResponse(const Request& r, Rng* rng) {
+  // One flaw, sometimes two (a second, independent flaw applied on top).
+  std::string s = FlawedResponse(r, RandomFlaw(rng), rng);
+  if (rng->Bernoulli(0.35) && !s.empty()) {
+    if (rng->Bernoulli(0.5)) {
+      s[0] = absl::ascii_tolower(static_cast<unsigned char>(s[0]));
+    } else if (s.back() == '.') {
+      s.pop_back();
+    }
+  }
+  return s;
+}
+
+std::string RandomResponse(const Request& r, Rng* rng) {
+  const double u = rng->Unit();
+  if (u < 0.2) return Sentence(GoodItems(r, rng));
+  if (u < 0.65) return MediocreResponse(r, rng);
+  return BadResponse(r, rng);
+}
+
+RankedRecord MakeRanked(const std::string& prompt, int k, Rng* rng) {
+  const Request r = ParseOrDie(prompt);
+  RankedRecord rec;
+  rec.prompt = prompt;
+  std::vector<double> scores;
+  for (int i = 0; i < k; ++i) {
+    // Re-draw duplicates and exact score ties (a tie would be an arbitrary label).
+    std::string best;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      std::string cand = RandomResponse(r, rng);
+      const double s = GoldScore(prompt, cand);
+      const bool dup = std::find(rec.responses.begin(), rec.responses.end(), cand) !=
+                       rec.responses.end();
+      bool tie = false;
+      for (double t : scores) tie = tie || std::fabs(t - s) < 1e-9;
+      best = cand;
+      if (!dup && !tie) break;
+    }
+    scores.push_back(GoldScore(prompt, best));
+    rec.responses.push_back(best);
+  }
+  std::vector<int> order(k);
+  for (int i = 0; i < k; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return scores[a] > scores[b]; });
+  rec.ranking.assign(k, 0);
+  for (int rank = 0; rank < k; ++rank) rec.ranking[order[rank]] = rank;
+  return rec;
+}
+
+SftRecord MakeSft(const std::string& prompt, double imperfect, Rng* rng) {
+  const Request r = ParseOrDie(prompt);
+  if (rng->Bernoulli(imperfect)) return {prompt, FlawedResponse(r, RandomFlaw(rng), rng)};
+  return {prompt, Sentence(GoodItems(r, rng))};
+}
+
+std::string PretrainSentence(Rng* rng) {
+  const std::vector<TaskItem>& items = TaskItems();
+  const TaskItem& item = items[rng->Uniform(static_cast<int>(items.size()))];
+  const std::string name = item.name;
+  const std::string category = item.category;
+  const std::string attribute = rng->Pick(item.attributes);
+  const std::string article = StartsWithVowel(name) ? "An " : "A ";
+  switch (rng->Uniform(4)) {
+    case 0:
+      if (category == "animal") return absl::StrCat(article, name, " can ", attribute, ".");
+      return absl::StrCat(Capitalize(name), " is ", StartsWithVowel(attribute) ? "an " : "a ",
+                          attribute, " ", category, ".");
+    case 1:
+      return absl::StrCat(article, name, " is ", StartsWithVowel(category) ? "an " : "a ",
+                          category, ".");
+    case 2: {
+      std::vector<std::string> pair = Draw(MatchingItems(category, attribute), 2, rng);
+      if (category == "animal") {
+        return absl::StrCat(Capitalize(JoinList(pair)), " can ", attribute, ".");
+      }
+      return absl::StrCat(Capitalize(JoinList(pair)), " are ", attribute, " ", Plural(category), ".");
+    }
+    default: {
+      std::vector<std::string> three = Draw(MatchingItems(category, ""), 3, rng);
+      return absl::StrCat(Capitalize(JoinList(three)), " are ", Plural(category), ".");
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> AllTaskPrompts() {
+  static const auto* kTemplates = new std::vector<std::pair<std::string, std::string>>{
+      {"Name ", "."},          {"List ", "."},          {"Give me ", "."},
+      {"Tell me ", "."},       {"Please name ", "."},   {"Can you name ", "?"},
+      {"I need ", "."},        {"Write ", "."},         {"Suggest ", "."},
+      {"Think of ", "."},      {"Mention ", "."},       {"Quickly name ", "."},
+      {"Could you list ", "?"}, {"Say ", "."},
+  };
+  std::vector<std::string> prompts;
+  for (const std::string& category : Categories()) {
+    std::vector<std::string> attributes = TaskAttributes(category);
+    attributes.insert(attributes.begin(), "");
+    for (const std::string& attribute : attributes) {
+      for (int n = 1; n <= 3; ++n) {
+        const std::string np = NounPhrase(category, attribute, n);
+        for (const auto& [head, tail] : *kTemplates) prompts.push_back(absl::StrCat(head, np, tail));
+      }
+    }
+  }
+  return prompts;
+}
+
+std::string IdealResponse(const std::string& prompt) {
+  TaskRequest r;
+  if (!ParseTaskPrompt(prompt, &r)) return "";
+  std::vector<std::string> items = MatchingItems(r.category, r.attribute);
+  items.resize(std::min<size_t>(items.size(), r.count));
+  return Sentence(items);
+}
+
+absl::StatusOr<BuiltinTask> GenerateBuiltinTask(const BuiltinTaskOptions& o) {
+  auto nonneg = [](int v, const char* field) -> absl::Status {
+    if (v < 0) return absl::InvalidArgumentError(absl::StrCat(field, " must be >= 0, got ", v));
+    return absl::OkStatus();
+  };
+  RLHF_RETURN_IF_ERROR(nonneg(o.num_sft, "num_sft"));
+  RLHF_RETURN_IF_ERROR(nonneg(o.num_sft_heldout, "num_sft_heldout"));
+  RLHF_RETURN_IF_ERROR(nonneg(o.num_rank, "num_rank"));
+  RLHF_RETURN_IF_ERROR(nonneg(o.num_rank_heldout, "num_rank_heldout"));
+  RLHF_RETURN_IF_ERROR(nonneg(o.num_rl_train, "num_rl_train"));
+  RLHF_RETURN_IF_ERROR(nonneg(o.num_rl_heldout, "num_rl_heldout"));
+  RLHF_RETURN_IF_ERROR(nonneg(o.num_pretrain, "num_pretrain"));
+  if (o.min_k < 2 || o.max_k < o.min_k || o.max_k > 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_k/max_k must satisfy 2 <= min_k <= max_k <= 16, got ", o.min_k, "/",
+                     o.max_k));
+  }
+  if (!(o.sft_imperfect_fraction >= 0 && o.sft_imperfect_fraction <= 1)) {
+    return absl::InvalidArgumentError("sft_imperfect_fraction must be in [0, 1]");
+  }
+  if (!(o.heldout_prompt_fraction > 0 && o.heldout_prompt_fraction < 1)) {
+    return absl::InvalidArgumentError("heldout_prompt_fraction must be in (0, 1)");
+  }
+
+  // Independent streams per output, so changing one count leaves the others unchanged.
+  auto stream = [&](uint64_t salt) { return Rng(o.seed * 0x2545F4914F6CDD1DULL + salt); };
+  Rng split_rng = stream(1);
+  std::vector<std::string> prompts = AllTaskPrompts();
+  split_rng.Shuffle(&prompts);
+  const int num_heldout = static_cast<int>(std::lround(prompts.size() * o.heldout_prompt_fraction));
+  const std::vector<std::string> heldout(prompts.begin(), prompts.begin() + num_heldout);
+  const std::vector<std::string> train(prompts.begin() + num_heldout, prompts.end());
+  if (o.num_rl_heldout > num_heldout) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_rl_heldout ", o.num_rl_heldout, " exceeds the ", num_heldout,
+        " distinct held-out prompts (raise heldout_prompt_fraction)"));
+  }
+
+  BuiltinTask task;
+  Rng sft_rng = stream(2);
+  for (int i = 0; i < o.num_sft; ++i) {
+    task.sft.push_back(MakeSft(sft_rng.Pick(train), o.sft_imperfect_fraction, &sft_rng));
+  }
+  Rng sft_h_rng = stream(3);
+  for (int i = 0; i < o.num_sft_heldout; ++i) {
+    task.sft_heldout.push_back(
+        MakeSft(sft_h_rng.Pick(heldout), o.sft_imperfect_fraction, &sft_h_rng));
+  }
+  Rng rank_rng = stream(4);
+  for (int i = 0; i < o.num_rank; ++i) {
+    const int k = o.min_k + rank_rng.Uniform(o.max_k - o.min_k + 1);
+    task.rank.push_back(MakeRanked(rank_rng.Pick(train), k, &rank_rng));
+  }
+  Rng rank_h_rng = stream(5);
+  for (int i = 0; i < o.num_rank_heldout; ++i) {
+    const int k = o.min_k + rank_h_rng.Uniform(o.max_k - o.min_k + 1);
+    task.rank_heldout.push_back(MakeRanked(rank_h_rng.Pick(heldout), k, &rank_h_rng));
+  }
+  // RL train: each train prompt once per pass, in shuffled passes.
+  Rng rl_rng = stream(6);
+  while (static_cast<int>(task.rl_train.size()) < o.num_rl_train) {
+    std::vector<std::string> pass = train;
+    rl_rng.Shuffle(&pass);
+    for (const std::string& p : pass) {
+      if (static_cast<int>(task.rl_train.size()) == o.num_rl_train) break;
+      task.rl_train.push_back({p});
+    }
+  }
+  for (int i = 0; i < o.num_rl_heldout; ++i) task.rl_heldout.push_back({heldout[i]});
+  Rng pre_rng = stream(7);
+  for (int i = 0; i < o.num_pretrain; ++i) task.pretrain.push_back({PretrainSentence(&pre_rng)});
+  return task;
+}
+
+absl::Status WriteBuiltinTask(const BuiltinTask& task, const std::string& dir) {
+  RLHF_RETURN_IF_ERROR(MakeDirs(dir));
+  RLHF_RETURN_IF_ERROR(WriteSftJsonl(absl::StrCat(dir, "/sft.jsonl"), task.sft));
+  RLHF_RETURN_IF_ERROR(WriteSftJsonl(absl::StrCat(dir, "/sft_heldout.jsonl"), task.sft_heldout));
+  RLHF_RETURN_IF_ERROR(WriteRankedJsonl(absl::StrCat(dir, "/rank.jsonl"), task.rank));
+  RLHF_RETURN_IF_ERROR(
+      WriteRankedJsonl(absl::StrCat(dir, "/rank_heldout.jsonl"), task.rank_heldout));
+  RLHF_RETURN_IF_ERROR(WritePromptJsonl(absl::StrCat(dir, "/rl_train.jsonl"), task.rl_train));
+  RLHF_RETURN_IF_ERROR(WritePromptJsonl(absl::StrCat(dir, "/rl_heldout.jsonl"), task.rl_heldout));
+  RLHF_RETURN_IF_ERROR(WriteTextJsonl(absl::StrCat(dir, "/pretrain.jsonl"), task.pretrain));
+  return absl::OkStatus();
+}
+
+}  // namespace rlhf
