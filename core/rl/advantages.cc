@@ -36,10 +36,12 @@ torch::Tensor KlPenalizedTokenRewards(const torch::Tensor& score, const torch::T
                                       const torch::Tensor& mask, double beta) {
   const torch::Tensor m = FloatMask(mask);
   torch::Tensor rewards = -beta * Real(kl, m);
-  // Index of the last real token; rows without tokens get no score.
-  const torch::Tensor lengths = m.sum(1).to(torch::kLong);
-  const torch::Tensor has_tokens = lengths > 0;
-  const torch::Tensor last = at::clamp_min(lengths - 1, 0).unsqueeze(1);
+  // Index of the last real token (the real tokens may start anywhere in the row);
+  // rows without tokens get no score.
+  const torch::Tensor positions =
+      torch::arange(m.size(1), torch::TensorOptions().dtype(torch::kLong)).unsqueeze(0);
+  const torch::Tensor has_tokens = m.sum(1) > 0;
+  const torch::Tensor last = (positions * (m > 0).to(torch::kLong)).amax(1).unsqueeze(1);
   const torch::Tensor add =
       (score.detach().to(torch::kFloat32) * has_tokens.to(torch::kFloat32)).unsqueeze(1);
   return rewards.scatter_add(1, last, add);
@@ -48,11 +50,9 @@ torch::Tensor KlPenalizedTokenRewards(const torch::Tensor& score, const torch::T
 torch::Tensor SequenceReturns(const torch::Tensor& token_rewards, const torch::Tensor& mask,
                               double gamma) {
   const torch::Tensor m = FloatMask(mask);
-  const int64_t t = token_rewards.size(1);
-  const torch::Tensor discounts =
-      at::pow(gamma, torch::arange(t, torch::TensorOptions().dtype(torch::kFloat64)))
-          .to(torch::kFloat32)
-          .unsqueeze(0);
+  // Exponent = index among the row's real tokens (they may start after a prompt).
+  const torch::Tensor index = at::clamp_min(m.cumsum(1) - 1.0, 0.0).to(torch::kFloat64);
+  const torch::Tensor discounts = at::pow(gamma, index).to(torch::kFloat32);
   return (Real(token_rewards, m) * discounts).sum(1);
 }
 

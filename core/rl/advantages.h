@@ -6,6 +6,9 @@
 //   B = sequences in the batch, T = padded response length (right padding),
 //   per-token tensors are [B, T] float32, `mask` is [B, T] (1 = real response token,
 //   0 = padding; any dtype, converted to float), per-sequence tensors are [B].
+//   The real tokens of a row form one contiguous block that may start anywhere: the
+//   response frame (right padding) or the full prompt+response frame of
+//   MakeSequenceBatch (prompt positions before, padding after) both work.
 //   Group estimators (RLOO, GRPO) take rewards as [P, G]: P prompts x G samples each.
 // Padding never influences a real position and padded outputs are exactly 0.
 #pragma once

@@ -81,6 +81,15 @@ TEST(AdvantagesTest, KlPenalizedTokenRewards) {
   ExpectTensorNear(SequenceReturns(r, mask), {1.7, -1.25});
   ExpectTensorNear(SequenceReturns(r, mask, 0.5), {-0.05 - 0.05 + 0.25 * 1.85, -1.25});
   ExpectTensorNear(RewardToGo(r, mask), {1.7, 1.75, 1.85, -1.25, 0, 0});
+  // Same numbers in the prompt+response frame (responses start after a prompt).
+  const torch::Tensor kl2 = T2({7, 0.1, 0.2, 0.3, 7, 7, 0.5, 7}, 2);
+  const torch::Tensor mask2 = T2({0, 1, 1, 1, 0, 0, 1, 0}, 2);
+  ExpectTensorNear(KlPenalizedTokenRewards(score, kl2, mask2, 0.5),
+                   {0, -0.05, -0.1, 1.85, 0, 0, -1.25, 0});
+  const torch::Tensor r2 = KlPenalizedTokenRewards(score, kl2, mask2, 0.5);
+  ExpectTensorNear(SequenceReturns(r2, mask2, 0.5), {-0.05 - 0.05 + 0.25 * 1.85, -1.25});
+  ExpectTensorNear(Gae(r2, torch::zeros({2, 4}), mask2, 1.0, 1.0).advantages,
+                   {0, 1.7, 1.75, 1.85, 0, 0, -1.25, 0});
 }
 
 TEST(AdvantagesTest, RlooLeavesOneOut) {
