@@ -59,7 +59,8 @@ absl::StatusOr<SequenceBatch> MakeSequenceBatch(const std::vector<std::vector<in
 
 // logits: [B, T, V] from a full forward over batch.ids (any float dtype; computed in
 // float32 or better). Returns [B, T] float32 holding log π(ids[t] | ids[<t]) at response
-// positions and 0 elsewhere. temperature must be > 0 (Generate's greedy mode reports
+// positions and 0 elsewhere (float64 when logits are float64, e.g. gradient checks).
+// temperature must be > 0 (Generate's greedy mode reports
 // temperature-1 log-probs; pass 1.0 then, see LogProbTemperature in generation.h).
 torch::Tensor ResponseLogProbs(const torch::Tensor& logits, const SequenceBatch& batch,
                                double temperature = 1.0);

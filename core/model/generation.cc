@@ -1,0 +1,240 @@
+#include "core/model/generation.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace rlhf {
+namespace {
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// Counter-based uniform in (0, 1] for (seed, step): no generator state, so a row's draws
+// depend on nothing but its own seed and position. Never 0, so the inverse-CDF draw below
+// can never land on a zero-probability token.
+double Uniform(uint64_t seed, int64_t step) {
+  const uint64_t r = SplitMix64(SplitMix64(seed) + static_cast<uint64_t>(step));
+  return static_cast<double>((r >> 11) + 1) * (1.0 / 9007199254740992.0);
+}
+
+struct StepSample {
+  torch::Tensor tokens;    // [Ba] int64
+  torch::Tensor logprobs;  // [Ba] float32 (reported distribution)
+  torch::Tensor topk_ids, topk_logprobs;  // [Ba, K] when requested
+};
+
+// logits [Ba, V] -> one token per row. `uniforms` has one entry per row.
+StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& uniforms,
+                      const SamplingOptions& o) {
+  StepSample s;
+  const auto l = logits.to(torch::kFloat32);
+  const int64_t V = l.size(1);
+  const auto logp = at::log_softmax(o.temperature > 0 ? l / o.temperature : l, -1);
+  if (o.temperature == 0) {
+    s.tokens = logp.argmax(-1);
+  } else {
+    torch::Tensor filtered = logp;
+    if (o.top_k > 0 && o.top_k < V) {
+      const auto kth = std::get<0>(logp.topk(o.top_k, -1)).narrow(1, o.top_k - 1, 1);
+      filtered = filtered.masked_fill(filtered < kth, -std::numeric_limits<float>::infinity());
+    }
+    torch::Tensor probs = at::softmax(filtered.to(torch::kFloat64), -1);
+    if (o.top_p < 1.0) {
+      // Keep the smallest most-likely prefix whose mass reaches top_p: a token stays iff
+      // the mass strictly before it (exclusive cumsum) is < top_p. The top token always stays.
+      auto sorted = probs.sort(-1, /*descending=*/true);
+      const auto& sp = std::get<0>(sorted);
+      const auto remove = (sp.cumsum(-1) - sp) >= o.top_p;
+      const auto remove_orig = at::zeros_like(remove).scatter(1, std::get<1>(sorted), remove);
+      probs = probs.masked_fill(remove_orig, 0.0);
+    }
+    const auto cdf = probs.cumsum(-1);
+    const auto u = torch::tensor(uniforms, torch::kFloat64).unsqueeze(1);
+    const auto target = u * cdf.narrow(1, V - 1, 1);
+    s.tokens = (cdf < target).sum(-1).clamp_max(V - 1);
+  }
+  s.logprobs = logp.gather(1, s.tokens.unsqueeze(1)).squeeze(1);
+  if (o.return_top_k_distributions > 0) {
+    auto top = logp.topk(std::min<int64_t>(o.return_top_k_distributions, V), -1);
+    s.topk_logprobs = std::get<0>(top);
+    s.topk_ids = std::get<1>(top);
+  }
+  return s;
+}
+
+}  // namespace
+
+absl::Status ValidateSamplingOptions(const SamplingOptions& o) {
+  if (!std::isfinite(o.temperature) || o.temperature < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be finite and >= 0, got ", o.temperature));
+  }
+  if (o.top_k < 0) return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", o.top_k));
+  if (!(o.top_p > 0 && o.top_p <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", o.top_p));
+  }
+  if (o.max_new_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_new_tokens must be >= 1, got ", o.max_new_tokens));
+  }
+  if (o.return_top_k_distributions < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "return_top_k_distributions must be >= 0, got ", o.return_top_k_distributions));
+  }
+  return absl::OkStatus();
+}
+
+double LogProbTemperature(const SamplingOptions& options) {
+  return options.temperature > 0 ? options.temperature : 1.0;
+}
+
+absl::StatusOr<GenerationResult> Generate(TransformerLM& model,
+                                          const std::vector<std::vector<int32_t>>& prompts,
+                                          const std::vector<uint64_t>& seeds,
+                                          const SamplingOptions& options) {
+  RLHF_RETURN_IF_ERROR(ValidateSamplingOptions(options));
+  const ModelConfig& config = model->config();
+  if (!config.lm_head) return absl::InvalidArgumentError("model has no lm_head: cannot generate");
+  if (prompts.empty()) return absl::InvalidArgumentError("prompts is empty");
+  if (seeds.size() != prompts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("seeds has ", seeds.size(),
+                                                   " entries but prompts has ", prompts.size()));
+  }
+  for (int32_t stop : options.stop_tokens) {
+    if (stop < 0 || stop >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("stop_tokens: ", stop, " outside [0, ",
+                                                     config.vocab_size, ")"));
+    }
+  }
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  int64_t max_prompt = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& p = prompts[b];
+    if (p.empty()) return absl::InvalidArgumentError(absl::StrCat("prompts[", b, "] is empty"));
+    for (size_t j = 0; j < p.size(); ++j) {
+      if (p[j] < 0 || p[j] >= config.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("prompts[", b, "][", j, "] = ", p[j],
+                                                       " outside [0, ", config.vocab_size, ")"));
+      }
+    }
+    const int64_t len = static_cast<int64_t>(p.size());
+    if (len + options.max_new_tokens > config.max_seq_len) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompts[", b, "]: length ", len, " + max_new_tokens ", options.max_new_tokens,
+          " > max_seq_len ", config.max_seq_len));
+    }
+    max_prompt = std::max(max_prompt, len);
+  }
+
+  return TorchCall(
+      [&]() -> GenerationResult {
+        c10::InferenceMode inference;
+        GenerationResult result;
+        result.responses.resize(B);
+        result.logprobs.resize(B);
+        result.finished.assign(B, false);
+        if (options.return_top_k_distributions > 0) result.top_k.resize(B);
+        const auto device = model->parameters().front().device();
+        const int64_t capacity = max_prompt + options.max_new_tokens;
+
+        // Left-padded prompt batch; the mask buffer covers every position we may decode.
+        auto ids = torch::zeros({B, max_prompt}, torch::kLong);
+        auto mask = torch::ones({B, capacity}, torch::kLong);
+        auto next_pos = torch::empty({B}, torch::kLong);
+        {
+          auto ids_a = ids.accessor<int64_t, 2>();
+          auto mask_a = mask.accessor<int64_t, 2>();
+          auto pos_a = next_pos.accessor<int64_t, 1>();
+          for (int64_t b = 0; b < B; ++b) {
+            const int64_t pad = max_prompt - static_cast<int64_t>(prompts[b].size());
+            for (int64_t t = 0; t < pad; ++t) mask_a[b][t] = 0;
+            for (size_t t = 0; t < prompts[b].size(); ++t) ids_a[b][pad + t] = prompts[b][t];
+            pos_a[b] = static_cast<int64_t>(prompts[b].size());
+          }
+        }
+        ids = ids.to(device);
+        mask = mask.to(device);
+        next_pos = next_pos.to(device);
+
+        KVCache cache;
+        cache.Reserve(capacity);
+        auto logits = model->forward_last(ids, mask.narrow(1, 0, max_prompt), {}, &cache)
+                          .logits.select(1, 0);
+        std::vector<int64_t> active(B);  // batch row -> original index
+        for (int64_t b = 0; b < B; ++b) active[b] = b;
+        int64_t length = max_prompt;
+        std::vector<double> uniforms;
+        for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+          uniforms.clear();
+          for (int64_t idx : active) uniforms.push_back(Uniform(seeds[idx], step));
+          StepSample s = SampleStep(logits, uniforms, options);
+          const auto tokens = s.tokens.to(torch::kCPU);
+          const auto lps = s.logprobs.to(torch::kCPU);
+          const auto tok_a = tokens.accessor<int64_t, 1>();
+          const auto lp_a = lps.accessor<float, 1>();
+          torch::Tensor topk_ids, topk_lp;
+          if (options.return_top_k_distributions > 0) {
+            topk_ids = s.topk_ids.to(torch::kCPU);
+            topk_lp = s.topk_logprobs.to(torch::kCPU);
+          }
+          std::vector<int64_t> keep;
+          for (size_t r = 0; r < active.size(); ++r) {
+            const int64_t idx = active[r];
+            const int32_t token = static_cast<int32_t>(tok_a[r]);
+            result.responses[idx].push_back(token);
+            result.logprobs[idx].push_back(lp_a[r]);
+            if (topk_ids.defined()) {
+              TopKDistribution d;
+              const auto ia = topk_ids.accessor<int64_t, 2>();
+              const auto la = topk_lp.accessor<float, 2>();
+              for (int64_t k = 0; k < topk_ids.size(1); ++k) {
+                d.ids.push_back(static_cast<int32_t>(ia[r][k]));
+                d.logprobs.push_back(la[r][k]);
+              }
+              result.top_k[idx].push_back(std::move(d));
+            }
+            const bool stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(),
+                                        token) != options.stop_tokens.end();
+            if (stop) {
+              result.finished[idx] = true;
+            } else {
+              keep.push_back(static_cast<int64_t>(r));
+            }
+          }
+          if (step + 1 == options.max_new_tokens || keep.empty()) break;
+          torch::Tensor next_tokens = s.tokens;
+          if (keep.size() != active.size()) {
+            // Drop finished rows from everything that is batched.
+            const auto rows = torch::tensor(keep, torch::kLong).to(device);
+            cache.SelectRows(rows);
+            mask = mask.index_select(0, rows);
+            next_pos = next_pos.index_select(0, rows);
+            next_tokens = next_tokens.index_select(0, rows);
+            std::vector<int64_t> still;
+            for (int64_t r : keep) still.push_back(active[r]);
+            active.swap(still);
+          }
+          ++length;
+          logits = model
+                       ->forward_last(next_tokens.unsqueeze(1), mask.narrow(1, 0, length),
+                                      next_pos.unsqueeze(1), &cache)
+                       .logits.select(1, 0);
+          next_pos = next_pos + 1;
+          ++result.decode_steps;
+        }
+        return result;
+      },
+      "Generate");
+}
+
+}  // namespace rlhf
