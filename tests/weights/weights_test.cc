@@ -1,0 +1,239 @@
+// Flat snapshots and both weight transports, in one process: the publisher's control
+// deliveries go into per-member queues (standing in for WatchWeights streams) and each
+// member receives on its own thread with its own WeightReceiver. The collective
+// transport runs real ProcessGroupGloo broadcasts over loopback TCP.
+#include <deque>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "absl/synchronization/mutex.h"
+#include "services/weights/flat_weights.h"
+#include "services/weights/transport.h"
+
+namespace rlhf::weights {
+namespace {
+
+NamedTensors MakeParams(int64_t seed, int64_t scale = 1) {
+  torch::manual_seed(seed);
+  return {{"embed.weight", torch::randn({37 * scale, 16})},
+          {"block.0.bias", torch::randn({5})},
+          {"block.0.w", torch::randn({16, 33})},
+          {"step", torch::tensor({seed}, torch::kInt64)}};
+}
+
+TEST(FlatWeightsTest, RoundTripIsBitwiseAndHashed) {
+  NamedTensors src = MakeParams(1);
+  auto flat = Flatten(src, 7);
+  ASSERT_TRUE(flat.ok()) << flat.status();
+  EXPECT_EQ((*flat)->version, 7);
+  EXPECT_EQ((*flat)->tensors.size(), 4u);
+  for (const auto& spec : (*flat)->tensors) EXPECT_EQ(spec.offset() % 64, 0) << spec.name();
+  EXPECT_EQ((*flat)->hash, WeightsHash((*flat)->data(), (*flat)->total_bytes()));
+
+  NamedTensors dst = MakeParams(2);
+  ASSERT_TRUE(Unflatten(**flat, dst).ok());
+  for (size_t i = 0; i < src.size(); ++i) {
+    EXPECT_TRUE(torch::equal(src[i].second, dst[i].second)) << src[i].first;
+  }
+  auto again = Flatten(dst, 7);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->hash, (*flat)->hash);
+  // A single flipped bit changes the hash.
+  (*again)->buffer[3] = (*again)->buffer[3].item<uint8_t>() ^ 1;
+  EXPECT_NE(WeightsHash((*again)->data(), (*again)->total_bytes()), (*flat)->hash);
+}
+
+TEST(FlatWeightsTest, UnflattenChecksEverythingBeforeCopying) {
+  auto flat = Flatten(MakeParams(1), 0);
+  ASSERT_TRUE(flat.ok());
+  NamedTensors dst = MakeParams(2);
+  dst[2].second = torch::zeros({16, 34});  // wrong shape for block.0.w
+  torch::Tensor before = dst[0].second.clone();
+  absl::Status s = Unflatten(**flat, dst);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("block.0.w"), std::string::npos) << s;
+  EXPECT_TRUE(torch::equal(before, dst[0].second)) << "partially applied";
+
+  NamedTensors renamed = MakeParams(2);
+  renamed[1].first = "block.0.beta";
+  s = Unflatten(**flat, renamed);
+  EXPECT_NE(s.message().find("block.0.bias"), std::string::npos) << s;
+}
+
+TEST(FlatWeightsTest, RejectsDuplicateNames) {
+  NamedTensors p = MakeParams(1);
+  p.push_back(p[0]);
+  EXPECT_EQ(Flatten(p, 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// One actor's control stream.
+struct Member {
+  absl::Mutex mu;
+  std::deque<std::pair<rlhf::v1::WeightsHeader, std::shared_ptr<const FlatWeights>>> q
+      ABSL_GUARDED_BY(mu);
+  DeliverFn Deliver() {
+    return [this](const rlhf::v1::WeightsHeader& h, std::shared_ptr<const FlatWeights> d) {
+      absl::MutexLock l(&mu);
+      q.emplace_back(h, std::move(d));
+    };
+  }
+  bool Pop(rlhf::v1::WeightsHeader* h, std::shared_ptr<const FlatWeights>* d,
+           absl::Duration timeout = absl::Seconds(30)) {
+    absl::MutexLock l(&mu);
+    auto nonempty = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu) { return !q.empty(); };
+    if (!mu.AwaitWithTimeout(absl::Condition(&nonempty), timeout)) return false;
+    *h = q.front().first;
+    *d = q.front().second;
+    q.pop_front();
+    return true;
+  }
+};
+
+// Receives one version as an actor would; buckets come from the queued snapshot.
+absl::StatusOr<std::shared_ptr<FlatWeights>> ReceiveOne(Member& m, WeightReceiver& r,
+                                                        int* buckets = nullptr) {
+  rlhf::v1::WeightsHeader h;
+  std::shared_ptr<const FlatWeights> data;
+  if (!m.Pop(&h, &data)) return absl::DeadlineExceededError("no header");
+  int64_t offset = 0;
+  return r.Receive(h, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
+    if (!data) return absl::InternalError("no data on a collective header");
+    auto b = MakeBucket(*data, offset, h.bucket_bytes());
+    offset += static_cast<int64_t>(b.data().size());
+    if (buckets) ++*buckets;
+    return b;
+  });
+}
+
+TEST(GrpcTransportTest, ChunksIntoBucketsAndLateJoinerGetsLatest) {
+  WeightTransportOptions opts;
+  opts.bucket_bytes = 1000;
+  auto pub = MakeWeightPublisher(opts);
+  ASSERT_TRUE(pub.ok());
+  Member a, b;
+  (*pub)->AddMember("a", a.Deliver());
+  auto v1 = Flatten(MakeParams(1), 1);
+  ASSERT_TRUE(v1.ok());
+  (*pub)->Publish(*v1);
+  auto recv = MakeWeightReceiver(opts);
+  ASSERT_TRUE(recv.ok());
+  int buckets = 0;
+  auto got = ReceiveOne(a, **recv, &buckets);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ((*got)->hash, (*v1)->hash);
+  EXPECT_TRUE(torch::equal((*got)->buffer, (*v1)->buffer));
+  EXPECT_EQ(buckets, ((*v1)->total_bytes() + 999) / 1000);
+
+  (*pub)->AddMember("b", b.Deliver());  // joins after v1: gets v1 immediately
+  auto recv_b = MakeWeightReceiver(opts);
+  auto got_b = ReceiveOne(b, **recv_b);
+  ASSERT_TRUE(got_b.ok());
+  EXPECT_EQ((*got_b)->version, 1);
+  EXPECT_EQ((*got_b)->hash, (*v1)->hash);
+}
+
+TEST(GrpcTransportTest, CorruptOrMisorderedBucketsAreDataLoss) {
+  auto v1 = Flatten(MakeParams(1), 1);
+  ASSERT_TRUE(v1.ok());
+  auto header = MakeHeader(**v1, 512);
+  auto recv = MakeGrpcWeightReceiver({});
+  int64_t off = 0;
+  auto flipped = recv->Receive(header, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
+    auto b = MakeBucket(**v1, off, 512);
+    off += static_cast<int64_t>(b.data().size());
+    if (b.offset() == 0) (*b.mutable_data())[0] ^= 1;
+    return b;
+  });
+  EXPECT_EQ(flipped.status().code(), absl::StatusCode::kDataLoss);
+  auto skipped = recv->Receive(header, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
+    return MakeBucket(**v1, 512, 512);
+  });
+  EXPECT_EQ(skipped.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(skipped.status().message().find("expected offset 0"), std::string::npos);
+}
+
+TEST(CollectiveTransportTest, BroadcastsIdenticalWeightsAndReformsOnJoin) {
+  WeightTransportOptions opts;
+  opts.transport = rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE;
+  opts.bucket_bytes = 4096;  // several buckets per version
+  opts.timeout_s = 20;
+  auto pub = MakeWeightPublisher(opts);
+  ASSERT_TRUE(pub.ok()) << pub.status();
+  EXPECT_NE((*pub)->rendezvous_address().find("127.0.0.1:"), std::string::npos);
+
+  Member m[3];
+  std::unique_ptr<WeightReceiver> r[3];
+  for (auto& x : r) x = *MakeWeightReceiver(opts);
+  (*pub)->AddMember("actor-0", m[0].Deliver());
+  (*pub)->AddMember("actor-1", m[1].Deliver());
+  auto v1 = Flatten(MakeParams(1, 40), 1);
+  ASSERT_TRUE(v1.ok());
+  (*pub)->Publish(*v1);
+
+  absl::StatusOr<std::shared_ptr<FlatWeights>> got[3];
+  {
+    std::thread t0([&] { got[0] = ReceiveOne(m[0], *r[0]); });
+    std::thread t1([&] { got[1] = ReceiveOne(m[1], *r[1]); });
+    t0.join();
+    t1.join();
+  }
+  ASSERT_TRUE((*pub)->WaitSynced(1, absl::Seconds(30)).ok());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(got[i].ok()) << got[i].status();
+    EXPECT_EQ((*got[i])->hash, (*v1)->hash);
+    EXPECT_TRUE(torch::equal((*got[i])->buffer, (*v1)->buffer));
+  }
+  const int64_t gen1 = (*pub)->stats().generation;
+
+  // A third member joins: the group is re-formed (new generation) and v2 reaches all.
+  (*pub)->AddMember("actor-2", m[2].Deliver());
+  auto v2 = Flatten(MakeParams(2, 40), 2);
+  ASSERT_TRUE(v2.ok());
+  (*pub)->Publish(*v2);
+  {
+    std::vector<std::thread> ts;
+    // A round for v1 may re-form the group before v2 is published: each member keeps
+    // receiving until it holds v2.
+    for (int i = 0; i < 3; ++i) {
+      ts.emplace_back([&, i] {
+        do {
+          got[i] = ReceiveOne(m[i], *r[i]);
+        } while (got[i].ok() && (*got[i])->version < 2);
+      });
+    }
+    for (auto& t : ts) t.join();
+  }
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(got[i].ok()) << got[i].status();
+    EXPECT_EQ((*got[i])->version, 2);
+    EXPECT_EQ((*got[i])->hash, (*v2)->hash) << i;
+    EXPECT_TRUE(torch::equal((*got[i])->buffer, (*v2)->buffer));
+  }
+  ASSERT_TRUE((*pub)->WaitSynced(2, absl::Seconds(30)).ok());
+  EXPECT_GT((*pub)->stats().generation, gen1);
+  (*pub)->Shutdown();
+}
+
+TEST(CollectiveTransportTest, MissingPeerTimesOutNamingIt) {
+  WeightTransportOptions opts;
+  opts.transport = rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE;
+  opts.timeout_s = 1;
+  auto pub = MakeWeightPublisher(opts);
+  ASSERT_TRUE(pub.ok()) << pub.status();
+  Member ghost;  // its header is never acted on
+  (*pub)->AddMember("ghost-actor", ghost.Deliver());
+  auto v1 = Flatten(MakeParams(1), 1);
+  (*pub)->Publish(*v1);
+  absl::Status s = (*pub)->WaitSynced(1, absl::Seconds(2));
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(s.message().find("ghost-actor (rank 1) did not join"), std::string::npos) << s;
+  EXPECT_GE((*pub)->stats().failures, 1);
+  // Once the silent peer is removed the version goes through (to nobody) and nothing hangs.
+  (*pub)->RemoveMember("ghost-actor");
+  EXPECT_TRUE((*pub)->WaitSynced(1, absl::Seconds(10)).ok());
+  (*pub)->Shutdown();
+}
+
+}  // namespace
+}  // namespace rlhf::weights
