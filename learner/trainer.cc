@@ -1,0 +1,593 @@
+#include "learner/trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <utility>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/util/string_utils.h>
+#include <torch/nn/utils/clip_grad.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/model/logprobs.h"
+#include "core/rl/advantages.h"
+#include "core/status_macros.h"
+
+namespace rlhf {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+// Rows `rows` of a packed batch, cut to the longest of them (micro-batches of short
+// sequences do not pay for the batch's longest row).
+SequenceBatch SliceBatch(const SequenceBatch& b, const torch::Tensor& rows) {
+  SequenceBatch out;
+  const torch::Tensor attn = b.attention_mask.index_select(0, rows);
+  const int64_t len = std::max<int64_t>(1, attn.sum(1).max().item<int64_t>());
+  out.ids = b.ids.index_select(0, rows).slice(1, 0, len);
+  out.attention_mask = attn.slice(1, 0, len);
+  out.response_mask = b.response_mask.index_select(0, rows).slice(1, 0, len);
+  out.position_ids = b.position_ids.index_select(0, rows).slice(1, 0, len);
+  const auto acc = rows.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < rows.size(0); ++i) {
+    out.prompt_lengths.push_back(b.prompt_lengths[acc[i]]);
+    out.response_lengths.push_back(b.response_lengths[acc[i]]);
+  }
+  return out;
+}
+
+torch::Tensor Rows(const torch::Tensor& x, const torch::Tensor& rows, int64_t len) {
+  return x.index_select(0, rows).slice(1, 0, len);
+}
+
+// Value of the state that emitted each token: scalar output at position t-1.
+torch::Tensor ShiftRight(const torch::Tensor& x) {
+  return at::cat({torch::zeros({x.size(0), 1}, x.options()), x.slice(1, 0, x.size(1) - 1)}, 1);
+}
+
+std::string ParamStateKey(const torch::Tensor& p) {
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+}
+
+void ExportOptimizer(const std::string& prefix, const TransformerLM& model,
+                     const torch::optim::AdamW& opt, TrainerState* state) {
+  for (const auto& item : model->named_parameters()) {
+    auto it = opt.state().find(ParamStateKey(item.value()));
+    if (it == opt.state().end()) continue;
+    const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+    const std::string name = absl::StrCat(prefix, "/", item.key());
+    state->optimizer_tensors.emplace_back(name + "/exp_avg", s.exp_avg().detach().clone());
+    state->optimizer_tensors.emplace_back(name + "/exp_avg_sq", s.exp_avg_sq().detach().clone());
+    state->optimizer_steps_by_param.emplace_back(name, s.step());
+  }
+}
+
+std::string ToHex(const torch::Tensor& bytes) {
+  static const char* kDigits = "0123456789abcdef";
+  const torch::Tensor c = bytes.contiguous();
+  const uint8_t* p = c.data_ptr<uint8_t>();
+  std::string out;
+  out.reserve(c.numel() * 2);
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    out.push_back(kDigits[p[i] >> 4]);
+    out.push_back(kDigits[p[i] & 15]);
+  }
+  return out;
+}
+
+absl::StatusOr<torch::Tensor> FromHex(const std::string& hex) {
+  if (hex.size() % 2 != 0) return absl::InvalidArgumentError("rng state: odd hex length");
+  torch::Tensor out = torch::empty({static_cast<int64_t>(hex.size() / 2)}, torch::kUInt8);
+  uint8_t* p = out.data_ptr<uint8_t>();
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
+    if (hi < 0 || lo < 0) return absl::InvalidArgumentError("rng state: not lower-case hex");
+    p[i / 2] = static_cast<uint8_t>(hi * 16 + lo);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string GeneratorStateHex(const at::Generator& gen) { return ToHex(gen.get_state()); }
+
+absl::Status SetGeneratorStateHex(at::Generator& gen, const std::string& hex) {
+  RLHF_ASSIGN_OR_RETURN(torch::Tensor bytes, FromHex(hex));
+  return TorchCall([&] { gen.set_state(bytes); }, "rng state");
+}
+
+absl::string_view RlAlgorithmName(RlAlgorithm algorithm) {
+  switch (algorithm) {
+    case RlAlgorithm::kReinforce: return "reinforce";
+    case RlAlgorithm::kRloo: return "rloo";
+    case RlAlgorithm::kGrpo: return "grpo";
+    case RlAlgorithm::kPpo: return "ppo";
+  }
+  return "reinforce";
+}
+
+absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
+  auto bad = [](absl::string_view field, absl::string_view want) {
+    return absl::InvalidArgumentError(absl::StrCat("rl.", field, " must be ", want));
+  };
+  if (o.epochs < 1) return bad("epochs", ">= 1");
+  if (o.minibatch_size < 1) return bad("minibatch_size", ">= 1");
+  if (o.grad_accum < 1) return bad("grad_accum", ">= 1");
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) return bad("lr", "> 0 and finite");
+  if (!(o.weight_decay >= 0)) return bad("weight_decay", ">= 0");
+  if (o.warmup_steps < 0) return bad("warmup_steps", ">= 0");
+  if (o.decay_steps < 0) return bad("decay_steps", ">= 0");
+  if (!(o.ptx_coef >= 0)) return bad("ptx_coef", ">= 0");
+  if (!(o.entropy_coef >= 0)) return bad("entropy_coef", ">= 0");
+  if (!(o.clip_eps > 0 && o.clip_eps < 1)) return bad("clip_eps", "in (0, 1)");
+  if (!(o.value_coef >= 0)) return bad("value_coef", ">= 0");
+  if (!(o.gamma >= 0 && o.gamma <= 1)) return bad("gamma", "in [0, 1]");
+  if (!(o.lam >= 0 && o.lam <= 1)) return bad("lam", "in [0, 1]");
+  if (!(o.baseline_decay >= 0 && o.baseline_decay < 1)) return bad("baseline_decay", "in [0, 1)");
+  if (!(o.grpo_eps > 0)) return bad("grpo_eps", "> 0");
+  if (!(o.temperature > 0)) return bad("temperature", "> 0");
+  if (absl::Status s = KlController::Validate(o.kl); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("rl.", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+Trainer::Trainer(const TrainerOptions& options, TransformerLM policy, TransformerLM value_model)
+    : options_(options),
+      policy_(std::move(policy)),
+      value_(std::move(value_model)),
+      kl_(options.kl),
+      baseline_(options.baseline_decay),
+      shuffle_gen_(at::detail::createCPUGenerator(options.seed)) {
+  torch::optim::AdamWOptions opt(options.lr);
+  opt.weight_decay(options.weight_decay);
+  policy_opt_ = std::make_unique<torch::optim::AdamW>(policy_->parameters(), opt);
+  policy_->train();
+  if (value_) {
+    value_opt_ = std::make_unique<torch::optim::AdamW>(value_->parameters(), opt);
+    value_->train();
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& options,
+                                                         TransformerLM policy,
+                                                         TransformerLM value_model) {
+  RLHF_RETURN_IF_ERROR(ValidateTrainerOptions(options));
+  if (!policy) return absl::InvalidArgumentError("policy model is null");
+  if (!policy->config().lm_head) return absl::InvalidArgumentError("policy model has no lm_head");
+  if (options.algorithm == RlAlgorithm::kPpo) {
+    if (!value_model) return absl::InvalidArgumentError("PPO needs a value model");
+    if (!value_model->config().scalar_head) {
+      return absl::InvalidArgumentError("value model has no scalar_head");
+    }
+    if (value_model->config().max_seq_len < policy->config().max_seq_len) {
+      return absl::InvalidArgumentError("value model max_seq_len is shorter than the policy's");
+    }
+  } else if (value_model) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a value model is only used by PPO, not ", RlAlgorithmName(options.algorithm)));
+  }
+  return std::unique_ptr<Trainer>(new Trainer(options, std::move(policy), std::move(value_model)));
+}
+
+absl::Status Trainer::ValidateBatch(const std::vector<Trajectory>& batch,
+                                    const std::vector<std::vector<int32_t>>& pretrain) const {
+  if (batch.empty()) return absl::InvalidArgumentError("batch is empty");
+  const int64_t vocab = policy_->config().vocab_size;
+  const int64_t max_len = policy_->config().max_seq_len;
+  auto check_ids = [&](const std::vector<int32_t>& ids, const std::string& where) {
+    for (size_t j = 0; j < ids.size(); ++j) {
+      if (ids[j] < 0 || ids[j] >= vocab) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "[", j, "] = ", ids[j], " outside [0, ", vocab, ")"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const Trajectory& t = batch[i];
+    const std::string at = absl::StrCat("trajectories[", i, "]");
+    if (t.prompt.empty()) return absl::InvalidArgumentError(at + ".prompt is empty");
+    RLHF_RETURN_IF_ERROR(check_ids(t.prompt, at + ".prompt"));
+    RLHF_RETURN_IF_ERROR(check_ids(t.response, at + ".response"));
+    if (static_cast<int64_t>(t.prompt.size() + t.response.size()) > max_len) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ": prompt + response length ",
+                                                     t.prompt.size() + t.response.size(),
+                                                     " > max_seq_len ", max_len));
+    }
+    if (t.behaviour_logprobs.size() != t.response.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ".behaviour_logprobs has ",
+                                                     t.behaviour_logprobs.size(), " entries but response has ",
+                                                     t.response.size()));
+    }
+    if (t.reference_logprobs.size() != t.response.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ".reference_logprobs has ",
+                                                     t.reference_logprobs.size(), " entries but response has ",
+                                                     t.response.size()));
+    }
+    for (size_t j = 0; j < t.response.size(); ++j) {
+      if (!std::isfinite(t.behaviour_logprobs[j]) || t.behaviour_logprobs[j] > 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ".behaviour_logprobs[", j, "] is not a finite log-prob"));
+      }
+      if (!std::isfinite(t.reference_logprobs[j]) || t.reference_logprobs[j] > 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ".reference_logprobs[", j, "] is not a finite log-prob"));
+      }
+    }
+    if (!std::isfinite(t.reward)) return absl::InvalidArgumentError(at + ".reward is not finite");
+    if (t.policy_version < 0 || t.policy_version > policy_version_) {
+      return absl::InvalidArgumentError(absl::StrCat(at, ".policy_version ", t.policy_version,
+                                                     " outside [0, ", policy_version_, "]"));
+    }
+  }
+  if (options_.algorithm == RlAlgorithm::kRloo || options_.algorithm == RlAlgorithm::kGrpo) {
+    std::map<int64_t, int> sizes;
+    for (const Trajectory& t : batch) ++sizes[t.group_id];
+    for (const auto& [id, n] : sizes) {
+      if (n < 2) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "group_id ", id, " has ", n, " trajectory; ", RlAlgorithmName(options_.algorithm),
+            " needs >= 2 samples per prompt"));
+      }
+    }
+  }
+  for (size_t i = 0; i < pretrain.size(); ++i) {
+    const std::string at = absl::StrCat("pretrain[", i, "]");
+    if (pretrain[i].size() < 2) return absl::InvalidArgumentError(at + " has < 2 tokens");
+    if (static_cast<int64_t>(pretrain[i].size()) > max_len) {
+      return absl::InvalidArgumentError(at + " is longer than max_seq_len");
+    }
+    RLHF_RETURN_IF_ERROR(check_ids(pretrain[i], at));
+  }
+  return absl::OkStatus();
+}
+
+double Trainer::LearningRate() const {
+  const int64_t s = optimizer_steps_;  // 0-based index of the next optimizer step
+  if (s < options_.warmup_steps) {
+    return options_.lr * static_cast<double>(s + 1) / static_cast<double>(options_.warmup_steps);
+  }
+  if (options_.decay_steps <= 0) return options_.lr;
+  const double progress =
+      std::min(1.0, static_cast<double>(s - options_.warmup_steps) / options_.decay_steps);
+  return options_.lr * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(kPi * progress)));
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> Trainer::ResponseLogProbsOf(
+    const std::vector<Trajectory>& batch) {
+  std::vector<std::vector<int32_t>> prompts, responses;
+  for (const Trajectory& t : batch) {
+    prompts.push_back(t.prompt);
+    responses.push_back(t.response);
+  }
+  SequenceBatchOptions sbo;
+  sbo.pad_id = options_.pad_id;
+  sbo.max_len = policy_->config().max_seq_len;
+  RLHF_ASSIGN_OR_RETURN(SequenceBatch sb, MakeSequenceBatch(prompts, responses, sbo));
+  return TorchCall([&] {
+    torch::NoGradGuard no_grad;
+    const ForwardOutput out = policy_->forward(sb.ids, sb.attention_mask, sb.position_ids);
+    return PerSequenceResponseValues(ResponseLogProbs(out.logits, sb, options_.temperature), sb);
+  });
+}
+
+absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
+                                         const std::vector<std::vector<int32_t>>& pretrain) {
+  RLHF_RETURN_IF_ERROR(ValidateBatch(batch, pretrain));
+  const absl::Time start = absl::Now();
+  const int64_t n = static_cast<int64_t>(batch.size());
+
+  std::vector<std::vector<int32_t>> prompts, responses;
+  std::vector<std::vector<float>> blogp_v, rlogp_v;
+  std::vector<float> scores;
+  double staleness = 0;
+  for (const Trajectory& t : batch) {
+    prompts.push_back(t.prompt);
+    responses.push_back(t.response);
+    blogp_v.push_back(t.behaviour_logprobs);
+    rlogp_v.push_back(t.reference_logprobs);
+    scores.push_back(t.reward);
+    staleness += static_cast<double>(policy_version_ - t.policy_version) / n;
+  }
+  SequenceBatchOptions sbo;
+  sbo.pad_id = options_.pad_id;
+  sbo.max_len = policy_->config().max_seq_len;
+  RLHF_ASSIGN_OR_RETURN(const SequenceBatch sb, MakeSequenceBatch(prompts, responses, sbo));
+  RLHF_ASSIGN_OR_RETURN(const torch::Tensor blogp, ScatterResponseValues(blogp_v, sb));
+  RLHF_ASSIGN_OR_RETURN(const torch::Tensor rlogp, ScatterResponseValues(rlogp_v, sb));
+  const torch::Tensor& mask = sb.response_mask;
+  const int64_t seq_len = sb.ids.size(1);
+
+  // Group membership for RLOO / GRPO, in first-appearance order.
+  std::vector<std::vector<int64_t>> groups;
+  {
+    std::map<int64_t, size_t> index;
+    for (int64_t i = 0; i < n; ++i) {
+      auto [it, inserted] = index.emplace(batch[i].group_id, groups.size());
+      if (inserted) groups.emplace_back();
+      groups[it->second].push_back(i);
+    }
+  }
+
+  TrainStats stats;
+  const absl::Status status = TorchCall([&] {
+    const torch::Tensor score = torch::tensor(scores, torch::kFloat32);
+    const torch::Tensor kl = at::where(mask > 0, PerTokenKl(blogp, rlogp, options_.kl_estimator),
+                                       torch::zeros_like(blogp));
+    const torch::Tensor kl_seq = kl.sum(1);
+    const double beta = kl_.beta();
+    const bool kl_in_reward = options_.kl_placement == KlPlacementMode::kInReward;
+    const torch::Tensor token_rewards =
+        KlPenalizedTokenRewards(score, kl, mask, kl_in_reward ? beta : 0.0);
+    const torch::Tensor seq_returns = SequenceReturns(token_rewards, mask, options_.gamma);
+
+    torch::Tensor advantages;  // [B, T]
+    torch::Tensor old_values, value_targets;
+    switch (options_.algorithm) {
+      case RlAlgorithm::kReinforce: {
+        if (!baseline_.initialized()) baseline_.Update(seq_returns);
+        advantages = ReinforceAdvantages(seq_returns, baseline_.value()).unsqueeze(1) * mask;
+        baseline_.Update(seq_returns);
+        break;
+      }
+      case RlAlgorithm::kRloo:
+      case RlAlgorithm::kGrpo: {
+        torch::Tensor seq_adv = torch::zeros({n});
+        for (const auto& g : groups) {
+          const torch::Tensor idx = torch::tensor(g, torch::kLong);
+          const torch::Tensor r = seq_returns.index_select(0, idx).unsqueeze(0);
+          absl::StatusOr<torch::Tensor> a = options_.algorithm == RlAlgorithm::kRloo
+                                                ? RlooAdvantages(r)
+                                                : GrpoAdvantages(r, options_.grpo_eps);
+          TORCH_CHECK(a.ok(), std::string(a.status().message()));
+          seq_adv.index_copy_(0, idx, a->squeeze(0));
+        }
+        advantages = seq_adv.unsqueeze(1) * mask;
+        break;
+      }
+      case RlAlgorithm::kPpo: {
+        torch::NoGradGuard no_grad;
+        const ForwardOutput vo = value_->forward(sb.ids, sb.attention_mask, sb.position_ids);
+        old_values = ShiftRight(vo.scalar.to(torch::kFloat32)) * mask;
+        GaeResult gae = Gae(token_rewards, old_values, mask, options_.gamma, options_.lam);
+        advantages = gae.advantages;
+        value_targets = gae.returns;
+        stats.explained_variance = ExplainedVariance(old_values, value_targets, mask);
+        break;
+      }
+    }
+    if (options_.whiten_advantages) advantages = MaskedWhiten(advantages, mask);
+
+    stats.beta = beta;
+    stats.num_sequences = n;
+    stats.response_tokens = mask.sum().item<int64_t>();
+    stats.kl_mean = kl_seq.mean().item<double>();
+    stats.kl_max = kl_seq.max().item<double>();
+    stats.reward_mean = score.mean().item<double>();
+    stats.reward_std = n > 1 ? score.std().item<double>() : 0.0;
+    stats.advantage_mean = MaskedMean(advantages, mask).item<double>();
+    stats.return_mean = seq_returns.mean().item<double>();
+    stats.mean_staleness = staleness;
+
+    // Pretraining batch (prompt = first token, "response" = the rest: every next-token
+    // prediction of the text is scored).
+    SequenceBatch ptx;
+    const bool use_ptx = options_.ptx_coef > 0 && !pretrain.empty();
+    if (use_ptx) {
+      std::vector<std::vector<int32_t>> heads, tails;
+      for (const auto& text : pretrain) {
+        heads.emplace_back(text.begin(), text.begin() + 1);
+        tails.emplace_back(text.begin() + 1, text.end());
+      }
+      absl::StatusOr<SequenceBatch> p = MakeSequenceBatch(heads, tails, sbo);
+      TORCH_CHECK(p.ok(), std::string(p.status().message()));
+      ptx = *std::move(p);
+    }
+
+    const double temp = options_.temperature;
+    int64_t opt_steps_this_call = 0;
+    double sum_policy_loss = 0, sum_value_loss = 0, sum_ptx = 0, sum_clip = 0, sum_vclip = 0,
+           sum_approx_kl = 0, sum_grad_norm = 0, sum_entropy = 0;
+    int64_t entropy_count = 0;
+    for (int epoch = 0; epoch < options_.epochs; ++epoch) {
+      const torch::Tensor perm = at::randperm(n, shuffle_gen_, torch::kLong);
+      for (int64_t mb_start = 0; mb_start < n; mb_start += options_.minibatch_size) {
+        const int64_t mb_end = std::min<int64_t>(n, mb_start + options_.minibatch_size);
+        const torch::Tensor mb_rows = perm.slice(0, mb_start, mb_end);
+        const torch::Tensor mb_mask = mask.index_select(0, mb_rows);
+        const double mb_tokens = std::max(1.0, mb_mask.sum().item<double>());
+        const double mb_seqs = std::max(1.0, (mb_mask.sum(1) > 0).sum().item<double>());
+        policy_opt_->zero_grad();
+        if (value_opt_) value_opt_->zero_grad();
+        const int64_t mb_n = mb_end - mb_start;
+        const int64_t micro = (mb_n + options_.grad_accum - 1) / options_.grad_accum;
+        double mb_policy_loss = 0, mb_value_loss = 0;
+        for (int64_t m_start = 0; m_start < mb_n; m_start += micro) {
+          const torch::Tensor rows = mb_rows.slice(0, m_start, std::min(mb_n, m_start + micro));
+          const SequenceBatch sub = SliceBatch(sb, rows);
+          const int64_t len = sub.ids.size(1);
+          const torch::Tensor m = sub.response_mask;
+          // Share of this micro-batch in the minibatch's aggregate, so that accumulated
+          // gradients equal the full-minibatch gradient.
+          const double weight = options_.aggregation == LossAggregation::kTokenMean
+                                    ? m.sum().item<double>() / mb_tokens
+                                    : (m.sum(1) > 0).sum().item<double>() / mb_seqs;
+          if (weight == 0) continue;
+          const torch::Tensor b_c = Rows(blogp, rows, len);
+          const torch::Tensor a_c = Rows(advantages, rows, len);
+          const ForwardOutput out = policy_->forward(sub.ids, sub.attention_mask, sub.position_ids);
+          const torch::Tensor logp = ResponseLogProbs(out.logits, sub, temp);
+          PolicyLossOutput pl =
+              options_.algorithm == RlAlgorithm::kPpo
+                  ? PpoClipLoss(logp, b_c, a_c, m, options_.clip_eps, options_.aggregation)
+                  : TruncatedIsPolicyLoss(logp, b_c, a_c, m, options_.is_truncation,
+                                          options_.aggregation);
+          torch::Tensor loss = pl.loss;
+          if (!kl_in_reward && beta > 0) {
+            loss = loss + beta * KlPenaltyLoss(logp, Rows(rlogp, rows, len), m, options_.aggregation);
+          }
+          // Entropy of the distribution each response token was drawn from.
+          if (options_.entropy_coef > 0) {
+            const torch::Tensor ent = ShiftRight(EntropyFromLogits(out.logits / temp));
+            loss = loss - options_.entropy_coef * AggregateLoss(ent, m, options_.aggregation);
+            if (epoch == 0) {
+              sum_entropy += (ent.detach() * m).sum().item<double>();
+              entropy_count += m.sum().item<int64_t>();
+            }
+          } else if (epoch == 0) {
+            torch::NoGradGuard no_grad;
+            const torch::Tensor ent = ShiftRight(EntropyFromLogits(out.logits.detach() / temp));
+            sum_entropy += (ent * m).sum().item<double>();
+            entropy_count += m.sum().item<int64_t>();
+          }
+          (loss * weight).backward();
+          stats.tokens_processed += sub.ids.numel();
+          mb_policy_loss += pl.loss.item<double>() * weight;
+          sum_clip += pl.clip_fraction.item<double>() * weight;
+          sum_approx_kl += pl.approx_kl.item<double>() * weight;
+          if (options_.algorithm == RlAlgorithm::kPpo) {
+            const ForwardOutput vo = value_->forward(sub.ids, sub.attention_mask, sub.position_ids);
+            const torch::Tensor values = ShiftRight(vo.scalar.to(torch::kFloat32));
+            ValueLossOutput vl =
+                ClippedValueLoss(values, Rows(old_values, rows, len), Rows(value_targets, rows, len),
+                                 m, options_.value_clip_eps, options_.aggregation);
+            (vl.loss * (options_.value_coef * weight)).backward();
+            stats.tokens_processed += sub.ids.numel();
+            mb_value_loss += vl.loss.item<double>() * weight;
+            sum_vclip += vl.clip_fraction.item<double>() * weight;
+          }
+        }
+        if (use_ptx) {
+          const ForwardOutput out = policy_->forward(ptx.ids, ptx.attention_mask, ptx.position_ids);
+          const torch::Tensor logp = ResponseLogProbs(out.logits, ptx, 1.0);
+          const torch::Tensor l = PtxLoss(logp, ptx.response_mask, options_.ptx_coef);
+          l.backward();
+          stats.tokens_processed += ptx.ids.numel();
+          sum_ptx += -MaskedMean(logp.detach(), ptx.response_mask).item<double>();
+        }
+        const double lr = LearningRate();
+        for (auto& group : policy_opt_->param_groups()) group.options().set_lr(lr);
+        const double max_norm =
+            options_.grad_clip > 0 ? options_.grad_clip : std::numeric_limits<double>::infinity();
+        sum_grad_norm += torch::nn::utils::clip_grad_norm_(policy_->parameters(), max_norm);
+        policy_opt_->step();
+        if (value_opt_) {
+          for (auto& group : value_opt_->param_groups()) group.options().set_lr(lr);
+          torch::nn::utils::clip_grad_norm_(value_->parameters(), max_norm);
+          value_opt_->step();
+        }
+        stats.lr = lr;
+        ++optimizer_steps_;
+        ++opt_steps_this_call;
+        sum_policy_loss += mb_policy_loss;
+        sum_value_loss += mb_value_loss;
+      }
+    }
+    const double k = std::max<int64_t>(1, opt_steps_this_call);
+    stats.optimizer_steps = opt_steps_this_call;
+    stats.policy_loss = sum_policy_loss / k;
+    stats.value_loss = sum_value_loss / k;
+    stats.ptx_loss = sum_ptx / k;
+    stats.clip_fraction = sum_clip / k;
+    stats.value_clip_fraction = sum_vclip / k;
+    stats.approx_kl = sum_approx_kl / k;
+    stats.grad_norm = sum_grad_norm / k;
+    stats.entropy = entropy_count > 0 ? sum_entropy / entropy_count : 0.0;
+    stats.next_beta = kl_.Update(stats.kl_mean, n);
+  }, "trainer step");
+  RLHF_RETURN_IF_ERROR(status);
+  (void)seq_len;
+  ++step_;
+  ++policy_version_;
+  stats.step = step_;
+  stats.policy_version = policy_version_;
+  stats.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return stats;
+}
+
+TrainerState Trainer::ExportState() const {
+  TrainerState state;
+  state.step = step_;
+  state.policy_version = policy_version_;
+  state.optimizer_steps = optimizer_steps_;
+  state.beta = kl_.beta();
+  state.baseline = baseline_.value();
+  state.baseline_initialized = baseline_.initialized();
+  state.shuffle_rng_state = GeneratorStateHex(shuffle_gen_);
+  ExportOptimizer("policy", policy_, *policy_opt_, &state);
+  if (value_opt_) ExportOptimizer("value", value_, *value_opt_, &state);
+  return state;
+}
+
+absl::Status Trainer::RestoreState(const TrainerState& state) {
+  // Check everything first: nothing changes unless all of it fits.
+  std::map<std::string, torch::Tensor> tensors(state.optimizer_tensors.begin(),
+                                               state.optimizer_tensors.end());
+  std::map<std::string, int64_t> steps(state.optimizer_steps_by_param.begin(),
+                                       state.optimizer_steps_by_param.end());
+  struct Pending {
+    torch::optim::AdamW* opt;
+    torch::Tensor param;
+    torch::Tensor exp_avg, exp_avg_sq;
+    int64_t step;
+  };
+  std::vector<Pending> pending;
+  auto collect = [&](const std::string& prefix, TransformerLM& model,
+                     torch::optim::AdamW* opt) -> absl::Status {
+    for (const auto& item : model->named_parameters()) {
+      const std::string name = absl::StrCat(prefix, "/", item.key());
+      auto s = steps.find(name);
+      if (s == steps.end()) continue;  // never stepped: no moments
+      auto a = tensors.find(name + "/exp_avg");
+      auto b = tensors.find(name + "/exp_avg_sq");
+      if (a == tensors.end() || b == tensors.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("optimizer state: missing moments of ", name));
+      }
+      if (!a->second.sizes().equals(item.value().sizes()) ||
+          !b->second.sizes().equals(item.value().sizes())) {
+        return absl::InvalidArgumentError(absl::StrCat("optimizer state: shape mismatch for ", name));
+      }
+      pending.push_back({opt, item.value(), a->second, b->second, s->second});
+      steps.erase(s);
+    }
+    return absl::OkStatus();
+  };
+  RLHF_RETURN_IF_ERROR(collect("policy", policy_, policy_opt_.get()));
+  if (value_opt_) RLHF_RETURN_IF_ERROR(collect("value", value_, value_opt_.get()));
+  if (!steps.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer state: parameter ", steps.begin()->first, " is not in the model"));
+  }
+  RLHF_ASSIGN_OR_RETURN(torch::Tensor rng, FromHex(state.shuffle_rng_state));
+  at::Generator gen = at::detail::createCPUGenerator(options_.seed);
+  RLHF_RETURN_IF_ERROR(TorchCall([&] { gen.set_state(rng); }, "shuffle rng state"));
+
+  policy_opt_->state().clear();
+  if (value_opt_) value_opt_->state().clear();
+  for (Pending& p : pending) {
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->step(p.step);
+    s->exp_avg(p.exp_avg.to(torch::kFloat32).clone());
+    s->exp_avg_sq(p.exp_avg_sq.to(torch::kFloat32).clone());
+    p.opt->state()[ParamStateKey(p.param)] = std::move(s);
+  }
+  shuffle_gen_ = gen;
+  step_ = state.step;
+  policy_version_ = state.policy_version;
+  optimizer_steps_ = state.optimizer_steps;
+  kl_.set_beta(state.beta);
+  baseline_.Restore(state.baseline, state.baseline_initialized);
+  return absl::OkStatus();
+}
+
+}  // namespace rlhf

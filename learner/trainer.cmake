@@ -1,0 +1,19 @@
+# RL trainer (no gRPC): rlhf_trainer = Trainer + learner-state checkpoints + in-process
+# loop; rlhf_trainer_config = rlhf.v1.RlConfig -> TrainerOptions (needs protobuf).
+set(RLHF_TRAINER_SOURCES trainer.cc)
+foreach(src learner_state.cc inprocess_loop.cc)
+  if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${src})
+    list(APPEND RLHF_TRAINER_SOURCES ${src})
+  endif()
+endforeach()
+rlhf_library(rlhf_trainer
+  SOURCES ${RLHF_TRAINER_SOURCES}
+  DEPS rlhf_rl rlhf_model rlhf::torch rlhf_status absl::time absl::strings
+       nlohmann_json::nlohmann_json)
+rlhf_torch_pch(rlhf_trainer)
+if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/trainer_config.cc)
+  rlhf_library(rlhf_trainer_config
+    SOURCES trainer_config.cc
+    DEPS rlhf_trainer rlhf_proto)
+  rlhf_torch_pch(rlhf_trainer_config)
+endif()
