@@ -1,0 +1,53 @@
+#include "tools/common_flags.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include <ATen/Parallel.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "core/model/checkpoint.h"
+
+ABSL_FLAG(std::string, data, "", "training data (JSONL); or the data directory for `data`");
+ABSL_FLAG(std::string, heldout, "", "held-out data (JSONL)");
+ABSL_FLAG(std::string, out, "", "output directory");
+ABSL_FLAG(std::string, init, "", "checkpoint directory to start from");
+ABSL_FLAG(std::string, preset, "tiny", "model preset when no --init checkpoint is given");
+ABSL_FLAG(int64_t, steps, -1, "optimizer steps (-1 = the subcommand's default)");
+ABSL_FLAG(int64_t, batch_size, -1,
+          "sft: sequences per step; rm: ranked prompts per step (-1 = default)");
+ABSL_FLAG(double, lr, -1, "peak learning rate (-1 = the subcommand's default)");
+ABSL_FLAG(int64_t, warmup_steps, -1, "linear warmup steps (-1 = default)");
+ABSL_FLAG(uint64_t, seed, 1, "random seed (data order, initialisation, sampling)");
+ABSL_FLAG(int32_t, threads, 2, "LibTorch intra-op threads");
+ABSL_FLAG(bool, resume, false, "continue from the checkpoint in --out if there is one");
+ABSL_FLAG(std::string, json_out, "", "also write the final numbers as JSON to this file");
+ABSL_FLAG(int64_t, max_seq_len, -1, "override the preset's context length (-1 = preset's)");
+ABSL_FLAG(int64_t, eval_every, -1, "steps between held-out evaluations (-1 = default)");
+ABSL_FLAG(int64_t, checkpoint_every, -1, "steps between checkpoints (-1 = default)");
+
+namespace rlhf::tools {
+
+void ApplyThreads() {
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads > 0) at::set_num_threads(threads);
+}
+
+absl::StatusOr<ModelConfig> PresetConfig() {
+  auto config = ModelConfigPreset(absl::GetFlag(FLAGS_preset));
+  if (!config.ok()) return config.status();
+  if (absl::GetFlag(FLAGS_max_seq_len) > 0) config->max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  return config;
+}
+
+int Fail(const char* command, const absl::Status& status) {
+  std::fprintf(stderr, "rlhf %s: %s\n", command, std::string(status.message()).c_str());
+  return 1;
+}
+
+absl::Status WriteText(const std::string& path, const std::string& text) {
+  return WriteFileAtomically(path, text);
+}
+
+}  // namespace rlhf::tools

@@ -1,0 +1,42 @@
+// Flags shared by several `rlhf` subcommands (defined in common_flags.cc). Numeric
+// flags default to -1 / "" meaning "the subcommand's own default" (documented in each
+// subcommand's --help text).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/flags/declare.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/model/model.h"
+
+ABSL_DECLARE_FLAG(std::string, data);
+ABSL_DECLARE_FLAG(std::string, heldout);
+ABSL_DECLARE_FLAG(std::string, out);
+ABSL_DECLARE_FLAG(std::string, init);
+ABSL_DECLARE_FLAG(std::string, preset);
+ABSL_DECLARE_FLAG(int64_t, steps);
+ABSL_DECLARE_FLAG(int64_t, batch_size);
+ABSL_DECLARE_FLAG(double, lr);
+ABSL_DECLARE_FLAG(int64_t, warmup_steps);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(int32_t, threads);
+ABSL_DECLARE_FLAG(bool, resume);
+ABSL_DECLARE_FLAG(std::string, json_out);
+ABSL_DECLARE_FLAG(int64_t, max_seq_len);
+ABSL_DECLARE_FLAG(int64_t, eval_every);
+ABSL_DECLARE_FLAG(int64_t, checkpoint_every);
+
+namespace rlhf::tools {
+
+// Sets LibTorch's intra-op threads from --threads (default 2).
+void ApplyThreads();
+// A fresh model from --preset (default "tiny"), with --max_seq_len when > 0, seeded.
+absl::StatusOr<ModelConfig> PresetConfig();
+// Prints "rlhf <cmd>: <status>" to stderr and returns 1.
+int Fail(const char* command, const absl::Status& status);
+// Writes text to path atomically (json_out).
+absl::Status WriteText(const std::string& path, const std::string& text);
+
+}  // namespace rlhf::tools

@@ -1,0 +1,691 @@
+#include "tools/launcher/job.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <prometheus/registry.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "core/status_macros.h"
+#include "services/config/config.h"
+#include "services/metrics.h"
+#include "tools/launcher/http.h"
+#include "tools/launcher/process.h"
+#include "tools/launcher/prometheus.h"
+#include "tools/launcher/ready.h"
+#include "tools/launcher/status.h"
+#include "tools/launcher/supervisor.h"
+
+#ifndef RLHF_DEPLOY_DIR
+#define RLHF_DEPLOY_DIR ""
+#endif
+
+namespace rlhf::launcher {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+using rlhf::v1::JobConfig;
+
+volatile sig_atomic_t g_signals = 0;
+void OnSignal(int) { g_signals = g_signals + 1; }
+
+bool StopRequested() { return g_signals > 0; }
+
+void Say(const std::string& line) {
+  std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+std::string SelfDir() {
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : exe.parent_path().string();
+}
+
+std::string Fmt(double v, int digits = 3) { return absl::StrFormat("%.*f", digits, v); }
+
+// Appends new complete lines of a growing log file to our stderr with a prefix.
+class LogFollower {
+ public:
+  LogFollower(std::string path, std::string prefix)
+      : path_(std::move(path)), prefix_(std::move(prefix)) {}
+  void Pump() {
+    std::ifstream in(path_, std::ios::binary);
+    if (!in) return;
+    in.seekg(offset_);
+    std::string chunk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    offset_ += static_cast<std::streamoff>(chunk.size());
+    partial_ += chunk;
+    size_t nl;
+    while ((nl = partial_.find_first_of("\n\r")) != std::string::npos) {
+      std::string line = partial_.substr(0, nl);
+      partial_.erase(0, nl + 1);
+      if (!line.empty()) Say(absl::StrCat(prefix_, line));
+    }
+  }
+
+ private:
+  std::string path_, prefix_;
+  std::streamoff offset_ = 0;
+  std::string partial_;
+};
+
+class Job {
+ public:
+  Job(const RunOptions& options, JobConfig config)
+      : options_(options), config_(std::move(config)) {
+    bin_dir_ = options_.bin_dir.empty() ? SelfDir() : options_.bin_dir;
+    run_dir_ = config_.run_dir();
+    logs_ = run_dir_ + "/logs";
+    ports_ = run_dir_ + "/ports";
+  }
+
+  absl::Status Run();
+
+ private:
+  std::string Bin(const std::string& name) const { return bin_dir_ + "/" + name; }
+  std::string Log(const std::string& name) const { return logs_ + "/" + name + ".log"; }
+  bool WantStage(const std::string& stage) const {
+    if (options_.stages.empty()) return true;
+    return std::find(options_.stages.begin(), options_.stages.end(), stage) !=
+           options_.stages.end();
+  }
+
+  absl::Status RunStage(const std::string& name, std::vector<std::string> argv);
+  absl::Status Data();
+  absl::Status Sft();
+  absl::Status Rm();
+  absl::Status Rl();
+  absl::Status Eval();
+  absl::Status StartRlChildren(Supervisor& sup);
+  absl::Status StartServer(Supervisor& sup, const std::string& name, const std::string& binary,
+                           const rlhf::v1::ServerEndpoint& endpoint, std::vector<std::string> args,
+                           int stop_order, std::string* address);
+  ChildSpec ActorSpec(int index);
+  std::vector<std::string> SecurityArgs() const;
+  absl::Status StartPrometheus(Supervisor& sup);
+  void UpdateTargets();
+  void PrintTable();
+  absl::Status WriteSummary(const std::string& state, const std::string& message);
+
+  RunOptions options_;
+  JobConfig config_;
+  std::string bin_dir_, run_dir_, logs_, ports_;
+  Json summary_ = Json::object();
+  absl::Time job_start_ = absl::Now();
+
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<services::MetricsExposer> exposer_;
+  std::vector<ScrapeTarget> targets_;
+  std::string reward_addr_, reference_addr_, learner_addr_;
+  int learner_metrics_port_ = -1;
+  std::string prometheus_url_;
+  std::string rl_checkpoint_;
+};
+
+absl::Status Job::RunStage(const std::string& name, std::vector<std::string> argv) {
+  ProcessSpec spec;
+  spec.name = name;
+  spec.argv = std::move(argv);
+  spec.log_path = Log(name);
+  std::error_code ec;
+  fs::remove(spec.log_path, ec);
+  Say(absl::StrCat("[run] ", name, ": ", absl::StrJoin(spec.argv, " ")));
+  const absl::Time start = absl::Now();
+  RLHF_ASSIGN_OR_RETURN(auto p, Process::Spawn(spec));
+  LogFollower follow(spec.log_path, absl::StrCat("[", name, "] "));
+  while (p->Poll()) {
+    follow.Pump();
+    if (StopRequested()) {
+      p->Stop(absl::Milliseconds(config_.launcher().grace_period_ms()));
+      follow.Pump();
+      return absl::CancelledError(absl::StrCat(name, " interrupted"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  follow.Pump();
+  const double secs = absl::ToDoubleSeconds(absl::Now() - start);
+  summary_["wall_seconds"][name] = secs;
+  if (!p->exited_cleanly()) {
+    return absl::InternalError(absl::StrCat(name, " ", p->DescribeExit(), "; last lines of ",
+                                            spec.log_path, ":\n", TailFile(spec.log_path, 20)));
+  }
+  Say(absl::StrCat("[run] ", name, " done in ", Fmt(secs, 1), "s"));
+  return absl::OkStatus();
+}
+
+absl::Status Job::Data() {
+  const auto& d = config_.data();
+  if (fs::exists(d.dir() + "/rl_heldout.jsonl")) {
+    Say(absl::StrCat("[run] data: using ", d.dir()));
+    return absl::OkStatus();
+  }
+  if (d.task() != "builtin") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data.dir: '", d.dir(), "' has no rl_heldout.jsonl and data.task is '", d.task(),
+        "' (only 'builtin' can be generated)"));
+  }
+  return RunStage("data", {Bin("rlhf"), "data", "--task=builtin", "--out=" + d.dir(),
+                           absl::StrCat("--seed=", d.seed()),
+                           absl::StrCat("--num_sft=", d.num_sft()),
+                           absl::StrCat("--num_rank=", d.num_rank()),
+                           absl::StrCat("--num_rl_train=", d.num_rl_train()),
+                           absl::StrCat("--num_rl_heldout=", d.num_rl_heldout()),
+                           absl::StrCat("--num_pretrain=", d.num_pretrain())});
+}
+
+absl::Status Job::Sft() {
+  const std::string out = config_.model().sft_checkpoint();
+  if (fs::exists(out + "/config.json")) {
+    Say(absl::StrCat("[run] sft: using checkpoint ", out));
+    return absl::OkStatus();
+  }
+  const auto& s = config_.sft();
+  const std::string data = config_.data().dir();
+  std::vector<std::string> argv = {
+      Bin("rlhf"), "sft", "--data=" + data + "/sft.jsonl",
+      "--heldout=" + data + "/sft_heldout.jsonl", "--out=" + out,
+      "--preset=" + config_.model().preset(),
+      absl::StrCat("--max_seq_len=", config_.model().max_seq_len()),
+      absl::StrCat("--steps=", s.steps()), absl::StrCat("--batch_size=", s.batch_size()),
+      absl::StrCat("--lr=", s.lr()), absl::StrCat("--warmup_steps=", s.warmup_steps()),
+      absl::StrCat("--eval_every=", s.eval_every()),
+      absl::StrCat("--checkpoint_every=", s.checkpoint_every()),
+      absl::StrCat("--seed=", config_.seed()), "--threads=2", "--resume",
+      "--json_out=" + run_dir_ + "/sft.json"};
+  if (s.train_on_prompt()) argv.push_back("--train_on_prompt");
+  return RunStage("sft", argv);
+}
+
+absl::Status Job::Rm() {
+  bool needs_rm = false;
+  for (const auto& sc : config_.reward_server().scorers()) needs_rm |= sc.type() == "rm";
+  const std::string out = config_.model().rm_checkpoint();
+  if (!needs_rm) {
+    Say("[run] rm: no 'rm' scorer configured; skipping reward-model training");
+    return absl::OkStatus();
+  }
+  if (fs::exists(out + "/config.json")) {
+    Say(absl::StrCat("[run] rm: using checkpoint ", out));
+    return absl::OkStatus();
+  }
+  const auto& r = config_.rm();
+  const std::string data = config_.data().dir();
+  return RunStage("rm", {Bin("rlhf"), "rm", "--data=" + data + "/rank.jsonl",
+                         "--heldout=" + data + "/rank_heldout.jsonl",
+                         "--init=" + config_.model().sft_checkpoint(), "--out=" + out,
+                         absl::StrCat("--steps=", r.steps()),
+                         absl::StrCat("--batch_size=", r.prompts_per_batch()),
+                         absl::StrCat("--lr=", r.lr()),
+                         absl::StrCat("--warmup_steps=", r.warmup_steps()),
+                         absl::StrCat("--eval_every=", r.eval_every()),
+                         absl::StrCat("--seed=", config_.seed()), "--threads=2", "--resume",
+                         "--json_out=" + run_dir_ + "/rm.json"});
+}
+
+std::vector<std::string> Job::SecurityArgs() const {
+  std::vector<std::string> a;
+  const auto& s = config_.security();
+  if (!s.token_file().empty()) a.push_back("--token_file=" + s.token_file());
+  if (!s.tls_cert().empty()) a.push_back("--tls_cert=" + s.tls_cert());
+  if (!s.tls_key().empty()) a.push_back("--tls_key=" + s.tls_key());
+  if (!s.tls_ca().empty()) a.push_back("--tls_ca=" + s.tls_ca());
+  if (s.require_client_cert()) a.push_back("--require_client_cert");
+  if (s.allow_insecure()) a.push_back("--allow_insecure");
+  return a;
+}
+
+absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const std::string& binary,
+                              const rlhf::v1::ServerEndpoint& endpoint,
+                              std::vector<std::string> args, int stop_order,
+                              std::string* address) {
+  const std::string port_file = ports_ + "/" + name + ".port";
+  std::error_code ec;
+  fs::remove(port_file, ec);
+  int metrics_port = endpoint.metrics_port();
+  if (metrics_port == 0) {
+    RLHF_ASSIGN_OR_RETURN(metrics_port, PickFreePort(endpoint.host()));
+  }
+  ChildSpec spec;
+  spec.process.name = name;
+  spec.process.argv = {Bin(binary), "--host=" + endpoint.host(),
+                       absl::StrCat("--port=", endpoint.port()), "--port_file=" + port_file,
+                       absl::StrCat("--metrics_port=", metrics_port)};
+  for (auto& a : args) spec.process.argv.push_back(std::move(a));
+  for (auto& a : SecurityArgs()) spec.process.argv.push_back(std::move(a));
+  spec.process.log_path = Log(name);
+  spec.process.env = {"OMP_NUM_THREADS=" + std::to_string(std::max(1, endpoint.threads()))};
+  spec.component = name;
+  spec.stop_order = stop_order;
+  spec.critical = true;
+  const std::string host = endpoint.host();
+  const absl::Duration timeout = absl::Seconds(config_.launcher().health_timeout_s());
+  auto port_out = std::make_shared<int>(0);
+  spec.ready = [port_file, host, timeout, port_out](Process& p) -> absl::Status {
+    const absl::Time deadline = absl::Now() + timeout;
+    RLHF_ASSIGN_OR_RETURN(int port, WaitForPortFile(port_file, p, deadline));
+    *port_out = port;
+    return WaitForServing(host == "0.0.0.0" ? "127.0.0.1" : host, port, p, deadline);
+  };
+  Say(absl::StrCat("[run] starting ", name, " (log ", spec.process.log_path, ")"));
+  RLHF_RETURN_IF_ERROR(sup.Start(std::move(spec)));
+  *address = absl::StrCat(host, ":", *port_out);
+  if (metrics_port > 0) {
+    targets_.push_back({absl::StrCat(host == "0.0.0.0" ? "127.0.0.1" : host, ":", metrics_port),
+                        {{"component", name}}});
+    if (name == "learner") learner_metrics_port_ = metrics_port;
+  }
+  Say(absl::StrCat("[run] ", name, " serving at ", *address,
+                   metrics_port > 0 ? absl::StrCat(", metrics :", metrics_port) : ""));
+  return absl::OkStatus();
+}
+
+ChildSpec Job::ActorSpec(int index) {
+  const std::string name = absl::StrCat("actor-", index);
+  ChildSpec spec;
+  spec.process.name = name;
+  spec.process.argv = {Bin("rlhf-actor"),
+                       "--config=" + run_dir_ + "/config.yaml",
+                       absl::StrCat("--actor_name=", name),
+                       "--learner=" + learner_addr_,
+                       "--reward=" + reward_addr_,
+                       "--reference=" + reference_addr_};
+  auto metrics_port = PickFreePort();
+  if (metrics_port.ok()) {
+    spec.process.argv.push_back(absl::StrCat("--metrics_port=", *metrics_port));
+    targets_.push_back({absl::StrCat("127.0.0.1:", *metrics_port),
+                        {{"component", "actor"}, {"actor_id", std::to_string(index)}}});
+  }
+  if (!config_.security().token_file().empty()) {
+    spec.process.argv.push_back("--token_file=" + config_.security().token_file());
+  }
+  spec.process.log_path = Log(name);
+  spec.process.env = {"OMP_NUM_THREADS=" + std::to_string(config_.actors().threads())};
+  spec.component = "actor";
+  spec.instance = std::to_string(index);
+  spec.stop_order = 0;
+  spec.max_restarts = config_.actors().max_restarts();
+  spec.restart_backoff = absl::Milliseconds(config_.actors().restart_backoff_ms());
+  return spec;
+}
+
+absl::Status Job::StartRlChildren(Supervisor& sup) {
+  const auto& rs = config_.reward_server();
+  std::vector<std::string> scorer_specs;
+  bool normalize = false;
+  for (const auto& sc : rs.scorers()) {
+    if (sc.type() == "gold") {
+      scorer_specs.push_back(absl::StrCat("gold:", sc.weight()));
+    } else {
+      scorer_specs.push_back(absl::StrCat("rm:", sc.checkpoint(), ":", sc.weight()));
+      normalize |= sc.normalize();
+    }
+  }
+  std::vector<std::string> reward_args = {
+      "--scorers=" + absl::StrJoin(scorer_specs, ","),
+      absl::StrCat("--threads=", rs.endpoint().threads()),
+      absl::StrCat("--max_batch_tokens=", rs.batching().max_batch_tokens()),
+      absl::StrCat("--max_wait_ms=", rs.batching().max_wait_ms()),
+      absl::StrCat("--max_queue_sequences=", rs.batching().max_queue()),
+      absl::StrCat("--max_sequences_per_request=", rs.batching().max_sequences_per_request()),
+      absl::StrCat("--max_seq_len=", config_.model().max_seq_len())};
+  if (normalize) reward_args.push_back("--normalize");
+  RLHF_RETURN_IF_ERROR(StartServer(sup, "reward_server", "rlhf-reward-server", rs.endpoint(),
+                                   reward_args, 2, &reward_addr_));
+
+  const auto& ref = config_.reference_server();
+  RLHF_RETURN_IF_ERROR(StartServer(
+      sup, "reference_server", "rlhf-reference-server", ref.endpoint(),
+      {"--checkpoint=" + ref.checkpoint(), absl::StrCat("--threads=", ref.endpoint().threads()),
+       absl::StrCat("--max_batch_tokens=", ref.batching().max_batch_tokens()),
+       absl::StrCat("--max_wait_ms=", ref.batching().max_wait_ms()),
+       absl::StrCat("--max_queue_sequences=", ref.batching().max_queue()),
+       absl::StrCat("--max_sequences_per_request=", ref.batching().max_sequences_per_request())},
+      2, &reference_addr_));
+
+  RLHF_RETURN_IF_ERROR(StartServer(
+      sup, "learner", "rlhf-learner", config_.learner().endpoint(),
+      {"--config=" + run_dir_ + "/config.yaml", "--metrics_jsonl=" + run_dir_ + "/metrics.jsonl",
+       "--checkpoint_dir=" + run_dir_ + "/learner"},
+      1, &learner_addr_));
+  // The learner's exit code 0 means "rl.steps done": the job completed.
+  for (int i = 0; i < config_.actors().count(); ++i) {
+    Say(absl::StrCat("[run] starting actor-", i));
+    RLHF_RETURN_IF_ERROR(sup.Start(ActorSpec(i)));
+  }
+  return absl::OkStatus();
+}
+
+void Job::UpdateTargets() {
+  if (exposer_ != nullptr) {
+    std::vector<ScrapeTarget> all = targets_;
+    all.push_back({absl::StrCat("127.0.0.1:", exposer_->port()), {{"component", "launcher"}}});
+    (void)WriteFileSd(run_dir_ + "/prometheus/targets.json", all);
+  }
+}
+
+absl::Status Job::StartPrometheus(Supervisor& sup) {
+  const std::string dir = run_dir_ + "/prometheus";
+  fs::create_directories(dir + "/data");
+  UpdateTargets();
+  PrometheusJobOptions po;
+  po.job_name = "rlhf";
+  po.scrape_interval_ms = config_.monitoring().scrape_interval_ms();
+  po.file_sd_path = dir + "/targets.json";
+  const std::string rules_src = std::string(RLHF_DEPLOY_DIR) + "/prometheus/alerts.yml";
+  std::error_code ec;
+  if (!std::string(RLHF_DEPLOY_DIR).empty() && fs::exists(rules_src)) {
+    fs::copy_file(rules_src, dir + "/alerts.yml", fs::copy_options::overwrite_existing, ec);
+    if (!ec) po.rule_files.push_back(dir + "/alerts.yml");
+  }
+  {
+    std::ofstream out(dir + "/prometheus.yml");
+    out << PrometheusConfigYaml(po);
+  }
+  int port = config_.monitoring().prometheus_port();
+  if (port == 0) {
+    RLHF_ASSIGN_OR_RETURN(port, PickFreePort());
+  }
+  const std::string binary = "/usr/bin/prometheus";
+  if (::access(binary.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(
+        "monitoring.prometheus: /usr/bin/prometheus not found (apt-get install prometheus)");
+  }
+  RLHF_RETURN_IF_ERROR(sup.Start(PrometheusChild(binary, dir + "/prometheus.yml", dir + "/data",
+                                                 port, Log("prometheus"),
+                                                 absl::Seconds(60))));
+  prometheus_url_ = absl::StrCat("http://127.0.0.1:", port);
+  summary_["prometheus_url"] = prometheus_url_;
+  {
+    std::ofstream(run_dir_ + "/prometheus/url") << prometheus_url_ << "\n";
+  }
+  Say(absl::StrCat("[run] Prometheus at ", prometheus_url_, " (targets: ", po.file_sd_path,
+                   ")"));
+  return absl::OkStatus();
+}
+
+absl::Status Job::Rl() {
+  const absl::Time start = absl::Now();
+  SupervisorOptions so;
+  so.grace = absl::Milliseconds(config_.launcher().grace_period_ms());
+  so.report = [](const std::string& line) { Say(line); };
+  Supervisor sup(so, registry_.get());
+  std::error_code ec;
+  fs::remove(run_dir_ + "/metrics.jsonl.launcher", ec);
+
+  absl::Status st = StartRlChildren(sup);
+  if (st.ok()) {
+    UpdateTargets();
+    if (config_.monitoring().prometheus()) st = StartPrometheus(sup);
+  }
+  if (!st.ok()) {
+    sup.ShutdownAll();
+    return st;
+  }
+  Say(absl::StrCat("[run] RL running: ", config_.actors().count(), " actors, ",
+                   config_.rl().steps(), " steps; Ctrl-C stops the job cleanly"));
+
+  StatusTracker tracker(config_.rl().steps());
+  absl::Time next_status = absl::Now();
+  const absl::Duration interval = absl::Milliseconds(config_.launcher().status_interval_ms());
+  std::optional<absl::Time> steps_done_at;
+  bool printed_line = false;
+  while (sup.state() == JobState::kRunning && !StopRequested()) {
+    sup.Tick();
+    const absl::Time now = absl::Now();
+    if (now >= next_status) {
+      next_status = now + interval;
+      auto record = ReadLastJsonLine(run_dir_ + "/metrics.jsonl");
+      TrainingStatus s =
+          tracker.Update(record, sup.Running("actor"), config_.actors().count(), now);
+      const std::string line = FormatStatusLine(s);
+      if (options_.tty) {
+        std::fprintf(stderr, "\r\033[K%s", line.c_str());
+        printed_line = true;
+      } else {
+        Say("[rl] " + line);
+      }
+      // A learner that reached rl.steps but keeps serving is told to stop.
+      if (s.step.has_value() && *s.step >= config_.rl().steps()) {
+        if (!steps_done_at.has_value()) steps_done_at = now;
+      }
+    }
+    if (steps_done_at.has_value() && absl::Now() - *steps_done_at > absl::Seconds(30)) {
+      Say("[run] learner reached rl.steps; stopping it");
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (printed_line) std::fprintf(stderr, "\n");
+  const bool interrupted = StopRequested();
+  const JobState state = sup.state();
+  const std::string reason = sup.reason();
+  if (interrupted) Say("[run] stopping (signal); shutting down actors, learner, servers");
+  if (!prometheus_url_.empty() && !interrupted) {
+    // One more scrape interval so Prometheus records the final values.
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(config_.monitoring().scrape_interval_ms() * 2));
+  }
+  sup.ShutdownAll();
+  summary_["wall_seconds"]["rl"] = absl::ToDoubleSeconds(absl::Now() - start);
+  if (auto last = ReadLastJsonLine(run_dir_ + "/metrics.jsonl")) {
+    summary_["rl"]["last_step"] = *last;
+  }
+  int restarts = 0;
+  for (const auto& c : sup.Snapshot()) restarts += c.restarts;
+  summary_["rl"]["actor_restarts"] = restarts;
+  if (interrupted) return absl::CancelledError("stopped by signal");
+  if (state == JobState::kFailed) return absl::InternalError(reason);
+  Say("[run] RL finished");
+  return absl::OkStatus();
+}
+
+absl::Status Job::Eval() {
+  // Evaluate the SFT policy and the final RL policy on the held-out prompts.
+  const std::string data = config_.data().dir() + "/rl_heldout.jsonl";
+  std::vector<std::pair<std::string, std::string>> policies = {
+      {"sft", config_.model().sft_checkpoint()}};
+  if (!rl_checkpoint_.empty()) policies.push_back({"rl", rl_checkpoint_});
+  for (const auto& [name, ckpt] : policies) {
+    std::vector<std::string> argv = {
+        Bin("rlhf"), "eval", "--policy=" + ckpt, "--reference=" + config_.model().sft_checkpoint(),
+        "--prompts=" + data, "--json_out=" + run_dir_ + "/eval_" + name + ".json",
+        absl::StrCat("--temperature=", config_.sampling().temperature()),
+        absl::StrCat("--max_new_tokens=", config_.sampling().max_new_tokens()),
+        absl::StrCat("--samples_per_prompt=", config_.eval().samples_per_prompt()),
+        absl::StrCat("--show=", config_.eval().num_examples()),
+        absl::StrCat("--seed=", config_.seed()), "--threads=2"};
+    for (const auto& sc : config_.reward_server().scorers()) {
+      if (sc.type() == "rm" && fs::exists(sc.checkpoint() + "/config.json")) {
+        argv.push_back("--rm=" + sc.checkpoint());
+        break;
+      }
+    }
+    if (config_.eval().num_prompts() > 0) {
+      argv.push_back(absl::StrCat("--max_prompts=", config_.eval().num_prompts()));
+    }
+    RLHF_RETURN_IF_ERROR(RunStage("eval_" + name, argv));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Job::WriteSummary(const std::string& state, const std::string& message) {
+  summary_["name"] = config_.name();
+  summary_["run_dir"] = run_dir_;
+  summary_["config"] = run_dir_ + "/config.yaml";
+  summary_["state"] = state;
+  if (!message.empty()) summary_["message"] = message;
+  summary_["wall_seconds"]["total"] = absl::ToDoubleSeconds(absl::Now() - job_start_);
+  auto read_json = [](const std::string& path) -> std::optional<Json> {
+    std::ifstream in(path);
+    if (!in) return std::nullopt;
+    Json j = Json::parse(in, nullptr, false);
+    if (j.is_discarded()) return std::nullopt;
+    return j;
+  };
+  if (auto sft = read_json(run_dir_ + "/sft.json")) summary_["sft"]["train"] = *sft;
+  if (auto rm = read_json(run_dir_ + "/rm.json")) {
+    summary_["rm"]["train"] = *rm;
+    if (rm->contains("heldout_accuracy")) {
+      summary_["rm"]["heldout_pair_accuracy"] = (*rm)["heldout_accuracy"];
+    }
+  }
+  for (const char* name : {"sft", "rl"}) {
+    auto e = read_json(absl::StrCat(run_dir_, "/eval_", name, ".json"));
+    if (!e) continue;
+    Json samples = e->value("samples", Json::array());
+    e->erase("samples");
+    summary_[name]["eval"] = *e;
+    if (samples.is_array() && !samples.empty()) {
+      Json few = Json::array();
+      for (size_t i = 0; i < samples.size() && i < 5; ++i) few.push_back(samples[i]);
+      summary_[name]["samples"] = few;
+    }
+    auto num = [&](const char* key) -> std::optional<double> {
+      if (!e->contains(key) || !(*e)[key].is_number()) return std::nullopt;
+      return (*e)[key].get<double>();
+    };
+    if (auto g = num("gold_mean")) {
+      summary_[name]["gold_score"] = *g;
+      if (auto hw = num("gold_ci95")) summary_[name]["gold_score_ci95"] = {*g - *hw, *g + *hw};
+    }
+    if (auto r = num("rm_mean")) summary_[name]["rm_score"] = *r;
+    if (auto k = num("kl_mean")) summary_[name]["kl_to_sft"] = *k;
+    if (auto n = num("n")) summary_[name]["eval_samples"] = *n;
+  }
+  const std::string tmp = run_dir_ + "/summary.json.tmp";
+  {
+    std::ofstream out(tmp);
+    out << summary_.dump(2) << "\n";
+  }
+  std::error_code ec;
+  fs::rename(tmp, run_dir_ + "/summary.json", ec);
+  if (ec) return absl::InternalError(absl::StrCat("writing summary.json: ", ec.message()));
+  return absl::OkStatus();
+}
+
+void Job::PrintTable() {
+  auto get = [&](const char* who, const char* key) -> std::string {
+    if (!summary_.contains(who) || !summary_[who].contains(key)) return "-";
+    const Json& v = summary_[who][key];
+    if (v.is_number()) return Fmt(v.get<double>());
+    if (v.is_array() && v.size() == 2 && v[0].is_number()) {
+      return absl::StrCat("[", Fmt(v[0].get<double>()), ", ", Fmt(v[1].get<double>()), "]");
+    }
+    return v.dump();
+  };
+  std::string out = "\n";
+  absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", "", "SFT policy", "RL policy"));
+  for (const auto& [label, key] : std::vector<std::pair<std::string, std::string>>{
+           {"gold score", "gold_score"},
+           {"  95% interval", "gold_score_ci95"},
+           {"reward-model score", "rm_score"},
+           {"KL to SFT (nats)", "kl_to_sft"}}) {
+    absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", label, get("sft", key.c_str()),
+                                          get("rl", key.c_str())));
+  }
+  if (summary_.contains("sft") && summary_["sft"].contains("samples")) {
+    const Json& before = summary_["sft"]["samples"];
+    const Json* after = summary_.contains("rl") && summary_["rl"].contains("samples")
+                            ? &summary_["rl"]["samples"]
+                            : nullptr;
+    absl::StrAppend(&out, "\nsample responses (held-out prompts):\n");
+    const size_t n = std::min<size_t>(before.size(), config_.eval().num_examples());
+    for (size_t i = 0; i < n; ++i) {
+      absl::StrAppend(&out, "  prompt: ", before[i].value("prompt", ""), "\n");
+      absl::StrAppend(&out, "    SFT [gold ", Fmt(before[i].value("gold", 0.0), 2), "]: ",
+                      before[i].value("response", ""), "\n");
+      if (after != nullptr && i < after->size() &&
+          (*after)[i].value("prompt", "") == before[i].value("prompt", "")) {
+        absl::StrAppend(&out, "    RL  [gold ", Fmt((*after)[i].value("gold", 0.0), 2), "]: ",
+                        (*after)[i].value("response", ""), "\n");
+      }
+    }
+  }
+  if (summary_.contains("rm") && summary_["rm"].contains("heldout_pair_accuracy")) {
+    absl::StrAppend(&out, "reward model held-out pair accuracy: ",
+                    Fmt(summary_["rm"]["heldout_pair_accuracy"].get<double>()), "\n");
+  }
+  if (summary_.contains("wall_seconds")) {
+    std::vector<std::string> parts;
+    for (auto it = summary_["wall_seconds"].begin(); it != summary_["wall_seconds"].end(); ++it) {
+      parts.push_back(absl::StrCat(it.key(), " ", Fmt(it.value().get<double>(), 1), "s"));
+    }
+    absl::StrAppend(&out, "wall time: ", absl::StrJoin(parts, ", "), "\n");
+  }
+  std::fprintf(stdout, "%s", out.c_str());
+  std::fflush(stdout);
+}
+
+absl::Status Job::Run() {
+  fs::create_directories(logs_);
+  fs::create_directories(ports_);
+  RLHF_RETURN_IF_ERROR(config::WriteJobConfig(config_, run_dir_ + "/config.yaml"));
+  Say(absl::StrCat("[run] job '", config_.name(), "': run dir ", run_dir_,
+                   " (resolved config: config.yaml)"));
+  if (config_.launcher().metrics_port() >= 0) {
+    RLHF_ASSIGN_OR_RETURN(exposer_, services::MetricsExposer::Create(
+                                        "127.0.0.1", config_.launcher().metrics_port(),
+                                        registry_));
+    Say(absl::StrCat("[run] launcher metrics at ", exposer_->url()));
+  }
+  absl::Status st = absl::OkStatus();
+  const bool train = config_.launcher().train_missing();
+  auto stage = [&](const char* name, absl::Status (Job::*fn)()) {
+    if (!st.ok() || !WantStage(name)) return;
+    const absl::Time t = absl::Now();
+    st = (this->*fn)();
+    if (!summary_["wall_seconds"].contains(name)) {
+      summary_["wall_seconds"][name] = absl::ToDoubleSeconds(absl::Now() - t);
+    }
+  };
+  if (train) {
+    stage("data", &Job::Data);
+    stage("sft", &Job::Sft);
+    stage("rm", &Job::Rm);
+  }
+  stage("rl", &Job::Rl);
+  if (config_.launcher().eval()) stage("eval", &Job::Eval);
+  const std::string state = st.ok() ? "completed"
+                            : st.code() == absl::StatusCode::kCancelled ? "interrupted"
+                                                                          : "failed";
+  absl::Status ws = WriteSummary(state, st.ok() ? "" : std::string(st.message()));
+  if (st.ok()) PrintTable();
+  Say(absl::StrCat("[run] ", state, "; summary: ", run_dir_, "/summary.json"));
+  if (!ws.ok()) Say(std::string(ws.message()));
+  return st;
+}
+
+}  // namespace
+
+absl::Status RunJob(const RunOptions& options) {
+  config::LoadOptions lo;
+  lo.overrides = options.overrides;
+  RLHF_ASSIGN_OR_RETURN(JobConfig config, config::LoadJobConfig(options.config_path, lo));
+
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  BecomeSubreaper();
+
+  Job job(options, std::move(config));
+  return job.Run();
+}
+
+}  // namespace rlhf::launcher
