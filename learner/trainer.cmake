@@ -17,3 +17,10 @@ if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/trainer_config.cc)
     DEPS rlhf_trainer rlhf_proto)
   rlhf_torch_pch(rlhf_trainer_config)
 endif()
+# The whole pipeline on the built-in task in one process (tests, bench, debugging).
+if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/rl_experiment.cc AND TARGET rlhf_train)
+  rlhf_library(rlhf_rl_experiment
+    SOURCES rl_experiment.cc
+    DEPS rlhf_trainer rlhf_train rlhf_data)
+  rlhf_torch_pch(rlhf_rl_experiment)
+endif()

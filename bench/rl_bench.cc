@@ -1,0 +1,191 @@
+// RL benchmark on the built-in task: one SFT policy and one reward model (trained once,
+// cached in --workdir), then each algorithm (REINFORCE+baseline, RLOO, GRPO, PPO) from
+// that same SFT checkpoint through the in-process loop. Reports per algorithm: held-out
+// gold score and RM score before/after, exact KL to SFT, steps, wall time, learner
+// tokens/s (forward+backward through Trainer::Step) and its FLOP rate as a fraction of
+// the machine's sgemm rate measured in the same run.
+//
+//   build/bin/rlhf_bench_rl --workdir=/tmp/rlhf_rl_bench --algorithms=reinforce,rloo,grpo,ppo
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
+#include "learner/rl_experiment.h"
+
+ABSL_FLAG(std::string, workdir, "/tmp/rlhf_rl_bench", "SFT/RM cache directory");
+ABSL_FLAG(std::string, algorithms, "reinforce,rloo,grpo,ppo", "comma-separated");
+ABSL_FLAG(int, threads, 2, "intra-op threads");
+ABSL_FLAG(std::string, preset, "tiny", "model preset");
+ABSL_FLAG(int, d_model, 0, "override the preset's d_model (0 = keep)");
+ABSL_FLAG(int, n_layers, 0, "override the preset's n_layers (0 = keep)");
+ABSL_FLAG(int, sft_batch, 32, "SFT batch size");
+ABSL_FLAG(int, sft_steps, 400, "SFT optimizer steps");
+ABSL_FLAG(int, rm_steps, 200, "RM optimizer steps");
+ABSL_FLAG(int, rl_steps, 30, "RL steps per algorithm");
+ABSL_FLAG(int, prompts_per_step, 16, "prompts per RL step");
+ABSL_FLAG(int, samples_per_prompt, 4, "samples per prompt (G)");
+ABSL_FLAG(int, max_new_tokens, 44, "sampling budget");
+ABSL_FLAG(int, eval_prompts, 128, "held-out prompts evaluated");
+ABSL_FLAG(double, lr, 1e-4, "RL learning rate");
+ABSL_FLAG(double, beta, 0.05, "initial KL coefficient");
+ABSL_FLAG(bool, adaptive, true, "adaptive KL controller");
+ABSL_FLAG(double, kl_target, 3.0, "KL target, nats per sequence");
+ABSL_FLAG(std::string, json_out, "", "write results as JSON here");
+
+namespace rlhf {
+namespace {
+
+double SgemmGflops() {
+  const int64_t n = 1024;
+  auto a = torch::randn({n, n});
+  auto b = torch::randn({n, n});
+  auto out = torch::empty({n, n});
+  double best = 1e9;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    at::mm_out(out, a, b);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return 2.0 * n * n * n / best / 1e9;
+}
+
+absl::StatusOr<RlAlgorithm> ParseAlgorithm(const std::string& name) {
+  for (RlAlgorithm a : {RlAlgorithm::kReinforce, RlAlgorithm::kRloo, RlAlgorithm::kGrpo,
+                        RlAlgorithm::kPpo}) {
+    if (RlAlgorithmName(a) == name) return a;
+  }
+  return absl::InvalidArgumentError("unknown algorithm " + name);
+}
+
+int Main() {
+  const int threads = absl::GetFlag(FLAGS_threads);
+  at::set_num_threads(threads);
+  const double sgemm = SgemmGflops();
+  std::printf("threads %d, sgemm 1024^3: %.1f GFLOP/s\n", threads, sgemm);
+  std::fflush(stdout);
+
+  RlExperimentOptions options;
+  options.workdir = absl::GetFlag(FLAGS_workdir);
+  options.model = *ModelConfigPreset(absl::GetFlag(FLAGS_preset));
+  options.model.max_seq_len = 128;
+  if (absl::GetFlag(FLAGS_d_model) > 0) {
+    options.model.d_model = absl::GetFlag(FLAGS_d_model);
+    options.model.d_ff = 4 * options.model.d_model;
+  }
+  if (absl::GetFlag(FLAGS_n_layers) > 0) options.model.n_layers = absl::GetFlag(FLAGS_n_layers);
+  options.sft.batch_size = absl::GetFlag(FLAGS_sft_batch);
+  options.sft.steps = absl::GetFlag(FLAGS_sft_steps);
+  options.sft.eval_every = 0;
+  options.sft.checkpoint_every = 0;
+  options.sft.log_every = 50;
+  options.rm.steps = absl::GetFlag(FLAGS_rm_steps);
+  options.rm.eval_every = 0;
+  options.rm.checkpoint_every = 0;
+  options.rm.log_every = 50;
+  options.eval_prompts = absl::GetFlag(FLAGS_eval_prompts);
+  options.eval.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  options.eval.seed = 12345;
+  absl::StatusOr<PreparedModels> models = PrepareModels(options);
+  if (!models.ok()) {
+    std::fprintf(stderr, "prepare: %s\n", models.status().ToString().c_str());
+    return 1;
+  }
+  const double params = static_cast<double>(CountParameters(models->sft.config));
+  std::printf("policy %.2fM parameters; %zu RL prompts, %zu held-out prompts\n", params / 1e6,
+              models->rl_prompts.size(), models->heldout_prompts.size());
+
+  nlohmann::json results = {{"threads", threads}, {"sgemm_gflops", sgemm}, {"runs", nlohmann::json::array()}};
+  bool first = true;
+  PolicyEvalReport before;
+  std::vector<std::string> lines;
+  for (const std::string& name :
+       std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_algorithms), ','))) {
+    absl::StatusOr<RlAlgorithm> algorithm = ParseAlgorithm(name);
+    if (!algorithm.ok()) {
+      std::fprintf(stderr, "%s\n", algorithm.status().ToString().c_str());
+      return 1;
+    }
+    TrainerOptions t;
+    t.algorithm = *algorithm;
+    t.lr = absl::GetFlag(FLAGS_lr);
+    t.minibatch_size = absl::GetFlag(FLAGS_prompts_per_step) * absl::GetFlag(FLAGS_samples_per_prompt);
+    t.kl.initial_beta = absl::GetFlag(FLAGS_beta);
+    t.kl.adaptive = absl::GetFlag(FLAGS_adaptive);
+    t.kl.target = absl::GetFlag(FLAGS_kl_target);
+    t.kl.horizon = 10000;
+    if (*algorithm == RlAlgorithm::kPpo) {
+      t.epochs = 2;
+      t.minibatch_size /= 2;
+      t.whiten_advantages = true;
+    }
+    if (*algorithm == RlAlgorithm::kGrpo) {
+      t.kl_placement = KlPlacementMode::kInLoss;
+      t.kl_estimator = KlEstimator::kK3;
+    }
+    InProcessLoopOptions loop;
+    loop.steps = absl::GetFlag(FLAGS_rl_steps);
+    loop.prompts_per_step = absl::GetFlag(FLAGS_prompts_per_step);
+    loop.samples_per_prompt = absl::GetFlag(FLAGS_samples_per_prompt);
+    loop.sampling.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+    loop.sampling.stop_tokens = {257};
+    loop.log_every = 5;
+    absl::StatusOr<RlRunResult> run = RunRl(*models, options, t, loop, /*evaluate_before=*/first);
+    if (!run.ok()) {
+      std::fprintf(stderr, "%s: %s\n", name.c_str(), run.status().ToString().c_str());
+      return 1;
+    }
+    if (first) before = run->before;
+    first = false;
+    const double tok_s = run->learner_tokens / std::max(1e-9, run->learner_seconds);
+    const double gflops = run->learner_flops / std::max(1e-9, run->learner_seconds) / 1e9;
+    char line[512];
+    std::snprintf(line, sizeof(line),
+                  "%-10s gold %.3f -> %.3f   rm %+.3f -> %+.3f   KL(SFT) %.3f   steps %d  "
+                  "wall %.1fs   learner %.0f tok/s  %.2f GFLOP/s = %.1f%% sgemm",
+                  name.c_str(), before.gold.mean, run->after.gold.mean, before.rm.mean,
+                  run->after.rm.mean, run->after.kl.mean, static_cast<int>(run->steps.size()),
+                  run->seconds, tok_s, gflops, 100.0 * gflops / sgemm);
+    std::printf("%s\n", line);
+    std::fflush(stdout);
+    lines.push_back(line);
+    results["runs"].push_back({{"algorithm", name},
+                               {"gold_before", before.gold.mean},
+                               {"gold_before_ci95", before.gold.half_width},
+                               {"gold_after", run->after.gold.mean},
+                               {"gold_after_ci95", run->after.gold.half_width},
+                               {"rm_before", before.rm.mean},
+                               {"rm_after", run->after.rm.mean},
+                               {"kl_to_sft_after", run->after.kl.mean},
+                               {"steps", run->steps.size()},
+                               {"wall_seconds", run->seconds},
+                               {"learner_tokens", run->learner_tokens},
+                               {"learner_seconds", run->learner_seconds},
+                               {"learner_tokens_per_second", tok_s},
+                               {"learner_gflops", gflops},
+                               {"fraction_of_sgemm", gflops / sgemm}});
+  }
+  std::printf("\nsummary (held-out %zu prompts, SFT+RM shared):\n", models->heldout_prompts.size());
+  for (const auto& l : lines) std::printf("%s\n", l.c_str());
+  if (!absl::GetFlag(FLAGS_json_out).empty()) {
+    std::ofstream(absl::GetFlag(FLAGS_json_out)) << results.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace rlhf
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return rlhf::Main();
+}
