@@ -1,6 +1,16 @@
 #include "services/metrics.h"
 
-#include <exception>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <prometheus/text_serializer.h>
 
 #include "absl/strings/str_cat.h"
 #include "services/server.h"
@@ -12,22 +22,96 @@ absl::StatusOr<std::unique_ptr<MetricsExposer>> MetricsExposer::Create(
   if (port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("metrics port: ", port, " not in [0, 65535]"));
   }
-  std::unique_ptr<prometheus::Exposer> exposer;
-  try {
-    // civetweb throws when it cannot bind.
-    exposer = std::make_unique<prometheus::Exposer>(JoinHostPort(host, port), 2);
-  } catch (const std::exception& e) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* info = nullptr;
+  const std::string bare_host =
+      (host.size() > 2 && host.front() == '[' && host.back() == ']') ? host.substr(1, host.size() - 2)
+                                                                     : host;
+  if (int rc = getaddrinfo(bare_host.c_str(), std::to_string(port).c_str(), &hints, &info);
+      rc != 0 || info == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics host '", host, "': ", gai_strerror(rc)));
+  }
+  const int fd = socket(info->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(info);
+    return absl::InternalError(absl::StrCat("metrics: socket: ", std::strerror(errno)));
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  const bool bound = bind(fd, info->ai_addr, info->ai_addrlen) == 0 && listen(fd, 64) == 0;
+  const int bind_errno = errno;
+  freeaddrinfo(info);
+  if (!bound) {
+    close(fd);
     return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ",
-                                               JoinHostPort(host, port), ": ", e.what()));
+                                               JoinHostPort(host, port), ": ",
+                                               std::strerror(bind_errno)));
   }
-  exposer->RegisterCollectable(registry);
-  const std::vector<int> ports = exposer->GetListeningPorts();
-  if (ports.empty()) {
-    return absl::UnavailableError(absl::StrCat("metrics: no listening port for ",
-                                               JoinHostPort(host, port)));
-  }
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int bound_port =
+      addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                                 : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   return std::unique_ptr<MetricsExposer>(
-      new MetricsExposer(std::move(exposer), host, ports[0], std::move(registry)));
+      new MetricsExposer(fd, host, bound_port, std::move(registry)));
+}
+
+MetricsExposer::MetricsExposer(int fd, std::string host, int port,
+                               std::shared_ptr<prometheus::Registry> registry)
+    : registry_(std::move(registry)), fd_(fd), host_(std::move(host)), port_(port) {
+  thread_ = std::thread([this] { Serve(); });
+}
+
+MetricsExposer::~MetricsExposer() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  close(fd_);
+}
+
+void MetricsExposer::Serve() {
+  while (!stop_) {
+    pollfd p{fd_, POLLIN, 0};
+    // Wake up regularly to notice stop_.
+    if (poll(&p, 1, 100) <= 0) continue;
+    const int conn = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (conn < 0) continue;
+    HandleConnection(conn);
+    close(conn);
+  }
+}
+
+void MetricsExposer::HandleConnection(int fd) {
+  timeval tv{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  std::string request;
+  char buf[2048];
+  while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    request.append(buf, n);
+  }
+  std::string status = "200 OK", body;
+  if (request.rfind("GET /metrics", 0) == 0) {
+    body = prometheus::TextSerializer().Serialize(registry_->Collect());
+  } else {
+    status = "404 Not Found";
+    body = "try /metrics\n";
+  }
+  const std::string response =
+      absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Type: text/plain; version=0.0.4\r\n",
+                   "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+  size_t sent = 0;
+  while (sent < response.size()) {
+    const ssize_t n = send(fd, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += n;
+  }
 }
 
 std::string MetricsExposer::url() const {
@@ -50,6 +134,68 @@ void RpcMetrics::Record(const std::string& method, absl::StatusCode code,
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
   latency_.Add({{"method", method}}, kBuckets).Observe(absl::ToDoubleSeconds(latency));
+}
+
+}  // namespace rlhf::services
+
+namespace rlhf::services {
+namespace {
+
+prometheus::Histogram& MakeHistogram(prometheus::Registry& registry, const std::string& name,
+                                     const std::string& help,
+                                     prometheus::Histogram::BucketBoundaries buckets) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add(
+      {}, std::move(buckets));
+}
+
+}  // namespace
+
+BatchMetrics::BatchMetrics(prometheus::Registry& registry, const std::string& component)
+    : batch_size_(MakeHistogram(registry, absl::StrCat("rlhf_", component, "_batch_size"),
+                                "Sequences per model forward",
+                                {1, 2, 4, 8, 16, 32, 64, 128, 256})),
+      padding_(MakeHistogram(registry, absl::StrCat("rlhf_", component, "_batch_padding_ratio"),
+                             "Share of padded positions in a forward (0 = no waste)",
+                             {0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9})),
+      forward_seconds_(MakeHistogram(
+          registry, absl::StrCat("rlhf_", component, "_forward_duration_seconds"),
+          "Time inside the model per batched forward, seconds",
+          {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5})),
+      queue_depth_(prometheus::BuildGauge()
+                       .Name(absl::StrCat("rlhf_", component, "_queue_depth"))
+                       .Help("Sequences waiting for a batch")
+                       .Register(registry)
+                       .Add({})),
+      sequences_(prometheus::BuildCounter()
+                     .Name(absl::StrCat("rlhf_", component, "_sequences_total"))
+                     .Help("Sequences run through the model")
+                     .Register(registry)
+                     .Add({})),
+      tokens_(prometheus::BuildCounter()
+                  .Name(absl::StrCat("rlhf_", component, "_tokens_total"))
+                  .Help("Real (unpadded) tokens run through the model")
+                  .Register(registry)
+                  .Add({})),
+      model_info_(prometheus::BuildGauge()
+                      .Name(absl::StrCat("rlhf_", component, "_model_info"))
+                      .Help("What this server serves (value 1; the labels carry the info)")
+                      .Register(registry)) {}
+
+BatcherHooks BatchMetrics::Hooks() {
+  BatcherHooks hooks;
+  hooks.on_forward = [this](const BatchStats& stats) {
+    batch_size_.Observe(stats.sequences);
+    padding_.Observe(stats.padding_waste());
+    forward_seconds_.Observe(absl::ToDoubleSeconds(stats.forward_time));
+    sequences_.Increment(stats.sequences);
+    tokens_.Increment(static_cast<double>(stats.real_tokens));
+  };
+  hooks.on_queue_depth = [this](int64_t depth) { queue_depth_.Set(static_cast<double>(depth)); };
+  return hooks;
+}
+
+void BatchMetrics::SetModelInfo(const std::map<std::string, std::string>& labels) {
+  model_info_.Add(labels).Set(1);
 }
 
 }  // namespace rlhf::services

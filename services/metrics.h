@@ -3,12 +3,15 @@
 // per-RPC metrics every gRPC service records.
 #pragma once
 
+#include <atomic>
+#include <map>
+#include <thread>
 #include <memory>
 #include <string>
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/family.h>
+#include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
@@ -18,26 +21,34 @@
 
 namespace rlhf::services {
 
-// Serves `registry` at /metrics. port 0 = any free port, read back with port().
-// Thread-safety: immutable after Create; the registry is shared and thread-safe.
+// Serves `registry` at http://host:port/metrics in the Prometheus text format. port 0 =
+// any free port, read back with port().
+//
+// A small built-in HTTP/1.0 server (one thread, one request per connection) instead of
+// prometheus-cpp's civetweb Exposer: civetweb starts its workers with a fixed small
+// thread stack, and in processes that load LibTorch (large static TLS) pthread_create
+// fails ("Cannot create threads: error 0"), so the Exposer cannot start in our servers.
+// Thread-safety: immutable after Create; the destructor stops the thread.
 class MetricsExposer {
  public:
   static absl::StatusOr<std::unique_ptr<MetricsExposer>> Create(
       const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry);
+  ~MetricsExposer();
 
   int port() const { return port_; }
   std::string url() const;
 
  private:
-  MetricsExposer(std::unique_ptr<prometheus::Exposer> exposer, std::string host, int port,
-                 std::shared_ptr<prometheus::Registry> registry)
-      : registry_(std::move(registry)), exposer_(std::move(exposer)),
-        host_(std::move(host)), port_(port) {}
+  MetricsExposer(int fd, std::string host, int port, std::shared_ptr<prometheus::Registry> r);
+  void Serve();
+  void HandleConnection(int fd);
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  int fd_;
   std::string host_;
   int port_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 // Per-RPC metrics of one component, families built here once:
@@ -52,6 +63,37 @@ class RpcMetrics {
  private:
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& latency_;
+};
+
+}  // namespace rlhf::services
+
+#include "services/batcher.h"
+
+namespace rlhf::services {
+
+// Metrics of a batched model server, families built here once:
+//   rlhf_<c>_batch_size                  histogram (sequences per forward)
+//   rlhf_<c>_batch_padding_ratio         histogram (padded-but-empty share of a forward)
+//   rlhf_<c>_forward_duration_seconds    histogram (time inside the model per forward)
+//   rlhf_<c>_queue_depth                 gauge     (queued sequences)
+//   rlhf_<c>_sequences_total             counter   (scored sequences; rate() = seq/s)
+//   rlhf_<c>_tokens_total                counter   (real tokens scored; rate() = tok/s)
+//   rlhf_<c>_model_info{...labels}       gauge = 1 (what is served)
+// Hooks() feeds the first six from a DynamicBatcher. Thread-safe.
+class BatchMetrics {
+ public:
+  BatchMetrics(prometheus::Registry& registry, const std::string& component);
+  BatcherHooks Hooks();
+  void SetModelInfo(const std::map<std::string, std::string>& labels);
+
+ private:
+  prometheus::Histogram& batch_size_;
+  prometheus::Histogram& padding_;
+  prometheus::Histogram& forward_seconds_;
+  prometheus::Gauge& queue_depth_;
+  prometheus::Counter& sequences_;
+  prometheus::Counter& tokens_;
+  prometheus::Family<prometheus::Gauge>& model_info_;
 };
 
 }  // namespace rlhf::services

@@ -96,5 +96,11 @@ class GrpcServer {
 
 // Reads a whole file (PEMs, tokens). NotFound / PermissionDenied name the path.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+// Reads a bearer token file: its contents with surrounding whitespace removed; empty
+// files are InvalidArgument.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+// Writes "<port>\n" to path via a temporary file + rename, so a reader polling for
+// the file never sees a partial number (launchers use it with port 0).
+absl::Status WritePortFile(const std::string& path, int port);
 
 }  // namespace rlhf::services

@@ -1,0 +1,130 @@
+// rlhf-reference-server: serves ReferenceService.Score (frozen SFT model) over gRPC.
+//
+//   rlhf-reference-server --checkpoint=/ckpt/sft --port=50052
+//   rlhf-reference-server --preset=tiny --port=0 --port_file=/tmp/ref.port   (tests)
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <ATen/Parallel.h>
+#include <torch/utils.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "core/model/checkpoint.h"
+#include "core/model/tokenizer.h"
+#include "reference_server/reference_server.h"
+#include "services/metrics.h"
+#include "services/server.h"
+#include "services/shutdown.h"
+
+ABSL_FLAG(std::string, host, "127.0.0.1", "listen address (non-loopback needs TLS or a token)");
+ABSL_FLAG(int, port, 0, "gRPC port; 0 = any free port");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port here once serving");
+ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = off");
+ABSL_FLAG(std::string, checkpoint, "", "SFT checkpoint dir (the frozen reference)");
+ABSL_FLAG(std::string, preset, "", "serve a freshly initialised model of this preset");
+ABSL_FLAG(int, seed, 0, "seed for --preset initialisation");
+ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer (its PAD id pads batches)");
+ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's");
+ABSL_FLAG(int, max_sequences_per_request, 256, "sequences per request limit");
+ABSL_FLAG(int64_t, max_batch_tokens, 16384, "padded tokens per batched forward");
+ABSL_FLAG(int, max_batch_sequences, 64, "sequences per batched forward (1 = no batching)");
+ABSL_FLAG(double, max_wait_ms, 2.0, "how long a request waits for company, ms");
+ABSL_FLAG(int64_t, max_queue_sequences, 4096, "queued sequences before RESOURCE_EXHAUSTED");
+ABSL_FLAG(std::string, token_file, "", "file holding the shared bearer token");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM server key");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA for client certificates");
+ABSL_FLAG(bool, require_client_cert, false, "mutual TLS");
+ABSL_FLAG(bool, allow_insecure, false, "allow plaintext, tokenless non-loopback listening");
+ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0 = LibTorch default");
+ABSL_FLAG(int, max_message_mb, 64, "max gRPC message size, MiB");
+ABSL_FLAG(double, shutdown_grace_s, 10.0, "how long in-flight calls may finish on shutdown");
+
+namespace {
+
+absl::Status Run() {
+  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  auto tokenizer = rlhf::MakeTokenizerByName(absl::GetFlag(FLAGS_tokenizer));
+  if (!tokenizer.ok()) return tokenizer.status();
+
+  rlhf::reference::ReferenceServerDeps deps;
+  const bool from_checkpoint = !absl::GetFlag(FLAGS_checkpoint).empty();
+  if (from_checkpoint == !absl::GetFlag(FLAGS_preset).empty()) {
+    return absl::InvalidArgumentError("pass exactly one of --checkpoint and --preset");
+  }
+  if (from_checkpoint) {
+    auto loaded = rlhf::LoadCheckpoint(absl::GetFlag(FLAGS_checkpoint));
+    if (!loaded.ok()) return loaded.status();
+    deps.model = loaded->model;
+  } else {
+    auto config = rlhf::ModelConfigPreset(absl::GetFlag(FLAGS_preset));
+    if (!config.ok()) return config.status();
+    torch::manual_seed(absl::GetFlag(FLAGS_seed));
+    deps.model = rlhf::TransformerLM(*config);
+  }
+
+  rlhf::reference::ReferenceServerOptions options;
+  options.grpc.name = "reference-server";
+  options.grpc.host = absl::GetFlag(FLAGS_host);
+  options.grpc.port = absl::GetFlag(FLAGS_port);
+  options.grpc.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  options.grpc.allow_insecure = absl::GetFlag(FLAGS_allow_insecure);
+  options.grpc.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.grpc.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  options.grpc.tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.grpc.tls.require_client_cert = absl::GetFlag(FLAGS_require_client_cert);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    auto token = rlhf::services::ReadTokenFile(absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) return token.status();
+    options.grpc.auth_token = *token;
+  }
+  options.handler.pad_id = (*tokenizer)->pad_id();
+  options.handler.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  options.handler.max_sequences_per_request = absl::GetFlag(FLAGS_max_sequences_per_request);
+  options.handler.batcher.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.handler.batcher.max_batch_sequences = absl::GetFlag(FLAGS_max_batch_sequences);
+  options.handler.batcher.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_max_wait_ms) * 1000);
+  options.handler.batcher.max_queue_sequences = absl::GetFlag(FLAGS_max_queue_sequences);
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  deps.registry = registry;
+  auto server = rlhf::reference::ReferenceServer::Create(options, std::move(deps));
+  if (!server.ok()) return server.status();
+  std::unique_ptr<rlhf::services::MetricsExposer> exposer;
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    auto e = rlhf::services::MetricsExposer::Create(options.grpc.host,
+                                                    absl::GetFlag(FLAGS_metrics_port), registry);
+    if (!e.ok()) return e.status();
+    exposer = *std::move(e);
+    std::printf("metrics on %s\n", exposer->url().c_str());
+  }
+  if (absl::Status s = (*server)->Start(); !s.ok()) return s;
+  std::printf("listening on %s\n", (*server)->grpc_server().address().c_str());
+  std::fflush(stdout);
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    if (absl::Status s = rlhf::services::WritePortFile(absl::GetFlag(FLAGS_port_file),
+                                                       (*server)->port());
+        !s.ok()) {
+      return s;
+    }
+  }
+  const int sig = rlhf::services::WaitForShutdownSignal();
+  std::fprintf(stderr, "reference-server: signal %d, shutting down\n", sig);
+  (*server)->Shutdown(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  rlhf::services::BlockShutdownSignals();
+  absl::ParseCommandLine(argc, argv);
+  absl::Status status = Run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "rlhf-reference-server: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

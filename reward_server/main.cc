@@ -1,0 +1,171 @@
+// rlhf-reward-server: serves RewardService.Score over gRPC.
+//
+//   rlhf-reward-server --scorers=rm:/ckpt/rm:1.0,gold:0.5 --normalize --port=50051
+//   rlhf-reward-server --preset=tiny --port=0 --port_file=/tmp/rm.port   (tests)
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <ATen/Parallel.h>
+#include <torch/utils.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "core/model/tokenizer.h"
+#include "reward_server/reward_server.h"
+#include "services/metrics.h"
+#include "services/server.h"
+#include "services/shutdown.h"
+
+ABSL_FLAG(std::string, host, "127.0.0.1", "listen address (non-loopback needs TLS or a token)");
+ABSL_FLAG(int, port, 0, "gRPC port; 0 = any free port");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port here once serving");
+ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = off");
+ABSL_FLAG(std::string, checkpoint, "", "reward-model checkpoint dir (= --scorers=rm:DIR)");
+ABSL_FLAG(std::string, preset, "", "serve a freshly initialised reward model of this preset");
+ABSL_FLAG(int, seed, 0, "seed for --preset initialisation");
+ABSL_FLAG(std::string, scorers, "", "comma list of rm:DIR[:weight] and gold[:weight]");
+ABSL_FLAG(bool, normalize, false, "normalise rm scores with the checkpoint's reward_mean/std");
+ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer for the gold scorer");
+ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's (256 without one)");
+ABSL_FLAG(int, max_sequences_per_request, 256, "sequences per request limit");
+ABSL_FLAG(int64_t, max_batch_tokens, 16384, "padded tokens per batched forward");
+ABSL_FLAG(int, max_batch_sequences, 64, "sequences per batched forward (1 = no batching)");
+ABSL_FLAG(double, max_wait_ms, 2.0, "how long a request waits for company, ms");
+ABSL_FLAG(int64_t, max_queue_sequences, 4096, "queued sequences before RESOURCE_EXHAUSTED");
+ABSL_FLAG(std::string, token_file, "", "file holding the shared bearer token");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM server key");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA for client certificates");
+ABSL_FLAG(bool, require_client_cert, false, "mutual TLS");
+ABSL_FLAG(bool, allow_insecure, false, "allow plaintext, tokenless non-loopback listening");
+ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0 = LibTorch default");
+ABSL_FLAG(int, max_message_mb, 64, "max gRPC message size, MiB");
+ABSL_FLAG(double, shutdown_grace_s, 10.0, "how long in-flight calls may finish on shutdown");
+
+namespace {
+
+using rlhf::reward::ModelRewardScorer;
+using rlhf::reward::WeightedScorer;
+
+absl::Status Run() {
+  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  std::string specs_text = absl::GetFlag(FLAGS_scorers);
+  if (!absl::GetFlag(FLAGS_checkpoint).empty()) {
+    specs_text = absl::StrCat("rm:", absl::GetFlag(FLAGS_checkpoint),
+                              specs_text.empty() ? "" : ",", specs_text);
+  }
+  auto tokenizer_or = rlhf::MakeTokenizerByName(absl::GetFlag(FLAGS_tokenizer));
+  if (!tokenizer_or.ok()) return tokenizer_or.status();
+  std::shared_ptr<const rlhf::Tokenizer> tokenizer = *std::move(tokenizer_or);
+
+  rlhf::reward::RewardServerDeps deps;
+  int64_t vocab = tokenizer->vocab_size();
+  int64_t max_len = 256;
+  bool have_model = false;
+  auto note_model = [&](const ModelRewardScorer& m) {
+    vocab = have_model ? std::min(vocab, m.config().vocab_size) : m.config().vocab_size;
+    max_len = have_model ? std::min(max_len, m.config().max_seq_len) : m.config().max_seq_len;
+    have_model = true;
+  };
+  if (!absl::GetFlag(FLAGS_preset).empty()) {
+    auto config = rlhf::ModelConfigPreset(absl::GetFlag(FLAGS_preset));
+    if (!config.ok()) return config.status();
+    config->lm_head = false;
+    config->scalar_head = true;
+    torch::manual_seed(absl::GetFlag(FLAGS_seed));
+    auto scorer = ModelRewardScorer::Create("rm", rlhf::TransformerLM(*config),
+                                            tokenizer->pad_id(), {});
+    if (!scorer.ok()) return scorer.status();
+    note_model(**scorer);
+    deps.scorers.push_back({*std::move(scorer), 1.0});
+  }
+  if (!specs_text.empty()) {
+    auto specs = rlhf::reward::ParseScorerSpecs(specs_text);
+    if (!specs.ok()) return specs.status();
+    int models = 0;
+    for (const auto& spec : *specs) {
+      if (spec.kind == rlhf::reward::ScorerSpec::Kind::kGold) {
+        deps.scorers.push_back(
+            {std::make_unique<rlhf::reward::GoldRewardScorer>(tokenizer), spec.weight});
+        continue;
+      }
+      const std::string name = models++ == 0 && deps.scorers.empty()
+                                   ? std::string("rm")
+                                   : absl::StrCat("rm", deps.scorers.size());
+      auto scorer = ModelRewardScorer::FromCheckpoint(name, spec.checkpoint, tokenizer->pad_id(),
+                                                      absl::GetFlag(FLAGS_normalize));
+      if (!scorer.ok()) return scorer.status();
+      note_model(**scorer);
+      deps.scorers.push_back({*std::move(scorer), spec.weight});
+    }
+  }
+  if (deps.scorers.empty()) {
+    return absl::InvalidArgumentError("no scorer: pass --scorers, --checkpoint or --preset");
+  }
+
+  rlhf::reward::RewardServerOptions options;
+  options.grpc.name = "reward-server";
+  options.grpc.host = absl::GetFlag(FLAGS_host);
+  options.grpc.port = absl::GetFlag(FLAGS_port);
+  options.grpc.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  options.grpc.allow_insecure = absl::GetFlag(FLAGS_allow_insecure);
+  options.grpc.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.grpc.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  options.grpc.tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.grpc.tls.require_client_cert = absl::GetFlag(FLAGS_require_client_cert);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    auto token = rlhf::services::ReadTokenFile(absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) return token.status();
+    options.grpc.auth_token = *token;
+  }
+  options.handler.vocab_size = vocab;
+  options.handler.max_seq_len =
+      absl::GetFlag(FLAGS_max_seq_len) > 0 ? absl::GetFlag(FLAGS_max_seq_len) : max_len;
+  options.handler.max_sequences_per_request = absl::GetFlag(FLAGS_max_sequences_per_request);
+  options.handler.batcher.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.handler.batcher.max_batch_sequences = absl::GetFlag(FLAGS_max_batch_sequences);
+  options.handler.batcher.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_max_wait_ms) * 1000);
+  options.handler.batcher.max_queue_sequences = absl::GetFlag(FLAGS_max_queue_sequences);
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  deps.registry = registry;
+  auto server = rlhf::reward::RewardServer::Create(options, std::move(deps));
+  if (!server.ok()) return server.status();
+  std::unique_ptr<rlhf::services::MetricsExposer> exposer;
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    auto e = rlhf::services::MetricsExposer::Create(options.grpc.host,
+                                                    absl::GetFlag(FLAGS_metrics_port), registry);
+    if (!e.ok()) return e.status();
+    exposer = *std::move(e);
+    std::printf("metrics on %s\n", exposer->url().c_str());
+  }
+  if (absl::Status s = (*server)->Start(); !s.ok()) return s;
+  std::printf("listening on %s\n", (*server)->grpc_server().address().c_str());
+  std::fflush(stdout);
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    if (absl::Status s = rlhf::services::WritePortFile(absl::GetFlag(FLAGS_port_file),
+                                                       (*server)->port());
+        !s.ok()) {
+      return s;
+    }
+  }
+  const int sig = rlhf::services::WaitForShutdownSignal();
+  std::fprintf(stderr, "reward-server: signal %d, shutting down\n", sig);
+  (*server)->Shutdown(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  rlhf::services::BlockShutdownSignals();
+  absl::ParseCommandLine(argc, argv);
+  absl::Status status = Run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "rlhf-reward-server: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
