@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
 #include "absl/strings/match.h"
@@ -353,7 +354,8 @@ absl::Status Job::StartRlChildren(Supervisor& sup) {
        absl::StrCat("--max_batch_tokens=", ref.batching().max_batch_tokens()),
        absl::StrCat("--max_wait_ms=", ref.batching().max_wait_ms()),
        absl::StrCat("--max_queue_sequences=", ref.batching().max_queue()),
-       absl::StrCat("--max_sequences_per_request=", ref.batching().max_sequences_per_request())},
+       absl::StrCat("--max_sequences_per_request=", ref.batching().max_sequences_per_request()),
+       absl::StrCat("--max_seq_len=", config_.model().max_seq_len())},
       2, &reference_addr_));
 
   RLHF_RETURN_IF_ERROR(StartServer(
@@ -636,6 +638,18 @@ absl::Status Job::Run() {
   RLHF_RETURN_IF_ERROR(config::WriteJobConfig(config_, run_dir_ + "/config.yaml"));
   Say(absl::StrCat("[run] job '", config_.name(), "': run dir ", run_dir_,
                    " (resolved config: config.yaml)"));
+  // Job-level bounds as gauges, so alert rules and dashboards compare against them
+  // without per-job editing (deploy/prometheus/alerts.yml).
+  auto gauge = [&](const char* name, const char* help, double v) {
+    prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add({}).Set(v);
+  };
+  gauge("rlhf_launcher_kl_target_nats", "Configured KL target per sequence (rl.kl.target)",
+        config_.rl().kl().target());
+  gauge("rlhf_launcher_max_staleness_versions",
+        "Configured staleness bound in policy versions (rl.max_staleness)",
+        config_.rl().max_staleness());
+  gauge("rlhf_launcher_rl_steps", "Configured learner steps of the job (rl.steps)",
+        config_.rl().steps());
   if (config_.launcher().metrics_port() >= 0) {
     RLHF_ASSIGN_OR_RETURN(exposer_, services::MetricsExposer::Create(
                                         "127.0.0.1", config_.launcher().metrics_port(),
