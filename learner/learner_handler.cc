@@ -1,0 +1,612 @@
+#include "learner/learner_handler.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace rlhf::learner {
+namespace {
+
+absl::Status ErrnoStatus(const std::string& what) {
+  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
+}
+
+absl::Status FsyncPath(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("open ", path));
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return ErrnoStatus(absl::StrCat("fsync ", path));
+  return absl::OkStatus();
+}
+
+std::string DirName(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+}
+
+template <typename C>
+absl::Status CheckFinite(const C& values, const std::string& field) {
+  for (int j = 0; j < static_cast<int>(values.size()); ++j) {
+    if (!std::isfinite(values[j])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, "[", j, "]: non-finite value ", values[j]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status FileStateStore::Write(const rlhf::v1::LearnerState& state) {
+  const std::string tmp = path_ + ".tmp";
+  std::string bytes;
+  if (!state.SerializeToString(&bytes)) return absl::InternalError("serializing learner state");
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("open ", tmp));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ::close(fd);
+      return ErrnoStatus(absl::StrCat("write ", tmp));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    return ErrnoStatus(absl::StrCat("fsync ", tmp));
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) return ErrnoStatus(absl::StrCat("rename ", tmp));
+  return FsyncPath(DirName(path_), O_RDONLY | O_DIRECTORY);
+}
+
+absl::StatusOr<std::optional<rlhf::v1::LearnerState>> FileStateStore::Read() {
+  std::ifstream in(path_, std::ios::binary);
+  if (!in) return std::optional<rlhf::v1::LearnerState>();
+  std::stringstream ss;
+  ss << in.rdbuf();
+  rlhf::v1::LearnerState state;
+  if (!state.ParseFromString(ss.str())) {
+    return absl::DataLossError(absl::StrCat(path_, ": not a valid LearnerState"));
+  }
+  return std::optional<rlhf::v1::LearnerState>(std::move(state));
+}
+
+absl::StatusOr<std::unique_ptr<LearnerHandler>> LearnerHandler::Create(
+    const LearnerHandlerOptions& options, std::vector<std::vector<int32_t>> prompts,
+    StateStore* store, Clock clock) {
+  if (options.prompts_per_step < 1) return absl::InvalidArgumentError("prompts_per_step must be >= 1");
+  if (options.samples_per_prompt < 1) return absl::InvalidArgumentError("samples_per_prompt must be >= 1");
+  if (options.prompts_per_lease < 1) return absl::InvalidArgumentError("prompts_per_lease must be >= 1");
+  if (options.max_staleness < 0) return absl::InvalidArgumentError("max_staleness must be >= 0");
+  if (prompts.empty()) return absl::InvalidArgumentError("prompts: empty prompt set");
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (prompts[i].empty()) return absl::InvalidArgumentError(absl::StrCat("prompts[", i, "]: empty"));
+    for (int32_t id : prompts[i]) {
+      if (id < 0 || id >= options.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("prompts[", i, "]: token id ", id, " outside [0, ", options.vocab_size, ")"));
+      }
+    }
+  }
+  if (!clock) clock = [] { return absl::Now(); };
+  return std::unique_ptr<LearnerHandler>(
+      new LearnerHandler(options, std::move(prompts), store, std::move(clock)));
+}
+
+LearnerHandler::LearnerHandler(const LearnerHandlerOptions& options,
+                               std::vector<std::vector<int32_t>> prompts, StateStore* store,
+                               Clock clock)
+    : options_(options), prompts_(std::move(prompts)), store_(store), clock_(std::move(clock)) {
+  absl::BitGen gen;
+  run_id_ = absl::StrFormat("%08x", absl::Uniform<uint32_t>(gen));
+}
+
+absl::Status LearnerHandler::Restore(int64_t trainer_step, int64_t policy_version) {
+  absl::MutexLock lock(&mu_);
+  stats_.set_step(trainer_step);
+  stats_.set_policy_version(policy_version);
+  if (store_ == nullptr) return absl::OkStatus();
+  auto state = store_->Read();
+  if (!state.ok()) return state.status();
+  if (!state->has_value()) return absl::OkStatus();
+  FromProtoLocked(**state);
+  // Batches of steps the restored trainer has not seen go back to the buffer's front.
+  std::vector<rlhf::v1::TrainedBatch> keep;
+  std::deque<rlhf::v1::BufferedGroup> rebuffer;
+  const int64_t counted_step = stats_.step();  // steps whose batches were counted
+  for (auto& batch : trained_) {
+    if (batch.step() <= trainer_step) {
+      keep.push_back(batch);
+      continue;
+    }
+    for (auto& g : *batch.mutable_groups()) {
+      if (batch.step() <= counted_step) {
+        stats_.set_prompts_trained(stats_.prompts_trained() - 1);
+        stats_.set_trajectories_trained(stats_.trajectories_trained() - g.trajectories_size());
+      }
+      rebuffer.push_back(g);
+    }
+  }
+  trained_ = std::move(keep);
+  for (auto it = rebuffer.rbegin(); it != rebuffer.rend(); ++it) buffer_.push_front(*it);
+  stats_.set_step(trainer_step);
+  stats_.set_policy_version(policy_version);
+  const absl::Time now = clock_();
+  for (auto& [id, actor] : actors_) actor.last_seen = now;  // grace after a restart
+  DropStaleLocked();
+  return PersistLocked();
+}
+
+rlhf::v1::LearnerState LearnerHandler::ToProtoLocked() const {
+  rlhf::v1::LearnerState s;
+  s.set_run_id(run_id_);
+  s.set_next_prompt_id(next_prompt_id_);
+  s.set_prompt_cursor(cursor_);
+  for (int64_t r : reissue_) s.add_reissue_queue(r);
+  for (const auto& [id, lease] : leases_) *s.add_outstanding() = lease;
+  for (const auto& g : buffer_) *s.add_buffered() = g;
+  for (const auto& id : completed_order_) s.add_completed_leases(id);
+  for (const auto& id : expired_order_) s.add_expired_leases(id);
+  *s.mutable_stats() = stats_;
+  for (const auto& [id, actor] : actors_) {
+    auto* a = s.add_actors();
+    a->set_actor_id(id);
+    a->set_name(actor.name);
+  }
+  s.set_next_lease_number(next_lease_number_);
+  s.set_next_actor_number(next_actor_number_);
+  for (const auto& b : trained_) *s.add_trained_batches() = b;
+  s.set_checkpointed_step(checkpointed_step_);
+  return s;
+}
+
+void LearnerHandler::FromProtoLocked(const rlhf::v1::LearnerState& s) {
+  run_id_ = s.run_id();
+  next_prompt_id_ = s.next_prompt_id();
+  cursor_ = s.prompt_cursor();
+  reissue_.assign(s.reissue_queue().begin(), s.reissue_queue().end());
+  leases_.clear();
+  for (const auto& l : s.outstanding()) leases_[l.lease_id()] = l;
+  buffer_.assign(s.buffered().begin(), s.buffered().end());
+  completed_order_.assign(s.completed_leases().begin(), s.completed_leases().end());
+  completed_ = {completed_order_.begin(), completed_order_.end()};
+  expired_order_.assign(s.expired_leases().begin(), s.expired_leases().end());
+  expired_ = {expired_order_.begin(), expired_order_.end()};
+  stats_ = s.stats();
+  actors_.clear();
+  for (const auto& a : s.actors()) actors_[a.actor_id()] = Actor{a.name(), clock_()};
+  next_lease_number_ = s.next_lease_number();
+  next_actor_number_ = s.next_actor_number();
+  trained_.assign(s.trained_batches().begin(), s.trained_batches().end());
+  checkpointed_step_ = s.checkpointed_step();
+}
+
+absl::Status LearnerHandler::PersistLocked() {
+  if (store_ == nullptr) return absl::OkStatus();
+  return store_->Write(ToProtoLocked());
+}
+
+bool LearnerHandler::TouchLocked(const std::string& actor_id) {
+  auto it = actors_.find(actor_id);
+  if (it == actors_.end()) return false;
+  it->second.last_seen = clock_();
+  return true;
+}
+
+void LearnerHandler::RememberLocked(std::deque<std::string>& order, std::set<std::string>& set,
+                                    const std::string& id) {
+  if (!set.insert(id).second) return;
+  order.push_back(id);
+  while (static_cast<int>(order.size()) > options_.max_remembered_leases) {
+    set.erase(order.front());
+    order.pop_front();
+  }
+}
+
+void LearnerHandler::ReissueLocked(int64_t source_index) {
+  reissue_.push_back(source_index);
+  stats_.set_prompts_reissued(stats_.prompts_reissued() + 1);
+}
+
+void LearnerHandler::ExpireLeaseLocked(const std::string& lease_id) {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return;
+  for (const auto& p : it->second.prompts()) ReissueLocked(p.source_index());
+  stats_.set_leases_expired(stats_.leases_expired() + 1);
+  RememberLocked(expired_order_, expired_, lease_id);
+  leases_.erase(it);
+}
+
+int64_t LearnerHandler::EffectiveVersionLocked() const {
+  return stats_.policy_version() + (in_training_.has_value() ? 1 : 0);
+}
+
+absl::StatusOr<rlhf::v1::RegisterResponse> LearnerHandler::Register(
+    const rlhf::v1::RegisterRequest& request) {
+  absl::MutexLock lock(&mu_);
+  std::string id = absl::StrCat(run_id_, "-A", next_actor_number_++);
+  actors_[id] = Actor{request.actor_name(), clock_()};
+  stats_.set_actors_registered_total(stats_.actors_registered_total() + 1);
+  if (absl::Status s = PersistLocked(); !s.ok()) return s;
+  rlhf::v1::RegisterResponse response;
+  response.set_actor_id(id);
+  response.set_lease_timeout_ms(absl::ToInt64Milliseconds(options_.lease_timeout));
+  response.set_samples_per_prompt(options_.samples_per_prompt);
+  response.set_prompts_per_lease(options_.prompts_per_lease);
+  response.mutable_current_version()->set_version(stats_.policy_version());
+  return response;
+}
+
+absl::StatusOr<rlhf::v1::HeartbeatResponse> LearnerHandler::Heartbeat(
+    const rlhf::v1::HeartbeatRequest& request) {
+  absl::MutexLock lock(&mu_);
+  if (!TouchLocked(request.actor_id())) {
+    return absl::NotFoundError(
+        absl::StrCat("actor_id: unknown actor '", request.actor_id(), "' (re-register)"));
+  }
+  rlhf::v1::HeartbeatResponse response;
+  response.mutable_latest_version()->set_version(stats_.policy_version());
+  response.set_done(stats_.step() >= options_.total_steps);
+  return response;
+}
+
+absl::Status LearnerHandler::Deregister(const rlhf::v1::DeregisterRequest& request) {
+  absl::MutexLock lock(&mu_);
+  if (actors_.erase(request.actor_id()) == 0) {
+    return absl::NotFoundError(absl::StrCat("actor_id: unknown actor '", request.actor_id(), "'"));
+  }
+  std::vector<std::string> mine;
+  for (const auto& [id, lease] : leases_) {
+    if (lease.actor_id() == request.actor_id()) mine.push_back(id);
+  }
+  for (const auto& id : mine) ExpireLeaseLocked(id);
+  return PersistLocked();
+}
+
+absl::StatusOr<rlhf::v1::LeasePromptsResponse> LearnerHandler::LeasePrompts(
+    const rlhf::v1::LeasePromptsRequest& request) {
+  absl::MutexLock lock(&mu_);
+  if (!TouchLocked(request.actor_id())) {
+    return absl::NotFoundError(
+        absl::StrCat("actor_id: unknown actor '", request.actor_id(), "' (re-register)"));
+  }
+  if (request.max_prompts() < 0) {
+    return absl::InvalidArgumentError("max_prompts: must be >= 0");
+  }
+  rlhf::v1::LeasePromptsResponse response;
+  response.mutable_latest_version()->set_version(stats_.policy_version());
+  response.set_retry_after_ms(absl::ToInt64Milliseconds(options_.retry_after));
+  if (stats_.step() >= options_.total_steps) {
+    response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_DONE);
+    return response;
+  }
+  // Work sampled with `held` must still be trainable when the learner is one update
+  // further (the batch being trained now, if any).
+  if (request.held_version().version() < EffectiveVersionLocked() - options_.max_staleness) {
+    response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_STALE_WEIGHTS);
+    return response;
+  }
+  int64_t in_flight = static_cast<int64_t>(buffer_.size()) +
+                      (in_training_ ? static_cast<int64_t>(in_training_->groups.size()) : 0);
+  for (const auto& [id, lease] : leases_) in_flight += lease.prompts_size();
+  const int64_t capacity =
+      int64_t{options_.prompts_per_step} * (options_.max_staleness + 1) - in_flight;
+  int64_t n = options_.prompts_per_lease;
+  if (request.max_prompts() > 0) n = std::min<int64_t>(n, request.max_prompts());
+  n = std::min(n, capacity);
+  if (n <= 0) {
+    response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_BATCH_FULL);
+    return response;
+  }
+  rlhf::v1::LearnerState::Lease lease;
+  lease.set_lease_id(absl::StrCat(run_id_, "-L", next_lease_number_++));
+  lease.set_actor_id(request.actor_id());
+  lease.set_issued_version(stats_.policy_version());
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t source;
+    if (!reissue_.empty()) {
+      source = reissue_.front();
+      reissue_.pop_front();
+    } else {
+      source = cursor_++ % static_cast<int64_t>(prompts_.size());
+    }
+    auto* p = lease.add_prompts();
+    p->set_prompt_id(next_prompt_id_++);
+    p->set_source_index(source);
+    p->mutable_tokens()->Add(prompts_[source].begin(), prompts_[source].end());
+  }
+  stats_.set_leases_issued(stats_.leases_issued() + 1);
+  stats_.set_prompts_leased(stats_.prompts_leased() + n);
+  leases_[lease.lease_id()] = lease;
+  if (absl::Status s = PersistLocked(); !s.ok()) return s;
+  response.set_lease_id(lease.lease_id());
+  *response.mutable_prompts() = lease.prompts();
+  response.set_expires_unix_ms(absl::ToUnixMillis(clock_() + options_.lease_timeout));
+  return response;
+}
+
+absl::Status LearnerHandler::ValidateLocked(const rlhf::v1::SubmitTrajectoriesRequest& request,
+                                            const rlhf::v1::LearnerState::Lease& lease) const {
+  std::map<int64_t, const rlhf::v1::LeasedPrompt*> leased;
+  for (const auto& p : lease.prompts()) leased[p.prompt_id()] = &p;
+  std::map<int64_t, int> count;
+  std::map<int64_t, int64_t> group_version;
+  for (int i = 0; i < request.trajectories_size(); ++i) {
+    const auto& t = request.trajectories(i);
+    const std::string f = absl::StrCat("trajectories[", i, "]");
+    auto it = leased.find(t.prompt_id());
+    if (it == leased.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(f, ".prompt_id: ", t.prompt_id(),
+                                                     " is not in lease ", lease.lease_id()));
+    }
+    const auto& prompt = t.tokens().prompt();
+    if (prompt.size() != it->second->tokens().size() ||
+        !std::equal(prompt.begin(), prompt.end(), it->second->tokens().begin())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f, ".tokens.prompt: differs from the leased prompt ", t.prompt_id()));
+    }
+    const int n = t.tokens().response_size();
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat(f, ".tokens.response: empty"));
+    if (prompt.size() + n > options_.max_seq_len) {
+      return absl::InvalidArgumentError(absl::StrCat(f, ".tokens: prompt + response = ",
+                                                     prompt.size() + n, " tokens > max_seq_len ",
+                                                     options_.max_seq_len));
+    }
+    for (int j = 0; j < n; ++j) {
+      int32_t id = t.tokens().response(j);
+      if (id < 0 || id >= options_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(f, ".tokens.response[", j, "]: token id ",
+                                                       id, " outside [0, ", options_.vocab_size,
+                                                       ")"));
+      }
+    }
+    auto check_len = [&](int size, const char* name) -> absl::Status {
+      if (size != n) {
+        return absl::InvalidArgumentError(absl::StrCat(f, ".", name, ": ", size,
+                                                       " values for ", n, " response tokens"));
+      }
+      return absl::OkStatus();
+    };
+    if (auto s = check_len(t.behaviour_logprobs_size(), "behaviour_logprobs"); !s.ok()) return s;
+    if (auto s = check_len(t.ref_logprobs_size(), "ref_logprobs"); !s.ok()) return s;
+    if (auto s = check_len(t.kl_size(), "kl"); !s.ok()) return s;
+    if (auto s = CheckFinite(t.behaviour_logprobs(), f + ".behaviour_logprobs"); !s.ok()) return s;
+    if (auto s = CheckFinite(t.ref_logprobs(), f + ".ref_logprobs"); !s.ok()) return s;
+    if (auto s = CheckFinite(t.kl(), f + ".kl"); !s.ok()) return s;
+    if (!std::isfinite(t.reward())) {
+      return absl::InvalidArgumentError(absl::StrCat(f, ".reward: non-finite value ", t.reward()));
+    }
+    const int64_t v = t.version().version();
+    if (v < 0 || v > stats_.policy_version()) {
+      return absl::InvalidArgumentError(absl::StrCat(f, ".version: ", v, " is not in [0, ",
+                                                     stats_.policy_version(), "]"));
+    }
+    auto [gv, inserted] = group_version.emplace(t.prompt_id(), v);
+    if (!inserted && gv->second != v) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          f, ".version: ", v, " differs from the other samples of prompt ", t.prompt_id()));
+    }
+    ++count[t.prompt_id()];
+  }
+  for (const auto& [id, p] : leased) {
+    if (count[id] != options_.samples_per_prompt) {
+      return absl::InvalidArgumentError(absl::StrCat("trajectories: prompt_id ", id, " has ",
+                                                     count[id], " trajectories, expected ",
+                                                     options_.samples_per_prompt));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> LearnerHandler::Submit(
+    const rlhf::v1::SubmitTrajectoriesRequest& request) {
+  absl::MutexLock lock(&mu_);
+  TouchLocked(request.actor_id());
+  rlhf::v1::SubmitTrajectoriesResponse response;
+  if (request.lease_id().empty()) return absl::InvalidArgumentError("lease_id: empty");
+  if (completed_.count(request.lease_id())) {
+    stats_.set_duplicate_submissions(stats_.duplicate_submissions() + 1);
+    response.set_duplicate(true);
+    return response;
+  }
+  auto it = leases_.find(request.lease_id());
+  if (it == leases_.end()) {
+    stats_.set_trajectories_rejected(stats_.trajectories_rejected() + request.trajectories_size());
+    if (expired_.count(request.lease_id())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "lease_id: lease ", request.lease_id(), " expired; its prompts were re-issued"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("lease_id: unknown lease '",
+                                                   request.lease_id(), "'"));
+  }
+  if (request.trajectories_size() == 0) {  // an explicit release: re-issue its prompts
+    ExpireLeaseLocked(request.lease_id());
+    if (absl::Status s = PersistLocked(); !s.ok()) return s;
+    return response;
+  }
+  if (absl::Status s = ValidateLocked(request, it->second); !s.ok()) {
+    stats_.set_trajectories_rejected(stats_.trajectories_rejected() + request.trajectories_size());
+    return s;
+  }
+  // Group by prompt in lease order.
+  for (const auto& p : it->second.prompts()) {
+    rlhf::v1::BufferedGroup g;
+    g.set_lease_id(request.lease_id());
+    g.set_actor_id(it->second.actor_id());
+    *g.mutable_prompt() = p;
+    for (const auto& t : request.trajectories()) {
+      if (t.prompt_id() == p.prompt_id()) *g.add_trajectories() = t;
+    }
+    g.set_version(g.trajectories(0).version().version());
+    const int64_t staleness = stats_.policy_version() - g.version();
+    if (staleness > options_.max_staleness) {
+      stats_.set_trajectories_dropped_stale(stats_.trajectories_dropped_stale() +
+                                            g.trajectories_size());
+      response.set_dropped_stale(response.dropped_stale() + g.trajectories_size());
+      ReissueLocked(p.source_index());
+      continue;
+    }
+    if (staleness_hook_) staleness_hook_(staleness);
+    response.set_accepted(response.accepted() + g.trajectories_size());
+    buffer_.push_back(std::move(g));
+  }
+  stats_.set_trajectories_accepted(stats_.trajectories_accepted() + response.accepted());
+  stats_.set_leases_completed(stats_.leases_completed() + 1);
+  RememberLocked(completed_order_, completed_, request.lease_id());
+  leases_.erase(it);
+  if (absl::Status s = PersistLocked(); !s.ok()) return s;  // durable before the ack
+  return response;
+}
+
+int LearnerHandler::ExpireSilentActors() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_();
+  std::vector<std::string> silent;
+  for (const auto& [id, actor] : actors_) {
+    if (now - actor.last_seen > options_.lease_timeout) silent.push_back(id);
+  }
+  if (silent.empty()) return 0;
+  int expired = 0;
+  for (const auto& id : silent) {
+    actors_.erase(id);
+    std::vector<std::string> mine;
+    for (const auto& [lid, lease] : leases_) {
+      if (lease.actor_id() == id) mine.push_back(lid);
+    }
+    for (const auto& lid : mine) ExpireLeaseLocked(lid);
+    expired += static_cast<int>(mine.size());
+  }
+  (void)PersistLocked();  // best effort: a crash now re-expires them after restart
+  return expired;
+}
+
+bool LearnerHandler::BatchReadyLocked() const {
+  return !in_training_ && stats_.step() < options_.total_steps &&
+         static_cast<int>(buffer_.size()) >= options_.prompts_per_step;
+}
+
+std::optional<LearnerHandler::Batch> LearnerHandler::WaitForBatch(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return BatchReadyLocked(); };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) return std::nullopt;
+  Batch batch;
+  batch.step = stats_.step() + 1;
+  for (int i = 0; i < options_.prompts_per_step; ++i) {
+    batch.groups.push_back(std::move(buffer_.front()));
+    buffer_.pop_front();
+  }
+  rlhf::v1::TrainedBatch record;
+  record.set_step(batch.step);
+  for (const auto& g : batch.groups) *record.add_groups() = g;
+  trained_.push_back(std::move(record));
+  in_training_ = batch;
+  (void)PersistLocked();  // the groups are in trained_ either way: nothing can be lost
+  return batch;
+}
+
+void LearnerHandler::DropStaleLocked() {
+  std::deque<rlhf::v1::BufferedGroup> keep;
+  for (auto& g : buffer_) {
+    if (stats_.policy_version() - g.version() > options_.max_staleness) {
+      stats_.set_trajectories_dropped_stale(stats_.trajectories_dropped_stale() +
+                                            g.trajectories_size());
+      ReissueLocked(g.prompt().source_index());
+    } else {
+      keep.push_back(std::move(g));
+    }
+  }
+  buffer_ = std::move(keep);
+}
+
+absl::Status LearnerHandler::OnTrained(const Batch& batch, int64_t new_version,
+                                       const std::map<std::string, double>& step_stats) {
+  absl::MutexLock lock(&mu_);
+  in_training_.reset();
+  stats_.set_step(batch.step);
+  stats_.set_policy_version(new_version);
+  for (const auto& g : batch.groups) {
+    stats_.set_prompts_trained(stats_.prompts_trained() + 1);
+    stats_.set_trajectories_trained(stats_.trajectories_trained() + g.trajectories_size());
+    trained_sources_.insert(g.prompt().source_index());
+  }
+  stats_.set_distinct_prompts_trained(static_cast<int64_t>(trained_sources_.size()));
+  stats_.mutable_last_step_stats()->clear();
+  for (const auto& [k, v] : step_stats) (*stats_.mutable_last_step_stats())[k] = v;
+  DropStaleLocked();
+  return PersistLocked();
+}
+
+void LearnerHandler::OnTrainFailed(const Batch& batch) {
+  absl::MutexLock lock(&mu_);
+  in_training_.reset();
+  for (auto it = batch.groups.rbegin(); it != batch.groups.rend(); ++it) buffer_.push_front(*it);
+  if (!trained_.empty() && trained_.back().step() == batch.step) trained_.pop_back();
+  (void)PersistLocked();
+}
+
+absl::Status LearnerHandler::OnCheckpointed(int64_t step) {
+  absl::MutexLock lock(&mu_);
+  checkpointed_step_ = step;
+  std::vector<rlhf::v1::TrainedBatch> keep;
+  for (auto& b : trained_) {
+    if (b.step() > step) keep.push_back(std::move(b));
+  }
+  trained_ = std::move(keep);
+  return PersistLocked();
+}
+
+rlhf::v1::LearnerStats LearnerHandler::Stats() const {
+  absl::MutexLock lock(&mu_);
+  rlhf::v1::LearnerStats s = stats_;
+  int64_t outstanding = 0;
+  for (const auto& [id, lease] : leases_) outstanding += lease.prompts_size();
+  s.set_prompts_outstanding(outstanding);
+  s.set_prompts_buffered(static_cast<int64_t>(buffer_.size()) +
+                         (in_training_ ? static_cast<int64_t>(in_training_->groups.size()) : 0));
+  s.set_actors_connected(static_cast<int32_t>(actors_.size()));
+  s.set_done(stats_.step() >= options_.total_steps);
+  return s;
+}
+
+std::vector<std::string> LearnerHandler::ActorIds() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, a] : actors_) ids.push_back(id);
+  return ids;
+}
+
+bool LearnerHandler::IsActor(const std::string& actor_id) const {
+  absl::MutexLock lock(&mu_);
+  return actors_.count(actor_id) > 0;
+}
+
+bool LearnerHandler::done() const {
+  absl::MutexLock lock(&mu_);
+  return stats_.step() >= options_.total_steps;
+}
+
+int64_t LearnerHandler::version() const {
+  absl::MutexLock lock(&mu_);
+  return stats_.policy_version();
+}
+
+void LearnerHandler::set_staleness_hook(StalenessHook hook) {
+  absl::MutexLock lock(&mu_);
+  staleness_hook_ = std::move(hook);
+}
+
+}  // namespace rlhf::learner

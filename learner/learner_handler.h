@@ -1,0 +1,185 @@
+// The learner's bookkeeping, with no gRPC and no LibTorch: actors, prompt leases, the
+// prompt cursor, buffered trajectories, staleness and accounting. The LearnerService
+// (learner_service.h) is a thin adapter over it; the training thread takes batches from
+// it and reports steps back.
+//
+// Leases: LeasePrompts hands out up to prompts_per_lease prompts; each must come back
+// with exactly samples_per_prompt trajectories in ONE submission of that lease. A lease
+// expires when its actor has been silent (no call of any kind) for lease_timeout; its
+// prompts go to the front of the re-issue queue (new prompt ids). Leases are only handed
+// out while outstanding + buffered prompts < prompts_per_step * (max_staleness + 1) and
+// while the actor's weights are recent enough to be trainable when it submits.
+//
+// Submissions are validated completely before anything changes (InvalidArgument naming
+// the field); a repeated submission of a completed lease is acknowledged as a duplicate
+// and changes nothing; a submission with no trajectories releases the lease (re-issued,
+// counted as expired); groups sampled more than max_staleness versions ago are dropped
+// (counted) and their prompts re-issued.
+//
+// Accounting invariant (LearnerStats): prompts_leased == prompts_trained +
+//   prompts_reissued + prompts_outstanding + prompts_buffered (+ the batch in training).
+//
+// Durability: with a StateStore, every mutation that an acknowledgement depends on is
+// persisted (the whole LearnerState, atomically) BEFORE the call returns, so an acked
+// trajectory survives a crash. Batches taken by training stay in the state until a
+// checkpoint covering their step is reported (OnCheckpointed); Restore(step) puts the
+// batches of steps after the restored checkpoint back at the front of the buffer.
+//
+// Thread-safety: all methods are thread-safe (one mutex).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "rlhf/v1/learner.pb.h"
+
+namespace rlhf::learner {
+
+struct LearnerHandlerOptions {
+  int prompts_per_step = 32;       // prompt groups per training step
+  int samples_per_prompt = 4;      // trajectories per leased prompt (G)
+  int prompts_per_lease = 8;       // max prompts per lease
+  int max_staleness = 1;           // versions; 0 = synchronous (on-policy)
+  int64_t total_steps = 60;        // after this many steps leases answer WAIT_DONE
+  absl::Duration lease_timeout = absl::Seconds(30);  // actor silence that expires leases
+  absl::Duration retry_after = absl::Milliseconds(100);  // hint when nothing is leased
+  int32_t vocab_size = 259;        // token ids must be < vocab_size
+  int64_t max_seq_len = 128;       // prompt + response tokens
+  int max_remembered_leases = 100000;  // completed/expired lease ids kept for dedup
+};
+
+// Where the handler's state is persisted. Write must be atomic and durable.
+class StateStore {
+ public:
+  virtual ~StateStore() = default;
+  virtual absl::Status Write(const rlhf::v1::LearnerState& state) = 0;
+  // nullopt when nothing was ever written.
+  virtual absl::StatusOr<std::optional<rlhf::v1::LearnerState>> Read() = 0;
+};
+
+// A file written as temp + fsync + rename + directory fsync.
+class FileStateStore : public StateStore {
+ public:
+  explicit FileStateStore(std::string path) : path_(std::move(path)) {}
+  absl::Status Write(const rlhf::v1::LearnerState& state) override;
+  absl::StatusOr<std::optional<rlhf::v1::LearnerState>> Read() override;
+
+ private:
+  const std::string path_;
+};
+
+class LearnerHandler {
+ public:
+  using Clock = std::function<absl::Time()>;
+  struct Batch {
+    int64_t step = 0;  // the trainer step this batch feeds (current step + 1)
+    std::vector<rlhf::v1::BufferedGroup> groups;
+  };
+  // Called for every accepted group with its staleness (versions behind), e.g. metrics.
+  using StalenessHook = std::function<void(int64_t staleness)>;
+
+  // prompts: the prompt set (token ids), cycled in order. store may be null (nothing
+  // persisted). clock null = absl::Now.
+  static absl::StatusOr<std::unique_ptr<LearnerHandler>> Create(
+      const LearnerHandlerOptions& options, std::vector<std::vector<int32_t>> prompts,
+      StateStore* store, Clock clock = nullptr);
+
+  // Loads the persisted state (if any) for a trainer restored at `trainer_step` with
+  // `policy_version`: batches of later steps are re-buffered and their counters rolled
+  // back; restored actors get a fresh lease_timeout of grace. Call before serving.
+  absl::Status Restore(int64_t trainer_step, int64_t policy_version);
+
+  absl::StatusOr<rlhf::v1::RegisterResponse> Register(const rlhf::v1::RegisterRequest& request);
+  // NotFound for an unknown (or expired) actor: the actor must re-register.
+  absl::StatusOr<rlhf::v1::HeartbeatResponse> Heartbeat(const rlhf::v1::HeartbeatRequest& request);
+  // Its outstanding leases are expired at once (re-issued).
+  absl::Status Deregister(const rlhf::v1::DeregisterRequest& request);
+  absl::StatusOr<rlhf::v1::LeasePromptsResponse> LeasePrompts(
+      const rlhf::v1::LeasePromptsRequest& request);
+  absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> Submit(
+      const rlhf::v1::SubmitTrajectoriesRequest& request);
+  // Removes actors silent for > lease_timeout and expires their leases. Returns the
+  // number of leases expired. Called periodically by the service.
+  int ExpireSilentActors();
+
+  // Training side. Blocks up to `timeout` for prompts_per_step trainable groups (all
+  // of the current version when max_staleness == 0); nullopt on timeout or when done.
+  std::optional<Batch> WaitForBatch(absl::Duration timeout);
+  // The batch was trained: step/version advance, counters move, buffered groups that
+  // became too stale are dropped and re-issued. Persists.
+  absl::Status OnTrained(const Batch& batch, int64_t new_version,
+                         const std::map<std::string, double>& step_stats);
+  // The batch could not be trained: its groups go back to the front of the buffer.
+  void OnTrainFailed(const Batch& batch);
+  // A checkpoint of trainer step `step` is durable: forget batches up to it. Persists.
+  absl::Status OnCheckpointed(int64_t step);
+
+  rlhf::v1::LearnerStats Stats() const;
+  std::vector<std::string> ActorIds() const;
+  bool IsActor(const std::string& actor_id) const;
+  bool done() const;
+  int64_t version() const;
+  void set_staleness_hook(StalenessHook hook);
+
+ private:
+  struct Actor {
+    std::string name;
+    absl::Time last_seen;
+  };
+  LearnerHandler(const LearnerHandlerOptions& options, std::vector<std::vector<int32_t>> prompts,
+                 StateStore* store, Clock clock);
+
+  absl::Status PersistLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  rlhf::v1::LearnerState ToProtoLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FromProtoLocked(const rlhf::v1::LearnerState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool TouchLocked(const std::string& actor_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireLeaseLocked(const std::string& lease_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReissueLocked(int64_t source_index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RememberLocked(std::deque<std::string>& order, std::set<std::string>& set,
+                      const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropStaleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool BatchReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t EffectiveVersionLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ValidateLocked(const rlhf::v1::SubmitTrajectoriesRequest& request,
+                              const rlhf::v1::LearnerState::Lease& lease) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const LearnerHandlerOptions options_;
+  const std::vector<std::vector<int32_t>> prompts_;
+  StateStore* const store_;
+  const Clock clock_;
+
+  mutable absl::Mutex mu_;
+  std::string run_id_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Actor> actors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, rlhf::v1::LearnerState::Lease> leases_ ABSL_GUARDED_BY(mu_);
+  std::deque<rlhf::v1::BufferedGroup> buffer_ ABSL_GUARDED_BY(mu_);
+  std::deque<int64_t> reissue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> completed_order_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> completed_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> expired_order_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> expired_ ABSL_GUARDED_BY(mu_);
+  std::vector<rlhf::v1::TrainedBatch> trained_ ABSL_GUARDED_BY(mu_);  // since checkpoint
+  std::optional<Batch> in_training_ ABSL_GUARDED_BY(mu_);
+  rlhf::v1::LearnerStats stats_ ABSL_GUARDED_BY(mu_);
+  int64_t next_prompt_id_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t next_lease_number_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t next_actor_number_ ABSL_GUARDED_BY(mu_) = 1;
+  int64_t checkpointed_step_ ABSL_GUARDED_BY(mu_) = 0;
+  std::set<int64_t> trained_sources_ ABSL_GUARDED_BY(mu_);
+  StalenessHook staleness_hook_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace rlhf::learner

@@ -1,0 +1,335 @@
+// LearnerHandler logic with a fake clock and an in-memory state store: leases and
+// their expiry, idempotent submission, validation, staleness dropping, the accounting
+// invariant, and restart from persisted state.
+#include "learner/learner_handler.h"
+
+#include <cmath>
+#include <limits>
+
+#include <gtest/gtest.h>
+
+namespace rlhf::learner {
+namespace {
+
+using rlhf::v1::LeasePromptsResponse;
+
+class MemoryStore : public StateStore {
+ public:
+  absl::Status Write(const rlhf::v1::LearnerState& state) override {
+    state_ = state;
+    ++writes;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::optional<rlhf::v1::LearnerState>> Read() override { return state_; }
+  std::optional<rlhf::v1::LearnerState> state_;
+  int writes = 0;
+};
+
+class HandlerTest : public ::testing::Test {
+ protected:
+  void Make(int max_staleness, int64_t total_steps = 100) {
+    options_.prompts_per_step = 2;
+    options_.samples_per_prompt = 2;
+    options_.prompts_per_lease = 1;
+    options_.max_staleness = max_staleness;
+    options_.total_steps = total_steps;
+    options_.lease_timeout = absl::Seconds(10);
+    options_.vocab_size = 50;
+    options_.max_seq_len = 16;
+    auto h = LearnerHandler::Create(options_, {{1, 2}, {3}, {4, 5, 6}}, &store_,
+                                    [this] { return now_; });
+    ASSERT_TRUE(h.ok()) << h.status();
+    handler_ = std::move(*h);
+    ASSERT_TRUE(handler_->Restore(0, 0).ok());
+  }
+  std::string Register(const std::string& name) {
+    rlhf::v1::RegisterRequest r;
+    r.set_actor_name(name);
+    return handler_->Register(r)->actor_id();
+  }
+  LeasePromptsResponse Lease(const std::string& actor, int64_t held = -1) {
+    rlhf::v1::LeasePromptsRequest r;
+    r.set_actor_id(actor);
+    r.mutable_held_version()->set_version(held < 0 ? handler_->version() : held);
+    auto resp = handler_->LeasePrompts(r);
+    EXPECT_TRUE(resp.ok()) << resp.status();
+    return *resp;
+  }
+  // A well-formed submission of `lease` sampled with `version`.
+  rlhf::v1::SubmitTrajectoriesRequest Good(const std::string& actor,
+                                           const LeasePromptsResponse& lease, int64_t version) {
+    rlhf::v1::SubmitTrajectoriesRequest r;
+    r.set_actor_id(actor);
+    r.set_lease_id(lease.lease_id());
+    for (const auto& p : lease.prompts()) {
+      for (int s = 0; s < options_.samples_per_prompt; ++s) {
+        auto* t = r.add_trajectories();
+        t->set_prompt_id(p.prompt_id());
+        *t->mutable_tokens()->mutable_prompt() = p.tokens();
+        t->mutable_tokens()->add_response(7);
+        t->mutable_tokens()->add_response(8 + s);
+        t->add_behaviour_logprobs(-1.0f);
+        t->add_behaviour_logprobs(-2.0f);
+        t->add_ref_logprobs(-1.5f);
+        t->add_ref_logprobs(-2.5f);
+        t->add_kl(0.5f);
+        t->add_kl(0.5f);
+        t->set_reward(1.0f);
+        t->mutable_version()->set_version(version);
+      }
+    }
+    return r;
+  }
+  void ExpectInvariant() {
+    auto s = handler_->Stats();
+    EXPECT_EQ(s.prompts_leased(), s.prompts_trained() + s.prompts_reissued() +
+                                      s.prompts_outstanding() + s.prompts_buffered())
+        << s.DebugString();
+  }
+  void TrainOne() {
+    auto batch = handler_->WaitForBatch(absl::ZeroDuration());
+    ASSERT_TRUE(batch.has_value());
+    ASSERT_TRUE(handler_->OnTrained(*batch, handler_->version() + 1, {{"loss", 0.5}}).ok());
+  }
+
+  LearnerHandlerOptions options_;
+  MemoryStore store_;
+  absl::Time now_ = absl::FromUnixSeconds(1000);
+  std::unique_ptr<LearnerHandler> handler_;
+};
+
+TEST_F(HandlerTest, LeasesCycleThePromptSetAndRespectCapacity) {
+  Make(/*max_staleness=*/0);
+  std::string a = Register("a");
+  auto l1 = Lease(a);
+  auto l2 = Lease(a);
+  ASSERT_EQ(l1.prompts_size(), 1);
+  EXPECT_EQ(l1.prompts(0).source_index(), 0);
+  EXPECT_EQ(std::vector<int32_t>(l2.prompts(0).tokens().begin(), l2.prompts(0).tokens().end()),
+            std::vector<int32_t>({3}));
+  EXPECT_NE(l1.prompts(0).prompt_id(), l2.prompts(0).prompt_id());
+  // Synchronous: one step's worth (2 prompts) in flight at most.
+  EXPECT_EQ(Lease(a).wait(), LeasePromptsResponse::WAIT_BATCH_FULL);
+  EXPECT_EQ(handler_->Stats().prompts_outstanding(), 2);
+  ExpectInvariant();
+}
+
+TEST_F(HandlerTest, UnknownActorMustReRegister) {
+  Make(1);
+  rlhf::v1::HeartbeatRequest hb;
+  hb.set_actor_id("nobody");
+  EXPECT_EQ(handler_->Heartbeat(hb).status().code(), absl::StatusCode::kNotFound);
+  rlhf::v1::LeasePromptsRequest lr;
+  lr.set_actor_id("nobody");
+  EXPECT_EQ(handler_->LeasePrompts(lr).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(HandlerTest, SilentActorsLeasesExpireAndAreReissued) {
+  Make(1);
+  std::string a = Register("a");
+  std::string b = Register("b");
+  auto la = Lease(a);
+  now_ += absl::Seconds(6);
+  rlhf::v1::HeartbeatRequest hb;
+  hb.set_actor_id(b);
+  ASSERT_TRUE(handler_->Heartbeat(hb).ok());
+  EXPECT_EQ(handler_->ExpireSilentActors(), 0);  // a silent for 6 s < 10 s
+  now_ += absl::Seconds(6);
+  ASSERT_TRUE(handler_->Heartbeat(hb).ok());
+  EXPECT_EQ(handler_->ExpireSilentActors(), 1);  // a silent for 12 s
+  auto s = handler_->Stats();
+  EXPECT_EQ(s.leases_expired(), 1);
+  EXPECT_EQ(s.prompts_reissued(), 1);
+  EXPECT_EQ(s.actors_connected(), 1);
+  // The expired prompt is the next one handed out, under a new prompt id.
+  auto lb = Lease(b);
+  EXPECT_EQ(lb.prompts(0).source_index(), la.prompts(0).source_index());
+  EXPECT_NE(lb.prompts(0).prompt_id(), la.prompts(0).prompt_id());
+  // A late submission of the expired lease is refused and trains nothing.
+  auto late = handler_->Submit(Good(a, la, 0));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(late.status().message().find("expired"), std::string::npos);
+  EXPECT_EQ(handler_->Stats().prompts_buffered(), 0);
+  ExpectInvariant();
+}
+
+TEST_F(HandlerTest, SubmissionIsIdempotentPerLease) {
+  Make(1);
+  std::string a = Register("a");
+  auto l = Lease(a);
+  auto first = handler_->Submit(Good(a, l, 0));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->accepted(), 2);
+  auto again = handler_->Submit(Good(a, l, 0));
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->duplicate());
+  EXPECT_EQ(again->accepted(), 0);
+  auto s = handler_->Stats();
+  EXPECT_EQ(s.trajectories_accepted(), 2);
+  EXPECT_EQ(s.prompts_buffered(), 1);
+  EXPECT_EQ(s.duplicate_submissions(), 1);
+  ExpectInvariant();
+}
+
+TEST_F(HandlerTest, MalformedSubmissionsAreRejectedNamingTheField) {
+  Make(1);
+  std::string a = Register("a");
+  auto l = Lease(a);
+  struct Case {
+    std::function<void(rlhf::v1::SubmitTrajectoriesRequest&)> mutate;
+    std::string expect;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<Case> cases = {
+      {[](auto& r) { r.mutable_trajectories(1)->add_behaviour_logprobs(-1); },
+       "trajectories[1].behaviour_logprobs: 3 values for 2 response tokens"},
+      {[](auto& r) { r.mutable_trajectories(0)->mutable_ref_logprobs()->RemoveLast(); },
+       "trajectories[0].ref_logprobs: 1 values for 2 response tokens"},
+      {[&](auto& r) { r.mutable_trajectories(0)->set_behaviour_logprobs(1, nan); },
+       "trajectories[0].behaviour_logprobs[1]: non-finite"},
+      {[](auto& r) { r.mutable_trajectories(1)->set_kl(0, INFINITY); },
+       "trajectories[1].kl[0]: non-finite"},
+      {[&](auto& r) { r.mutable_trajectories(0)->set_reward(nan); },
+       "trajectories[0].reward: non-finite"},
+      {[](auto& r) { r.mutable_trajectories(0)->mutable_tokens()->set_response(0, 50); },
+       "trajectories[0].tokens.response[0]: token id 50 outside [0, 50)"},
+      {[](auto& r) { r.set_lease_id("no-such-lease"); }, "lease_id: unknown lease"},
+      {[](auto& r) { r.mutable_trajectories()->RemoveLast(); }, "has 1 trajectories, expected 2"},
+      {[](auto& r) { r.mutable_trajectories(0)->set_prompt_id(999); },
+       "trajectories[0].prompt_id: 999 is not in lease"},
+      {[](auto& r) { r.mutable_trajectories(0)->mutable_version()->set_version(5); },
+       "trajectories[0].version: 5 is not in [0, 0]"},
+  };
+  for (const auto& c : cases) {
+    auto r = Good(a, l, 0);
+    c.mutate(r);
+    auto resp = handler_->Submit(r);
+    EXPECT_EQ(resp.status().code(), absl::StatusCode::kInvalidArgument) << c.expect;
+    EXPECT_NE(resp.status().message().find(c.expect), std::string::npos)
+        << resp.status() << " vs " << c.expect;
+  }
+  auto s = handler_->Stats();
+  EXPECT_EQ(s.trajectories_accepted(), 0);
+  EXPECT_EQ(s.prompts_buffered(), 0);
+  EXPECT_EQ(s.prompts_outstanding(), 1);  // the lease is untouched
+  EXPECT_GT(s.trajectories_rejected(), 0);
+  // After all that, the correct submission of the same lease still goes through.
+  EXPECT_EQ(handler_->Submit(Good(a, l, 0))->accepted(), 2);
+  ExpectInvariant();
+}
+
+TEST_F(HandlerTest, StaleGroupsAreDroppedAndReissued) {
+  Make(/*max_staleness=*/1);
+  std::string a = Register("a");
+  auto old_lease = Lease(a);  // sampled with version 0, submitted at version 2
+  auto l1 = Lease(a);
+  auto l2 = Lease(a);
+  ASSERT_TRUE(handler_->Submit(Good(a, l1, 0)).ok());
+  ASSERT_TRUE(handler_->Submit(Good(a, l2, 0)).ok());
+  TrainOne();  // version 1
+  auto l3 = Lease(a);
+  auto l4 = Lease(a);
+  ASSERT_TRUE(handler_->Submit(Good(a, l3, 1)).ok());
+  ASSERT_TRUE(handler_->Submit(Good(a, l4, 1)).ok());
+  TrainOne();  // version 2
+  auto resp = handler_->Submit(Good(a, old_lease, 0));
+  ASSERT_TRUE(resp.ok());
+  EXPECT_EQ(resp->accepted(), 0);
+  EXPECT_EQ(resp->dropped_stale(), 2);
+  auto s = handler_->Stats();
+  EXPECT_EQ(s.trajectories_dropped_stale(), 2);
+  EXPECT_EQ(s.prompts_reissued(), 1);
+  EXPECT_EQ(s.prompts_trained(), 4);
+  // Actors whose weights are too old get no work.
+  EXPECT_EQ(Lease(a, /*held=*/0).wait(), LeasePromptsResponse::WAIT_STALE_WEIGHTS);
+  EXPECT_EQ(Lease(a, /*held=*/1).prompts_size(), 1);
+  ExpectInvariant();
+}
+
+TEST_F(HandlerTest, SynchronousModeTrainsOnlyCurrentVersionAndPausesLeasesWhileTraining) {
+  Make(/*max_staleness=*/0);
+  std::string a = Register("a");
+  auto l1 = Lease(a);
+  auto l2 = Lease(a);
+  ASSERT_TRUE(handler_->Submit(Good(a, l1, 0)).ok());
+  EXPECT_FALSE(handler_->WaitForBatch(absl::ZeroDuration()).has_value());  // 1 of 2
+  ASSERT_TRUE(handler_->Submit(Good(a, l2, 0)).ok());
+  auto batch = handler_->WaitForBatch(absl::ZeroDuration());
+  ASSERT_TRUE(batch.has_value());
+  EXPECT_EQ(batch->step, 1);
+  EXPECT_EQ(batch->groups.size(), 2u);
+  // While step 1 trains, version-0 work would be stale on arrival: nothing is leased.
+  EXPECT_EQ(Lease(a, 0).wait(), LeasePromptsResponse::WAIT_STALE_WEIGHTS);
+  ASSERT_TRUE(handler_->OnTrained(*batch, 1, {}).ok());
+  EXPECT_EQ(Lease(a, 1).prompts_size(), 1);
+  ExpectInvariant();
+}
+
+TEST_F(HandlerTest, DoneAfterTotalSteps) {
+  Make(1, /*total_steps=*/1);
+  std::string a = Register("a");
+  auto l1 = Lease(a);
+  auto l2 = Lease(a);
+  ASSERT_TRUE(handler_->Submit(Good(a, l1, 0)).ok());
+  ASSERT_TRUE(handler_->Submit(Good(a, l2, 0)).ok());
+  TrainOne();
+  EXPECT_TRUE(handler_->done());
+  EXPECT_EQ(Lease(a).wait(), LeasePromptsResponse::WAIT_DONE);
+  EXPECT_FALSE(handler_->WaitForBatch(absl::ZeroDuration()).has_value());
+}
+
+TEST_F(HandlerTest, RestartKeepsAckedTrajectoriesLeasesAndRetrainsUncheckpointedSteps) {
+  Make(1);
+  std::string a = Register("a");
+  auto l1 = Lease(a);
+  auto l2 = Lease(a);
+  ASSERT_TRUE(handler_->Submit(Good(a, l1, 0)).ok());
+  ASSERT_TRUE(handler_->Submit(Good(a, l2, 0)).ok());
+  TrainOne();  // step 1, not checkpointed
+  auto l3 = Lease(a);
+  auto l4 = Lease(a);
+  ASSERT_TRUE(handler_->Submit(Good(a, l3, 1)).ok());  // acked: must survive
+  const auto before = handler_->Stats();
+  EXPECT_EQ(before.prompts_trained(), 2);
+
+  // "Crash": a new handler over the same store, trainer restored at step 0 / version 0.
+  auto h = LearnerHandler::Create(options_, {{1, 2}, {3}, {4, 5, 6}}, &store_,
+                                  [this] { return now_; });
+  ASSERT_TRUE(h.ok());
+  handler_ = std::move(*h);
+  ASSERT_TRUE(handler_->Restore(0, 0).ok());
+  auto s = handler_->Stats();
+  EXPECT_EQ(s.step(), 0);
+  EXPECT_EQ(s.prompts_trained(), 0);
+  // Step 1's two groups are back in the buffer, l3's acked group is kept (sampled by
+  // a version the restart rolled back; the trainer's importance weights handle it), and
+  // l4 is still outstanding.
+  EXPECT_EQ(s.prompts_buffered(), 3);
+  EXPECT_EQ(s.prompts_outstanding(), 1);
+  EXPECT_EQ(handler_->Submit(Good(a, l3, 1))->duplicate(), true);
+  auto batch = handler_->WaitForBatch(absl::ZeroDuration());
+  ASSERT_TRUE(batch.has_value());
+  EXPECT_EQ(batch->step, 1);
+  EXPECT_EQ(batch->groups[0].lease_id(), l1.lease_id());  // same data, same order
+  EXPECT_EQ(batch->groups[1].lease_id(), l2.lease_id());
+  ASSERT_TRUE(handler_->OnTrained(*batch, 1, {}).ok());
+  ASSERT_TRUE(handler_->OnCheckpointed(1).ok());
+  EXPECT_EQ(store_.state_->trained_batches_size(), 0);
+  ExpectInvariant();
+}
+
+TEST_F(HandlerTest, EmptySubmissionReleasesTheLease) {
+  Make(1);
+  std::string a = Register("a");
+  auto l = Lease(a);
+  rlhf::v1::SubmitTrajectoriesRequest release;
+  release.set_actor_id(a);
+  release.set_lease_id(l.lease_id());
+  ASSERT_TRUE(handler_->Submit(release).ok());
+  EXPECT_EQ(handler_->Stats().prompts_reissued(), 1);
+  EXPECT_EQ(Lease(a).prompts(0).source_index(), l.prompts(0).source_index());
+  ExpectInvariant();
+}
+
+}  // namespace
+}  // namespace rlhf::learner
