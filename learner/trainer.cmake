@@ -15,7 +15,7 @@ if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/trainer_config.cc)
   rlhf_library(rlhf_trainer_config
     SOURCES trainer_config.cc
     DEPS rlhf_trainer rlhf_proto)
-  rlhf_torch_pch(rlhf_trainer_config)
+  # no PCH: protobuf targets add -pthread, which invalidates the shared torch PCH
 endif()
 # The whole pipeline on the built-in task in one process (tests, bench, debugging).
 if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/rl_experiment.cc AND TARGET rlhf_train)

@@ -1,0 +1,100 @@
+#include "learner/trainer_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace rlhf {
+
+absl::StatusOr<TrainerOptions> TrainerOptionsFromConfig(const rlhf::v1::RlConfig& rl,
+                                                        const rlhf::v1::SamplingConfig& sampling,
+                                                        uint64_t seed) {
+  TrainerOptions o;
+  switch (rl.algorithm()) {
+    case rlhf::v1::ALGORITHM_UNSPECIFIED:
+    case rlhf::v1::ALGORITHM_REINFORCE: o.algorithm = RlAlgorithm::kReinforce; break;
+    case rlhf::v1::ALGORITHM_RLOO: o.algorithm = RlAlgorithm::kRloo; break;
+    case rlhf::v1::ALGORITHM_GRPO: o.algorithm = RlAlgorithm::kGrpo; break;
+    case rlhf::v1::ALGORITHM_PPO: o.algorithm = RlAlgorithm::kPpo; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("rl.algorithm: unknown value ", rl.algorithm()));
+  }
+  o.epochs = rl.epochs();
+  o.minibatch_size = rl.minibatch_size();
+  o.grad_accum = rl.grad_accum();
+  o.lr = rl.lr();
+  o.weight_decay = rl.weight_decay();
+  o.grad_clip = rl.grad_clip();
+  o.warmup_steps = rl.warmup_steps();
+  const rlhf::v1::KlConfig& kl = rl.kl();
+  switch (kl.placement()) {
+    case rlhf::v1::KL_PLACEMENT_UNSPECIFIED:
+    case rlhf::v1::KL_PLACEMENT_IN_REWARD: o.kl_placement = KlPlacementMode::kInReward; break;
+    case rlhf::v1::KL_PLACEMENT_IN_LOSS: o.kl_placement = KlPlacementMode::kInLoss; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("rl.kl.placement: unknown value ", kl.placement()));
+  }
+  switch (kl.estimator()) {
+    case rlhf::v1::KL_ESTIMATOR_CHOICE_UNSPECIFIED:
+    case rlhf::v1::KL_ESTIMATOR_CHOICE_K1: o.kl_estimator = KlEstimator::kK1; break;
+    case rlhf::v1::KL_ESTIMATOR_CHOICE_K2: o.kl_estimator = KlEstimator::kK2; break;
+    case rlhf::v1::KL_ESTIMATOR_CHOICE_K3: o.kl_estimator = KlEstimator::kK3; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("rl.kl.estimator: unknown value ", kl.estimator()));
+  }
+  o.kl.initial_beta = kl.beta();
+  o.kl.adaptive = kl.adaptive();
+  o.kl.target = kl.target();
+  o.kl.horizon = kl.horizon();
+  o.ptx_coef = rl.ptx_coef();
+  o.entropy_coef = rl.entropy_coef();
+  o.clip_eps = rl.clip_eps();
+  o.value_clip_eps = rl.value_clip_eps();
+  o.value_coef = rl.value_coef();
+  o.gamma = rl.gamma();
+  o.lam = rl.lam();
+  o.is_truncation = rl.is_truncation();
+  o.baseline_decay = rl.baseline_decay();
+  o.aggregation = rl.loss_aggregation() == rlhf::v1::LOSS_AGGREGATION_SEQUENCE_MEAN
+                      ? LossAggregation::kSequenceMean
+                      : LossAggregation::kTokenMean;
+  o.grpo_eps = rl.grpo_eps();
+  o.whiten_advantages = rl.whiten_advantages();
+  o.temperature = sampling.temperature() > 0 ? sampling.temperature() : 1.0;
+  o.seed = seed;
+  RLHF_RETURN_IF_ERROR(ValidateTrainerOptions(o));
+  return o;
+}
+
+absl::StatusOr<SamplingOptions> SamplingOptionsFromConfig(const rlhf::v1::SamplingConfig& s) {
+  SamplingOptions o;
+  o.temperature = s.temperature();
+  o.top_k = s.top_k();
+  o.top_p = s.top_p();
+  o.max_new_tokens = s.max_new_tokens();
+  o.stop_tokens.assign(s.stop_tokens().begin(), s.stop_tokens().end());
+  if (absl::Status st = ValidateSamplingOptions(o); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
+  }
+  return o;
+}
+
+absl::StatusOr<InProcessLoopOptions> LoopOptionsFromConfig(const rlhf::v1::JobConfig& job) {
+  InProcessLoopOptions o;
+  const rlhf::v1::RlConfig& rl = job.rl();
+  o.steps = rl.steps();
+  o.prompts_per_step = rl.prompts_per_step();
+  o.samples_per_prompt = rl.samples_per_prompt();
+  o.ptx_batch_size = rl.ptx_batch_size();
+  o.checkpoint_every = rl.checkpoint_every();
+  o.keep_checkpoints = rl.keep_checkpoints();
+  o.seed = job.seed();
+  if (!job.run_dir().empty()) o.checkpoint_dir = job.run_dir() + "/learner";
+  RLHF_ASSIGN_OR_RETURN(o.sampling, SamplingOptionsFromConfig(job.sampling()));
+  if (o.steps < 0) return absl::InvalidArgumentError("rl.steps must be >= 0");
+  if (o.prompts_per_step < 1) return absl::InvalidArgumentError("rl.prompts_per_step must be >= 1");
+  if (o.samples_per_prompt < 1) return absl::InvalidArgumentError("rl.samples_per_prompt must be >= 1");
+  if (o.keep_checkpoints < 1) return absl::InvalidArgumentError("rl.keep_checkpoints must be >= 1");
+  return o;
+}
+
+}  // namespace rlhf

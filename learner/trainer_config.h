@@ -1,0 +1,29 @@
+// rlhf.v1 job configuration -> the trainer's and the in-process loop's option structs.
+// Kept apart from trainer.h so that the trainer itself needs no protobuf. The job
+// config loader (services/config) has already filled in the documented defaults, so
+// fields map one to one; UNSPECIFIED enums take the proto's documented meaning.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "core/model/generation.h"
+#include "learner/inprocess_loop.h"
+#include "learner/trainer.h"
+#include "rlhf/v1/config.pb.h"
+
+namespace rlhf {
+
+// RlConfig (+ the sampling temperature, which fixes the log-prob convention, and the
+// job seed) -> TrainerOptions, validated (InvalidArgument naming the "rl." field).
+absl::StatusOr<TrainerOptions> TrainerOptionsFromConfig(const rlhf::v1::RlConfig& rl,
+                                                        const rlhf::v1::SamplingConfig& sampling,
+                                                        uint64_t seed);
+
+// SamplingConfig -> SamplingOptions (validated).
+absl::StatusOr<SamplingOptions> SamplingOptionsFromConfig(const rlhf::v1::SamplingConfig& sampling);
+
+// JobConfig -> in-process loop options: rl.steps / prompts_per_step / samples_per_prompt /
+// ptx_batch_size / checkpoint_every / keep_checkpoints, sampling, seed, and checkpoints
+// under <run_dir>/learner.
+absl::StatusOr<InProcessLoopOptions> LoopOptionsFromConfig(const rlhf::v1::JobConfig& job);
+
+}  // namespace rlhf
