@@ -18,6 +18,7 @@ absl::StatusOr<std::unique_ptr<ReferenceServer>> ReferenceServer::Create(
       server->handler_.get(), services::BearerTokenAuth(options.grpc.auth_token),
       server->rpc_metrics_.get());
   if (options.grpc.name == "server") options.grpc.name = "reference-server";
+  options.grpc.health_service_names.push_back(rlhf::v1::ReferenceService::service_full_name());
   auto grpc = services::GrpcServer::Create(options.grpc, {server->service_.get()});
   if (!grpc.ok()) return grpc.status();
   server->grpc_ = *std::move(grpc);

@@ -166,7 +166,12 @@ absl::Status GrpcServer::Start() {
   }
   port_ = bound_port;
   server_ = std::move(server);
-  if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(true);
+  if (auto* health = server_->GetHealthCheckService()) {
+    for (const std::string& name : options_.health_service_names) {
+      health->SetServingStatus(name, true);
+    }
+    health->SetServingStatus(true);
+  }
   return absl::OkStatus();
 }
 

@@ -53,6 +53,9 @@ struct GrpcServerOptions {
   std::string auth_token;         // non-empty: every call needs "authorization: Bearer <t>"
   bool allow_insecure = false;    // listen on non-loopback without TLS or token
   int max_threads = 0;            // > 0: cap gRPC's thread pool (ResourceQuota)
+  // Fully qualified service names ("rlhf.v1.RewardService") that health checking also
+  // reports individually (the overall "" status is always reported).
+  std::vector<std::string> health_service_names;
 };
 
 // True for 127.0.0.0/8, ::1, "localhost" and unix sockets.
