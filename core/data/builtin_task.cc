@@ -237,13 +237,16 @@ std::string RandomResponse(const Request& r, Rng* rng) {
   return BadResponse(r, rng);
 }
 
+constexpr double kMinGap = 0.03;
+
 RankedRecord MakeRanked(const std::string& prompt, int k, Rng* rng) {
   const Request r = ParseOrDie(prompt);
   RankedRecord rec;
   rec.prompt = prompt;
   std::vector<double> scores;
   for (int i = 0; i < k; ++i) {
-    // Re-draw duplicates and exact score ties (a tie would be an arbitrary label).
+    // Re-draw duplicates and near-ties: a labeller ranks clearly different responses;
+    // a gap below kMinGap would be an arbitrary label the reward model cannot learn.
     std::string best;
     for (int attempt = 0; attempt < 50; ++attempt) {
       std::string cand = RandomResponse(r, rng);
@@ -251,7 +254,7 @@ RankedRecord MakeRanked(const std::string& prompt, int k, Rng* rng) {
       const bool dup = std::find(rec.responses.begin(), rec.responses.end(), cand) !=
                        rec.responses.end();
       bool tie = false;
-      for (double t : scores) tie = tie || std::fabs(t - s) < 1e-9;
+      for (double t : scores) tie = tie || std::fabs(t - s) < kMinGap;
       best = cand;
       if (!dup && !tie) break;
     }

@@ -10,8 +10,9 @@
 //   rank / rank_heldout   {"prompt","responses","ranking"} with K in [min_k, max_k]
 //                         distinct responses per prompt from a mix of good, mediocre
 //                         and bad generators (including degenerate repetition and
-//                         empty responses), ranked by GoldScore; ties are re-drawn when
-//                         possible, otherwise broken by draw order (earlier = better).
+//                         empty responses), ranked by GoldScore; duplicates and
+//                         near-ties (gold gap < 0.03) are re-drawn when possible (50
+//                         tries), remaining ties broken by draw order (earlier = better).
 //   rl_train / rl_heldout {"prompt"} prompts; the two sets are disjoint.
 //   pretrain              {"text"} plain factual sentences over the same vocabulary
 //                         ("Cherry is a red fruit.").

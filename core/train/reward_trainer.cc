@@ -206,7 +206,10 @@ absl::StatusOr<RewardResult> RewardTrainer::Train(const ProgressFn& progress) {
   int64_t window_steps = 0;
   Eval eval;
   eval.accuracy = std::numeric_limits<double>::quiet_NaN();
-  for (int64_t step = start; step < options_.steps; ++step) {
+  const int64_t end_step = options_.stop_at_step >= 0
+                               ? std::min(options_.steps, options_.stop_at_step)
+                               : options_.steps;
+  for (int64_t step = start; step < end_step; ++step) {
     const double lr = LearningRate(step, options_.steps, options_.warmup_steps, options_.lr,
                                    options_.min_lr_ratio);
     SetLearningRate(*optimizer_, lr);
@@ -244,7 +247,7 @@ absl::StatusOr<RewardResult> RewardTrainer::Train(const ProgressFn& progress) {
         options_.eval_every > 0 && done % options_.eval_every == 0 && done != options_.steps;
     if (eval_now) eval = Evaluate();
     if (progress &&
-        (eval_now || done % std::max<int64_t>(1, options_.log_every) == 0 || done == options_.steps)) {
+        (eval_now || done % std::max<int64_t>(1, options_.log_every) == 0 || done == end_step)) {
       TrainProgress p;
       p.stage = "rm";
       p.step = done;
@@ -266,7 +269,7 @@ absl::StatusOr<RewardResult> RewardTrainer::Train(const ProgressFn& progress) {
     }
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  result.steps = options_.steps;
+  result.steps = end_step;
   result.seconds = elapsed;
   result.tokens_per_sec = total_tokens / std::max(1e-9, elapsed);
   eval = Evaluate();
@@ -281,7 +284,7 @@ absl::StatusOr<RewardResult> RewardTrainer::Train(const ProgressFn& progress) {
   for (double r : ref) sq += (r - result.reward_mean) * (r - result.reward_mean);
   result.reward_std = ref.size() > 1 ? std::sqrt(sq / (ref.size() - 1)) : 1.0;
   if (!(result.reward_std > 1e-8)) result.reward_std = 1.0;
-  RLHF_RETURN_IF_ERROR(Save(options_.steps, eval, result.reward_mean, result.reward_std));
+  RLHF_RETURN_IF_ERROR(Save(end_step, eval, result.reward_mean, result.reward_std));
   return result;
 }
 

@@ -47,6 +47,9 @@ struct RewardOptions {
   uint64_t seed = 1;
   std::string out_dir;            // "" = do not save
   bool resume = false;
+  int64_t stop_at_step = -1;      // >= 0: stop (and checkpoint) after this step even if
+                                  // steps is larger; the schedule still spans `steps`
+                                  // (time-sliced training; tests of resume)
   int64_t max_heldout = 512;      // held-out records evaluated
   int64_t max_reference = 1024;   // responses in the mean/std reference set
 };

@@ -117,7 +117,10 @@ absl::StatusOr<SftResult> SftTrainer::Train(const ProgressFn& progress) {
   double window_loss = 0, total_tokens = 0;
   int64_t window_steps = 0;
   double heldout = std::numeric_limits<double>::quiet_NaN();
-  for (int64_t step = start; step < options_.steps; ++step) {
+  const int64_t end_step = options_.stop_at_step >= 0
+                               ? std::min(options_.steps, options_.stop_at_step)
+                               : options_.steps;
+  for (int64_t step = start; step < end_step; ++step) {
     const double lr = LearningRate(step, options_.steps, options_.warmup_steps, options_.lr,
                                    options_.min_lr_ratio);
     SetLearningRate(*optimizer_, lr);
@@ -146,7 +149,7 @@ absl::StatusOr<SftResult> SftTrainer::Train(const ProgressFn& progress) {
         options_.eval_every > 0 && done % options_.eval_every == 0 && done != options_.steps;
     if (eval_now) heldout = HeldoutLoss();
     if (progress &&
-        (eval_now || done % std::max<int64_t>(1, options_.log_every) == 0 || done == options_.steps)) {
+        (eval_now || done % std::max<int64_t>(1, options_.log_every) == 0 || done == end_step)) {
       TrainProgress p;
       p.stage = "sft";
       p.step = done;
@@ -167,11 +170,11 @@ absl::StatusOr<SftResult> SftTrainer::Train(const ProgressFn& progress) {
     }
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  result.steps = options_.steps;
+  result.steps = end_step;
   result.seconds = elapsed;
   result.tokens_per_sec = total_tokens / std::max(1e-9, elapsed);
   result.heldout_loss = HeldoutLoss();
-  RLHF_RETURN_IF_ERROR(Save(options_.steps, result.heldout_loss));
+  RLHF_RETURN_IF_ERROR(Save(end_step, result.heldout_loss));
   return result;
 }
 

@@ -42,6 +42,9 @@ struct SftOptions {
   uint64_t seed = 1;              // data order
   std::string out_dir;            // checkpoint directory; "" = do not save
   bool resume = false;            // continue from out_dir if it holds a checkpoint
+  int64_t stop_at_step = -1;      // >= 0: stop (and checkpoint) after this step even if
+                                  // steps is larger; the schedule still spans `steps`
+                                  // (time-sliced training; tests of resume)
   int64_t max_heldout = 1024;     // held-out records evaluated (first N)
 };
 

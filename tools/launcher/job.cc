@@ -119,6 +119,7 @@ class Job {
   std::vector<std::string> SecurityArgs() const;
   absl::Status StartPrometheus(Supervisor& sup);
   void UpdateTargets();
+  void WriteProcesses(const Supervisor& sup);
   void PrintTable();
   absl::Status WriteSummary(const std::string& state, const std::string& message);
 
@@ -272,6 +273,8 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
   spec.component = name;
   spec.stop_order = stop_order;
   spec.critical = true;
+  // The learner exits 0 once rl.steps are done: that is the job completing.
+  spec.completes_job = name == "learner";
   const std::string host = endpoint.host();
   const absl::Duration timeout = absl::Seconds(config_.launcher().health_timeout_s());
   auto port_out = std::make_shared<int>(0);
@@ -419,6 +422,28 @@ absl::Status Job::StartPrometheus(Supervisor& sup) {
   return absl::OkStatus();
 }
 
+// <run_dir>/processes.json: the job's processes now (name, component, pid, up,
+// restarts), rewritten atomically at every status tick; for users and tests.
+void Job::WriteProcesses(const Supervisor& sup) {
+  Json list = Json::array();
+  for (const auto& c : sup.Snapshot()) {
+    list.push_back({{"name", c.name},
+                    {"component", c.component},
+                    {"instance", c.instance},
+                    {"pid", c.pid},
+                    {"up", c.up},
+                    {"restarts", c.restarts},
+                    {"gave_up", c.gave_up}});
+  }
+  const std::string tmp = run_dir_ + "/processes.json.tmp";
+  {
+    std::ofstream out(tmp);
+    out << list.dump(2) << "\n";
+  }
+  std::error_code ec;
+  fs::rename(tmp, run_dir_ + "/processes.json", ec);
+}
+
 absl::Status Job::Rl() {
   const absl::Time start = absl::Now();
   SupervisorOptions so;
@@ -445,11 +470,14 @@ absl::Status Job::Rl() {
   const absl::Duration interval = absl::Milliseconds(config_.launcher().status_interval_ms());
   std::optional<absl::Time> steps_done_at;
   bool printed_line = false;
+  std::optional<int64_t> last_printed_step;
+  absl::Time last_print = absl::InfinitePast();
   while (sup.state() == JobState::kRunning && !StopRequested()) {
     sup.Tick();
     const absl::Time now = absl::Now();
     if (now >= next_status) {
       next_status = now + interval;
+      WriteProcesses(sup);
       auto record = ReadLastJsonLine(run_dir_ + "/metrics.jsonl");
       TrainingStatus s =
           tracker.Update(record, sup.Running("actor"), config_.actors().count(), now);
@@ -457,8 +485,11 @@ absl::Status Job::Rl() {
       if (options_.tty) {
         std::fprintf(stderr, "\r\033[K%s", line.c_str());
         printed_line = true;
-      } else {
+      } else if (s.step != last_printed_step || now - last_print > absl::Seconds(10)) {
+        // Logs and pipes get a line per learner step (or every 10 s while waiting).
         Say("[rl] " + line);
+        last_printed_step = s.step;
+        last_print = now;
       }
       // A learner that reached rl.steps but keeps serving is told to stop.
       if (s.step.has_value() && *s.step >= config_.rl().steps()) {
@@ -482,6 +513,7 @@ absl::Status Job::Rl() {
         std::chrono::milliseconds(config_.monitoring().scrape_interval_ms() * 2));
   }
   sup.ShutdownAll();
+  WriteProcesses(sup);
   summary_["wall_seconds"]["rl"] = absl::ToDoubleSeconds(absl::Now() - start);
   if (auto last = ReadLastJsonLine(run_dir_ + "/metrics.jsonl")) {
     summary_["rl"]["last_step"] = *last;
