@@ -1,32 +1,32 @@
 // A stand-in for the real servers in the launcher tests: a real gRPC server with
-// health checking and a real /metrics exposer, port files like the real binaries,
-// and knobs to crash, finish, ignore SIGTERM or leave a grandchild behind.
+// health checking and a real /metrics exposer, port files like the real binaries, and
+// knobs to crash, finish, ignore SIGTERM or leave a grandchild behind.
+//
+// Invoked as rlhf-learner (a symlink), it also plays a learner: one metrics.jsonl line
+// per "step" (--metrics_jsonl) every FAKE_STEP_MS ms, exit 0 after FAKE_STEPS steps.
+// Flags are --key=value; unknown flags are ignored (the launcher passes the real
+// binaries' flags). FAKE_LEARNER_CRASH_MS makes the learner abort() after that long.
 #include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 
-#include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "services/metrics.h"
 #include "services/server.h"
 
-ABSL_FLAG(std::string, name, "fake", "name written to --events_file on SIGTERM");
-ABSL_FLAG(std::string, port_file, "", "write the gRPC port here once serving");
-ABSL_FLAG(std::string, metrics_port_file, "", "write the metrics port here");
-ABSL_FLAG(std::string, events_file, "", "append '<name> sigterm' here on SIGTERM");
-ABSL_FLAG(std::string, grandchild_pid_file, "", "fork a sleeping grandchild, write its pid");
-ABSL_FLAG(int, crash_after_ms, -1, ">= 0: abort() after this long");
-ABSL_FLAG(int, exit_after_ms, -1, ">= 0: exit(exit_code) after this long");
-ABSL_FLAG(int, exit_code, 0, "exit code for --exit_after_ms");
-ABSL_FLAG(bool, ignore_sigterm, false, "ignore SIGTERM (the launcher must SIGKILL)");
-ABSL_FLAG(int, startup_delay_ms, 0, "wait before serving");
-
 namespace {
+
 void WriteFile(const std::string& path, const std::string& text) {
   if (path.empty()) return;
   const std::string tmp = path + ".tmp";
@@ -36,74 +36,133 @@ void WriteFile(const std::string& path, const std::string& text) {
   }
   std::rename(tmp.c_str(), path.c_str());
 }
+
+int EnvInt(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  int out;
+  return v != nullptr && absl::SimpleAtoi(v, &out) ? out : fallback;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  std::map<std::string, std::string> flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) != 0) continue;
+    const size_t eq = a.find('=');
+    flags[a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2)] =
+        eq == std::string::npos ? "true" : a.substr(eq + 1);
+  }
+  auto flag = [&](const std::string& k, const std::string& d = "") {
+    auto it = flags.find(k);
+    return it == flags.end() ? d : it->second;
+  };
+  auto int_flag = [&](const std::string& k, int d) {
+    int v;
+    return absl::SimpleAtoi(flag(k), &v) ? v : d;
+  };
+  std::string self = argv[0];
+  self = self.substr(self.rfind('/') + 1);
+  const bool learner = self == "rlhf-learner";
+  const std::string name = flag("name", flag("actor_name", self));
+
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
-  if (absl::GetFlag(FLAGS_ignore_sigterm)) {
+  if (flag("ignore_sigterm") == "true") {
     signal(SIGTERM, SIG_IGN);
     sigdelset(&set, SIGTERM);
   }
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  if (!absl::GetFlag(FLAGS_grandchild_pid_file).empty()) {
+  if (!flag("grandchild_pid_file").empty()) {
     pid_t g = fork();
     if (g == 0) {
       execl("/bin/sleep", "sleep", "1000", static_cast<char*>(nullptr));
       _exit(127);
     }
-    WriteFile(absl::GetFlag(FLAGS_grandchild_pid_file), std::to_string(g));
+    WriteFile(flag("grandchild_pid_file"), std::to_string(g));
   }
-  absl::SleepFor(absl::Milliseconds(absl::GetFlag(FLAGS_startup_delay_ms)));
+  absl::SleepFor(absl::Milliseconds(int_flag("startup_delay_ms", 0)));
 
   rlhf::services::GrpcServerOptions options;
-  options.name = absl::GetFlag(FLAGS_name);
+  options.name = name;
   auto server = rlhf::services::GrpcServer::Create(options, {});
   if (!server.ok() || !(*server)->Start().ok()) {
     std::fprintf(stderr, "fake child: cannot start server\n");
     return 2;
   }
   auto registry = std::make_shared<prometheus::Registry>();
-  auto& family = prometheus::BuildCounter()
-                     .Name("rlhf_fake_ticks_total")
-                     .Help("Fake child ticks")
-                     .Register(*registry);
-  auto& ticks = family.Add({});
-  auto exposer = rlhf::services::MetricsExposer::Create("127.0.0.1", 0, registry);
-  if (!exposer.ok()) return 3;
-  WriteFile(absl::GetFlag(FLAGS_metrics_port_file), std::to_string((*exposer)->port()));
-  WriteFile(absl::GetFlag(FLAGS_port_file), std::to_string((*server)->port()));
-  std::printf("fake child %s serving on %d\n", options.name.c_str(), (*server)->port());
+  auto& ticks = prometheus::BuildCounter()
+                    .Name("rlhf_fake_ticks_total")
+                    .Help("Fake child ticks")
+                    .Register(*registry)
+                    .Add({});
+  auto& steps = prometheus::BuildCounter()
+                    .Name("rlhf_learner_steps_total")
+                    .Help("Fake learner steps")
+                    .Register(*registry)
+                    .Add({});
+  std::unique_ptr<rlhf::services::MetricsExposer> exposer;
+  const int metrics_port = int_flag("metrics_port", -1);
+  if (metrics_port >= 0) {
+    auto e = rlhf::services::MetricsExposer::Create("127.0.0.1", metrics_port, registry);
+    if (!e.ok()) {
+      std::fprintf(stderr, "fake child: %s\n", e.status().ToString().c_str());
+      return 3;
+    }
+    exposer = std::move(*e);
+    WriteFile(flag("metrics_port_file"), std::to_string(exposer->port()));
+  }
+  WriteFile(flag("port_file"), std::to_string((*server)->port()));
+  std::printf("fake child %s serving on %d\n", name.c_str(), (*server)->port());
   std::fflush(stdout);
 
   const absl::Time start = absl::Now();
-  const int crash_ms = absl::GetFlag(FLAGS_crash_after_ms);
-  const int exit_ms = absl::GetFlag(FLAGS_exit_after_ms);
+  const int crash_ms = learner ? EnvInt("FAKE_LEARNER_CRASH_MS", int_flag("crash_after_ms", -1))
+                               : int_flag("crash_after_ms", -1);
+  const int exit_ms = int_flag("exit_after_ms", -1);
+  const int total_steps = EnvInt("FAKE_STEPS", 5);
+  const int step_ms = EnvInt("FAKE_STEP_MS", 200);
+  int step = 0;
+  absl::Time next_step = start + absl::Milliseconds(step_ms);
   while (true) {
     timespec ts{0, 20 * 1000 * 1000};
     int sig = sigtimedwait(&set, nullptr, &ts);
     ticks.Increment();
     if (sig == SIGTERM || sig == SIGINT) {
-      if (!absl::GetFlag(FLAGS_events_file).empty()) {
-        std::ofstream(absl::GetFlag(FLAGS_events_file), std::ios::app)
-            << options.name << " sigterm\n";
+      if (!flag("events_file").empty()) {
+        std::ofstream(flag("events_file"), std::ios::app) << name << " sigterm\n";
       }
       (*server)->Shutdown(absl::Now() + absl::Seconds(1));
       return 0;
     }
     const double elapsed_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
     if (crash_ms >= 0 && elapsed_ms >= crash_ms) {
-      std::fprintf(stderr, "fake child %s about to crash\n", options.name.c_str());
+      std::fprintf(stderr, "fake child %s about to crash\n", name.c_str());
       std::fflush(stderr);
       abort();
     }
     if (exit_ms >= 0 && elapsed_ms >= exit_ms) {
-      std::printf("fake child %s done\n", options.name.c_str());
-      return absl::GetFlag(FLAGS_exit_code);
+      std::printf("fake child %s done\n", name.c_str());
+      return int_flag("exit_code", 0);
+    }
+    if (learner && absl::Now() >= next_step) {
+      next_step += absl::Milliseconds(step_ms);
+      ++step;
+      steps.Increment();
+      if (!flag("metrics_jsonl").empty()) {
+        std::ofstream(flag("metrics_jsonl"), std::ios::app)
+            << absl::StrCat("{\"step\": ", step, ", \"policy_version\": ", step,
+                            ", \"reward_mean\": ", 0.1 * step, ", \"kl\": 0.5, \"beta\": 0.05, ",
+                            "\"trajectories_total\": ", 32 * step, "}\n");
+      }
+      if (step >= total_steps) {
+        std::printf("fake learner: %d steps done\n", step);
+        return 0;
+      }
     }
   }
 }

@@ -270,7 +270,7 @@ TEST(MetricsParseTest, ParsesLabelsValuesAndSums) {
 }
 
 TEST_F(LauncherTest, HttpGetReadsAChildsMetrics) {
-  ChildSpec spec = Spec("m", {"--metrics_port_file=" + dir_ + "/m.metrics"});
+  ChildSpec spec = Spec("m", {"--metrics_port=0", "--metrics_port_file=" + dir_ + "/m.metrics"});
   Supervisor sup(Options(), nullptr);
   ASSERT_TRUE(sup.Start(spec).ok());
   std::ifstream in(dir_ + "/m.metrics");

@@ -1,0 +1,10 @@
+# `rlhf run` end to end (launch). run_launcher_test drives the real `rlhf run` binary
+# over stand-in children (launcher_fake_child symlinked as rlhf-learner, rlhf-actor,
+# ...): completion, SIGTERM with nothing left behind, a killed actor restarted, a
+# crashed learner failing the job, config errors naming the YAML path.
+if(NOT TARGET launcher_fake_child)
+  add_subdirectory(${PROJECT_SOURCE_DIR}/tests/launcher ${PROJECT_BINARY_DIR}/tests/launcher)
+endif()
+rlhf_test(run_launcher_test SOURCES run_launcher_test.cc
+  DEPS rlhf_launcher rlhf_config nlohmann_json::nlohmann_json absl::strings TIMEOUT 240)
+add_dependencies(run_launcher_test launcher_fake_child rlhf)
