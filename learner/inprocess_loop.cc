@@ -269,13 +269,13 @@ absl::Status InProcessLoop::Run(const std::function<void(const LoopStepStats&)>&
     if (options_.log_every > 0 && (step % options_.log_every == 0 || step == options_.steps)) {
       fprintf(stderr,
               "rl %s step %lld/%lld  reward %.3f±%.3f  kl %.3f (max %.2f)  beta %.4f  "
-              "loss %.4f  entropy %.3f  len %.1f  %.2f s/step (gen %.2f, train %.2f)  "
+              "loss %.4f  entropy %.3f  len %.1f  %.2f s/step (gen %.2f, score %.2f, train %.2f)  "
               "%.0f learner tok/s  ETA %s\n",
               std::string(RlAlgorithmName(trainer_->options().algorithm)).c_str(),
               static_cast<long long>(step), static_cast<long long>(options_.steps),
               s.train.reward_mean, s.train.reward_std, s.train.kl_mean, s.train.kl_max,
               s.train.beta, s.train.policy_loss, s.train.entropy, s.mean_response_length,
-              per_step, s.generate_seconds, s.train_seconds,
+              per_step, s.generate_seconds, s.score_seconds, s.train_seconds,
               s.train.tokens_processed / std::max(1e-9, s.train_seconds),
               FormatDuration(per_step * static_cast<double>(options_.steps - step)).c_str());
     }
