@@ -359,6 +359,38 @@ TEST(RewardServerTest, FullQueueDeadlineAndCancellation) {
   for (int id : gate->seen()) EXPECT_NE(id, 102);
 }
 
+TEST(RewardServerTest, ShutdownFinishesInFlightWork) {
+  auto gate_owner = std::make_unique<GateScorer>();
+  GateScorer* gate = gate_owner.get();
+  std::vector<WeightedScorer> scorers;
+  scorers.push_back({std::move(gate_owner), 1.0});
+  Harness h = StartServer(std::move(scorers));
+  absl::StatusOr<RewardScoreResponse> in_flight;
+  std::thread call([&] { in_flight = h.client->Score(MixedRequest(2, 1), Soon()); });
+  gate->WaitEntered(1);
+  std::thread stopper([&] { h.server->Shutdown(absl::Now() + absl::Seconds(20)); });
+  gate->release_.Notify();
+  call.join();
+  stopper.join();
+  ASSERT_TRUE(in_flight.ok()) << in_flight.status();
+  EXPECT_EQ(in_flight->rewards_size(), 2);
+  // After shutdown nothing is served.
+  EXPECT_EQ(h.client->Score(MixedRequest(1, 1), absl::Now() + absl::Seconds(2)).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST(RewardServerTest, MessageSizeLimitIsEnforced) {
+  RewardServerOptions options;
+  options.grpc.max_message_bytes = 4096;
+  options.handler.max_sequences_per_request = 100000;
+  Harness h = StartServer(ModelScorer(TinyRewardModel()), options);
+  RewardScoreRequest big;
+  for (int i = 0; i < 400; ++i) *big.add_sequences() = MakeSeq(8, 8, i);
+  ASSERT_GT(big.ByteSizeLong(), 4096u);
+  EXPECT_EQ(h.client->Score(big, Soon()).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(h.client->Score(MixedRequest(2, 1), Soon()).ok());
+}
+
 TEST(RewardServerTest, HealthAndBearerToken) {
   RewardServerOptions options;
   options.grpc.auth_token = "t0ken";

@@ -1,6 +1,7 @@
 #include "services/server.h"
 
 #include <atomic>
+#include <cstdio>
 #include <memory>
 
 #include <gtest/gtest.h>
@@ -110,6 +111,25 @@ TEST(GrpcServerTest, PortInUseIsUnavailable) {
   auto second = GrpcServer::Create(options, {});
   ASSERT_TRUE(second.ok());
   EXPECT_EQ((*second)->Start().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(FilesTest, TokenAndPortFiles) {
+  const std::string dir = rlhf::testing::MakeTempDir("rlhf_files_");
+  const std::string port_file = dir + "/port";
+  ASSERT_TRUE(WritePortFile(port_file, 4321).ok());
+  EXPECT_EQ(*ReadFileToString(port_file), "4321\n");
+  {
+    std::FILE* f = std::fopen((dir + "/token").c_str(), "w");
+    std::fputs("  s3cret\n", f);
+    std::fclose(f);
+  }
+  EXPECT_EQ(*ReadTokenFile(dir + "/token"), "s3cret");
+  {
+    std::FILE* f = std::fopen((dir + "/empty").c_str(), "w");
+    std::fclose(f);
+  }
+  EXPECT_EQ(ReadTokenFile(dir + "/empty").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadTokenFile(dir + "/missing").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(BearerTokenAuthTest, ChecksHeader) {
