@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
 #include <prometheus/registry.h>
 #include <torch/utils.h>
 
@@ -132,6 +133,28 @@ int main(int argc, char** argv) {
               static_cast<long long>(rlhf::CountParameters(*config)),
               absl::GetFlag(FLAGS_prompt_len), absl::GetFlag(FLAGS_response_len),
               absl::GetFlag(FLAGS_seconds), at::get_num_threads());
+  {
+    // The model alone: per-sequence forward time at batch 1 vs 64 (no gRPC, no batcher).
+    torch::manual_seed(0);
+    rlhf::TransformerLM model(*config);
+    model->eval();
+    const int64_t T = absl::GetFlag(FLAGS_prompt_len) + absl::GetFlag(FLAGS_response_len);
+    for (int64_t B : {1, 8, 64}) {
+      c10::InferenceMode guard;
+      auto ids = torch::randint(0, 256, {B, T}, torch::kLong);
+      auto mask = torch::ones({B, T}, torch::kLong);
+      model->forward(ids, mask);  // warm-up
+      int iters = 0;
+      const absl::Time t0 = absl::Now();
+      while (absl::Now() - t0 < absl::Seconds(1) || iters < 3) {
+        model->forward(ids, mask);
+        ++iters;
+      }
+      const double ms = absl::ToDoubleMilliseconds(absl::Now() - t0) / iters / B;
+      std::printf("model alone (lm head): batch %3lld x %lld tokens: %.3f ms/seq\n",
+                  static_cast<long long>(B), static_cast<long long>(T), ms);
+    }
+  }
   std::printf("%-10s %-9s %7s %10s %12s %12s %8s %8s\n", "server", "batching", "clients",
               "seq/s", "latency_ms", "fwd_ms/seq", "busy", "fwd/lat");
 
