@@ -166,12 +166,12 @@ TEST_F(LauncherTest, CrashedActorIsRestartedWithLogTailThenGivesUp) {
   // The metrics count what happened.
   prometheus::TextSerializer ser;
   const auto samples = ParseMetrics(ser.Serialize(registry->Collect()));
-  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_restarts_total", {{"component", "actor"}}), 2.0);
-  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_process_exits_total", {{"component", "actor"}}),
+  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_restarts_total", {{"kind", "actor"}}), 2.0);
+  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_process_exits_total", {{"kind", "actor"}}),
             3.0);
-  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_processes_up", {{"component", "actor"}}), 0.0);
-  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_processes_up", {{"component", "learner"}}), 1.0);
-  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_processes_configured", {{"component", "actor"}}),
+  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_processes_up", {{"kind", "actor"}}), 0.0);
+  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_processes_up", {{"kind", "learner"}}), 1.0);
+  EXPECT_EQ(SumMetric(samples, "rlhf_launcher_processes_configured", {{"kind", "actor"}}),
             1.0);
   sup.ShutdownAll();
 }

@@ -66,7 +66,7 @@ absl::Status Supervisor::Start(ChildSpec spec) {
   auto child = std::make_unique<Child>();
   child->spec = std::move(spec);
   if (configured_ != nullptr) {
-    configured_->Add({{"component", child->spec.component}}).Increment();
+    configured_->Add({{"kind", child->spec.component}}).Increment();
   }
   absl::Status st = SpawnAndReady(*child);
   if (st.ok()) {
@@ -100,7 +100,7 @@ void Supervisor::Tick() {
     } else if (child.process != nullptr && !child.process->Poll()) {
       const std::string& name = child.spec.process.name;
       const std::string how = child.process->DescribeExit();
-      if (exits_ != nullptr) exits_->Add({{"component", child.spec.component}}).Increment();
+      if (exits_ != nullptr) exits_->Add({{"kind", child.spec.component}}).Increment();
       if (state_ != JobState::kRunning) continue;
       const std::string tail = TailFile(child.spec.process.log_path, options_.log_tail_lines);
       const std::string log_part =
@@ -148,7 +148,7 @@ void Supervisor::Tick() {
       absl::Status st = SpawnAndReady(child);
       if (st.ok()) {
         if (restarts_ != nullptr) {
-          restarts_->Add({{"component", child.spec.component}}).Increment();
+          restarts_->Add({{"kind", child.spec.component}}).Increment();
         }
         Report(absl::StrCat("restarted ", child.spec.process.name, " (pid ",
                             child.process->pid(), ")"));
@@ -248,7 +248,7 @@ void Supervisor::UpdateGauges() {
     snap.push_back(std::move(s));
   }
   if (up_ != nullptr) {
-    for (const auto& [component, n] : up) up_->Add({{"component", component}}).Set(n);
+    for (const auto& [component, n] : up) up_->Add({{"kind", component}}).Set(n);
   }
   absl::MutexLock lock(&snapshot_mu_);
   snapshot_ = std::move(snap);

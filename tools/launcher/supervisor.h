@@ -17,9 +17,9 @@
 // `max_restarts` times and each crash is reported with the tail of its log; a group
 // whose members all gave up (`min_running`) fails the job.
 //
-// Metrics (when a registry is given): rlhf_launcher_processes_up{component},
-// rlhf_launcher_processes_configured{component}, rlhf_launcher_restarts_total{component},
-// rlhf_launcher_process_exits_total{component}.
+// Metrics (when a registry is given): rlhf_launcher_processes_up{kind},
+// rlhf_launcher_processes_configured{kind}, rlhf_launcher_restarts_total{kind},
+// rlhf_launcher_process_exits_total{kind}.
 //
 // Thread-safety: one thread drives a Supervisor (Start/Tick/ShutdownAll); Snapshot()
 // may be called from any thread.
