@@ -52,15 +52,12 @@ double ForwardSeconds(prometheus::Registry& registry, const std::string& name) {
   return 0;
 }
 
-BatcherOptions Batching(bool on) {
+// "off": one sequence per forward; "greedy": whatever queued while the model was busy
+// (max_wait 0); "dynamic": additionally wait up to 2 ms for company (the default).
+BatcherOptions Batching(const std::string& mode) {
   BatcherOptions b;
-  if (on) {
-    b.max_batch_sequences = 64;
-    b.max_wait = absl::Milliseconds(2);
-  } else {
-    b.max_batch_sequences = 1;
-    b.max_wait = absl::ZeroDuration();
-  }
+  b.max_batch_sequences = mode == "off" ? 1 : 64;
+  b.max_wait = mode == "dynamic" ? absl::Milliseconds(2) : absl::ZeroDuration();
   return b;
 }
 
@@ -159,7 +156,7 @@ int main(int argc, char** argv) {
               "seq/s", "latency_ms", "fwd_ms/seq", "busy", "fwd/lat");
 
   for (const char* which : {"reward", "reference"}) {
-    for (bool batching : {false, true}) {
+    for (const std::string batching : {"off", "greedy", "dynamic"}) {
       auto registry = std::make_shared<prometheus::Registry>();
       torch::manual_seed(0);
       std::unique_ptr<rlhf::reward::RewardServer> reward;
@@ -217,7 +214,7 @@ int main(int argc, char** argv) {
               *registry, metric);
         }
         std::printf("%-10s %-9s %7d %10.1f %12.2f %12.3f %7.0f%% %7.0f%%\n", which,
-                    batching ? "dynamic" : "off", clients, r.seq_per_s, r.mean_latency_ms,
+                    batching.c_str(), clients, r.seq_per_s, r.mean_latency_ms,
                     r.fwd_ms_per_seq, 100 * r.busy, 100 * r.fwd_share);
         std::fflush(stdout);
       }
