@@ -7,6 +7,8 @@ source scripts/deps.sh
 rlhf_install_deps
 
 BUILD_DIR=${RLHF_BUILD_DIR:-build}
+# Relative paths in the ccache key: a fresh clone elsewhere reuses earlier compiles.
+export CCACHE_BASEDIR="$PWD"
 JOBS=${RLHF_JOBS:-$(nproc)}
 generator=()
 if command -v ninja >/dev/null 2>&1; then generator=(-G Ninja); fi
