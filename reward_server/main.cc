@@ -64,6 +64,7 @@ absl::Status Run() {
   int64_t vocab = tokenizer->vocab_size();
   int64_t max_len = 256;
   bool have_model = false;
+  int extra_models = 0;
   auto note_model = [&](const ModelRewardScorer& m) {
     vocab = have_model ? std::min(vocab, m.config().vocab_size) : m.config().vocab_size;
     max_len = have_model ? std::min(max_len, m.config().max_seq_len) : m.config().max_seq_len;
@@ -84,16 +85,14 @@ absl::Status Run() {
   if (!specs_text.empty()) {
     auto specs = rlhf::reward::ParseScorerSpecs(specs_text);
     if (!specs.ok()) return specs.status();
-    int models = 0;
     for (const auto& spec : *specs) {
       if (spec.kind == rlhf::reward::ScorerSpec::Kind::kGold) {
         deps.scorers.push_back(
             {std::make_unique<rlhf::reward::GoldRewardScorer>(tokenizer), spec.weight});
         continue;
       }
-      const std::string name = models++ == 0 && deps.scorers.empty()
-                                   ? std::string("rm")
-                                   : absl::StrCat("rm", deps.scorers.size());
+      // Components are named rm, rm2, rm3, ... in flag order (--preset counts first).
+      const std::string name = have_model ? absl::StrCat("rm", ++extra_models + 1) : "rm";
       auto scorer = ModelRewardScorer::FromCheckpoint(name, spec.checkpoint, tokenizer->pad_id(),
                                                       absl::GetFlag(FLAGS_normalize));
       if (!scorer.ok()) return scorer.status();
