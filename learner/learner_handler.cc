@@ -604,6 +604,11 @@ int64_t LearnerHandler::version() const {
   return stats_.policy_version();
 }
 
+void LearnerHandler::set_weights_hash(uint64_t hash) {
+  absl::MutexLock lock(&mu_);
+  stats_.set_weights_hash(hash);
+}
+
 void LearnerHandler::set_staleness_hook(StalenessHook hook) {
   absl::MutexLock lock(&mu_);
   staleness_hook_ = std::move(hook);

@@ -131,6 +131,8 @@ class LearnerHandler {
   bool done() const;
   int64_t version() const;
   void set_staleness_hook(StalenessHook hook);
+  // Records the hash of the latest published weights (reported in Stats()).
+  void set_weights_hash(uint64_t hash);
 
  private:
   struct Actor {

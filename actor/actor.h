@@ -1,0 +1,111 @@
+// The actor loop (design.md §1): lease prompts -> generate with the weights it holds ->
+// reward and reference servers concurrently -> submit, with generation of the next
+// batch overlapping the scoring and submission of the previous one (a second thread
+// behind a one-slot queue).
+//
+// Weights arrive on a third thread (the WatchWeights stream + the configured transport)
+// and are applied by the generating thread between batches, so a batch never mixes
+// versions; every trajectory carries the version that sampled it. A heartbeat thread
+// keeps the leases alive. NOT_FOUND from the learner (it restarted or expired us) means
+// re-register; every call has a deadline and is retried with backoff. Stop() drains: no
+// new leases, the batch in hand is finished and submitted, then Deregister.
+//
+// Thread-safety: Run() once, from one thread; Stop() and the accessors from any thread.
+// Clients are not owned and must outlive Run().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <prometheus/registry.h>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "learner/learner_client.h"
+#include "reference_server/reference_client.h"
+#include "reward_server/reward_client.h"
+#include "services/weights/transport.h"
+
+namespace rlhf::actor {
+
+struct ActorOptions {
+  std::string name = "actor";
+  uint64_t seed = 1;                              // sampling seeds derive from it + prompt id
+  absl::Duration call_timeout = absl::Seconds(30);  // deadline of each RPC (with retries)
+  absl::Duration score_timeout = absl::Seconds(120);  // reward/reference calls
+  int max_prompts = 0;                            // per lease; 0 = the learner's choice
+  bool log_weight_hashes = false;                 // print "weights: version V hash H" of the
+                                                  // model's parameters after each update
+  weights::WeightTransportOptions weights;        // receiver side (transport from Register)
+};
+
+struct ActorStats {
+  int64_t held_version = -1;
+  uint64_t held_hash = 0;
+  int64_t batches = 0;
+  int64_t trajectories_submitted = 0;
+  int64_t weight_updates = 0;
+  int64_t registrations = 0;
+  double generate_seconds = 0;
+  double wait_seconds = 0;
+  int64_t generated_tokens = 0;
+};
+
+class ActorMetrics;
+
+class Actor {
+ public:
+  Actor(const ActorOptions& options, learner::LearnerClient* learner,
+        reward::RewardClient* reward, reference::ReferenceClient* reference,
+        std::shared_ptr<prometheus::Registry> registry);
+  ~Actor();
+
+  // Runs until the learner says the run is done or Stop() is called; then drains and
+  // deregisters. Errors only for unrecoverable problems (bad model config, ...).
+  absl::Status Run();
+  void Stop();
+  ActorStats stats() const;
+
+ private:
+  struct Job;
+  absl::Status RegisterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status EnsureRegistered();
+  void WeightsLoop();
+  void HeartbeatLoop();
+  void ScoreLoop();
+  absl::Status ProcessJob(Job& job);
+  bool ApplyPendingWeights();
+  void Backoff(absl::Duration d);
+
+  const ActorOptions options_;
+  learner::LearnerClient* const learner_;
+  reward::RewardClient* const reward_;
+  reference::ReferenceClient* const reference_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<ActorMetrics> metrics_;
+
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> done_{false};
+  absl::Notification stopped_;  // wakes sleeping threads on Stop
+
+  mutable absl::Mutex mu_;
+  std::string actor_id_ ABSL_GUARDED_BY(mu_);
+  bool need_register_ ABSL_GUARDED_BY(mu_) = true;
+  rlhf::v1::RegisterResponse reg_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<weights::FlatWeights> pending_ ABSL_GUARDED_BY(mu_);
+  int64_t latest_known_ ABSL_GUARDED_BY(mu_) = -1;
+  ActorStats stats_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Job> slot_ ABSL_GUARDED_BY(mu_);  // the one-slot queue to ScoreLoop
+  bool scorer_busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool scorer_stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<learner::WeightsStream> stream_ ABSL_GUARDED_BY(mu_);
+
+  struct ModelHolder;
+  std::unique_ptr<ModelHolder> model_;  // used by the Run() thread only
+};
+
+}  // namespace rlhf::actor

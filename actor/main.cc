@@ -1,0 +1,122 @@
+// rlhf-actor: leases prompts from the learner, samples with the policy version it
+// holds, scores with the reward and reference servers, submits trajectories.
+//
+//   rlhf-actor --learner_address=127.0.0.1:50051 --reward_address=127.0.0.1:50052
+//       --reference_address=127.0.0.1:50053 --actor_name=actor-0 --metrics_port=0
+//
+// Stateless: the model architecture, sampling settings and weights come from the
+// learner. Exits 0 when the learner reports the run done, or after draining on
+// SIGTERM/SIGINT (the batch in hand is submitted, then it deregisters).
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <ATen/Parallel.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "actor/actor.h"
+#include "services/channel.h"
+#include "services/metrics.h"
+#include "services/server.h"
+#include "services/shutdown.h"
+
+ABSL_FLAG(std::string, learner_address, "127.0.0.1:50051", "learner host:port");
+ABSL_FLAG(std::string, reward_address, "", "reward server host:port");
+ABSL_FLAG(std::string, reference_address, "", "reference server host:port");
+ABSL_FLAG(std::string, actor_name, "actor", "name reported to the learner (logs, metrics)");
+ABSL_FLAG(uint64_t, seed, 1, "sampling seed (mixed with prompt ids)");
+ABSL_FLAG(int, max_prompts, 0, "prompts per lease; 0 = the learner's actors.prompts_per_lease");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "Prometheus exporter address");
+ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = off");
+ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads for generation");
+ABSL_FLAG(double, call_timeout_s, 30, "deadline of each learner call (retries included)");
+ABSL_FLAG(double, score_timeout_s, 120, "deadline of each reward/reference call");
+ABSL_FLAG(std::string, token_file, "", "bearer token file for all three servers");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA of the servers (enables TLS)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM client key");
+ABSL_FLAG(int, max_message_mb, 256, "max gRPC message (must fit one weight bucket), MiB");
+ABSL_FLAG(bool, log_weight_hashes, false,
+          "print 'weights: actor=N version=V hash=H' of the applied parameters");
+
+namespace {
+
+absl::Status Run() {
+  at::set_num_threads(std::max(1, absl::GetFlag(FLAGS_threads)));
+  if (absl::GetFlag(FLAGS_reward_address).empty() || absl::GetFlag(FLAGS_reference_address).empty()) {
+    return absl::InvalidArgumentError("--reward_address and --reference_address are required");
+  }
+  std::string token;
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    auto t = rlhf::services::ReadTokenFile(absl::GetFlag(FLAGS_token_file));
+    if (!t.ok()) return t.status();
+    token = *t;
+  }
+  auto channel = [&](const std::string& target) {
+    rlhf::services::ChannelOptions c;
+    c.target = target;
+    c.auth_token = token;
+    c.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+    c.tls.enabled = !absl::GetFlag(FLAGS_tls_ca).empty();
+    c.tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+    c.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+    c.tls.key_file = absl::GetFlag(FLAGS_tls_key);
+    return c;
+  };
+  auto learner = rlhf::learner::GrpcLearnerClient::Create(channel(absl::GetFlag(FLAGS_learner_address)));
+  if (!learner.ok()) return learner.status();
+  auto reward = rlhf::reward::GrpcRewardClient::Create(channel(absl::GetFlag(FLAGS_reward_address)));
+  if (!reward.ok()) return reward.status();
+  auto reference =
+      rlhf::reference::GrpcReferenceClient::Create(channel(absl::GetFlag(FLAGS_reference_address)));
+  if (!reference.ok()) return reference.status();
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<rlhf::services::MetricsExposer> exposer;
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    auto e = rlhf::services::MetricsExposer::Create(absl::GetFlag(FLAGS_metrics_host),
+                                                    absl::GetFlag(FLAGS_metrics_port), registry);
+    if (!e.ok()) return e.status();
+    exposer = *std::move(e);
+    std::printf("metrics on %s\n", exposer->url().c_str());
+    std::fflush(stdout);
+  }
+  rlhf::actor::ActorOptions options;
+  options.name = absl::GetFlag(FLAGS_actor_name);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  options.max_prompts = absl::GetFlag(FLAGS_max_prompts);
+  options.call_timeout = absl::Seconds(absl::GetFlag(FLAGS_call_timeout_s));
+  options.score_timeout = absl::Seconds(absl::GetFlag(FLAGS_score_timeout_s));
+  options.log_weight_hashes = absl::GetFlag(FLAGS_log_weight_hashes);
+  rlhf::actor::Actor actor(options, learner->get(), reward->get(), reference->get(), registry);
+  std::thread signals([&] {
+    int sig = rlhf::services::WaitForShutdownSignal();
+    std::fprintf(stderr, "actor %s: signal %d, draining\n", options.name.c_str(), sig);
+    actor.Stop();
+  });
+  signals.detach();
+  absl::Status s = actor.Run();
+  auto st = actor.stats();
+  std::printf("actor %s: %lld batches, %lld trajectories, version %lld, busy %.2f\n",
+              options.name.c_str(), static_cast<long long>(st.batches),
+              static_cast<long long>(st.trajectories_submitted),
+              static_cast<long long>(st.held_version),
+              st.generate_seconds / std::max(1e-9, st.generate_seconds + st.wait_seconds));
+  std::fflush(stdout);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  rlhf::services::BlockShutdownSignals();
+  absl::ParseCommandLine(argc, argv);
+  absl::Status status = Run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "rlhf-actor: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,102 @@
+#include "learner/learner_client.h"
+
+#include "core/status_macros.h"
+#include "services/grpc_status.h"
+
+namespace rlhf::learner {
+namespace {
+
+class GrpcWeightsStream final : public WeightsStream {
+ public:
+  GrpcWeightsStream(rlhf::v1::LearnerService::Stub* stub, const rlhf::v1::WatchWeightsRequest& req,
+                    const std::string& token) {
+    services::PrepareContext(&ctx_, absl::InfiniteFuture(), token);
+    reader_ = stub->WatchWeights(&ctx_, req);
+  }
+  absl::StatusOr<rlhf::v1::WeightsMessage> Next() override {
+    rlhf::v1::WeightsMessage msg;
+    if (reader_->Read(&msg)) return msg;
+    absl::Status s = services::FromGrpcStatus(reader_->Finish());
+    if (s.ok()) return absl::UnavailableError("weights stream closed by the learner");
+    return s;
+  }
+  void Cancel() override { ctx_.TryCancel(); }
+
+ private:
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReader<rlhf::v1::WeightsMessage>> reader_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GrpcLearnerClient>> GrpcLearnerClient::Create(
+    const services::ChannelOptions& channel, const services::RetryOptions& retry) {
+  RLHF_ASSIGN_OR_RETURN(auto ch, services::MakeChannel(channel));
+  return std::unique_ptr<GrpcLearnerClient>(new GrpcLearnerClient(ch, channel.auth_token, retry));
+}
+
+#define RLHF_LEARNER_UNARY(Method, Req, Resp)                                          \
+  absl::StatusOr<Resp> result;                                                         \
+  absl::Status s = services::CallWithRetry(retry_, deadline, [&](absl::Time d) {       \
+    grpc::ClientContext ctx;                                                           \
+    services::PrepareContext(&ctx, d, token_);                                         \
+    Resp resp;                                                                         \
+    absl::Status st = services::FromGrpcStatus(stub_->Method(&ctx, Req, &resp));       \
+    if (st.ok()) result = std::move(resp);                                             \
+    return st;                                                                         \
+  });                                                                                  \
+  if (!s.ok()) return s;                                                               \
+  return result;
+
+absl::StatusOr<rlhf::v1::RegisterResponse> GrpcLearnerClient::Register(
+    const rlhf::v1::RegisterRequest& request, absl::Time deadline) {
+  RLHF_LEARNER_UNARY(Register, request, rlhf::v1::RegisterResponse)
+}
+
+absl::StatusOr<rlhf::v1::HeartbeatResponse> GrpcLearnerClient::Heartbeat(
+    const rlhf::v1::HeartbeatRequest& request, absl::Time deadline) {
+  RLHF_LEARNER_UNARY(Heartbeat, request, rlhf::v1::HeartbeatResponse)
+}
+
+absl::Status GrpcLearnerClient::Deregister(const rlhf::v1::DeregisterRequest& request,
+                                           absl::Time deadline) {
+  auto r = [&]() -> absl::StatusOr<rlhf::v1::DeregisterResponse> {
+    RLHF_LEARNER_UNARY(Deregister, request, rlhf::v1::DeregisterResponse)
+  }();
+  return r.status();
+}
+
+absl::StatusOr<rlhf::v1::LeasePromptsResponse> GrpcLearnerClient::LeasePrompts(
+    const rlhf::v1::LeasePromptsRequest& request, absl::Time deadline) {
+  RLHF_LEARNER_UNARY(LeasePrompts, request, rlhf::v1::LeasePromptsResponse)
+}
+
+absl::StatusOr<rlhf::v1::LearnerStats> GrpcLearnerClient::GetStats(absl::Time deadline) {
+  rlhf::v1::GetStatsRequest request;
+  RLHF_LEARNER_UNARY(GetStats, request, rlhf::v1::LearnerStats)
+}
+
+absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> GrpcLearnerClient::Submit(
+    const rlhf::v1::SubmitTrajectoriesRequest& request, absl::Time deadline) {
+  absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> result;
+  absl::Status s = services::CallWithRetry(retry_, deadline, [&](absl::Time d) {
+    grpc::ClientContext ctx;
+    services::PrepareContext(&ctx, d, token_);
+    rlhf::v1::SubmitTrajectoriesResponse resp;
+    auto writer = stub_->SubmitTrajectories(&ctx, &resp);
+    writer->Write(request);  // a failed write shows up in Finish()
+    writer->WritesDone();
+    absl::Status st = services::FromGrpcStatus(writer->Finish());
+    if (st.ok()) result = std::move(resp);
+    return st;
+  });
+  if (!s.ok()) return s;
+  return result;
+}
+
+absl::StatusOr<std::unique_ptr<WeightsStream>> GrpcLearnerClient::WatchWeights(
+    const rlhf::v1::WatchWeightsRequest& request) {
+  return std::unique_ptr<WeightsStream>(new GrpcWeightsStream(stub_.get(), request, token_));
+}
+
+}  // namespace rlhf::learner

@@ -1,0 +1,114 @@
+// Clients of LearnerService, used by actors (and tests/tools). The interface is what
+// the actor loop codes against; GrpcLearnerClient talks to a real learner,
+// FakeLearnerClient calls a LearnerHandler in-process (no weights stream).
+//
+// Every unary call takes a deadline; the gRPC client retries UNAVAILABLE with backoff
+// until then (services::CallWithRetry). That is safe for all of them: Submit is
+// idempotent per lease, and a duplicated Register only leaves an extra actor that
+// expires. Thread-safe: one client may be shared by the actor's threads.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "learner/learner_handler.h"
+#include "rlhf/v1/learner.grpc.pb.h"
+#include "services/channel.h"
+
+namespace rlhf::learner {
+
+// A WatchWeights stream. Next() blocks for the next message; the stream's final status
+// (never OK unless the learner closed it cleanly) once it ends. Cancel() from any thread.
+class WeightsStream {
+ public:
+  virtual ~WeightsStream() = default;
+  virtual absl::StatusOr<rlhf::v1::WeightsMessage> Next() = 0;
+  virtual void Cancel() = 0;
+};
+
+class LearnerClient {
+ public:
+  virtual ~LearnerClient() = default;
+  virtual absl::StatusOr<rlhf::v1::RegisterResponse> Register(
+      const rlhf::v1::RegisterRequest& request, absl::Time deadline) = 0;
+  virtual absl::StatusOr<rlhf::v1::HeartbeatResponse> Heartbeat(
+      const rlhf::v1::HeartbeatRequest& request, absl::Time deadline) = 0;
+  virtual absl::Status Deregister(const rlhf::v1::DeregisterRequest& request,
+                                  absl::Time deadline) = 0;
+  virtual absl::StatusOr<rlhf::v1::LeasePromptsResponse> LeasePrompts(
+      const rlhf::v1::LeasePromptsRequest& request, absl::Time deadline) = 0;
+  virtual absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> Submit(
+      const rlhf::v1::SubmitTrajectoriesRequest& request, absl::Time deadline) = 0;
+  virtual absl::StatusOr<rlhf::v1::LearnerStats> GetStats(absl::Time deadline) = 0;
+  virtual absl::StatusOr<std::unique_ptr<WeightsStream>> WatchWeights(
+      const rlhf::v1::WatchWeightsRequest& request) = 0;
+};
+
+class GrpcLearnerClient final : public LearnerClient {
+ public:
+  // channel.max_message_bytes must fit one weight bucket (weights::MaxMessageBytesFor).
+  static absl::StatusOr<std::unique_ptr<GrpcLearnerClient>> Create(
+      const services::ChannelOptions& channel, const services::RetryOptions& retry = {});
+
+  absl::StatusOr<rlhf::v1::RegisterResponse> Register(const rlhf::v1::RegisterRequest& request,
+                                                      absl::Time deadline) override;
+  absl::StatusOr<rlhf::v1::HeartbeatResponse> Heartbeat(const rlhf::v1::HeartbeatRequest& request,
+                                                        absl::Time deadline) override;
+  absl::Status Deregister(const rlhf::v1::DeregisterRequest& request,
+                          absl::Time deadline) override;
+  absl::StatusOr<rlhf::v1::LeasePromptsResponse> LeasePrompts(
+      const rlhf::v1::LeasePromptsRequest& request, absl::Time deadline) override;
+  absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> Submit(
+      const rlhf::v1::SubmitTrajectoriesRequest& request, absl::Time deadline) override;
+  absl::StatusOr<rlhf::v1::LearnerStats> GetStats(absl::Time deadline) override;
+  absl::StatusOr<std::unique_ptr<WeightsStream>> WatchWeights(
+      const rlhf::v1::WatchWeightsRequest& request) override;
+
+ private:
+  GrpcLearnerClient(std::shared_ptr<grpc::Channel> channel, std::string token,
+                    services::RetryOptions retry)
+      : stub_(rlhf::v1::LearnerService::NewStub(channel)), token_(std::move(token)),
+        retry_(retry) {}
+  std::unique_ptr<rlhf::v1::LearnerService::Stub> stub_;
+  const std::string token_;
+  const services::RetryOptions retry_;
+};
+
+// In-process client over a LearnerHandler (not owned). WatchWeights is Unimplemented.
+class FakeLearnerClient final : public LearnerClient {
+ public:
+  explicit FakeLearnerClient(LearnerHandler* handler) : handler_(handler) {}
+  absl::StatusOr<rlhf::v1::RegisterResponse> Register(const rlhf::v1::RegisterRequest& r,
+                                                      absl::Time) override {
+    return handler_->Register(r);
+  }
+  absl::StatusOr<rlhf::v1::HeartbeatResponse> Heartbeat(const rlhf::v1::HeartbeatRequest& r,
+                                                        absl::Time) override {
+    return handler_->Heartbeat(r);
+  }
+  absl::Status Deregister(const rlhf::v1::DeregisterRequest& r, absl::Time) override {
+    return handler_->Deregister(r);
+  }
+  absl::StatusOr<rlhf::v1::LeasePromptsResponse> LeasePrompts(
+      const rlhf::v1::LeasePromptsRequest& r, absl::Time) override {
+    return handler_->LeasePrompts(r);
+  }
+  absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> Submit(
+      const rlhf::v1::SubmitTrajectoriesRequest& r, absl::Time) override {
+    return handler_->Submit(r);
+  }
+  absl::StatusOr<rlhf::v1::LearnerStats> GetStats(absl::Time) override {
+    return handler_->Stats();
+  }
+  absl::StatusOr<std::unique_ptr<WeightsStream>> WatchWeights(
+      const rlhf::v1::WatchWeightsRequest&) override {
+    return absl::UnimplementedError("FakeLearnerClient has no weights stream");
+  }
+
+ private:
+  LearnerHandler* const handler_;
+};
+
+}  // namespace rlhf::learner

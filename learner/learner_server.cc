@@ -1,0 +1,258 @@
+#include "learner/learner_server.h"
+
+#include <c10/util/Logging.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/model/checkpoint.h"
+#include "core/status_macros.h"
+
+namespace rlhf::learner {
+
+// Prometheus view of the handler and publisher counters, refreshed by the poll thread
+// (counters advance by the delta since the last refresh).
+class LearnerMetrics {
+ public:
+  explicit LearnerMetrics(prometheus::Registry& r)
+      : steps_(prometheus::BuildCounter().Name("rlhf_learner_steps_total")
+                   .Help("Policy updates").Register(r).Add({})),
+        version_(prometheus::BuildGauge().Name("rlhf_learner_policy_version")
+                     .Help("Current policy version").Register(r).Add({})),
+        actors_(prometheus::BuildGauge().Name("rlhf_learner_actors_connected")
+                    .Help("Registered live actors").Register(r).Add({})),
+        stat_(prometheus::BuildGauge().Name("rlhf_learner_train_stat")
+                  .Help("Last step's trainer statistics (reward_mean, kl_mean, beta, "
+                        "policy_loss, ...)").Register(r)),
+        traj_(prometheus::BuildCounter().Name("rlhf_learner_trajectories_total")
+                  .Help("Trajectories by outcome").Register(r)),
+        leases_(prometheus::BuildCounter().Name("rlhf_learner_leases_total")
+                    .Help("Leases by event").Register(r)),
+        reissued_(prometheus::BuildCounter().Name("rlhf_learner_prompts_reissued_total")
+                      .Help("Prompts re-issued after expiry or staleness").Register(r).Add({})),
+        staleness_(prometheus::BuildHistogram().Name("rlhf_learner_trajectory_staleness_versions")
+                       .Help("Versions between sampling and acceptance").Register(r)
+                       .Add({}, prometheus::Histogram::BucketBoundaries{0, 1, 2, 3, 5, 8})),
+        sync_seconds_(prometheus::BuildHistogram().Name("rlhf_learner_weight_sync_seconds")
+                          .Help("Weight distribution time per version").Register(r)
+                          .Add({}, prometheus::Histogram::BucketBoundaries{
+                                       0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30})),
+        sync_bytes_(prometheus::BuildCounter().Name("rlhf_learner_weight_sync_bytes_total")
+                        .Help("Weight bytes handed to the transport").Register(r).Add({})) {}
+
+  void ObserveStaleness(int64_t s) { staleness_.Observe(static_cast<double>(s)); }
+  void ObserveSync(double seconds) { sync_seconds_.Observe(seconds); }
+
+  void Refresh(const rlhf::v1::LearnerStats& s, const weights::PublisherStats& p) {
+    absl::MutexLock l(&mu_);
+    Bump(steps_, s.step(), last_.step());
+    version_.Set(static_cast<double>(s.policy_version()));
+    actors_.Set(s.actors_connected());
+    Bump(traj_.Add({{"outcome", "accepted"}}), s.trajectories_accepted(), last_.trajectories_accepted());
+    Bump(traj_.Add({{"outcome", "dropped_stale"}}), s.trajectories_dropped_stale(),
+         last_.trajectories_dropped_stale());
+    Bump(traj_.Add({{"outcome", "rejected"}}), s.trajectories_rejected(), last_.trajectories_rejected());
+    Bump(traj_.Add({{"outcome", "trained"}}), s.trajectories_trained(), last_.trajectories_trained());
+    Bump(leases_.Add({{"event", "issued"}}), s.leases_issued(), last_.leases_issued());
+    Bump(leases_.Add({{"event", "expired"}}), s.leases_expired(), last_.leases_expired());
+    Bump(leases_.Add({{"event", "completed"}}), s.leases_completed(), last_.leases_completed());
+    Bump(reissued_, s.prompts_reissued(), last_.prompts_reissued());
+    Bump(sync_bytes_, p.bytes, last_bytes_);
+    last_bytes_ = p.bytes;
+    for (const auto& [k, v] : s.last_step_stats()) stat_.Add({{"name", k}}).Set(v);
+    last_ = s;
+  }
+
+ private:
+  static void Bump(prometheus::Counter& c, int64_t now, int64_t before) {
+    if (now > before) c.Increment(static_cast<double>(now - before));
+  }
+  prometheus::Counter& steps_;
+  prometheus::Gauge& version_;
+  prometheus::Gauge& actors_;
+  prometheus::Family<prometheus::Gauge>& stat_;
+  prometheus::Family<prometheus::Counter>& traj_;
+  prometheus::Family<prometheus::Counter>& leases_;
+  prometheus::Counter& reissued_;
+  prometheus::Histogram& staleness_;
+  prometheus::Histogram& sync_seconds_;
+  prometheus::Counter& sync_bytes_;
+  absl::Mutex mu_;
+  rlhf::v1::LearnerStats last_;
+  int64_t last_bytes_ = 0;
+};
+
+absl::StatusOr<std::unique_ptr<LearnerServer>> LearnerServer::Create(
+    const LearnerServerOptions& options, TransformerLM policy,
+    std::vector<std::vector<int32_t>> prompts, std::shared_ptr<prometheus::Registry> registry) {
+  RLHF_RETURN_IF_ERROR(ValidateTrainerOptions(options.trainer));
+  if (!policy) return absl::InvalidArgumentError("policy: null model");
+  if (options.checkpoint_every < 1) return absl::InvalidArgumentError("checkpoint_every must be >= 1");
+  return std::unique_ptr<LearnerServer>(
+      new LearnerServer(options, std::move(policy), std::move(prompts), std::move(registry)));
+}
+
+LearnerServer::LearnerServer(const LearnerServerOptions& options, TransformerLM policy,
+                             std::vector<std::vector<int32_t>> prompts,
+                             std::shared_ptr<prometheus::Registry> registry)
+    : options_(options), initial_policy_(std::move(policy)), prompts_(std::move(prompts)),
+      registry_(std::move(registry)) {}
+
+LearnerServer::~LearnerServer() { Shutdown(absl::Now()); }
+
+absl::Status LearnerServer::Start() {
+  if (!options_.checkpoint_dir.empty()) {
+    RLHF_ASSIGN_OR_RETURN(checkpointer_,
+                          LearnerCheckpointer::Create({options_.checkpoint_dir,
+                                                       options_.keep_checkpoints}));
+    store_ = std::make_unique<FileStateStore>(options_.checkpoint_dir +
+                                              "/learner_service_state.pb");
+  }
+  RLHF_ASSIGN_OR_RETURN(handler_, LearnerHandler::Create(options_.handler, prompts_, store_.get()));
+  absl::StatusOr<std::string> latest =
+      checkpointer_ ? checkpointer_->Latest() : absl::NotFoundError("no checkpoint dir");
+  if (latest.ok()) {
+    RLHF_ASSIGN_OR_RETURN(RestoredLearner restored, RestoreLearner(*latest, options_.trainer));
+    trainer_ = std::move(restored.trainer);
+    LOG(INFO) << "learner: restored " << *latest << " (step " << trainer_->step() << ", version "
+              << trainer_->policy_version() << ")";
+  } else {
+    RLHF_ASSIGN_OR_RETURN(trainer_, Trainer::Create(options_.trainer, initial_policy_));
+    if (checkpointer_) RLHF_RETURN_IF_ERROR(Checkpoint());  // step 0: restart = same init
+  }
+  RLHF_RETURN_IF_ERROR(handler_->Restore(trainer_->step(), trainer_->policy_version()));
+
+  RLHF_ASSIGN_OR_RETURN(publisher_, weights::MakeWeightPublisher(options_.weights));
+  if (registry_) {
+    rpc_metrics_ = std::make_unique<services::RpcMetrics>(*registry_, "learner");
+    metrics_ = std::make_unique<LearnerMetrics>(*registry_);
+    handler_->set_staleness_hook([m = metrics_.get()](int64_t s) { m->ObserveStaleness(s); });
+  }
+  rlhf::v1::RegisterResponse tmpl;
+  tmpl.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  *tmpl.mutable_sampling() = options_.sampling;
+  tmpl.set_transport(options_.weights.transport);
+  tmpl.set_model_config_json(ModelConfigToJson(trainer_->policy()->config()));
+  tmpl.set_kl_estimator(options_.kl_estimator);
+  service_ = std::make_unique<LearnerServiceImpl>(handler_.get(), publisher_.get(), tmpl,
+                                                  options_.grpc.auth_token, rpc_metrics_.get());
+  services::GrpcServerOptions grpc = options_.grpc;
+  grpc.max_message_bytes =
+      std::max(grpc.max_message_bytes, weights::MaxMessageBytesFor(options_.weights.bucket_bytes));
+  RLHF_ASSIGN_OR_RETURN(server_, services::GrpcServer::Create(grpc, {service_.get()}));
+  RLHF_RETURN_IF_ERROR(PublishCurrent());
+  RLHF_RETURN_IF_ERROR(server_->Start());
+  if (handler_->done()) done_.Notify();
+  train_thread_ = std::thread([this] { TrainLoop(); });
+  poll_thread_ = std::thread([this] { PollLoop(); });
+  return absl::OkStatus();
+}
+
+absl::Status LearnerServer::PublishCurrent() {
+  absl::Time start = absl::Now();
+  RLHF_ASSIGN_OR_RETURN(auto flat, weights::Flatten(ModelTensors(trainer_->policy()),
+                                                    trainer_->policy_version()));
+  handler_->set_weights_hash(flat->hash);
+  publisher_->Publish(std::move(flat));
+  if (metrics_) metrics_->ObserveSync(absl::ToDoubleSeconds(absl::Now() - start));
+  return absl::OkStatus();
+}
+
+absl::Status LearnerServer::Checkpoint() {
+  nlohmann::json cursor = {{"service_state", "learner_service_state.pb"},
+                           {"step", trainer_->step()}};
+  RLHF_ASSIGN_OR_RETURN(std::string dir, checkpointer_->Save(*trainer_, cursor));
+  (void)dir;
+  if (handler_) return handler_->OnCheckpointed(trainer_->step());
+  return absl::OkStatus();
+}
+
+void LearnerServer::TrainLoop() {
+  while (!stop_.load()) {
+    std::optional<LearnerHandler::Batch> batch = handler_->WaitForBatch(options_.poll_interval);
+    if (!batch) {
+      if (handler_->done() && !done_.HasBeenNotified()) done_.Notify();
+      continue;
+    }
+    std::vector<Trajectory> trajectories;
+    for (const auto& g : batch->groups) {
+      for (const auto& t : g.trajectories()) {
+        Trajectory tr;
+        tr.prompt.assign(t.tokens().prompt().begin(), t.tokens().prompt().end());
+        tr.response.assign(t.tokens().response().begin(), t.tokens().response().end());
+        tr.behaviour_logprobs.assign(t.behaviour_logprobs().begin(), t.behaviour_logprobs().end());
+        tr.reference_logprobs.assign(t.ref_logprobs().begin(), t.ref_logprobs().end());
+        tr.reward = t.reward();
+        tr.policy_version = std::min<int64_t>(t.version().version(), trainer_->policy_version());
+        tr.group_id = g.prompt().prompt_id();
+        trajectories.push_back(std::move(tr));
+      }
+    }
+    absl::StatusOr<TrainStats> stats = trainer_->Step(trajectories);
+    if (!stats.ok()) {
+      LOG(ERROR) << "learner: step " << batch->step << " failed: " << stats.status();
+      {
+        absl::MutexLock l(&error_mu_);
+        last_error_ = std::string(stats.status().message());
+      }
+      handler_->OnTrainFailed(*batch);
+      absl::SleepFor(absl::Seconds(1));
+      continue;
+    }
+    std::map<std::string, double> m = {
+        {"policy_loss", stats->policy_loss}, {"value_loss", stats->value_loss},
+        {"kl_mean", stats->kl_mean},         {"kl_max", stats->kl_max},
+        {"beta", stats->beta},               {"entropy", stats->entropy},
+        {"reward_mean", stats->reward_mean}, {"reward_std", stats->reward_std},
+        {"clip_fraction", stats->clip_fraction}, {"approx_kl", stats->approx_kl},
+        {"grad_norm", stats->grad_norm},     {"mean_staleness", stats->mean_staleness},
+        {"seconds", stats->seconds},         {"ptx_loss", stats->ptx_loss}};
+    absl::Status s = handler_->OnTrained(*batch, trainer_->policy_version(), m);
+    if (s.ok()) s = PublishCurrent();
+    const bool last = handler_->done();
+    if (s.ok() && checkpointer_ &&
+        (last || trainer_->step() % options_.checkpoint_every == 0)) {
+      s = Checkpoint();
+    }
+    LOG(INFO) << "learner: step " << stats->step << " version " << stats->policy_version
+              << " reward " << stats->reward_mean << " kl " << stats->kl_mean << " loss "
+              << stats->policy_loss << " (" << stats->seconds << " s)";
+    if (!s.ok()) {
+      LOG(ERROR) << "learner: after step " << stats->step << ": " << s;
+      absl::MutexLock l(&error_mu_);
+      last_error_ = std::string(s.message());
+    }
+    if (last && !done_.HasBeenNotified()) done_.Notify();
+  }
+}
+
+void LearnerServer::PollLoop() {
+  while (!stop_.load()) {
+    int expired = handler_->ExpireSilentActors();
+    if (expired > 0) LOG(INFO) << "learner: expired " << expired << " lease(s) of silent actors";
+    // Actors the handler no longer knows must not hold up collective rounds.
+    if (metrics_) metrics_->Refresh(handler_->Stats(), publisher_->stats());
+    absl::SleepFor(options_.poll_interval);
+  }
+}
+
+bool LearnerServer::WaitDone(absl::Duration timeout) {
+  return done_.WaitForNotificationWithTimeout(timeout);
+}
+
+void LearnerServer::Shutdown(absl::Time deadline) {
+  if (stop_.exchange(true)) return;
+  if (server_) server_->Shutdown(deadline);
+  if (train_thread_.joinable()) train_thread_.join();
+  if (poll_thread_.joinable()) poll_thread_.join();
+  if (publisher_) publisher_->Shutdown();
+}
+
+int LearnerServer::port() const { return server_ ? server_->port() : 0; }
+std::string LearnerServer::rendezvous_address() const {
+  return publisher_ ? publisher_->rendezvous_address() : "";
+}
+std::string LearnerServer::last_error() const {
+  absl::MutexLock l(&error_mu_);
+  return last_error_;
+}
+
+}  // namespace rlhf::learner

@@ -1,0 +1,103 @@
+// The rlhf-learner process minus flags: the LearnerService on a GrpcServer, the
+// training thread (batches from the handler -> Trainer::Step -> publish weights ->
+// checkpoint), the lease-expiry / metrics thread, and the weight publisher.
+//
+//   RLHF_ASSIGN_OR_RETURN(auto server, LearnerServer::Create(options, policy, prompts, registry));
+//   RLHF_RETURN_IF_ERROR(server->Start());       // restores from checkpoint_dir if present
+//   server->WaitDone(absl::InfiniteDuration());  // total_steps trained (or Shutdown)
+//   server->Shutdown(absl::Now() + absl::Seconds(5));
+//
+// Restart: with a checkpoint_dir, Start() restores the newest complete trainer
+// checkpoint (learner/learner_state.h) and the handler state (leases, buffered
+// trajectories, counters; learner_handler.h) and re-publishes the restored weights.
+//
+// Thread-safety: Start/Shutdown from one thread; accessors are thread-safe.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <prometheus/registry.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "learner/learner_handler.h"
+#include "learner/learner_service.h"
+#include "learner/learner_state.h"
+#include "learner/trainer.h"
+#include "rlhf/v1/config.pb.h"
+#include "services/server.h"
+#include "services/weights/transport.h"
+
+namespace rlhf::learner {
+
+struct LearnerServerOptions {
+  services::GrpcServerOptions grpc;          // name/host/port/TLS/token of the service
+  LearnerHandlerOptions handler;
+  weights::WeightTransportOptions weights;
+  TrainerOptions trainer;
+  rlhf::v1::SamplingConfig sampling;         // handed to actors at Register
+  rlhf::v1::KlEstimator kl_estimator = rlhf::v1::KL_ESTIMATOR_K1;
+  absl::Duration heartbeat_interval = absl::Seconds(2);
+  std::string checkpoint_dir;                // empty = nothing persisted (tests only)
+  int checkpoint_every = 20;                 // steps; the last step is always saved
+  int keep_checkpoints = 3;
+  absl::Duration poll_interval = absl::Milliseconds(100);  // expiry + metrics refresh
+};
+
+class LearnerMetrics;
+
+class LearnerServer {
+ public:
+  // `policy` is the initial policy (ignored when a checkpoint is restored); `registry`
+  // may be null (no metrics).
+  static absl::StatusOr<std::unique_ptr<LearnerServer>> Create(
+      const LearnerServerOptions& options, TransformerLM policy,
+      std::vector<std::vector<int32_t>> prompts, std::shared_ptr<prometheus::Registry> registry);
+  ~LearnerServer();
+
+  absl::Status Start();
+  // True once total_steps are trained and the final weights/checkpoint are out.
+  bool WaitDone(absl::Duration timeout);
+  void Shutdown(absl::Time deadline);
+
+  int port() const;
+  std::string rendezvous_address() const;
+  LearnerHandler& handler() { return *handler_; }
+  // The training thread's last error ("" if none).
+  std::string last_error() const;
+
+ private:
+  LearnerServer(const LearnerServerOptions& options, TransformerLM policy,
+                std::vector<std::vector<int32_t>> prompts,
+                std::shared_ptr<prometheus::Registry> registry);
+  void TrainLoop();
+  void PollLoop();
+  absl::Status PublishCurrent();
+  absl::Status Checkpoint();
+
+  const LearnerServerOptions options_;
+  TransformerLM initial_policy_;
+  std::vector<std::vector<int32_t>> prompts_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<StateStore> store_;
+  std::unique_ptr<LearnerHandler> handler_;
+  std::unique_ptr<weights::WeightPublisher> publisher_;
+  std::unique_ptr<Trainer> trainer_;  // used by the training thread only after Start
+  std::unique_ptr<LearnerCheckpointer> checkpointer_;
+  std::unique_ptr<services::RpcMetrics> rpc_metrics_;
+  std::unique_ptr<LearnerMetrics> metrics_;
+  std::unique_ptr<LearnerServiceImpl> service_;
+  std::unique_ptr<services::GrpcServer> server_;
+  std::atomic<bool> stop_{false};
+  absl::Notification done_;
+  std::thread train_thread_, poll_thread_;
+  mutable absl::Mutex error_mu_;
+  std::string last_error_ ABSL_GUARDED_BY(error_mu_);
+};
+
+}  // namespace rlhf::learner

@@ -1,0 +1,249 @@
+#include "learner/learner_service.h"
+
+#include <deque>
+
+#include "absl/synchronization/mutex.h"
+#include "services/grpc_status.h"
+#include "services/unary_reactor.h"
+
+namespace rlhf::learner {
+namespace {
+
+using services::HandlerReactor;
+
+// Submissions: each message is handled (validated, persisted) as it arrives; the first
+// error finishes the call with that status.
+class SubmitReactor final : public grpc::ServerReadReactor<rlhf::v1::SubmitTrajectoriesRequest> {
+ public:
+  SubmitReactor(grpc::CallbackServerContext* ctx, LearnerHandler* handler,
+                const services::BearerTokenAuth& auth, rlhf::v1::SubmitTrajectoriesResponse* resp,
+                services::RpcMetrics* metrics)
+      : handler_(handler), resp_(resp), metrics_(metrics), start_(absl::Now()) {
+    if (absl::Status s = auth.Check(*ctx); !s.ok()) {
+      Done(s);
+      return;
+    }
+    StartRead(&req_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Done(absl::OkStatus());
+      return;
+    }
+    auto r = handler_->Submit(req_);
+    if (!r.ok()) {
+      Done(r.status());
+      return;
+    }
+    resp_->set_accepted(resp_->accepted() + r->accepted());
+    resp_->set_dropped_stale(resp_->dropped_stale() + r->dropped_stale());
+    resp_->set_duplicate(resp_->duplicate() || r->duplicate());
+    StartRead(&req_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Done(const absl::Status& s) {
+    if (metrics_) metrics_->Record("SubmitTrajectories", s.code(), absl::Now() - start_);
+    Finish(services::ToGrpcStatus(s));
+  }
+  LearnerHandler* const handler_;
+  rlhf::v1::SubmitTrajectoriesResponse* const resp_;
+  services::RpcMetrics* const metrics_;
+  const absl::Time start_;
+  rlhf::v1::SubmitTrajectoriesRequest req_;
+};
+
+// One actor's weight stream: headers (and, for the grpc transport, the buckets after
+// each header) written one message at a time from a queue the publisher feeds.
+class WeightsReactor final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMessage> {
+ public:
+  // Outlives the reactor: the publisher's DeliverFn holds it, and finds the reactor gone.
+  struct Link {
+    absl::Mutex mu;
+    WeightsReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+  };
+
+  WeightsReactor(weights::WeightPublisher* publisher, std::string actor_id)
+      : publisher_(publisher), actor_id_(std::move(actor_id)), link_(std::make_shared<Link>()) {
+    {
+      absl::MutexLock l(&link_->mu);
+      link_->reactor = this;
+    }
+    std::shared_ptr<Link> link = link_;
+    publisher_->AddMember(actor_id_, [link](const rlhf::v1::WeightsHeader& h,
+                                            std::shared_ptr<const weights::FlatWeights> d) {
+      absl::MutexLock l(&link->mu);
+      if (link->reactor) link->reactor->Enqueue(h, std::move(d));
+    });
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock l(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "weights stream broken"));
+      return;
+    }
+    WriteNextLocked();
+  }
+  void OnCancel() override {
+    absl::MutexLock l(&mu_);
+    FinishLocked(grpc::Status::CANCELLED);
+  }
+  void OnDone() override {
+    publisher_->RemoveMember(actor_id_);
+    {
+      absl::MutexLock l(&link_->mu);
+      link_->reactor = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  struct Item {
+    rlhf::v1::WeightsHeader header;
+    std::shared_ptr<const weights::FlatWeights> data;
+    bool header_sent = false;
+    int64_t offset = 0;
+  };
+
+  void Enqueue(const rlhf::v1::WeightsHeader& h, std::shared_ptr<const weights::FlatWeights> d) {
+    absl::MutexLock l(&mu_);
+    if (finished_) return;
+    // gRPC transport: a newer version replaces one not yet started.
+    if (d && !queue_.empty() && queue_.back().data && !queue_.back().header_sent &&
+        !(queue_.size() == 1 && writing_)) {
+      queue_.pop_back();
+    }
+    queue_.push_back(Item{h, std::move(d)});
+    if (!writing_) WriteNextLocked();
+  }
+
+  void WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_) return;
+    while (!queue_.empty()) {
+      Item& item = queue_.front();
+      if (!item.header_sent) {
+        msg_.Clear();
+        *msg_.mutable_header() = item.header;
+        item.header_sent = true;
+        writing_ = true;
+        StartWrite(&msg_);
+        return;
+      }
+      if (item.data && item.offset < item.data->total_bytes()) {
+        msg_.Clear();
+        *msg_.mutable_bucket() =
+            weights::MakeBucket(*item.data, item.offset, item.header.bucket_bytes());
+        item.offset += static_cast<int64_t>(msg_.bucket().data().size());
+        writing_ = true;
+        StartWrite(&msg_);
+        return;
+      }
+      queue_.pop_front();
+    }
+  }
+
+  void FinishLocked(const grpc::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(s);
+  }
+
+  weights::WeightPublisher* const publisher_;
+  const std::string actor_id_;
+  std::shared_ptr<Link> link_;
+  absl::Mutex mu_;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  rlhf::v1::WeightsMessage msg_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* LearnerServiceImpl::Register(grpc::CallbackServerContext* ctx,
+                                                       const rlhf::v1::RegisterRequest* req,
+                                                       rlhf::v1::RegisterResponse* resp) {
+  auto* reactor = new HandlerReactor<rlhf::v1::RegisterResponse>(ctx, resp, metrics_, "Register");
+  if (!reactor->Authorize(auth_)) return reactor;
+  auto r = handler_->Register(*req);
+  if (r.ok()) {
+    rlhf::v1::RegisterResponse full = template_;
+    full.MergeFrom(*r);
+    r = std::move(full);
+  }
+  reactor->Complete(std::move(r));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LearnerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
+                                                        const rlhf::v1::HeartbeatRequest* req,
+                                                        rlhf::v1::HeartbeatResponse* resp) {
+  auto* reactor = new HandlerReactor<rlhf::v1::HeartbeatResponse>(ctx, resp, metrics_, "Heartbeat");
+  if (!reactor->Authorize(auth_)) return reactor;
+  reactor->Complete(handler_->Heartbeat(*req));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LearnerServiceImpl::Deregister(grpc::CallbackServerContext* ctx,
+                                                         const rlhf::v1::DeregisterRequest* req,
+                                                         rlhf::v1::DeregisterResponse* resp) {
+  auto* reactor =
+      new HandlerReactor<rlhf::v1::DeregisterResponse>(ctx, resp, metrics_, "Deregister");
+  if (!reactor->Authorize(auth_)) return reactor;
+  absl::Status s = handler_->Deregister(*req);
+  if (s.ok()) publisher_->RemoveMember(req->actor_id());
+  reactor->Complete(s.ok() ? absl::StatusOr<rlhf::v1::DeregisterResponse>(
+                                 rlhf::v1::DeregisterResponse())
+                           : absl::StatusOr<rlhf::v1::DeregisterResponse>(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LearnerServiceImpl::LeasePrompts(
+    grpc::CallbackServerContext* ctx, const rlhf::v1::LeasePromptsRequest* req,
+    rlhf::v1::LeasePromptsResponse* resp) {
+  auto* reactor =
+      new HandlerReactor<rlhf::v1::LeasePromptsResponse>(ctx, resp, metrics_, "LeasePrompts");
+  if (!reactor->Authorize(auth_)) return reactor;
+  reactor->Complete(handler_->LeasePrompts(*req));
+  return reactor;
+}
+
+grpc::ServerReadReactor<rlhf::v1::SubmitTrajectoriesRequest>*
+LearnerServiceImpl::SubmitTrajectories(grpc::CallbackServerContext* ctx,
+                                       rlhf::v1::SubmitTrajectoriesResponse* resp) {
+  return new SubmitReactor(ctx, handler_, auth_, resp, metrics_);
+}
+
+grpc::ServerWriteReactor<rlhf::v1::WeightsMessage>* LearnerServiceImpl::WatchWeights(
+    grpc::CallbackServerContext* ctx, const rlhf::v1::WatchWeightsRequest* req) {
+  absl::Status s = auth_.Check(*ctx);
+  if (s.ok() && !handler_->IsActor(req->actor_id())) {
+    s = absl::NotFoundError("actor_id: unknown actor '" + req->actor_id() + "' (re-register)");
+  }
+  if (!s.ok()) {
+    class Failed final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMessage> {
+     public:
+      explicit Failed(const absl::Status& s) { Finish(services::ToGrpcStatus(s)); }
+      void OnDone() override { delete this; }
+    };
+    return new Failed(s);
+  }
+  return new WeightsReactor(publisher_, req->actor_id());
+}
+
+grpc::ServerUnaryReactor* LearnerServiceImpl::GetStats(grpc::CallbackServerContext* ctx,
+                                                       const rlhf::v1::GetStatsRequest*,
+                                                       rlhf::v1::LearnerStats* resp) {
+  auto* reactor = new HandlerReactor<rlhf::v1::LearnerStats>(ctx, resp, metrics_, "GetStats");
+  if (!reactor->Authorize(auth_)) return reactor;
+  rlhf::v1::LearnerStats stats = handler_->Stats();
+  auto ps = publisher_->stats();
+  stats.set_weight_syncs(ps.syncs);
+  reactor->Complete(std::move(stats));
+  return reactor;
+}
+
+}  // namespace rlhf::learner

@@ -1,0 +1,232 @@
+// rlhf-learner: the LearnerService (leases, trajectories, training, weights).
+//
+//   rlhf-learner --config=job.yaml --checkpoint_dir=runs/x/learner --port=0
+//       --port_file=runs/x/learner.port --metrics_port=0 [--set=rl.steps=10 ...]  (one line)
+//
+// Prints "listening on HOST:PORT" once serving (and writes --port_file). Exits 0 after
+// rl.steps updates once the actors have drained (or --drain_grace_s passed), or on
+// SIGTERM/SIGINT after a graceful shutdown. Restarted with the same --checkpoint_dir it
+// resumes from the newest checkpoint with its leases and acknowledged trajectories.
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <c10/util/Logging.h>
+#include <torch/utils.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/data/builtin_task.h"
+#include "core/data/jsonl.h"
+#include "core/model/checkpoint.h"
+#include "core/model/tokenizer.h"
+#include "core/train/training_common.h"
+#include "learner/learner_server.h"
+#include "learner/trainer_config.h"
+#include "services/config/config.h"
+#include "services/metrics.h"
+#include "services/server.h"
+#include "services/shutdown.h"
+
+ABSL_FLAG(std::string, config, "", "job config YAML (rlhf.v1.JobConfig); empty = defaults");
+ABSL_FLAG(std::vector<std::string>, set, {},
+          "config overrides, comma-separated dotted.path=value (e.g. rl.steps=10)");
+ABSL_FLAG(std::string, host, "", "listen address; empty = learner.endpoint.host");
+ABSL_FLAG(int, port, -1, "gRPC port; 0 = any free; -1 = learner.endpoint.port");
+ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port here once serving");
+ABSL_FLAG(int, metrics_port, -2, "Prometheus port; 0 = any free, -1 = off, "
+          "-2 = learner.endpoint.metrics_port");
+ABSL_FLAG(std::string, checkpoint_dir, "", "learner checkpoints + state; empty = <run_dir>/learner");
+ABSL_FLAG(std::string, policy_checkpoint, "",
+          "initial policy (model checkpoint dir); empty = model.sft_checkpoint if it exists, "
+          "else a fresh model.preset");
+ABSL_FLAG(std::string, prompts_jsonl, "",
+          "RL prompts ({\"prompt\": ...} per line); empty = <data.dir>/rl_train.jsonl if it "
+          "exists, else the generated built-in task");
+ABSL_FLAG(int, checkpoint_every, 0, "steps between checkpoints; 0 = rl.checkpoint_every");
+ABSL_FLAG(std::string, token_file, "", "bearer token file; empty = security.token_file");
+ABSL_FLAG(double, drain_grace_s, 10.0, "after the last step, wait this long for actors to leave");
+ABSL_FLAG(bool, exit_when_done, true, "exit once rl.steps are trained");
+
+namespace {
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> LoadPrompts(const rlhf::v1::JobConfig& job) {
+  rlhf::ByteTokenizer tokenizer;
+  std::string path = absl::GetFlag(FLAGS_prompts_jsonl);
+  if (path.empty() && !job.data().dir().empty()) {
+    std::string candidate = job.data().dir() + "/rl_train.jsonl";
+    if (FILE* f = std::fopen(candidate.c_str(), "r")) {
+      std::fclose(f);
+      path = candidate;
+    }
+  }
+  std::vector<std::vector<int32_t>> prompts;
+  if (!path.empty()) {
+    auto records = rlhf::ReadPromptJsonl(path);
+    if (!records.ok()) return records.status();
+    for (const auto& r : *records) prompts.push_back(rlhf::EncodePrompt(tokenizer, r.prompt));
+    return prompts;
+  }
+  rlhf::BuiltinTaskOptions opts;
+  opts.seed = job.data().seed();
+  if (job.data().num_rl_train() > 0) opts.num_rl_train = job.data().num_rl_train();
+  auto task = rlhf::GenerateBuiltinTask(opts);
+  if (!task.ok()) return task.status();
+  for (const auto& r : task->rl_train) prompts.push_back(rlhf::EncodePrompt(tokenizer, r.prompt));
+  return prompts;
+}
+
+absl::StatusOr<rlhf::TransformerLM> LoadPolicy(const rlhf::v1::JobConfig& job) {
+  std::string dir = absl::GetFlag(FLAGS_policy_checkpoint);
+  if (dir.empty() && !job.model().sft_checkpoint().empty()) {
+    std::string candidate = job.model().sft_checkpoint() + "/config.json";
+    if (FILE* f = std::fopen(candidate.c_str(), "r")) {
+      std::fclose(f);
+      dir = job.model().sft_checkpoint();
+    }
+  }
+  if (!dir.empty()) {
+    auto loaded = rlhf::LoadCheckpoint(dir);
+    if (!loaded.ok()) return loaded.status();
+    LOG(INFO) << "learner: initial policy from " << dir;
+    return loaded->model;
+  }
+  auto config = rlhf::ModelConfigPreset(job.model().preset().empty() ? "tiny" : job.model().preset());
+  if (!config.ok()) return config.status();
+  if (job.model().max_seq_len() > 0) config->max_seq_len = job.model().max_seq_len();
+  torch::manual_seed(job.seed());
+  LOG(INFO) << "learner: fresh " << job.model().preset() << " policy (no SFT checkpoint)";
+  return rlhf::TransformerLM(*config);
+}
+
+absl::Status Run() {
+  rlhf::config::LoadOptions load;
+  load.check_files = false;
+  load.overrides = absl::GetFlag(FLAGS_set);
+  auto job_or = rlhf::config::LoadJobConfig(absl::GetFlag(FLAGS_config), load);
+  if (!job_or.ok()) return job_or.status();
+  const rlhf::v1::JobConfig job = *std::move(job_or);
+  if (job.learner().threads() > 0) at::set_num_threads(job.learner().threads());
+
+  auto prompts = LoadPrompts(job);
+  if (!prompts.ok()) return prompts.status();
+  auto policy = LoadPolicy(job);
+  if (!policy.ok()) return policy.status();
+  const rlhf::ModelConfig& mc = (*policy)->config();
+
+  rlhf::learner::LearnerServerOptions o;
+  o.grpc.name = "learner";
+  o.grpc.host = absl::GetFlag(FLAGS_host).empty() ? job.learner().endpoint().host()
+                                                  : absl::GetFlag(FLAGS_host);
+  if (o.grpc.host.empty()) o.grpc.host = "127.0.0.1";
+  o.grpc.port = absl::GetFlag(FLAGS_port) >= 0 ? absl::GetFlag(FLAGS_port)
+                                               : job.learner().endpoint().port();
+  o.grpc.allow_insecure = job.security().allow_insecure();
+  o.grpc.tls.cert_file = job.security().tls_cert();
+  o.grpc.tls.key_file = job.security().tls_key();
+  o.grpc.tls.ca_file = job.security().tls_ca();
+  o.grpc.tls.require_client_cert = job.security().require_client_cert();
+  std::string token_file = absl::GetFlag(FLAGS_token_file).empty() ? job.security().token_file()
+                                                                   : absl::GetFlag(FLAGS_token_file);
+  if (!token_file.empty()) {
+    auto token = rlhf::services::ReadTokenFile(token_file);
+    if (!token.ok()) return token.status();
+    o.grpc.auth_token = *token;
+  }
+  const auto& rl = job.rl();
+  o.handler.prompts_per_step = rl.prompts_per_step();
+  o.handler.samples_per_prompt = rl.samples_per_prompt();
+  o.handler.prompts_per_lease = job.actors().prompts_per_lease();
+  o.handler.max_staleness = rl.max_staleness();
+  o.handler.total_steps = rl.steps();
+  o.handler.lease_timeout = absl::Milliseconds(job.learner().lease_timeout_ms());
+  o.handler.vocab_size = static_cast<int32_t>(mc.vocab_size);
+  o.handler.max_seq_len = mc.max_seq_len;
+  o.weights = rlhf::weights::OptionsFromConfig(job.weights());
+  auto trainer = rlhf::TrainerOptionsFromConfig(rl, job.sampling(), job.seed());
+  if (!trainer.ok()) return trainer.status();
+  o.trainer = *trainer;
+  o.sampling = job.sampling();
+  switch (rl.kl().estimator()) {
+    case rlhf::v1::KL_ESTIMATOR_CHOICE_K2: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_K2; break;
+    case rlhf::v1::KL_ESTIMATOR_CHOICE_K3: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_K3; break;
+    default: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_K1;
+  }
+  o.heartbeat_interval = absl::Milliseconds(job.learner().heartbeat_interval_ms());
+  o.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir).empty()
+                         ? job.run_dir() + "/learner"
+                         : absl::GetFlag(FLAGS_checkpoint_dir);
+  o.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every) > 0 ? absl::GetFlag(FLAGS_checkpoint_every)
+                                                                 : std::max(1, rl.checkpoint_every());
+  o.keep_checkpoints = std::max(1, rl.keep_checkpoints());
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (metrics_port == -2) metrics_port = job.learner().endpoint().metrics_port();
+  std::unique_ptr<rlhf::services::MetricsExposer> exposer;
+  if (metrics_port >= 0) {
+    auto e = rlhf::services::MetricsExposer::Create(o.grpc.host, metrics_port, registry);
+    if (!e.ok()) return e.status();
+    exposer = *std::move(e);
+    std::printf("metrics on %s\n", exposer->url().c_str());
+  }
+  auto server = rlhf::learner::LearnerServer::Create(o, *policy, *std::move(prompts), registry);
+  if (!server.ok()) return server.status();
+  if (absl::Status s = (*server)->Start(); !s.ok()) return s;
+  std::printf("listening on %s:%d\n", o.grpc.host.c_str(), (*server)->port());
+  if (!(*server)->rendezvous_address().empty()) {
+    std::printf("weights rendezvous on %s\n", (*server)->rendezvous_address().c_str());
+  }
+  std::fflush(stdout);
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    if (absl::Status s = rlhf::services::WritePortFile(absl::GetFlag(FLAGS_port_file),
+                                                       (*server)->port());
+        !s.ok()) {
+      return s;
+    }
+  }
+  // Signals arrive on a helper thread so the main thread can also watch for "done".
+  absl::Notification signalled;
+  std::thread signals([&] {
+    int sig = rlhf::services::WaitForShutdownSignal();
+    LOG(INFO) << "learner: signal " << sig << ", shutting down";
+    signalled.Notify();
+  });
+  signals.detach();
+  while (!signalled.HasBeenNotified()) {
+    if (absl::GetFlag(FLAGS_exit_when_done) && (*server)->WaitDone(absl::Milliseconds(200))) {
+      const absl::Time until = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_grace_s));
+      while (absl::Now() < until && (*server)->handler().Stats().actors_connected() > 0 &&
+             !signalled.HasBeenNotified()) {
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+      auto stats = (*server)->handler().Stats();
+      std::printf("done: %lld steps, version %lld, %lld trajectories trained\n",
+                  static_cast<long long>(stats.step()),
+                  static_cast<long long>(stats.policy_version()),
+                  static_cast<long long>(stats.trajectories_trained()));
+      std::fflush(stdout);
+      break;
+    }
+    if (!absl::GetFlag(FLAGS_exit_when_done)) signalled.WaitForNotificationWithTimeout(absl::Seconds(1));
+  }
+  (*server)->Shutdown(absl::Now() + absl::Seconds(5));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  rlhf::services::BlockShutdownSignals();
+  absl::ParseCommandLine(argc, argv);
+  absl::Status status = Run();
+  if (!status.ok()) {
+    std::fprintf(stderr, "rlhf-learner: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
