@@ -34,18 +34,21 @@ def q(quantile, metric, by="le"):
 
 
 PANELS = [
-    ("Reward (learner batch mean)", [("rlhf_learner_reward_mean", "reward")], "short",
+    ("Reward (learner batch mean)", [('rlhf_learner_train_stat{name="reward_mean"}', "reward"),
+     ('rlhf_learner_train_stat{name="reward_std"}', "reward std")], "short",
      "Mean reward-model score of the trajectories in each learner step."),
-    ("KL to SFT and beta", [("rlhf_learner_kl_nats", "KL (nats/seq)"),
+    ("KL to SFT and beta", [('rlhf_learner_train_stat{name="kl_mean"}', "KL (nats/seq)"),
                             ("rlhf_launcher_kl_target_nats", "target"),
-                            ("rlhf_learner_kl_beta", "beta")], "short",
+                            ('rlhf_learner_train_stat{name="beta"}', "beta")], "short",
      "Per-sequence KL of the policy to the reference, the adaptive-beta target, and beta."),
     ("Learner steps and policy version", [("rlhf_learner_steps_total", "steps"),
                                           ("rlhf_learner_policy_version", "version")], "short",
      "Optimizer steps taken and the policy version being distributed."),
-    ("Losses", [("rlhf_learner_loss", "policy loss")], "short", "Learner loss per step."),
+    ("Losses, entropy, clip fraction, grad norm", [
+        ('rlhf_learner_train_stat{name=~"policy_loss|value_loss|ptx_loss|entropy|clip_fraction|grad_norm"}',
+         "{{name}}")], "short", "Learner statistics of the last step."),
     ("Throughput per component", [
-        ("sum(rate(rlhf_learner_trajectories_total[1m]))", "learner trajectories/s"),
+        ('sum(rate(rlhf_learner_trajectories_total{outcome="trained"}[1m]))', "learner trajectories/s"),
         ("sum by (actor_id) (rate(rlhf_actor_generated_tokens_total[1m]))",
          "actor {{actor_id}} tokens/s"),
         ("sum(rate(rlhf_reward_server_sequences_total[1m]))", "reward server seq/s"),
@@ -66,15 +69,18 @@ PANELS = [
      "Sequences waiting for a batched forward pass."),
     ("Staleness", [("max(rlhf_actor_version_lag)", "max actor version lag"),
                    ("rlhf_launcher_max_staleness_versions", "bound (rl.max_staleness)"),
-                   ("sum(rate(rlhf_learner_dropped_stale_total[1m]))", "dropped stale/s")],
+                   ('sum(rate(rlhf_learner_trajectories_total{outcome="dropped_stale"}[1m]))', "dropped stale/s"),
+                   (q(0.9, "rlhf_learner_trajectory_staleness_versions"), "p90 staleness")],
      "short", "How many policy versions behind the actors' trajectories are."),
     ("Actors up", [("sum(rlhf_launcher_processes_up{kind=\"actor\"})", "up"),
                    ("sum(rlhf_launcher_processes_configured{kind=\"actor\"})", "configured"),
                    ("sum(increase(rlhf_launcher_restarts_total[5m]))", "restarts (5m)")],
      "short", "Actor processes running vs configured, and restarts."),
-    ("Weight sync time", [(q(0.5, "rlhf_actor_weight_sync_seconds"), "p50"),
-                          (q(0.99, "rlhf_actor_weight_sync_seconds"), "p99")], "s",
-     "Time for an actor to receive and apply a new policy version."),
+    ("Weight sync time", [(q(0.5, "rlhf_learner_weight_sync_seconds"), "learner publish p50"),
+                          (q(0.99, "rlhf_learner_weight_sync_seconds"), "learner publish p99"),
+                          (q(0.5, "rlhf_actor_weight_receive_seconds"), "actor receive p50"),
+                          (q(0.99, "rlhf_actor_weight_receive_seconds"), "actor receive p99")], "s",
+     "Time to publish a policy version (learner) and to receive and apply it (actors)."),
 ]
 
 

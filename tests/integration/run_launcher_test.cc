@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -130,7 +131,7 @@ class RunLauncherTest : public ::testing::Test {
 
 TEST_F(RunLauncherTest, CompletesAndFillsTheRunDirectory) {
   WriteConfig();
-  auto run = StartRun({"FAKE_STEPS=10", "FAKE_STEP_MS=100"});
+  auto run = StartRun({"FAKE_STEPS=10", "FAKE_STEP_MS=300"});
   ASSERT_NE(run, nullptr);
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));
   const std::string log = ReadAll(dir_ + "/run.log");
@@ -142,11 +143,20 @@ TEST_F(RunLauncherTest, CompletesAndFillsTheRunDirectory) {
   EXPECT_EQ(summary["state"], "completed");
   EXPECT_EQ(summary["rl"]["last_step"]["step"], 10);
   EXPECT_GT(summary["wall_seconds"]["rl"].get<double>(), 0.0);
-  // One metrics.jsonl line per learner step, a log per process, the resolved config.
+  // metrics.jsonl: a line per learner step the launcher saw on the learner's /metrics,
+  // steps increasing, ending at the last step; a log per process; the resolved config.
   std::ifstream jsonl(run_dir_ + "/metrics.jsonl");
-  int lines = 0;
-  for (std::string l; std::getline(jsonl, l);) ++lines;
-  EXPECT_EQ(lines, 10);
+  std::vector<int64_t> steps;
+  for (std::string l; std::getline(jsonl, l);) {
+    auto j = nlohmann::json::parse(l);
+    steps.push_back(j["step"].get<int64_t>());
+    EXPECT_DOUBLE_EQ(j["reward_mean"].get<double>(), 0.1 * steps.back());
+    EXPECT_EQ(j["policy_version"], steps.back());
+  }
+  ASSERT_GE(steps.size(), 2u);
+  EXPECT_TRUE(std::is_sorted(steps.begin(), steps.end()));
+  EXPECT_EQ(std::adjacent_find(steps.begin(), steps.end()), steps.end());
+  EXPECT_EQ(steps.back(), 10);
   for (const char* f : {"logs/learner.log", "logs/actor-0.log", "logs/actor-1.log",
                         "logs/reward_server.log", "logs/reference_server.log"}) {
     EXPECT_TRUE(fs::exists(run_dir_ + "/" + f)) << f;
@@ -167,7 +177,7 @@ TEST_F(RunLauncherTest, SigtermStopsEverythingAndLeavesNoProcess) {
   ASSERT_TRUE(WaitForProcesses(*run, [](const nlohmann::json& p) { return ActorsUp(p, 2); }))
       << ReadAll(dir_ + "/run.log");
   // Children of the launcher are running now.
-  EXPECT_GE(ProcessesMentioning(run_dir_).size(), 4u);
+  EXPECT_EQ(ProcessesMentioning(dir_ + "/bin/rlhf-").size(), 5u);  // servers, learner, actors
   ASSERT_EQ(::kill(run->pid(), SIGTERM), 0);
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(60)));
   const std::string log = ReadAll(dir_ + "/run.log");

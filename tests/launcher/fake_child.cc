@@ -2,8 +2,10 @@
 // health checking and a real /metrics exposer, port files like the real binaries, and
 // knobs to crash, finish, ignore SIGTERM or leave a grandchild behind.
 //
-// Invoked as rlhf-learner (a symlink), it also plays a learner: one metrics.jsonl line
-// per "step" (--metrics_jsonl) every FAKE_STEP_MS ms, exit 0 after FAKE_STEPS steps.
+// Invoked as rlhf-learner (a symlink), it also plays a learner: a "step" every
+// FAKE_STEP_MS ms published on /metrics like the real one (rlhf_learner_steps_total,
+// rlhf_learner_policy_version, rlhf_learner_train_stat{name}), exit 0 after FAKE_STEPS
+// steps (after lingering 1 s, as the real learner waits for its actors).
 // Flags are --key=value; unknown flags are ignored (the launcher passes the real
 // binaries' flags). FAKE_LEARNER_CRASH_MS makes the learner abort() after that long.
 #include <signal.h>
@@ -105,6 +107,15 @@ int main(int argc, char** argv) {
                     .Help("Fake learner steps")
                     .Register(*registry)
                     .Add({});
+  auto& version = prometheus::BuildGauge()
+                      .Name("rlhf_learner_policy_version")
+                      .Help("Fake learner policy version")
+                      .Register(*registry)
+                      .Add({});
+  auto& stat = prometheus::BuildGauge()
+                   .Name("rlhf_learner_train_stat")
+                   .Help("Fake learner step statistics")
+                   .Register(*registry);
   std::unique_ptr<rlhf::services::MetricsExposer> exposer;
   const int metrics_port = int_flag("metrics_port", -1);
   if (metrics_port >= 0) {
@@ -153,6 +164,10 @@ int main(int argc, char** argv) {
       next_step += absl::Milliseconds(step_ms);
       ++step;
       steps.Increment();
+      version.Set(step);
+      stat.Add({{"name", "reward_mean"}}).Set(0.1 * step);
+      stat.Add({{"name", "kl_mean"}}).Set(0.5);
+      stat.Add({{"name", "beta"}}).Set(0.05);
       if (!flag("metrics_jsonl").empty()) {
         std::ofstream(flag("metrics_jsonl"), std::ios::app)
             << absl::StrCat("{\"step\": ", step, ", \"policy_version\": ", step,
@@ -160,7 +175,10 @@ int main(int argc, char** argv) {
                             "\"trajectories_total\": ", 32 * step, "}\n");
       }
       if (step >= total_steps) {
+        // Like the real learner, linger a moment (it waits for actors to leave).
         std::printf("fake learner: %d steps done\n", step);
+        std::fflush(stdout);
+        absl::SleepFor(absl::Seconds(1));
         return 0;
       }
     }

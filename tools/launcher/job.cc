@@ -114,7 +114,8 @@ class Job {
   absl::Status StartRlChildren(Supervisor& sup);
   absl::Status StartServer(Supervisor& sup, const std::string& name, const std::string& binary,
                            const rlhf::v1::ServerEndpoint& endpoint, std::vector<std::string> args,
-                           int stop_order, std::string* address);
+                           int stop_order, bool security_flags, std::string* address);
+  void PollLearnerMetrics();
   ChildSpec ActorSpec(int index);
   std::vector<std::string> SecurityArgs() const;
   absl::Status StartPrometheus(Supervisor& sup);
@@ -134,6 +135,8 @@ class Job {
   std::vector<ScrapeTarget> targets_;
   std::string reward_addr_, reference_addr_, learner_addr_;
   int learner_metrics_port_ = -1;
+  int64_t last_jsonl_step_ = 0;
+  absl::Time rl_start_ = absl::Now();
   std::string prometheus_url_;
   std::string rl_checkpoint_;
 };
@@ -253,7 +256,7 @@ std::vector<std::string> Job::SecurityArgs() const {
 absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const std::string& binary,
                               const rlhf::v1::ServerEndpoint& endpoint,
                               std::vector<std::string> args, int stop_order,
-                              std::string* address) {
+                              bool security_flags, std::string* address) {
   const std::string port_file = ports_ + "/" + name + ".port";
   std::error_code ec;
   fs::remove(port_file, ec);
@@ -267,7 +270,9 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
                        absl::StrCat("--port=", endpoint.port()), "--port_file=" + port_file,
                        absl::StrCat("--metrics_port=", metrics_port)};
   for (auto& a : args) spec.process.argv.push_back(std::move(a));
-  for (auto& a : SecurityArgs()) spec.process.argv.push_back(std::move(a));
+  if (security_flags) {
+    for (auto& a : SecurityArgs()) spec.process.argv.push_back(std::move(a));
+  }
   spec.process.log_path = Log(name);
   spec.process.env = {"OMP_NUM_THREADS=" + std::to_string(std::max(1, endpoint.threads()))};
   spec.component = name;
@@ -302,20 +307,21 @@ ChildSpec Job::ActorSpec(int index) {
   ChildSpec spec;
   spec.process.name = name;
   spec.process.argv = {Bin("rlhf-actor"),
-                       "--config=" + run_dir_ + "/config.yaml",
                        absl::StrCat("--actor_name=", name),
-                       "--learner=" + learner_addr_,
-                       "--reward=" + reward_addr_,
-                       "--reference=" + reference_addr_};
+                       "--learner_address=" + learner_addr_,
+                       "--reward_address=" + reward_addr_,
+                       "--reference_address=" + reference_addr_,
+                       absl::StrCat("--seed=", config_.seed() * 1000 + index),
+                       absl::StrCat("--threads=", config_.actors().threads())};
   auto metrics_port = PickFreePort();
   if (metrics_port.ok()) {
     spec.process.argv.push_back(absl::StrCat("--metrics_port=", *metrics_port));
     targets_.push_back({absl::StrCat("127.0.0.1:", *metrics_port),
                         {{"component", "actor"}, {"actor_id", std::to_string(index)}}});
   }
-  if (!config_.security().token_file().empty()) {
-    spec.process.argv.push_back("--token_file=" + config_.security().token_file());
-  }
+  const auto& sec = config_.security();
+  if (!sec.token_file().empty()) spec.process.argv.push_back("--token_file=" + sec.token_file());
+  if (!sec.tls_ca().empty()) spec.process.argv.push_back("--tls_ca=" + sec.tls_ca());
   spec.process.log_path = Log(name);
   spec.process.env = {"OMP_NUM_THREADS=" + std::to_string(config_.actors().threads())};
   spec.component = "actor";
@@ -348,7 +354,7 @@ absl::Status Job::StartRlChildren(Supervisor& sup) {
       absl::StrCat("--max_seq_len=", config_.model().max_seq_len())};
   if (normalize) reward_args.push_back("--normalize");
   RLHF_RETURN_IF_ERROR(StartServer(sup, "reward_server", "rlhf-reward-server", rs.endpoint(),
-                                   reward_args, 2, &reward_addr_));
+                                   reward_args, 2, true, &reward_addr_));
 
   const auto& ref = config_.reference_server();
   RLHF_RETURN_IF_ERROR(StartServer(
@@ -359,13 +365,12 @@ absl::Status Job::StartRlChildren(Supervisor& sup) {
        absl::StrCat("--max_queue_sequences=", ref.batching().max_queue()),
        absl::StrCat("--max_sequences_per_request=", ref.batching().max_sequences_per_request()),
        absl::StrCat("--max_seq_len=", config_.model().max_seq_len())},
-      2, &reference_addr_));
+      2, true, &reference_addr_));
 
   RLHF_RETURN_IF_ERROR(StartServer(
       sup, "learner", "rlhf-learner", config_.learner().endpoint(),
-      {"--config=" + run_dir_ + "/config.yaml", "--metrics_jsonl=" + run_dir_ + "/metrics.jsonl",
-       "--checkpoint_dir=" + run_dir_ + "/learner"},
-      1, &learner_addr_));
+      {"--config=" + run_dir_ + "/config.yaml", "--checkpoint_dir=" + run_dir_ + "/learner"},
+      1, false, &learner_addr_));
   // The learner's exit code 0 means "rl.steps done": the job completed.
   for (int i = 0; i < config_.actors().count(); ++i) {
     Say(absl::StrCat("[run] starting actor-", i));
@@ -422,6 +427,23 @@ absl::Status Job::StartPrometheus(Supervisor& sup) {
   return absl::OkStatus();
 }
 
+// The learner publishes its training statistics on /metrics; metrics.jsonl gets one
+// line per new learner step seen there (polled a few times a second: a step takes
+// seconds, so in practice every step).
+void Job::PollLearnerMetrics() {
+  if (learner_metrics_port_ <= 0) return;
+  auto body = HttpGet("127.0.0.1", learner_metrics_port_, "/metrics", absl::Seconds(1));
+  if (!body.ok()) return;
+  auto record = LearnerRecordFromMetrics(ParseMetrics(*body));
+  if (!record.has_value()) return;
+  const int64_t step = (*record)["step"].get<int64_t>();
+  if (step <= last_jsonl_step_) return;
+  last_jsonl_step_ = step;
+  (*record)["time_unix_s"] = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  (*record)["elapsed_s"] = absl::ToDoubleSeconds(absl::Now() - rl_start_);
+  std::ofstream(run_dir_ + "/metrics.jsonl", std::ios::app) << record->dump() << "\n";
+}
+
 // <run_dir>/processes.json: the job's processes now (name, component, pid, up,
 // restarts), rewritten atomically at every status tick; for users and tests.
 void Job::WriteProcesses(const Supervisor& sup) {
@@ -472,8 +494,14 @@ absl::Status Job::Rl() {
   bool printed_line = false;
   std::optional<int64_t> last_printed_step;
   absl::Time last_print = absl::InfinitePast();
+  rl_start_ = absl::Now();
+  absl::Time next_poll = absl::Now();
   while (sup.state() == JobState::kRunning && !StopRequested()) {
     sup.Tick();
+    if (absl::Now() >= next_poll) {
+      next_poll = absl::Now() + absl::Milliseconds(250);
+      PollLearnerMetrics();
+    }
     const absl::Time now = absl::Now();
     if (now >= next_status) {
       next_status = now + interval;
@@ -502,6 +530,7 @@ absl::Status Job::Rl() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  PollLearnerMetrics();
   if (printed_line) std::fprintf(stderr, "\n");
   const bool interrupted = StopRequested();
   const JobState state = sup.state();
@@ -521,6 +550,20 @@ absl::Status Job::Rl() {
   int restarts = 0;
   for (const auto& c : sup.Snapshot()) restarts += c.restarts;
   summary_["rl"]["actor_restarts"] = restarts;
+  // The final policy: the newest learner checkpoint (<run_dir>/learner/step-N/policy).
+  std::error_code ec2;
+  std::string newest;
+  for (const auto& e : fs::directory_iterator(run_dir_ + "/learner", ec2)) {
+    const std::string n = e.path().filename().string();
+    if (absl::StartsWith(n, "step-") && fs::exists(e.path() / "policy" / "config.json") &&
+        n > newest) {
+      newest = n;
+    }
+  }
+  if (!newest.empty()) {
+    rl_checkpoint_ = run_dir_ + "/learner/" + newest + "/policy";
+    summary_["rl"]["checkpoint"] = rl_checkpoint_;
+  }
   if (interrupted) return absl::CancelledError("stopped by signal");
   if (state == JobState::kFailed) return absl::InternalError(reason);
   Say("[run] RL finished");

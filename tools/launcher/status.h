@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -39,6 +40,13 @@ std::optional<nlohmann::json> ReadLastJsonLine(const std::string& path);
 
 // First numeric value among `keys` in a JSON object (numbers or numeric strings).
 std::optional<double> JsonNumber(const nlohmann::json& j, std::initializer_list<const char*> keys);
+
+struct MetricSample;
+// One metrics.jsonl record from the learner's /metrics samples: step
+// (rlhf_learner_steps_total), policy_version, every rlhf_learner_train_stat{name} as
+// its name, trajectories by outcome (trajectories_<outcome>_total), actors_connected.
+// nullopt before the first step.
+std::optional<nlohmann::json> LearnerRecordFromMetrics(const std::vector<MetricSample>& samples);
 
 // Accumulates successive metrics.jsonl records into rates and an ETA.
 class StatusTracker {

@@ -1,0 +1,349 @@
+// Distributed RL end to end: the real rlhf-learner, rlhf-reward-server,
+// rlhf-reference-server and rlhf-actor binaries (RLHF_BIN_DIR) on loopback, a tiny model
+// and a few steps. Covers elastic actors (join mid-run, SIGKILL mid-run), the lease
+// accounting invariant from the learner's own counters, bitwise-identical weights on
+// every actor for every version (both transports), a SIGKILLed learner restarted from
+// its checkpoint with the actors reconnecting, and malformed trajectories rejected.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "learner/learner_client.h"
+
+extern char** environ;
+
+namespace {
+
+using rlhf::learner::GrpcLearnerClient;
+
+std::string BinDir() {
+  const char* d = std::getenv("RLHF_BIN_DIR");
+  return d ? d : "build/bin";
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A child process with stdout+stderr in a log file. Killed (SIGKILL) if still alive at
+// destruction.
+class Proc {
+ public:
+  Proc(const std::string& name, std::vector<std::string> args, const std::string& log)
+      : log_(log) {
+    args.insert(args.begin(), BinDir() + "/" + name);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) pid_ = -1;
+  }
+  ~Proc() {
+    if (alive()) {
+      ::kill(pid_, SIGKILL);
+      Wait(absl::Seconds(10));
+    }
+  }
+  bool alive() {
+    if (pid_ <= 0 || exited_) return false;
+    int st;
+    pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      exited_ = true;
+      status_ = st;
+      return false;
+    }
+    return true;
+  }
+  void Kill(int sig) {
+    if (alive()) ::kill(pid_, sig);
+  }
+  // Waits for the exit; returns the exit code, or -1 on timeout / signal.
+  int Wait(absl::Duration timeout) {
+    const absl::Time until = absl::Now() + timeout;
+    while (alive() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(50));
+    if (!exited_) return -1;
+    return WIFEXITED(status_) ? WEXITSTATUS(status_) : -1;
+  }
+  pid_t pid() const { return pid_; }
+  std::string log() const { return ReadAll(log_); }
+
+ private:
+  std::string log_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int status_ = 0;
+};
+
+class DistributedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/rlhf-dist-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    procs_.clear();
+    if (!HasFailure()) std::system(("rm -rf " + dir_).c_str());
+    else std::fprintf(stderr, "logs kept in %s\n", dir_.c_str());
+  }
+  Proc* Start(const std::string& name, const std::string& tag, std::vector<std::string> args) {
+    procs_.push_back(std::make_unique<Proc>(name, std::move(args), dir_ + "/" + tag + ".log"));
+    EXPECT_GT(procs_.back()->pid(), 0) << name;
+    return procs_.back().get();
+  }
+  int WaitPort(const std::string& file, Proc* proc) {
+    const absl::Time until = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < until) {
+      std::string text = ReadAll(file);
+      if (!text.empty() && text.back() == '\n') return std::atoi(text.c_str());
+      if (!proc->alive()) break;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ADD_FAILURE() << "no port in " << file << "; log:\n" << proc->log();
+    return 0;
+  }
+  void StartScorers() {
+    Proc* rm = Start("rlhf-reward-server", "reward",
+                     {"--scorers=gold", "--port_file=" + dir_ + "/reward.port"});
+    Proc* ref = Start("rlhf-reference-server", "reference",
+                      {"--preset=tiny", "--seed=3", "--port_file=" + dir_ + "/reference.port"});
+    reward_port_ = WaitPort(dir_ + "/reward.port", rm);
+    reference_port_ = WaitPort(dir_ + "/reference.port", ref);
+  }
+  std::vector<std::string> LearnerArgs(const std::string& transport, int steps, int port) {
+    return {"--checkpoint_dir=" + dir_ + "/learner", "--port=" + std::to_string(port),
+            "--port_file=" + dir_ + "/learner.port", "--metrics_port=-1",
+            "--drain_grace_s=5", "--checkpoint_every=1",
+            absl::StrCat("--set=rl.steps=", steps,
+                         ",rl.prompts_per_step=4,rl.samples_per_prompt=2,rl.minibatch_size=8,"
+                         "rl.max_staleness=1,actors.prompts_per_lease=2,"
+                         "sampling.max_new_tokens=6,data.num_rl_train=24,"
+                         "learner.lease_timeout_ms=2000,learner.heartbeat_interval_ms=300,"
+                         "weights.timeout_s=20,weights.bucket_bytes=65536,weights.transport=",
+                         transport)};
+  }
+  Proc* StartActor(const std::string& name) {
+    return Start("rlhf-actor", name,
+                 {absl::StrCat("--learner_address=127.0.0.1:", learner_port_),
+                  absl::StrCat("--reward_address=127.0.0.1:", reward_port_),
+                  absl::StrCat("--reference_address=127.0.0.1:", reference_port_),
+                  "--actor_name=" + name, "--log_weight_hashes", "--call_timeout_s=10"});
+  }
+  std::unique_ptr<GrpcLearnerClient> Client() {
+    rlhf::services::ChannelOptions c;
+    c.target = absl::StrCat("127.0.0.1:", learner_port_);
+    auto client = GrpcLearnerClient::Create(c);
+    EXPECT_TRUE(client.ok());
+    return *std::move(client);
+  }
+  // Polls the learner's counters until `pred` holds (or the deadline / learner exit).
+  rlhf::v1::LearnerStats WaitStats(const std::function<bool(const rlhf::v1::LearnerStats&)>& pred,
+                                   Proc* learner, absl::Duration timeout = absl::Seconds(120)) {
+    auto client = Client();
+    const absl::Time until = absl::Now() + timeout;
+    rlhf::v1::LearnerStats last;
+    while (absl::Now() < until && learner->alive()) {
+      auto s = client->GetStats(absl::Now() + absl::Seconds(2));
+      if (s.ok()) {
+        last = *s;
+        if (pred(last)) return last;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    ADD_FAILURE() << "condition not reached; last stats: " << last.ShortDebugString()
+                  << "\nlearner log:\n" << learner->log();
+    return last;
+  }
+  static void ExpectAccounting(const rlhf::v1::LearnerStats& s) {
+    EXPECT_EQ(s.prompts_leased(), s.prompts_trained() + s.prompts_reissued() +
+                                      s.prompts_outstanding() + s.prompts_buffered())
+        << s.ShortDebugString();
+    EXPECT_EQ(s.trajectories_trained(), 2 * s.prompts_trained()) << s.ShortDebugString();
+  }
+  // version -> actor -> hash, from the actors' "weights: actor=N version=V hash=H" lines.
+  std::map<int64_t, std::map<std::string, std::string>> Hashes() {
+    std::map<int64_t, std::map<std::string, std::string>> out;
+    std::regex re("weights: actor=(\\S+) version=(\\d+) hash=(\\d+)");
+    for (const auto& p : procs_) {
+      std::string log = p->log();
+      for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it) {
+        auto& slot = out[std::stoll((*it)[2])][(*it)[1]];
+        // A restarted learner may republish a version; every copy must match anyway.
+        if (!slot.empty() && slot != (*it)[3]) slot = "MISMATCH";
+        else slot = (*it)[3];
+      }
+    }
+    return out;
+  }
+  void ExpectIdenticalHashes(int min_actors_per_version_somewhere) {
+    auto hashes = Hashes();
+    ASSERT_FALSE(hashes.empty());
+    size_t widest = 0;
+    for (const auto& [version, by_actor] : hashes) {
+      std::set<std::string> distinct;
+      for (const auto& [actor, h] : by_actor) distinct.insert(h);
+      EXPECT_EQ(distinct.size(), 1u) << "version " << version << ": "
+                                     << absl::StrJoin(distinct, ",");
+      EXPECT_EQ(distinct.count("MISMATCH"), 0u) << "version " << version;
+      widest = std::max(widest, by_actor.size());
+    }
+    EXPECT_GE(widest, static_cast<size_t>(min_actors_per_version_somewhere));
+  }
+
+  std::string dir_;
+  std::vector<std::unique_ptr<Proc>> procs_;
+  int reward_port_ = 0, reference_port_ = 0, learner_port_ = 0;
+};
+
+TEST_F(DistributedTest, ElasticActorsAndLearnerRestartWithGrpcWeights) {
+  StartScorers();
+  Proc* learner = Start("rlhf-learner", "learner", LearnerArgs("grpc", 12, 0));
+  learner_port_ = WaitPort(dir_ + "/learner.port", learner);
+  Proc* a0 = StartActor("a0");
+  Proc* a1 = StartActor("a1");
+  WaitStats([](const auto& s) { return s.step() >= 2; }, learner);
+
+  // A third actor joins mid-run and gets work.
+  Proc* a2 = StartActor("a2");
+  auto s = WaitStats([](const auto& s) { return s.actors_registered_total() >= 3 && s.step() >= 4; },
+                     learner);
+  EXPECT_EQ(s.actors_connected(), 3);
+
+  // SIGKILL one actor: its leases expire and training continues.
+  a1->Kill(SIGKILL);
+  const int64_t step_at_kill = s.step();
+  s = WaitStats([&](const auto& s) {
+    return s.step() >= step_at_kill + 2 && s.actors_connected() == 2;
+  }, learner);
+  ExpectAccounting(s);
+
+  // SIGKILL the learner; restart it on the same port from its checkpoint directory.
+  const int64_t before_crash = s.step();
+  learner->Kill(SIGKILL);
+  EXPECT_EQ(learner->Wait(absl::Seconds(10)), -1);  // killed, not exited
+  std::remove((dir_ + "/learner.port").c_str());
+  Proc* learner2 = Start("rlhf-learner", "learner2", LearnerArgs("grpc", 12, learner_port_));
+  ASSERT_EQ(WaitPort(dir_ + "/learner.port", learner2), learner_port_);
+  EXPECT_NE(learner2->log().find("learner: restored"), std::string::npos) << learner2->log();
+  s = WaitStats([](const auto& s) { return s.done(); }, learner2, absl::Seconds(180));
+  EXPECT_GE(s.step(), 12);
+  EXPECT_GE(s.step(), before_crash);
+  ExpectAccounting(s);
+  EXPECT_EQ(s.trajectories_rejected(), 0);
+
+  // Actors drain and exit 0 when the run is done; the learner exits 0 after them.
+  EXPECT_EQ(a0->Wait(absl::Seconds(60)), 0) << a0->log();
+  EXPECT_EQ(a2->Wait(absl::Seconds(60)), 0) << a2->log();
+  EXPECT_EQ(learner2->Wait(absl::Seconds(60)), 0) << learner2->log();
+  // The surviving actors re-registered with the restarted learner.
+  EXPECT_NE(a0->log().find("registered as"), a0->log().rfind("registered as")) << a0->log();
+  ExpectIdenticalHashes(2);
+  // The final version's hash on an actor equals the learner's published hash.
+  auto hashes = Hashes();
+  auto last = hashes.find(s.policy_version());
+  ASSERT_NE(last, hashes.end());
+  EXPECT_EQ(last->second.begin()->second, std::to_string(s.weights_hash()));
+}
+
+TEST_F(DistributedTest, CollectiveWeightsAreIdenticalAcrossActorsAndJoins) {
+  StartScorers();
+  Proc* learner = Start("rlhf-learner", "learner", LearnerArgs("collective", 6, 0));
+  learner_port_ = WaitPort(dir_ + "/learner.port", learner);
+  Proc* a0 = StartActor("a0");
+  Proc* a1 = StartActor("a1");
+  WaitStats([](const auto& s) { return s.step() >= 2; }, learner);
+  Proc* a2 = StartActor("a2");
+  auto s = WaitStats([](const auto& s) { return s.done(); }, learner, absl::Seconds(180));
+  ExpectAccounting(s);
+  EXPECT_EQ(a0->Wait(absl::Seconds(60)), 0) << a0->log();
+  EXPECT_EQ(a1->Wait(absl::Seconds(60)), 0) << a1->log();
+  EXPECT_EQ(a2->Wait(absl::Seconds(60)), 0) << a2->log();
+  EXPECT_EQ(learner->Wait(absl::Seconds(60)), 0) << learner->log();
+  ExpectIdenticalHashes(3);
+  EXPECT_NE(learner->log().find("weights rendezvous on 127.0.0.1:"), std::string::npos);
+}
+
+TEST_F(DistributedTest, MalformedTrajectoriesAreRejectedAndNothingIsTrained) {
+  Proc* learner = Start("rlhf-learner", "learner", LearnerArgs("grpc", 3, 0));
+  learner_port_ = WaitPort(dir_ + "/learner.port", learner);
+  auto client = Client();
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  rlhf::v1::RegisterRequest reg;
+  reg.set_actor_name("bad");
+  auto r = client->Register(reg, deadline);
+  ASSERT_TRUE(r.ok()) << r.status();
+  rlhf::v1::LeasePromptsRequest lreq;
+  lreq.set_actor_id(r->actor_id());
+  auto lease = client->LeasePrompts(lreq, deadline);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  ASSERT_EQ(lease->prompts_size(), 2);
+  auto good = [&] {
+    rlhf::v1::SubmitTrajectoriesRequest sub;
+    sub.set_actor_id(r->actor_id());
+    sub.set_lease_id(lease->lease_id());
+    for (const auto& p : lease->prompts()) {
+      for (int i = 0; i < 2; ++i) {
+        auto* t = sub.add_trajectories();
+        t->set_prompt_id(p.prompt_id());
+        *t->mutable_tokens()->mutable_prompt() = p.tokens();
+        t->mutable_tokens()->add_response(65);
+        t->add_behaviour_logprobs(-1);
+        t->add_ref_logprobs(-1);
+        t->add_kl(0);
+      }
+    }
+    return sub;
+  };
+  auto mismatch = good();
+  mismatch.mutable_trajectories(2)->add_behaviour_logprobs(-2);
+  auto unknown = good();
+  unknown.set_lease_id("no-such-lease");
+  auto nan = good();
+  nan.mutable_trajectories(1)->set_ref_logprobs(0, std::nanf(""));
+  auto inf = good();
+  inf.mutable_trajectories(3)->set_reward(INFINITY);
+  const std::vector<std::pair<rlhf::v1::SubmitTrajectoriesRequest, std::string>> cases = {
+      {mismatch, "trajectories[2].behaviour_logprobs: 2 values for 1 response tokens"},
+      {unknown, "lease_id: unknown lease"},
+      {nan, "trajectories[1].ref_logprobs[0]: non-finite"},
+      {inf, "trajectories[3].reward: non-finite"}};
+  for (const auto& [req, message] : cases) {
+    auto resp = client->Submit(req, deadline);
+    EXPECT_EQ(resp.status().code(), absl::StatusCode::kInvalidArgument) << message;
+    EXPECT_NE(resp.status().message().find(message), std::string::npos) << resp.status();
+  }
+  auto stats = client->GetStats(deadline);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->trajectories_accepted(), 0);
+  EXPECT_EQ(stats->trajectories_rejected(), 16);
+  EXPECT_EQ(stats->prompts_buffered(), 0);
+  EXPECT_EQ(stats->step(), 0);
+  EXPECT_EQ(stats->prompts_outstanding(), 2);
+}
+
+}  // namespace
