@@ -306,7 +306,6 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
   RLHF_ASSIGN_OR_RETURN(const torch::Tensor blogp, ScatterResponseValues(blogp_v, sb));
   RLHF_ASSIGN_OR_RETURN(const torch::Tensor rlogp, ScatterResponseValues(rlogp_v, sb));
   const torch::Tensor& mask = sb.response_mask;
-  const int64_t seq_len = sb.ids.size(1);
 
   // Group membership for RLOO / GRPO, in first-appearance order.
   std::vector<std::vector<int64_t>> groups;
@@ -506,7 +505,6 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
     stats.next_beta = kl_.Update(stats.kl_mean, n);
   }, "trainer step");
   RLHF_RETURN_IF_ERROR(status);
-  (void)seq_len;
   ++step_;
   ++policy_version_;
   stats.step = step_;
