@@ -15,6 +15,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
@@ -40,6 +41,10 @@ ABSL_FLAG(double, lr, 1e-4, "RL learning rate");
 ABSL_FLAG(double, beta, 0.05, "initial KL coefficient");
 ABSL_FLAG(bool, adaptive, true, "adaptive KL controller");
 ABSL_FLAG(double, kl_target, 3.0, "KL target, nats per sequence");
+ABSL_FLAG(int, show_samples, 0, "print this many held-out samples before/after");
+ABSL_FLAG(bool, learner_only, false,
+          "only time Trainer::Step on synthetic batches of the preset (no SFT/RM/RL run)");
+ABSL_FLAG(int, learner_steps, 5, "timed Trainer::Step calls in --learner_only mode");
 ABSL_FLAG(std::string, json_out, "", "write results as JSON here");
 
 namespace rlhf {
@@ -67,12 +72,69 @@ absl::StatusOr<RlAlgorithm> ParseAlgorithm(const std::string& name) {
   return absl::InvalidArgumentError("unknown algorithm " + name);
 }
 
+// Trainer::Step alone on synthetic on-policy-shaped batches (prompts_per_step x
+// samples_per_prompt sequences of 16 prompt + max_new_tokens response tokens): learner
+// tokens/s (forward+backward) and FLOP rate (6 x params x tokens) vs sgemm.
+int LearnerOnly(double sgemm) {
+  ModelConfig config = *ModelConfigPreset(absl::GetFlag(FLAGS_preset));
+  const int64_t n = absl::GetFlag(FLAGS_prompts_per_step) * absl::GetFlag(FLAGS_samples_per_prompt);
+  const int64_t resp = absl::GetFlag(FLAGS_max_new_tokens);
+  std::printf("preset %s: %.2fM parameters, %lld sequences of 16 + %lld tokens per step\n",
+              absl::GetFlag(FLAGS_preset).c_str(), CountParameters(config) / 1e6,
+              static_cast<long long>(n), static_cast<long long>(resp));
+  for (RlAlgorithm algorithm : {RlAlgorithm::kReinforce, RlAlgorithm::kPpo}) {
+    torch::manual_seed(1);
+    TransformerLM policy(config);
+    TransformerLM value{nullptr};
+    if (algorithm == RlAlgorithm::kPpo) {
+      ModelConfig vc = config;
+      vc.lm_head = false;
+      vc.scalar_head = true;
+      value = TransformerLM(vc);
+    }
+    TrainerOptions t;
+    t.algorithm = algorithm;
+    t.lr = 1e-5;
+    t.minibatch_size = static_cast<int>(n);
+    auto trainer = *Trainer::Create(t, policy, value);
+    at::Generator gen = at::detail::createCPUGenerator(3);
+    std::vector<Trajectory> batch(n);
+    for (auto& tr : batch) {
+      const torch::Tensor ids = at::randint(0, 256, {16 + resp}, gen, torch::kLong);
+      for (int64_t i = 0; i < 16 + resp; ++i) {
+        (i < 16 ? tr.prompt : tr.response).push_back(static_cast<int32_t>(ids[i].item<int64_t>()));
+      }
+      tr.behaviour_logprobs.assign(resp, -5.5f);
+      tr.reference_logprobs.assign(resp, -5.5f);
+      tr.reward = static_cast<float>(tr.response[0] % 7) / 7.f;
+    }
+    (void)trainer->Step(batch);  // warm-up
+    int64_t tokens = 0;
+    double seconds = 0;
+    for (int i = 0; i < absl::GetFlag(FLAGS_learner_steps); ++i) {
+      absl::StatusOr<TrainStats> s = trainer->Step(batch);
+      if (!s.ok()) {
+        std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
+        return 1;
+      }
+      tokens += s->tokens_processed;
+      seconds += s->seconds;
+    }
+    const double gflops = 6.0 * CountParameters(config) * tokens / seconds / 1e9;
+    std::printf("learner %-9s %.0f tok/s (forward+backward)  %.2f GFLOP/s = %.1f%% of sgemm\n",
+                std::string(RlAlgorithmName(algorithm)).c_str(), tokens / seconds, gflops,
+                100.0 * gflops / sgemm);
+  }
+  return 0;
+}
+
 int Main() {
   const int threads = absl::GetFlag(FLAGS_threads);
   at::set_num_threads(threads);
   const double sgemm = SgemmGflops();
   std::printf("threads %d, sgemm 1024^3: %.1f GFLOP/s\n", threads, sgemm);
   std::fflush(stdout);
+  if (absl::GetFlag(FLAGS_learner_only)) return LearnerOnly(sgemm);
 
   RlExperimentOptions options;
   options.workdir = absl::GetFlag(FLAGS_workdir);
@@ -145,6 +207,16 @@ int Main() {
       return 1;
     }
     if (first) before = run->before;
+    for (int i = 0; i < absl::GetFlag(FLAGS_show_samples); ++i) {
+      if (first && i < static_cast<int>(before.samples.size())) {
+        std::printf("  sft  [%.2f] %s -> %s\n", before.samples[i].gold,
+                    before.samples[i].prompt.c_str(), before.samples[i].response.c_str());
+      }
+      if (i < static_cast<int>(run->after.samples.size())) {
+        std::printf("  %-4s [%.2f] %s -> %s\n", name.c_str(), run->after.samples[i].gold,
+                    run->after.samples[i].prompt.c_str(), run->after.samples[i].response.c_str());
+      }
+    }
     first = false;
     const double tok_s = run->learner_tokens / std::max(1e-9, run->learner_seconds);
     const double gflops = run->learner_flops / std::max(1e-9, run->learner_seconds) / 1e9;

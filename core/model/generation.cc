@@ -38,8 +38,9 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
                       const SamplingOptions& o) {
   StepSample s;
   const auto l = logits.to(torch::kFloat32);
-  const int64_t V = l.size(1);
-  const auto logp = at::log_softmax(o.temperature > 0 ? l / o.temperature : l, -1);
+  const int64_t Ba = l.size(0), V = l.size(1);
+  const auto logp =
+      at::log_softmax(o.temperature > 0 && o.temperature != 1.0 ? l / o.temperature : l, -1);
   if (o.temperature == 0) {
     s.tokens = logp.argmax(-1);
   } else {
@@ -48,20 +49,41 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
       const auto kth = std::get<0>(logp.topk(o.top_k, -1)).narrow(1, o.top_k - 1, 1);
       filtered = filtered.masked_fill(filtered < kth, -std::numeric_limits<float>::infinity());
     }
-    torch::Tensor probs = at::softmax(filtered.to(torch::kFloat64), -1);
+    // Unnormalised sampling weights; truncated tokens get exactly 0.
+    torch::Tensor weights = filtered.exp();
     if (o.top_p < 1.0) {
-      // Keep the smallest most-likely prefix whose mass reaches top_p: a token stays iff
-      // the mass strictly before it (exclusive cumsum) is < top_p. The top token always stays.
-      auto sorted = probs.sort(-1, /*descending=*/true);
-      const auto& sp = std::get<0>(sorted);
-      const auto remove = (sp.cumsum(-1) - sp) >= o.top_p;
+      // Keep the smallest most-likely prefix whose (renormalised) mass reaches top_p: a
+      // token stays iff the mass strictly before it is < top_p. The top token always stays.
+      auto sorted = weights.sort(-1, /*descending=*/true);
+      const auto sp = std::get<0>(sorted).to(torch::kFloat64);
+      const auto before = (sp.cumsum(-1) - sp) / sp.sum(-1, /*keepdim=*/true);
+      const auto remove = before >= o.top_p;
       const auto remove_orig = at::zeros_like(remove).scatter(1, std::get<1>(sorted), remove);
-      probs = probs.masked_fill(remove_orig, 0.0);
+      weights = weights.masked_fill(remove_orig, 0.0f);
     }
-    const auto cdf = probs.cumsum(-1);
-    const auto u = torch::tensor(uniforms, torch::kFloat64).unsqueeze(1);
-    const auto target = u * cdf.narrow(1, V - 1, 1);
-    s.tokens = (cdf < target).sum(-1).clamp_max(V - 1);
+    // Inverse-CDF draw per row in one sequential pass (double accumulation): the result
+    // depends on the row's own values and uniform only, never on the batch. The chosen
+    // token always has weight > 0 because u > 0.
+    weights = weights.to(torch::kCPU).contiguous();
+    auto tokens = torch::empty({Ba}, torch::kLong);
+    auto tok = tokens.accessor<int64_t, 1>();
+    const float* w = weights.data_ptr<float>();
+    for (int64_t r = 0; r < Ba; ++r) {
+      const float* row = w + r * V;
+      double total = 0;
+      for (int64_t i = 0; i < V; ++i) total += row[i];
+      const double target = uniforms[r] * total;
+      double cum = 0;
+      int64_t chosen = -1;
+      for (int64_t i = 0; i < V; ++i) {
+        if (row[i] <= 0) continue;
+        cum += row[i];
+        chosen = i;
+        if (cum >= target) break;
+      }
+      tok[r] = chosen < 0 ? 0 : chosen;  // chosen < 0 only for an all-zero (NaN) row
+    }
+    s.tokens = tokens.to(logp.device());
   }
   s.logprobs = logp.gather(1, s.tokens.unsqueeze(1)).squeeze(1);
   if (o.return_top_k_distributions > 0) {

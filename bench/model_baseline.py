@@ -1,0 +1,168 @@
+#!/usr/bin/python3
+"""Same-model PyTorch-Python baseline for rlhf_bench_model.
+
+Implements the GPT-2-style architecture of core/model/model.cc (learned positions,
+pre-LayerNorm blocks, fused QKV, tanh-GELU MLP, tied embeddings) and the same
+generation loop (left-padded batch, position ids from the mask, preallocated KV cache,
+last-position logits only, temperature sampling), so the ratio measures the C++ vs
+Python implementations of one algorithm on the same LibTorch kernels.
+
+Usage (called by the C++ bench; prints one JSON object per case on stdout):
+  model_baseline.py --config '<ModelConfig JSON>' --threads 2 \
+      --cases forward:1:128,generate:32:32:64
+"""
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MASKED = -1e30
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        d = c["d_model"]
+        self.h = c["n_heads"]
+        self.dh = d // self.h
+        self.ln1 = nn.LayerNorm(d, eps=c["norm_eps"])
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d, eps=c["norm_eps"])
+        self.fc = nn.Linear(d, c["d_ff"])
+        self.proj = nn.Linear(c["d_ff"], d)
+
+    def forward(self, x, mask, cache, layer):
+        B, T, d = x.shape
+        H, D = self.h, self.dh
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q = q.view(B, T, H, D).transpose(1, 2) * (1.0 / math.sqrt(D))
+        k = k.view(B, T, H, D).transpose(1, 2)
+        v = v.view(B, T, H, D).transpose(1, 2)
+        if cache is not None:
+            ks, vs, past = cache["k"][layer], cache["v"][layer], cache["len"]
+            ks[:, :, past:past + T] = k
+            vs[:, :, past:past + T] = v
+            k, v = ks[:, :, :past + T], vs[:, :, :past + T]
+        att = torch.softmax(q @ k.transpose(-1, -2) + mask, dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, d)
+        x = x + self.out(y)
+        return x + self.proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class GPT(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        d = c["d_model"]
+        self.wte = nn.Embedding(c["vocab_size"], d)
+        self.wpe = nn.Embedding(c["max_seq_len"], d)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c["n_layers"]))
+        self.ln_f = nn.LayerNorm(d, eps=c["norm_eps"])
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dim() == 2:
+                    p.normal_(0.0, 0.02)
+
+    def forward(self, ids, key_mask=None, positions=None, cache=None, last_only=False):
+        B, T = ids.shape
+        past = cache["len"] if cache is not None else 0
+        Lk = past + T
+        if key_mask is None:
+            key_mask = torch.ones(B, Lk, dtype=torch.long)
+        if positions is None:
+            positions = (key_mask.cumsum(1) - 1)[:, past:].clamp_min(0)
+        qpos = torch.arange(past, Lk)
+        kpos = torch.arange(Lk)
+        visible = (kpos[None, :] <= qpos[:, None])[None] & key_mask.bool()[:, None, :]
+        mask = torch.zeros(visible.shape).masked_fill_(~visible, MASKED)[:, None]
+        x = self.wte(ids) + self.wpe(positions)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, mask, cache, i)
+        if cache is not None:
+            cache["len"] = Lk
+        h = self.ln_f(x)
+        if last_only:
+            h = h[:, -1:]
+        return h @ self.wte.weight.t()
+
+
+def generate(model, prompts, max_new, temperature, seed):
+    c = model.c
+    B = len(prompts)
+    L = max(len(p) for p in prompts)
+    cap = L + max_new
+    ids = torch.zeros(B, L, dtype=torch.long)
+    mask = torch.ones(B, cap, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, L - len(p):] = torch.tensor(p)
+        mask[b, :L - len(p)] = 0
+    next_pos = torch.tensor([len(p) for p in prompts])
+    H, D = c["n_heads"], c["d_model"] // c["n_heads"]
+    cache = {"k": [torch.empty(B, H, cap, D) for _ in range(c["n_layers"])],
+             "v": [torch.empty(B, H, cap, D) for _ in range(c["n_layers"])], "len": 0}
+    gen = torch.Generator().manual_seed(seed)
+    logits = model(ids, mask[:, :L], None, cache, last_only=True)[:, 0]
+    out, logps = [], []
+    length = L
+    for step in range(max_new):
+        logp = torch.log_softmax(logits / temperature, dim=-1)
+        tok = torch.multinomial(logp.exp(), 1, generator=gen)
+        out.append(tok)
+        logps.append(logp.gather(1, tok))
+        if step + 1 == max_new:
+            break
+        length += 1
+        logits = model(tok, mask[:, :length], next_pos[:, None], cache, last_only=True)[:, 0]
+        next_pos = next_pos + 1
+    return torch.cat(out, 1), torch.cat(logps, 1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cases", required=True)
+    ap.add_argument("--min_seconds", type=float, default=1.0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    c = json.loads(args.config)
+    if c.get("arch", "gpt2") != "gpt2":
+        raise SystemExit("model_baseline.py implements the gpt2 architecture only")
+    model = GPT(c).eval()
+    V = c["vocab_size"]
+    with torch.inference_mode():
+        model(torch.zeros(1, 8, dtype=torch.long))  # warm up allocator and kernels
+        for case in args.cases.split(","):
+            parts = case.split(":")
+            kind, batch = parts[0], int(parts[1])
+            g = torch.Generator().manual_seed(1)
+            best = float("inf")
+            total = 0.0
+            reps = 0
+            while reps < 1 or (total < args.min_seconds and reps < 5):
+                if kind == "forward":
+                    T = int(parts[2])
+                    ids = torch.randint(V, (batch, T), generator=g)
+                    t0 = time.perf_counter()
+                    model(ids)
+                    dt = time.perf_counter() - t0
+                else:
+                    P, N = int(parts[2]), int(parts[3])
+                    prompts = torch.randint(V, (batch, P), generator=g).tolist()
+                    t0 = time.perf_counter()
+                    generate(model, prompts, N, 1.0, 7)
+                    dt = time.perf_counter() - t0
+                best = min(best, dt)
+                total += dt
+                reps += 1
+            print(json.dumps({"case": case, "seconds": best, "reps": reps}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
