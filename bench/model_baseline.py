@@ -10,10 +10,14 @@ Python implementations of one algorithm on the same LibTorch kernels.
 Usage (called by the C++ bench; prints one JSON object per case on stdout):
   model_baseline.py --config '<ModelConfig JSON>' --threads 2 \
       --cases forward:1:128,generate:32:32:64
+  model_baseline.py --config '...' --threads 2 --serve
+      reads one case per stdin line, runs it once, answers one JSON line; the C++ bench
+      uses this to interleave C++ and Python runs so both see the same machine load.
 """
 import argparse
 import json
 import math
+import sys
 import time
 
 import torch
@@ -126,7 +130,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cases", required=True)
+    ap.add_argument("--cases", default="")
+    ap.add_argument("--serve", action="store_true")
     ap.add_argument("--min_seconds", type=float, default=1.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -136,33 +141,36 @@ def main():
         raise SystemExit("model_baseline.py implements the gpt2 architecture only")
     model = GPT(c).eval()
     V = c["vocab_size"]
+    g = torch.Generator().manual_seed(1)
+
+    def run_once(case):
+        parts = case.split(":")
+        kind, batch = parts[0], int(parts[1])
+        if kind == "forward":
+            ids = torch.randint(V, (batch, int(parts[2])), generator=g)
+            t0 = time.perf_counter()
+            model(ids)
+            return time.perf_counter() - t0
+        P, N = int(parts[2]), int(parts[3])
+        prompts = torch.randint(V, (batch, P), generator=g).tolist()
+        t0 = time.perf_counter()
+        generate(model, prompts, N, 1.0, 7)
+        return time.perf_counter() - t0
+
     with torch.inference_mode():
         model(torch.zeros(1, 8, dtype=torch.long))  # warm up allocator and kernels
-        for case in args.cases.split(","):
-            parts = case.split(":")
-            kind, batch = parts[0], int(parts[1])
-            g = torch.Generator().manual_seed(1)
-            best = float("inf")
-            total = 0.0
-            reps = 0
-            while reps < 1 or (total < args.min_seconds and reps < 5):
-                if kind == "forward":
-                    T = int(parts[2])
-                    ids = torch.randint(V, (batch, T), generator=g)
-                    t0 = time.perf_counter()
-                    model(ids)
-                    dt = time.perf_counter() - t0
-                else:
-                    P, N = int(parts[2]), int(parts[3])
-                    prompts = torch.randint(V, (batch, P), generator=g).tolist()
-                    t0 = time.perf_counter()
-                    generate(model, prompts, N, 1.0, 7)
-                    dt = time.perf_counter() - t0
-                best = min(best, dt)
-                total += dt
-                reps += 1
-            print(json.dumps({"case": case, "seconds": best, "reps": reps}), flush=True)
-
+        if args.serve:
+            print(json.dumps({"ready": True}), flush=True)
+            for line in sys.stdin:
+                case = line.strip()
+                if case:
+                    print(json.dumps({"case": case, "seconds": run_once(case)}), flush=True)
+            return
+        for case in filter(None, args.cases.split(",")):
+            times = []
+            while not times or (sum(times) < args.min_seconds and len(times) < 5):
+                times.append(run_once(case))
+            print(json.dumps({"case": case, "seconds": min(times), "reps": len(times)}), flush=True)
 
 if __name__ == "__main__":
     main()

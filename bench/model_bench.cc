@@ -10,6 +10,9 @@
 // and every decode step. Embedding lookups, norms and softmax are not counted.
 //
 //   rlhf_bench_model --threads=2 [--models=tiny,gpt2-small] [--python=/usr/bin/python3]
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -35,7 +38,10 @@ ABSL_FLAG(int, threads, 2, "intra-op threads for LibTorch (C++ and Python alike)
 ABSL_FLAG(std::string, models, "tiny,gpt2-small", "comma-separated model presets");
 ABSL_FLAG(std::string, python, "/usr/bin/python3", "Python with torch; empty = skip baseline");
 ABSL_FLAG(std::string, baseline_script, RLHF_BENCH_BASELINE_PY, "path of model_baseline.py");
-ABSL_FLAG(double, min_seconds, 1.0, "repeat each case until this much time (max 5 runs); best run counts");
+ABSL_FLAG(double, min_seconds, 1.0,
+          "repeat each case (C++ and Python runs interleaved) until each side has run this long, "
+          "at least --min_reps and at most 5 times; the best run counts");
+ABSL_FLAG(int, min_reps, 2, "minimum runs per case and side");
 ABSL_FLAG(std::string, json_out, "", "also write the results as JSON to this file");
 
 namespace rlhf {
@@ -60,7 +66,7 @@ struct Case {
 
 std::vector<Case> CasesFor(const std::string& preset) {
   if (preset == "gpt2-small") {
-    return {{"forward", 1, 128}, {"forward", 32, 32}, {"generate", 1, 32, 32}, {"generate", 32, 32, 64}};
+    return {{"forward", 1, 128}, {"forward", 32, 32}, {"generate", 1, 32, 16}, {"generate", 32, 32, 64}};
   }
   return {{"forward", 1, 128}, {"forward", 32, 128}, {"generate", 1, 32, 64}, {"generate", 32, 32, 64}};
 }
@@ -103,71 +109,103 @@ double SgemmGflops() {
   return 2.0 * n * n * n / best / 1e9;
 }
 
-// Best-of timing of one case in C++.
-double TimeCase(TransformerLM& model, const Case& k, double min_seconds) {
+// One timed run of a case in C++.
+double RunCpp(TransformerLM& model, const Case& k, at::Generator& gen) {
   const int64_t V = model->config().vocab_size;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
-  double best = 1e30, total = 0;
-  for (int reps = 0; reps < 1 || (total < min_seconds && reps < 5); ++reps) {
-    double dt = 0;
-    if (k.kind == "forward") {
-      c10::InferenceMode guard;
-      auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong);
-      const auto t0 = Clock::now();
-      auto out = model->forward(ids);
-      dt = Seconds(t0, Clock::now());
-    } else {
-      auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong);
-      std::vector<std::vector<int32_t>> prompts(k.batch);
-      std::vector<uint64_t> seeds(k.batch);
-      for (int64_t b = 0; b < k.batch; ++b) {
-        seeds[b] = 7 + b;
-        for (int64_t t = 0; t < k.len; ++t) prompts[b].push_back(static_cast<int32_t>(ids[b][t].item<int64_t>()));
-      }
-      SamplingOptions o;
-      o.temperature = 1.0;
-      o.max_new_tokens = k.new_tokens;
-      const auto t0 = Clock::now();
-      auto r = Generate(model, prompts, seeds, o);
-      dt = Seconds(t0, Clock::now());
-      if (!r.ok()) {
-        std::fprintf(stderr, "generate failed: %s\n", std::string(r.status().message()).c_str());
-        std::exit(1);
-      }
-    }
-    best = std::min(best, dt);
-    total += dt;
+  if (k.kind == "forward") {
+    c10::InferenceMode guard;
+    auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong);
+    const auto t0 = Clock::now();
+    auto out = model->forward(ids);
+    return Seconds(t0, Clock::now());
   }
-  return best;
+  auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong);
+  std::vector<std::vector<int32_t>> prompts(k.batch);
+  std::vector<uint64_t> seeds(k.batch);
+  for (int64_t b = 0; b < k.batch; ++b) {
+    seeds[b] = 7 + b;
+    for (int64_t t = 0; t < k.len; ++t) {
+      prompts[b].push_back(static_cast<int32_t>(ids[b][t].item<int64_t>()));
+    }
+  }
+  SamplingOptions o;
+  o.temperature = 1.0;
+  o.max_new_tokens = k.new_tokens;
+  const auto t0 = Clock::now();
+  auto r = Generate(model, prompts, seeds, o);
+  const double dt = Seconds(t0, Clock::now());
+  if (!r.ok()) {
+    std::fprintf(stderr, "generate failed: %s\n", std::string(r.status().message()).c_str());
+    std::exit(1);
+  }
+  return dt;
 }
 
-// Runs the Python baseline for all cases of one model; returns seconds per case (or -1).
-std::vector<double> RunPython(const ModelConfig& c, const std::vector<Case>& cases) {
-  std::vector<double> out(cases.size(), -1);
-  const std::string python = absl::GetFlag(FLAGS_python);
-  if (python.empty()) return out;
-  std::vector<std::string> specs;
-  for (const auto& k : cases) specs.push_back(k.Spec());
-  const std::string config = nlohmann::json::parse(ModelConfigToJson(c)).dump();
-  const std::string cmd = absl::StrCat(python, " ", absl::GetFlag(FLAGS_baseline_script),
-                                       " --threads ", absl::GetFlag(FLAGS_threads),
-                                       " --min_seconds ", absl::GetFlag(FLAGS_min_seconds),
-                                       " --cases ", absl::StrJoin(specs, ","), " --config '",
-                                       config, "'");
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return out;
-  char line[4096];
-  while (std::fgets(line, sizeof(line), pipe) != nullptr) {
-    const auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.contains("case")) continue;
-    for (size_t i = 0; i < cases.size(); ++i) {
-      if (j["case"] == specs[i]) out[i] = j["seconds"].get<double>();
+// The Python baseline as a child process in --serve mode: one case per line in, one
+// JSON line out, so its runs interleave with the C++ runs under the same machine load.
+class PythonBaseline {
+ public:
+  static std::unique_ptr<PythonBaseline> Start(const ModelConfig& c) {
+    const std::string python = absl::GetFlag(FLAGS_python);
+    if (python.empty()) return nullptr;
+    const std::string script = absl::GetFlag(FLAGS_baseline_script);
+    const std::string threads = std::to_string(absl::GetFlag(FLAGS_threads));
+    const std::string config = nlohmann::json::parse(ModelConfigToJson(c)).dump();
+    int to_child[2], from_child[2];
+    if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) return nullptr;
+    const pid_t pid = ::fork();
+    if (pid < 0) return nullptr;
+    if (pid == 0) {
+      ::dup2(to_child[0], 0);
+      ::dup2(from_child[1], 1);
+      ::close(to_child[1]);
+      ::close(from_child[0]);
+      ::execl(python.c_str(), python.c_str(), script.c_str(), "--serve", "--threads",
+              threads.c_str(), "--config", config.c_str(), static_cast<char*>(nullptr));
+      std::perror("exec python baseline");
+      ::_exit(127);
     }
+    ::close(to_child[0]);
+    ::close(from_child[1]);
+    auto p = std::unique_ptr<PythonBaseline>(new PythonBaseline());
+    p->pid_ = pid;
+    p->in_ = ::fdopen(to_child[1], "w");
+    p->out_ = ::fdopen(from_child[0], "r");
+    if (!p->ReadLine().contains("ready")) {
+      std::fprintf(stderr, "python baseline did not start; continuing without it\n");
+      return nullptr;
+    }
+    return p;
   }
-  const int rc = ::pclose(pipe);
-  if (rc != 0) std::fprintf(stderr, "python baseline exited with status %d\n", rc);
-  return out;
-}
+  ~PythonBaseline() {
+    if (in_ != nullptr) std::fclose(in_);
+    if (out_ != nullptr) std::fclose(out_);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  // Seconds of one run of `spec`, or -1 on failure.
+  double Run(const std::string& spec) {
+    std::fprintf(in_, "%s\n", spec.c_str());
+    std::fflush(in_);
+    const auto j = ReadLine();
+    return j.contains("seconds") ? j["seconds"].get<double>() : -1;
+  }
+
+ private:
+  nlohmann::json ReadLine() {
+    std::string line;
+    char buf[4096];
+    while (std::fgets(buf, sizeof(buf), out_) != nullptr) {
+      line += buf;
+      if (!line.empty() && line.back() == '\n') break;
+    }
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    return j.is_discarded() ? nlohmann::json::object() : j;
+  }
+  pid_t pid_ = -1;
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
+};
 
 int Main() {
   const int threads = absl::GetFlag(FLAGS_threads);
@@ -193,14 +231,34 @@ int Main() {
       c10::InferenceMode guard;
       model->forward(torch::zeros({1, 8}, torch::kLong));
     }
-    std::vector<double> cpp;
-    for (const auto& k : cases) cpp.push_back(TimeCase(model, k, absl::GetFlag(FLAGS_min_seconds)));
-    const auto py = RunPython(*config, cases);
+    auto python = PythonBaseline::Start(*config);
+    std::vector<double> cpp(cases.size(), 1e30), py(cases.size(), python ? 1e30 : -1.0);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
     for (size_t i = 0; i < cases.size(); ++i) {
+      double cpp_total = 0, py_total = 0;
+      for (int rep = 0; rep < 5; ++rep) {
+        if (rep >= absl::GetFlag(FLAGS_min_reps) && cpp_total >= absl::GetFlag(FLAGS_min_seconds) &&
+            (!python || py_total >= absl::GetFlag(FLAGS_min_seconds))) {
+          break;
+        }
+        const double c = RunCpp(model, cases[i], gen);
+        cpp[i] = std::min(cpp[i], c);
+        cpp_total += c;
+        if (python) {
+          const double p = python->Run(cases[i].Spec());
+          if (p < 0) {
+            py[i] = -1;
+            python.reset();
+          } else {
+            py[i] = std::min(py[i], p);
+            py_total += p;
+          }
+        }
+      }
       const auto& k = cases[i];
       const double tokens = k.kind == "forward" ? k.batch * k.len : k.batch * k.new_tokens;
       const double gflops = CaseFlops(*config, k) / cpp[i] / 1e9;
-      const std::string case_name = k.Spec().substr(k.kind == "forward" ? 0 : 0);
+      const std::string case_name = k.Spec();
       std::printf("%-11s %-20s %10.0f %10.0f %8.1f %6.1f%% %10s %8s\n", std::string(preset).c_str(),
                   case_name.c_str(), tokens, tokens / cpp[i], gflops, 100.0 * gflops / sgemm,
                   py[i] > 0 ? absl::StrFormat("%.0f", tokens / py[i]).c_str() : "n/a",
@@ -216,7 +274,12 @@ int Main() {
                                   {"python_seconds", py[i]},
                                   {"speedup_vs_python", py[i] > 0 ? py[i] / cpp[i] : 0.0}});
     }
+    python.reset();
   }
+  const double sgemm_end = SgemmGflops();
+  std::printf("sgemm at the end: %.1f GFLOP/s (fractions above use the start value %.1f)\n",
+              sgemm_end, sgemm);
+  results["sgemm_gflops_end"] = sgemm_end;
   std::printf("\ntokens: forward = batch x len processed; generate = batch x new tokens sampled "
               "(prompt pass included in the time)\n");
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
