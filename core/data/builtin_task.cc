@@ -179,94 +179,172 @@ Flaw RandomFlaw(Rng* rng) {
   return Flaw::kOffTopic;
 }
 
-// The bad responses of the ranking data, including what a reward-hacking policy drifts
-// to: repetition of on-topic words, repeated sentences, long lists.
-std::string BadResponse(const Request& r, Rng* rng) {
-  std::vector<std::string> good = MatchingItems(r.category, r.attribute);
-  switch (rng->Uniform(8)) {
-    case 0: {  // the same item over and over
-      const std::string item = rng->Pick(good);
-      std::vector<std::string> items(2 + rng->Uniform(4), item);
-      return Sentence(items);
-    }
-    case 1: {  // valid items, cycled
-      std::vector<std::string> base = Draw(good, std::min<int>(2, good.size()), rng);
-      std::vector<std::string> items;
-      const int n = 4 + rng->Uniform(3);
-      for (int i = 0; i < n; ++i) items.push_back(base[i % base.size()]);
-      return Sentence(items);
-    }
-    case 2: {  // the right sentence, twice
-      const std::string s = Sentence(GoodItems(r, rng));
-      return absl::StrCat(s, " ", s);
-    }
-    case 3:  // a long list
-      return Sentence(Draw(good, std::min<int>(good.size(), r.count + 2 + rng->Uniform(2)), rng));
-    case 4:
-      return FlawedResponse(r, Flaw::kOffTopic, rng);
-    case 5:  // garbage punctuation
-      return absl::StrCat(Capitalize(JoinList(GoodItems(r, rng))), "!!");
-    case 6:
-      return "";
-    default: {  // rambling filler
-      static const auto* rambles = new std::vector<std::string>{
-          "I do not know.", "That is a good question.", "Let me think about it.",
-          "Hmm, maybe something."};
-      return rng->Pick(*rambles);
-    }
+bool IsTaskItem(const std::string& w) {
+  for (const TaskItem& item : TaskItems()) {
+    if (w == item.name) return true;
   }
+  return false;
 }
 
-std::string MediocreResponse(const Request& r, Rng* rng) {
-  // One flaw, sometimes two (a second, independent flaw applied on top).
-  std::string s = FlawedResponse(r, RandomFlaw(rng), rng);
-  if (rng->Bernoulli(0.35) && !s.empty()) {
-    if (rng->Bernoulli(0.5)) {
-      s[0] = absl::ascii_tolower(static_cast<unsigned char>(s[0]));
-    } else if (s.back() == '.') {
-      s.pop_back();
-    }
-  }
+// A response under construction for the ranking data: the items plus the surface
+// flaws applied so far. Ranked responses of a prompt form a DEGRADATION CHAIN: each one
+// is the previous one with one more flaw, so most pairs differ by clear, nameable
+// defects (what a labeller can rank reliably) instead of arbitrary trade-offs, and the
+// chain runs all the way down to what a reward-hacking policy drifts to: repeated
+// on-topic words, repeated sentences, garbage, empty answers.
+struct Draft {
+  std::vector<std::string> items;
+  std::string prefix;      // filler ("Sure, ")
+  bool lower = false;      // first letter not capitalised
+  bool no_period = false;
+  std::string garbage;     // "!!" after the sentence
+  bool doubled = false;    // the sentence twice
+  bool empty = false;      // the empty response
+  bool ramble = false;     // "I do not know." instead of an answer
+};
+
+std::string Render(const Draft& d) {
+  if (d.empty) return "";
+  if (d.ramble) return "I do not know.";
+  std::string body = JoinList(d.items);
+  if (d.prefix.empty() && !d.lower) body = Capitalize(body);
+  std::string s = absl::StrCat(d.prefix.empty() || d.lower ? d.prefix : Capitalize(d.prefix), body,
+                               d.no_period ? "" : ".", d.garbage);
+  if (d.doubled) s = absl::StrCat(s, " ", s);
   return s;
 }
 
-std::string RandomResponse(const Request& r, Rng* rng) {
-  const double u = rng->Unit();
-  if (u < 0.2) return Sentence(GoodItems(r, rng));
-  if (u < 0.65) return MediocreResponse(r, rng);
-  return BadResponse(r, rng);
+// Applies one random applicable flaw; false if none applies.
+bool Degrade(const Request& r, Draft* d, Rng* rng) {
+  if (d->empty || d->ramble) return false;
+  const std::vector<std::string> good = MatchingItems(r.category, r.attribute);
+  for (int attempt = 0; attempt < 32; ++attempt) {
+    switch (rng->Uniform(13)) {
+      case 0: {  // a valid item becomes a wrong one
+        std::vector<int> valid;
+        for (int i = 0; i < static_cast<int>(d->items.size()); ++i) {
+          if (ItemMatches(d->items[i], r.category, r.attribute)) valid.push_back(i);
+        }
+        if (valid.empty()) break;
+        d->items[valid[rng->Uniform(static_cast<int>(valid.size()))]] =
+            rng->Pick(NonMatchingItems(r.category, r.attribute));
+        return true;
+      }
+      case 1:  // one item fewer
+        if (d->items.size() < 2) break;
+        d->items.erase(d->items.begin() + rng->Uniform(static_cast<int>(d->items.size())));
+        return true;
+      case 2: {  // one item too many
+        std::vector<std::string> unused;
+        for (const std::string& g : good) {
+          if (std::find(d->items.begin(), d->items.end(), g) == d->items.end()) unused.push_back(g);
+        }
+        if (unused.empty() || d->items.size() >= 5) break;
+        d->items.push_back(rng->Pick(unused));
+        return true;
+      }
+      case 3:
+        if (d->lower) break;
+        d->lower = true;
+        return true;
+      case 4:
+        if (d->no_period) break;
+        d->no_period = true;
+        return true;
+      case 5: {
+        if (!d->prefix.empty()) break;
+        static const auto* prefixes =
+            new std::vector<std::string>{"sure, ", "i think ", "well, ", "okay, ", "maybe "};
+        d->prefix = rng->Pick(*prefixes);
+        return true;
+      }
+      case 6:
+        if (!d->garbage.empty()) break;
+        d->garbage = "!!";
+        return true;
+      case 7:
+      case 8:  // an item repeated (the reward hacker's favourite)
+        if (d->items.empty() || d->items.size() >= 7) break;
+        d->items.push_back(rng->Pick(d->items));
+        return true;
+      case 9:
+        if (d->doubled) break;
+        d->doubled = true;
+        return true;
+      case 10:  // off-topic
+        d->items = Draw(ItemsOfOtherCategory(r.category, rng), r.count, rng);
+        return true;
+      case 11: {  // a misspelled item (what an undertrained policy writes)
+        std::vector<int> real;
+        for (int i = 0; i < static_cast<int>(d->items.size()); ++i) {
+          if (d->items[i].size() >= 3 && ItemMatches(d->items[i], r.category, r.attribute)) {
+            real.push_back(i);
+          }
+        }
+        if (real.empty()) break;
+        std::string& w = d->items[real[rng->Uniform(static_cast<int>(real.size()))]];
+        const int pos = 1 + rng->Uniform(static_cast<int>(w.size()) - 1);
+        if (rng->Bernoulli(0.5)) {
+          w.erase(pos, 1);  // "chery"
+        } else {
+          w.insert(pos, 1, w[pos - 1]);  // "cheerry"
+        }
+        if (IsTaskItem(w)) break;  // became another real word
+        return true;
+      }
+      default:  // the end of the chain: nothing useful at all
+        if (rng->Bernoulli(0.5)) {
+          d->empty = true;
+        } else {
+          d->ramble = true;
+        }
+        return true;
+    }
+  }
+  return false;
 }
-
-constexpr double kMinGap = 0.03;
 
 RankedRecord MakeRanked(const std::string& prompt, int k, Rng* rng) {
   const Request r = ParseOrDie(prompt);
-  RankedRecord rec;
-  rec.prompt = prompt;
-  std::vector<double> scores;
-  for (int i = 0; i < k; ++i) {
-    // Re-draw duplicates and near-ties: a labeller ranks clearly different responses;
-    // a gap below kMinGap would be an arbitrary label the reward model cannot learn.
-    std::string best;
-    for (int attempt = 0; attempt < 50; ++attempt) {
-      std::string cand = RandomResponse(r, rng);
-      const double s = GoldScore(prompt, cand);
-      const bool dup = std::find(rec.responses.begin(), rec.responses.end(), cand) !=
-                       rec.responses.end();
-      bool tie = false;
-      for (double t : scores) tie = tie || std::fabs(t - s) < kMinGap;
-      best = cand;
-      if (!dup && !tie) break;
-    }
-    scores.push_back(GoldScore(prompt, best));
-    rec.responses.push_back(best);
+  Draft d;
+  d.items = GoodItems(r, rng);
+  // The chain starts at an ideal answer 60% of the time, else one or two flaws in.
+  if (!rng->Bernoulli(0.6)) {
+    Degrade(r, &d, rng);
+    if (rng->Bernoulli(0.3)) Degrade(r, &d, rng);
   }
-  std::vector<int> order(k);
-  for (int i = 0; i < k; ++i) order[i] = i;
+  std::vector<std::string> chain = {Render(d)};
+  for (int guard = 0; static_cast<int>(chain.size()) < k && guard < 200; ++guard) {
+    Draft next = d;
+    if (!Degrade(r, &next, rng)) {  // dead end (empty): restart lower down a new chain
+      next = Draft();
+      next.items = Draw(NonMatchingItems(r.category, r.attribute), r.count, rng);
+      next.lower = rng->Bernoulli(0.5);
+    }
+    const std::string text = Render(next);
+    if (std::find(chain.begin(), chain.end(), text) != chain.end()) continue;
+    d = next;
+    chain.push_back(text);
+  }
+  // Rank by the gold score; ties keep chain order (fewer flaws ranks higher).
+  std::vector<double> scores;
+  for (const std::string& c : chain) scores.push_back(GoldScore(prompt, c));
+  std::vector<int> order(chain.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
   std::stable_sort(order.begin(), order.end(),
                    [&](int a, int b) { return scores[a] > scores[b]; });
-  rec.ranking.assign(k, 0);
-  for (int rank = 0; rank < k; ++rank) rec.ranking[order[rank]] = rank;
+  std::vector<int> rank_of(chain.size());
+  for (size_t rank = 0; rank < order.size(); ++rank) rank_of[order[rank]] = static_cast<int>(rank);
+  // Present the responses in random order (position must not leak the rank).
+  std::vector<int> present(chain.size());
+  for (size_t i = 0; i < present.size(); ++i) present[i] = static_cast<int>(i);
+  rng->Shuffle(&present);
+  RankedRecord rec;
+  rec.prompt = prompt;
+  for (int i : present) {
+    rec.responses.push_back(chain[i]);
+    rec.ranking.push_back(rank_of[i]);
+  }
   return rec;
 }
 

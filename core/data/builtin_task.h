@@ -8,11 +8,14 @@
 //                         no period, a filler prefix, or off-topic items), as human
 //                         demonstrations are; the SFT policy imitates the flaws too.
 //   rank / rank_heldout   {"prompt","responses","ranking"} with K in [min_k, max_k]
-//                         distinct responses per prompt from a mix of good, mediocre
-//                         and bad generators (including degenerate repetition and
-//                         empty responses), ranked by GoldScore; duplicates and
-//                         near-ties (gold gap < 0.03) are re-drawn when possible (50
-//                         tries), remaining ties broken by draw order (earlier = better).
+//                         distinct responses per prompt, ranked by GoldScore. The K
+//                         responses form a degradation chain: from an ideal (60%) or
+//                         slightly flawed answer, each next response adds one flaw (wrong
+//                         item, misspelled item, missing/extra item, lower case, no
+//                         period, filler,
+//                         garbage, a repeated item, a repeated sentence, off-topic, and
+//                         finally empty or "I do not know."), so pairs differ by clear
+//                         defects; ties keep chain order. Presented in shuffled order.
 //   rl_train / rl_heldout {"prompt"} prompts; the two sets are disjoint.
 //   pretrain              {"text"} plain factual sentences over the same vocabulary
 //                         ("Cherry is a red fruit.").

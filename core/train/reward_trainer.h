@@ -34,15 +34,16 @@
 namespace rlhf {
 
 struct RewardOptions {
-  int64_t steps = 300;
+  // Defaults: the quickstart size for the "tiny" preset on the built-in task.
+  int64_t steps = 150;
   int64_t prompts_per_batch = 8;  // ranked records per step (all their pairs)
-  double lr = 5e-4;
+  double lr = 1e-3;
   int64_t warmup_steps = 20;
   double min_lr_ratio = 0.1;
   double weight_decay = 0.01;
   double grad_clip = 1.0;
-  int64_t eval_every = 100;       // 0 = only at the end
-  int64_t checkpoint_every = 100; // 0 = only at the end
+  int64_t eval_every = 50;        // 0 = only at the end
+  int64_t checkpoint_every = 50;  // 0 = only at the end
   int64_t log_every = 10;
   uint64_t seed = 1;
   std::string out_dir;            // "" = do not save

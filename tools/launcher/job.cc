@@ -15,6 +15,7 @@
 #include <prometheus/registry.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -116,6 +117,7 @@ class Job {
                            const rlhf::v1::ServerEndpoint& endpoint, std::vector<std::string> args,
                            int stop_order, bool security_flags, std::string* address);
   void PollLearnerMetrics();
+  void SnapshotMetrics();
   ChildSpec ActorSpec(int index);
   std::vector<std::string> SecurityArgs() const;
   absl::Status StartPrometheus(Supervisor& sup);
@@ -444,6 +446,36 @@ void Job::PollLearnerMetrics() {
   std::ofstream(run_dir_ + "/metrics.jsonl", std::ios::app) << record->dump() << "\n";
 }
 
+// <run_dir>/metrics/<process>.prom: the last /metrics body read from each process
+// (refreshed every status tick, so a process that exited leaves its final numbers).
+void Job::SnapshotMetrics() {
+  std::error_code ec;
+  fs::create_directories(run_dir_ + "/metrics", ec);
+  std::vector<ScrapeTarget> all = targets_;
+  if (exposer_ != nullptr) {
+    all.push_back({absl::StrCat("127.0.0.1:", exposer_->port()), {{"component", "launcher"}}});
+  }
+  for (const auto& t : all) {
+    const size_t colon = t.address.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(t.address.substr(colon + 1), &port)) {
+      continue;
+    }
+    auto body = HttpGet(t.address.substr(0, colon), port, "/metrics", absl::Seconds(1));
+    if (!body.ok()) continue;
+    std::string name = t.labels.at("component");
+    if (auto it = t.labels.find("actor_id"); it != t.labels.end()) {
+      name = absl::StrCat("actor-", it->second);
+    }
+    const std::string path = run_dir_ + "/metrics/" + name + ".prom";
+    {
+      std::ofstream out(path + ".tmp");
+      out << *body;
+    }
+    fs::rename(path + ".tmp", path, ec);
+  }
+}
+
 // <run_dir>/processes.json: the job's processes now (name, component, pid, up,
 // restarts), rewritten atomically at every status tick; for users and tests.
 void Job::WriteProcesses(const Supervisor& sup) {
@@ -506,6 +538,7 @@ absl::Status Job::Rl() {
     if (now >= next_status) {
       next_status = now + interval;
       WriteProcesses(sup);
+      SnapshotMetrics();
       auto record = ReadLastJsonLine(run_dir_ + "/metrics.jsonl");
       TrainingStatus s =
           tracker.Update(record, sup.Running("actor"), config_.actors().count(), now);

@@ -67,6 +67,9 @@ absl::Status Supervisor::Start(ChildSpec spec) {
   child->spec = std::move(spec);
   if (configured_ != nullptr) {
     configured_->Add({{"kind", child->spec.component}}).Increment();
+    // Counters exist from zero, so rate()/increase() see the first restart.
+    restarts_->Add({{"kind", child->spec.component}});
+    exits_->Add({{"kind", child->spec.component}});
   }
   absl::Status st = SpawnAndReady(*child);
   if (st.ok()) {
