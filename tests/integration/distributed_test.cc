@@ -138,12 +138,12 @@ class DistributedTest : public ::testing::Test {
   std::vector<std::string> LearnerArgs(const std::string& transport, int steps, int port) {
     return {"--checkpoint_dir=" + dir_ + "/learner", "--port=" + std::to_string(port),
             "--port_file=" + dir_ + "/learner.port", "--metrics_port=-1",
-            "--drain_grace_s=5", "--checkpoint_every=1",
+            "--drain_grace_s=20", "--checkpoint_every=1",
             absl::StrCat("--set=rl.steps=", steps,
                          ",rl.prompts_per_step=4,rl.samples_per_prompt=2,rl.minibatch_size=8,"
                          "rl.max_staleness=1,actors.prompts_per_lease=2,"
                          "sampling.max_new_tokens=6,data.num_rl_train=24,"
-                         "learner.lease_timeout_ms=2000,learner.heartbeat_interval_ms=300,"
+                         "learner.lease_timeout_ms=5000,learner.heartbeat_interval_ms=300,"
                          "weights.timeout_s=20,weights.bucket_bytes=65536,weights.transport=",
                          transport)};
   }
@@ -171,6 +171,7 @@ class DistributedTest : public ::testing::Test {
       auto s = client->GetStats(absl::Now() + absl::Seconds(2));
       if (s.ok()) {
         last = *s;
+        learner_hashes_[last.policy_version()] = std::to_string(last.weights_hash());
         if (pred(last)) return last;
       }
       absl::SleepFor(absl::Milliseconds(100));
@@ -200,6 +201,20 @@ class DistributedTest : public ::testing::Test {
     }
     return out;
   }
+  // Every version whose published hash we saw and an actor applied: the same bits.
+  void ExpectActorsMatchLearner() {
+    auto hashes = Hashes();
+    int compared = 0;
+    for (const auto& [version, hash] : learner_hashes_) {
+      auto it = hashes.find(version);
+      if (it == hashes.end()) continue;
+      for (const auto& [actor, h] : it->second) {
+        EXPECT_EQ(h, hash) << actor << " version " << version;
+        ++compared;
+      }
+    }
+    EXPECT_GT(compared, 0);
+  }
   void ExpectIdenticalHashes(int min_actors_per_version_somewhere) {
     auto hashes = Hashes();
     ASSERT_FALSE(hashes.empty());
@@ -216,13 +231,14 @@ class DistributedTest : public ::testing::Test {
   }
 
   std::string dir_;
+  std::map<int64_t, std::string> learner_hashes_;  // version -> hash the learner published
   std::vector<std::unique_ptr<Proc>> procs_;
   int reward_port_ = 0, reference_port_ = 0, learner_port_ = 0;
 };
 
 TEST_F(DistributedTest, ElasticActorsAndLearnerRestartWithGrpcWeights) {
   StartScorers();
-  Proc* learner = Start("rlhf-learner", "learner", LearnerArgs("grpc", 12, 0));
+  Proc* learner = Start("rlhf-learner", "learner", LearnerArgs("grpc", 30, 0));
   learner_port_ = WaitPort(dir_ + "/learner.port", learner);
   Proc* a0 = StartActor("a0");
   Proc* a1 = StartActor("a1");
@@ -247,12 +263,12 @@ TEST_F(DistributedTest, ElasticActorsAndLearnerRestartWithGrpcWeights) {
   learner->Kill(SIGKILL);
   EXPECT_EQ(learner->Wait(absl::Seconds(10)), -1);  // killed, not exited
   std::remove((dir_ + "/learner.port").c_str());
-  Proc* learner2 = Start("rlhf-learner", "learner2", LearnerArgs("grpc", 12, learner_port_));
+  Proc* learner2 = Start("rlhf-learner", "learner2", LearnerArgs("grpc", 30, learner_port_));
   ASSERT_EQ(WaitPort(dir_ + "/learner.port", learner2), learner_port_);
   EXPECT_NE(learner2->log().find("learner: restored"), std::string::npos) << learner2->log();
   s = WaitStats([](const auto& s) { return s.done(); }, learner2, absl::Seconds(180));
-  EXPECT_GE(s.step(), 12);
-  EXPECT_GE(s.step(), before_crash);
+  EXPECT_GE(s.step(), 30);
+  EXPECT_GT(s.step(), before_crash);  // the reconnected actors kept feeding it
   ExpectAccounting(s);
   EXPECT_EQ(s.trajectories_rejected(), 0);
 
@@ -260,14 +276,8 @@ TEST_F(DistributedTest, ElasticActorsAndLearnerRestartWithGrpcWeights) {
   EXPECT_EQ(a0->Wait(absl::Seconds(60)), 0) << a0->log();
   EXPECT_EQ(a2->Wait(absl::Seconds(60)), 0) << a2->log();
   EXPECT_EQ(learner2->Wait(absl::Seconds(60)), 0) << learner2->log();
-  // The surviving actors re-registered with the restarted learner.
-  EXPECT_NE(a0->log().find("registered as"), a0->log().rfind("registered as")) << a0->log();
   ExpectIdenticalHashes(2);
-  // The final version's hash on an actor equals the learner's published hash.
-  auto hashes = Hashes();
-  auto last = hashes.find(s.policy_version());
-  ASSERT_NE(last, hashes.end());
-  EXPECT_EQ(last->second.begin()->second, std::to_string(s.weights_hash()));
+  ExpectActorsMatchLearner();
 }
 
 TEST_F(DistributedTest, CollectiveWeightsAreIdenticalAcrossActorsAndJoins) {
@@ -285,6 +295,7 @@ TEST_F(DistributedTest, CollectiveWeightsAreIdenticalAcrossActorsAndJoins) {
   EXPECT_EQ(a2->Wait(absl::Seconds(60)), 0) << a2->log();
   EXPECT_EQ(learner->Wait(absl::Seconds(60)), 0) << learner->log();
   ExpectIdenticalHashes(3);
+  ExpectActorsMatchLearner();
   EXPECT_NE(learner->log().find("weights rendezvous on 127.0.0.1:"), std::string::npos);
 }
 
