@@ -216,7 +216,10 @@ void Actor::HeartbeatLoop() {
       req.mutable_held_version()->set_version(stats_.held_version);
     }
     if (!req.actor_id().empty()) {
-      auto r = learner_->Heartbeat(req, absl::Now() + std::min(interval, options_.call_timeout));
+      // A generous deadline: a loaded machine or a reconnecting channel must not turn
+      // into missed heartbeats (the lease timeout is what bounds silence).
+      auto r = learner_->Heartbeat(
+          req, absl::Now() + std::min(std::max(interval, absl::Seconds(2)), options_.call_timeout));
       absl::MutexLock l(&mu_);
       if (r.ok()) {
         latest_known_ = std::max(latest_known_, r->latest_version().version());

@@ -8,10 +8,11 @@ namespace {
 
 class GrpcWeightsStream final : public WeightsStream {
  public:
-  GrpcWeightsStream(rlhf::v1::LearnerService::Stub* stub, const rlhf::v1::WatchWeightsRequest& req,
-                    const std::string& token) {
+  GrpcWeightsStream(std::shared_ptr<rlhf::v1::LearnerService::Stub> stub,
+                    const rlhf::v1::WatchWeightsRequest& req, const std::string& token)
+      : stub_(std::move(stub)) {
     services::PrepareContext(&ctx_, absl::InfiniteFuture(), token);
-    reader_ = stub->WatchWeights(&ctx_, req);
+    reader_ = stub_->WatchWeights(&ctx_, req);
   }
   absl::StatusOr<rlhf::v1::WeightsMessage> Next() override {
     rlhf::v1::WeightsMessage msg;
@@ -23,6 +24,7 @@ class GrpcWeightsStream final : public WeightsStream {
   void Cancel() override { ctx_.TryCancel(); }
 
  private:
+  std::shared_ptr<rlhf::v1::LearnerService::Stub> stub_;
   grpc::ClientContext ctx_;
   std::unique_ptr<grpc::ClientReader<rlhf::v1::WeightsMessage>> reader_;
 };
@@ -32,17 +34,33 @@ class GrpcWeightsStream final : public WeightsStream {
 absl::StatusOr<std::unique_ptr<GrpcLearnerClient>> GrpcLearnerClient::Create(
     const services::ChannelOptions& channel, const services::RetryOptions& retry) {
   RLHF_ASSIGN_OR_RETURN(auto ch, services::MakeChannel(channel));
-  return std::unique_ptr<GrpcLearnerClient>(new GrpcLearnerClient(ch, channel.auth_token, retry));
+  return std::unique_ptr<GrpcLearnerClient>(new GrpcLearnerClient(channel, ch, retry));
+}
+
+std::shared_ptr<rlhf::v1::LearnerService::Stub> GrpcLearnerClient::stub() {
+  absl::MutexLock l(&mu_);
+  return stub_;
+}
+
+void GrpcLearnerClient::MaybeReconnect(const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kUnavailable) return;
+  absl::MutexLock l(&mu_);
+  if (absl::Now() - last_reconnect_ < absl::Seconds(1)) return;
+  auto ch = services::MakeChannel(options_);
+  if (!ch.ok()) return;
+  stub_ = rlhf::v1::LearnerService::NewStub(*ch);
+  last_reconnect_ = absl::Now();
 }
 
 #define RLHF_LEARNER_UNARY(Method, Req, Resp)                                          \
   absl::StatusOr<Resp> result;                                                         \
   absl::Status s = services::CallWithRetry(retry_, deadline, [&](absl::Time d) {       \
     grpc::ClientContext ctx;                                                           \
-    services::PrepareContext(&ctx, d, token_);                                         \
+    services::PrepareContext(&ctx, d, options_.auth_token);                            \
     Resp resp;                                                                         \
-    absl::Status st = services::FromGrpcStatus(stub_->Method(&ctx, Req, &resp));       \
+    absl::Status st = services::FromGrpcStatus(stub()->Method(&ctx, Req, &resp));      \
     if (st.ok()) result = std::move(resp);                                             \
+    MaybeReconnect(st);                                                                \
     return st;                                                                         \
   });                                                                                  \
   if (!s.ok()) return s;                                                               \
@@ -81,13 +99,15 @@ absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> GrpcLearnerClient::Submit(
   absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> result;
   absl::Status s = services::CallWithRetry(retry_, deadline, [&](absl::Time d) {
     grpc::ClientContext ctx;
-    services::PrepareContext(&ctx, d, token_);
+    services::PrepareContext(&ctx, d, options_.auth_token);
     rlhf::v1::SubmitTrajectoriesResponse resp;
-    auto writer = stub_->SubmitTrajectories(&ctx, &resp);
+    auto stub_now = stub();
+    auto writer = stub_now->SubmitTrajectories(&ctx, &resp);
     writer->Write(request);  // a failed write shows up in Finish()
     writer->WritesDone();
     absl::Status st = services::FromGrpcStatus(writer->Finish());
     if (st.ok()) result = std::move(resp);
+    MaybeReconnect(st);
     return st;
   });
   if (!s.ok()) return s;
@@ -96,7 +116,7 @@ absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> GrpcLearnerClient::Submit(
 
 absl::StatusOr<std::unique_ptr<WeightsStream>> GrpcLearnerClient::WatchWeights(
     const rlhf::v1::WatchWeightsRequest& request) {
-  return std::unique_ptr<WeightsStream>(new GrpcWeightsStream(stub_.get(), request, token_));
+  return std::unique_ptr<WeightsStream>(new GrpcWeightsStream(stub(), request, options_.auth_token));
 }
 
 }  // namespace rlhf::learner

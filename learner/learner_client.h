@@ -6,12 +6,16 @@
 // until then (services::CallWithRetry). That is safe for all of them: Submit is
 // idempotent per lease, and a duplicated Register only leaves an extra actor that
 // expires. Thread-safe: one client may be shared by the actor's threads.
+// On UNAVAILABLE the gRPC client rebuilds its channel (at most once a second), so a
+// restarted learner on the same address is reached at once rather than after the old
+// channel's reconnect backoff.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "learner/learner_handler.h"
 #include "rlhf/v1/learner.grpc.pb.h"
@@ -67,13 +71,18 @@ class GrpcLearnerClient final : public LearnerClient {
       const rlhf::v1::WatchWeightsRequest& request) override;
 
  private:
-  GrpcLearnerClient(std::shared_ptr<grpc::Channel> channel, std::string token,
+  GrpcLearnerClient(services::ChannelOptions options, std::shared_ptr<grpc::Channel> channel,
                     services::RetryOptions retry)
-      : stub_(rlhf::v1::LearnerService::NewStub(channel)), token_(std::move(token)),
-        retry_(retry) {}
-  std::unique_ptr<rlhf::v1::LearnerService::Stub> stub_;
-  const std::string token_;
+      : options_(std::move(options)), retry_(retry),
+        stub_(rlhf::v1::LearnerService::NewStub(channel)) {}
+  std::shared_ptr<rlhf::v1::LearnerService::Stub> stub();
+  void MaybeReconnect(const absl::Status& status);
+
+  const services::ChannelOptions options_;
   const services::RetryOptions retry_;
+  absl::Mutex mu_;
+  std::shared_ptr<rlhf::v1::LearnerService::Stub> stub_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_reconnect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 // In-process client over a LearnerHandler (not owned). WatchWeights is Unimplemented.
