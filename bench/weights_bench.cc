@@ -1,0 +1,203 @@
+// Weight broadcast benchmark (issue 6): the 124M "gpt2-small" policy sent to 1, 2 and 4
+// actors with each transport, through the real LearnerService on loopback (the
+// WatchWeights control stream; buckets over gRPC, or Gloo broadcast), compared with
+// bytes / loopback TCP bandwidth measured in the same run.
+//
+//   rlhf_bench_weights [--preset=gpt2-small] [--actors=1,2,4] [--bucket_mb=16] [--reps=2]
+//
+// Time = Publish() until every actor holds the verified snapshot (hash checked), in a
+// steady state (after a warm-up version, so the collective's rendezvous is not counted).
+// The ideal is N copies of the buffer through loopback: N * bytes / bandwidth (a root
+// sends every copy, for both transports at these world sizes).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "core/model/checkpoint.h"
+#include "core/model/model.h"
+#include "learner/learner_client.h"
+#include "learner/learner_handler.h"
+#include "learner/learner_service.h"
+#include "services/server.h"
+#include "services/weights/transport.h"
+
+ABSL_FLAG(std::string, preset, "gpt2-small", "model preset whose weights are sent");
+ABSL_FLAG(std::vector<std::string>, actors, std::vector<std::string>({"1", "2", "4"}),
+          "actor counts");
+ABSL_FLAG(int, bucket_mb, 16, "bucket size, MiB");
+ABSL_FLAG(int, reps, 2, "measured versions per configuration (the best is reported)");
+ABSL_FLAG(std::vector<std::string>, transports, std::vector<std::string>({"grpc", "collective"}),
+          "transports");
+
+namespace {
+
+// Loopback TCP bandwidth: one sender thread, one receiver, 1 MiB writes.
+double LoopbackBytesPerSecond(int64_t total) {
+  int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::listen(listener, 1);
+  std::thread sender([&] {
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    ::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    std::vector<char> buf(1 << 20, 1);
+    for (int64_t sent = 0; sent < total;) {
+      ssize_t n = ::send(s, buf.data(), std::min<int64_t>(buf.size(), total - sent), 0);
+      if (n <= 0) break;
+      sent += n;
+    }
+    ::close(s);
+  });
+  int c = ::accept(listener, nullptr, nullptr);
+  std::vector<char> buf(1 << 20);
+  absl::Time start = absl::Now();
+  int64_t got = 0;
+  for (;;) {
+    ssize_t n = ::recv(c, buf.data(), buf.size(), 0);
+    if (n <= 0) break;
+    got += n;
+  }
+  double secs = absl::ToDoubleSeconds(absl::Now() - start);
+  sender.join();
+  ::close(c);
+  ::close(listener);
+  return got / secs;
+}
+
+struct Receiver {
+  std::unique_ptr<rlhf::learner::GrpcLearnerClient> client;
+  std::thread thread;
+};
+
+// Runs one transport with `n` actors; returns the best seconds over reps.
+double RunConfig(rlhf::v1::WeightTransport transport, int n,
+                 const rlhf::weights::NamedTensors& tensors, int64_t bucket, int reps,
+                 uint64_t* hash_out) {
+  rlhf::learner::LearnerHandlerOptions ho;
+  auto handler = *rlhf::learner::LearnerHandler::Create(ho, {{1}}, nullptr);
+  rlhf::weights::WeightTransportOptions wo;
+  wo.transport = transport;
+  wo.bucket_bytes = bucket;
+  wo.timeout_s = 120;
+  auto publisher = *rlhf::weights::MakeWeightPublisher(wo);
+  rlhf::v1::RegisterResponse tmpl;
+  tmpl.set_transport(transport);
+  rlhf::learner::LearnerServiceImpl service(handler.get(), publisher.get(), tmpl, "", nullptr);
+  rlhf::services::GrpcServerOptions so;
+  so.max_message_bytes = rlhf::weights::MaxMessageBytesFor(bucket);
+  auto server = *rlhf::services::GrpcServer::Create(so, {&service});
+  if (!server->Start().ok()) return -1;
+
+  absl::Mutex mu;
+  std::map<int64_t, int> received;  // version -> actors holding it
+  std::map<int64_t, std::set<uint64_t>> hashes;
+  std::vector<Receiver> receivers(n);
+  std::vector<std::shared_ptr<rlhf::learner::WeightsStream>> streams(n);
+  for (int i = 0; i < n; ++i) {
+    rlhf::services::ChannelOptions co;
+    co.target = server->address();
+    co.max_message_bytes = rlhf::weights::MaxMessageBytesFor(bucket);
+    receivers[i].client = *rlhf::learner::GrpcLearnerClient::Create(co);
+    rlhf::v1::RegisterRequest rr;
+    auto reg = *receivers[i].client->Register(rr, absl::Now() + absl::Seconds(10));
+    rlhf::v1::WatchWeightsRequest wr;
+    wr.set_actor_id(reg.actor_id());
+    streams[i] = std::shared_ptr<rlhf::learner::WeightsStream>(
+        std::move(*receivers[i].client->WatchWeights(wr)));
+    receivers[i].thread = std::thread([&, i] {
+      auto recv = *rlhf::weights::MakeWeightReceiver(wo);
+      for (;;) {
+        auto msg = streams[i]->Next();
+        if (!msg.ok()) return;
+        if (!msg->has_header()) continue;
+        auto flat = recv->Receive(msg->header(), [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
+          auto m = streams[i]->Next();
+          if (!m.ok()) return m.status();
+          return m->bucket();
+        });
+        if (!flat.ok()) {
+          std::fprintf(stderr, "receive: %s\n", flat.status().ToString().c_str());
+          continue;
+        }
+        absl::MutexLock l(&mu);
+        ++received[(*flat)->version];
+        hashes[(*flat)->version].insert((*flat)->hash);
+      }
+    });
+  }
+  double best = 1e30;
+  for (int v = 1; v <= reps + 1; ++v) {  // version 1 is the warm-up
+    auto flat = *rlhf::weights::Flatten(tensors, v);
+    *hash_out = flat->hash;
+    absl::Time start = absl::Now();
+    publisher->Publish(flat);
+    absl::MutexLock l(&mu);
+    auto all = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu) { return received[v] >= n; };
+    if (!mu.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(300))) {
+      std::fprintf(stderr, "timeout at version %d\n", v);
+      break;
+    }
+    double secs = absl::ToDoubleSeconds(absl::Now() - start);
+    if (hashes[v].size() != 1 || *hashes[v].begin() != flat->hash) {
+      std::fprintf(stderr, "HASH MISMATCH at version %d\n", v);
+    }
+    if (v > 1) best = std::min(best, secs);
+  }
+  for (auto& s : streams) s->Cancel();
+  server->Shutdown(absl::Now() + absl::Seconds(1));
+  for (auto& r : receivers) r.thread.join();
+  publisher->Shutdown();
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  auto config = rlhf::ModelConfigPreset(absl::GetFlag(FLAGS_preset));
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
+    return 1;
+  }
+  torch::manual_seed(0);
+  rlhf::TransformerLM model(*config);
+  rlhf::weights::NamedTensors tensors = rlhf::ModelTensors(model);
+  const int64_t bucket = int64_t{absl::GetFlag(FLAGS_bucket_mb)} << 20;
+  auto probe = *rlhf::weights::Flatten(tensors, 0);
+  const int64_t bytes = probe->total_bytes();
+  probe.reset();
+  const double bw = LoopbackBytesPerSecond(int64_t{1} << 30);
+  std::printf("model %s: %.1f MB of weights, bucket %d MiB, loopback %.2f GB/s\n",
+              absl::GetFlag(FLAGS_preset).c_str(), bytes / 1e6, absl::GetFlag(FLAGS_bucket_mb),
+              bw / 1e9);
+  std::printf("%-11s %6s %10s %12s %10s %9s\n", "transport", "actors", "seconds", "ideal_s",
+              "GB/s", "ideal/t");
+  for (const auto& t : absl::GetFlag(FLAGS_transports)) {
+    auto kind = t == "collective" ? rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE
+                                  : rlhf::v1::WEIGHT_TRANSPORT_GRPC;
+    for (const auto& a : absl::GetFlag(FLAGS_actors)) {
+      const int n = std::stoi(a);
+      uint64_t hash = 0;
+      double secs = RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash);
+      const double ideal = n * static_cast<double>(bytes) / bw;
+      std::printf("%-11s %6d %10.3f %12.3f %10.2f %9.2f\n", t.c_str(), n, secs, ideal,
+                  n * bytes / secs / 1e9, ideal / secs);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
