@@ -101,7 +101,8 @@ double SgemmGflops() {
   auto b = torch::randn({n, n});
   auto out = torch::empty({n, n});
   double best = 1e9;
-  for (int i = 0; i < 4; ++i) {
+  // Best of 8: on a shared machine the peak is the rate the hardware can give.
+  for (int i = 0; i < 8; ++i) {
     const auto t0 = Clock::now();
     at::mm_out(out, a, b);
     best = std::min(best, Seconds(t0, Clock::now()));
