@@ -94,7 +94,7 @@ class InProcessLoop {
   // Steps until trainer().step() == options.steps, checkpointing on the way and at the
   // end. `on_step` (optional) sees every step's statistics.
   absl::Status Run(const std::function<void(const LoopStepStats&)>& on_step = nullptr);
-  // Writes a checkpoint now (NotFound-free no-op returning "" without checkpoint_dir).
+  // Writes a checkpoint now and returns its directory ("" when checkpoint_dir is empty).
   absl::StatusOr<std::string> Checkpoint();
 
   Trainer& trainer() { return *trainer_; }
