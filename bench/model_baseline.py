@@ -146,26 +146,37 @@ def main():
     def run_once(case):
         parts = case.split(":")
         kind, batch = parts[0], int(parts[1])
-        if kind == "forward":
+        if kind == "train":  # forward + next-token cross-entropy + backward
             ids = torch.randint(V, (batch, int(parts[2])), generator=g)
             t0 = time.perf_counter()
-            model(ids)
+            logits = model(ids)
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
+            loss.backward()
+            dt = time.perf_counter() - t0
+            model.zero_grad(set_to_none=True)
+            return dt
+        with torch.inference_mode():
+            if kind == "forward":
+                ids = torch.randint(V, (batch, int(parts[2])), generator=g)
+                t0 = time.perf_counter()
+                model(ids)
+                return time.perf_counter() - t0
+            P, N = int(parts[2]), int(parts[3])
+            prompts = torch.randint(V, (batch, P), generator=g).tolist()
+            t0 = time.perf_counter()
+            generate(model, prompts, N, 1.0, 7)
             return time.perf_counter() - t0
-        P, N = int(parts[2]), int(parts[3])
-        prompts = torch.randint(V, (batch, P), generator=g).tolist()
-        t0 = time.perf_counter()
-        generate(model, prompts, N, 1.0, 7)
-        return time.perf_counter() - t0
 
     with torch.inference_mode():
         model(torch.zeros(1, 8, dtype=torch.long))  # warm up allocator and kernels
-        if args.serve:
-            print(json.dumps({"ready": True}), flush=True)
-            for line in sys.stdin:
-                case = line.strip()
-                if case:
-                    print(json.dumps({"case": case, "seconds": run_once(case)}), flush=True)
-            return
+    if args.serve:
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            case = line.strip()
+            if case:
+                print(json.dumps({"case": case, "seconds": run_once(case)}), flush=True)
+        return
+    if True:
         for case in filter(None, args.cases.split(",")):
             times = []
             while not times or (sum(times) < args.min_seconds and len(times) < 5):

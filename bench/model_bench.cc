@@ -1,6 +1,7 @@
 // rlhf_bench_model: forward and generation throughput of the transformer, as ratios
 // measured in the same run (design.md §7):
 //   - achieved GFLOP/s vs the machine's sgemm rate (a large torch::mm timed here);
+//   - training step (forward + next-token cross-entropy + backward) for the tiny model;
 //   - tokens/s vs the same model and loop in PyTorch-Python (bench/model_baseline.py,
 //     run by /usr/bin/python3 on the same LibTorch kernels and thread count).
 //
@@ -54,12 +55,12 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 }
 
 struct Case {
-  std::string kind;  // "forward" | "generate"
+  std::string kind;  // "forward" | "generate" | "train"
   int64_t batch;
   int64_t len;       // forward: sequence length; generate: prompt length
   int64_t new_tokens = 0;
   std::string Spec() const {
-    return kind == "forward" ? absl::StrCat(kind, ":", batch, ":", len)
+    return kind != "generate" ? absl::StrCat(kind, ":", batch, ":", len)
                              : absl::StrCat(kind, ":", batch, ":", len, ":", new_tokens);
   }
 };
@@ -68,7 +69,8 @@ std::vector<Case> CasesFor(const std::string& preset) {
   if (preset == "gpt2-small") {
     return {{"forward", 1, 128}, {"forward", 32, 32}, {"generate", 1, 32, 16}, {"generate", 32, 32, 64}};
   }
-  return {{"forward", 1, 128}, {"forward", 32, 128}, {"generate", 1, 32, 64}, {"generate", 32, 32, 64}};
+  return {{"forward", 1, 128},     {"forward", 32, 128},       {"generate", 1, 32, 64},
+          {"generate", 32, 32, 64}, {"train", 32, 128}};
 }
 
 // Matmul parameters touched per token (Linear weights + unembedding).
@@ -90,6 +92,7 @@ double Flops(const ModelConfig& c, int64_t past, int64_t tokens, int64_t logit_p
 
 double CaseFlops(const ModelConfig& c, const Case& k) {
   if (k.kind == "forward") return k.batch * Flops(c, 0, k.len, k.len);
+  if (k.kind == "train") return 3 * k.batch * Flops(c, 0, k.len, k.len);  // backward = 2x forward
   double f = Flops(c, 0, k.len, 1);
   for (int64_t s = 1; s < k.new_tokens; ++s) f += Flops(c, k.len + s - 1, 1, 1);
   return k.batch * f;
@@ -113,6 +116,18 @@ double SgemmGflops() {
 // One timed run of a case in C++.
 double RunCpp(TransformerLM& model, const Case& k, at::Generator& gen) {
   const int64_t V = model->config().vocab_size;
+  if (k.kind == "train") {
+    auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong);
+    const auto t0 = Clock::now();
+    const auto logits = model->forward(ids).logits;
+    const auto loss = at::nll_loss(
+        at::log_softmax(logits.narrow(1, 0, k.len - 1).reshape({-1, V}), -1),
+        ids.narrow(1, 1, k.len - 1).reshape({-1}));
+    loss.backward();
+    const double dt = Seconds(t0, Clock::now());
+    model->zero_grad(/*set_to_none=*/true);
+    return dt;
+  }
   if (k.kind == "forward") {
     c10::InferenceMode guard;
     auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong);
@@ -257,7 +272,7 @@ int Main() {
         }
       }
       const auto& k = cases[i];
-      const double tokens = k.kind == "forward" ? k.batch * k.len : k.batch * k.new_tokens;
+      const double tokens = k.kind != "generate" ? k.batch * k.len : k.batch * k.new_tokens;
       const double gflops = CaseFlops(*config, k) / cpp[i] / 1e9;
       const std::string case_name = k.Spec();
       std::printf("%-11s %-20s %10.0f %10.0f %8.1f %6.1f%% %10s %8s\n", std::string(preset).c_str(),
