@@ -1,0 +1,1 @@
+// Anchor for the servers' LibTorch precompiled header (see services/CMakeLists.txt).
