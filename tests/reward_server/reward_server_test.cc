@@ -323,7 +323,7 @@ TEST(RewardServerTest, FullQueueDeadlineAndCancellation) {
   RewardScoreRequest expiring = MixedRequest(2, 0);
   expiring.mutable_sequences(0)->set_prompt(0, 102);
   expiring.mutable_sequences(1)->set_prompt(0, 102);
-  auto expired = h.client->Score(expiring, absl::Now() + absl::Milliseconds(300));
+  auto expired = h.client->Score(expiring, absl::Now() + absl::Seconds(1));
   EXPECT_EQ(expired.status().code(), absl::StatusCode::kDeadlineExceeded);
   // 3) the queue still holds the expired request until the worker gets to it, so 3 more
   // sequences do not fit.
