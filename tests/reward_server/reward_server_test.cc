@@ -437,7 +437,7 @@ TEST(RewardServerTest, MutualTls) {
   channel.tls.cert_file.clear();
   channel.tls.key_file.clear();
   auto anonymous = GrpcRewardClient::Create(channel, {.max_attempts = 1});
-  EXPECT_EQ((*anonymous)->Score(MixedRequest(2, 1), absl::Now() + absl::Seconds(3)).status().code(),
+  EXPECT_EQ((*anonymous)->Score(MixedRequest(2, 1), absl::Now() + absl::Seconds(10)).status().code(),
             absl::StatusCode::kUnavailable);
 }
 

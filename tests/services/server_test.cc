@@ -267,7 +267,7 @@ class TlsTest : public ::testing::Test {
     options.tls = tls;
     auto channel = MakeChannel(options);
     if (!channel.ok()) return channel.status();
-    return CheckHealth(*channel, "", absl::Now() + absl::Seconds(3));
+    return CheckHealth(*channel, "", absl::Now() + absl::Seconds(10));
   }
 };
 rlhf::testing::TestCerts* TlsTest::certs_ = nullptr;
