@@ -85,6 +85,8 @@ struct ForwardOutput {
 
 class TransformerLMImpl : public torch::nn::Module {
  public:
+  // Throws c10::Error on an invalid config (a torch module constructor cannot return a
+  // Status): call ValidateModelConfig first, or build inside TorchCall.
   explicit TransformerLMImpl(const ModelConfig& config);
 
   // ids: [B, T] int64.
@@ -96,8 +98,9 @@ class TransformerLMImpl : public torch::nn::Module {
   ForwardOutput forward(const torch::Tensor& ids, const torch::Tensor& attention_mask = {},
                         const torch::Tensor& position_ids = {}, KVCache* cache = nullptr);
 
-  // Like forward(), but the logits (if any) are computed for the last position of each
-  // row only: logits [B, 1, vocab]. Generation uses this: the unembedding of every
+  // Like forward(), but the logits (if any) are computed for the last column only
+  // (ids[:, T-1]): logits [B, 1, vocab]. With left padding that is every row's last real
+  // token. Generation uses this: the unembedding of every
   // prompt position would cost 2*B*T*d*vocab FLOPs for nothing.
   ForwardOutput forward_last(const torch::Tensor& ids, const torch::Tensor& attention_mask = {},
                              const torch::Tensor& position_ids = {}, KVCache* cache = nullptr);
