@@ -190,6 +190,20 @@ TEST_P(GenerationArchTest, StopTokensEndRowsAndFinishedRowsLeaveTheBatch) {
   }
   EXPECT_TRUE(r->finished[1]);
   EXPECT_LE(r->responses[1].size(), 3u);
+  // One decode step per token after the first, for the longest row only: finished rows
+  // do not keep the loop going.
+  size_t longest = 0;
+  for (const auto& resp : r->responses) longest = std::max(longest, resp.size());
+  EXPECT_EQ(r->decode_steps, static_cast<int64_t>(longest) - 1);
+
+  // A row that stops on its first token costs no decode step at all.
+  SamplingOptions first = o;
+  first.stop_tokens = {free_run->responses[0][0]};
+  auto alone = Generate(model, {kPrompts[0]}, {0}, first);
+  ASSERT_TRUE(alone.ok());
+  EXPECT_EQ(alone->responses[0], std::vector<int32_t>{free_run->responses[0][0]});
+  EXPECT_TRUE(alone->finished[0]);
+  EXPECT_EQ(alone->decode_steps, 0);
 }
 
 TEST_P(GenerationArchTest, TopKDistributionsAreReported) {
