@@ -118,6 +118,7 @@ class Job {
                            int stop_order, bool security_flags, std::string* address);
   void PollLearnerMetrics();
   void SnapshotMetrics();
+  void FinalLearnerRecord();
   ChildSpec ActorSpec(int index);
   std::vector<std::string> SecurityArgs() const;
   absl::Status StartPrometheus(Supervisor& sup);
@@ -446,6 +447,32 @@ void Job::PollLearnerMetrics() {
   std::ofstream(run_dir_ + "/metrics.jsonl", std::ios::app) << record->dump() << "\n";
 }
 
+// A learner that finished exits right after its last step, possibly before the next
+// poll; its log's closing line ("done: N steps, version V, T trajectories trained")
+// then supplies the final metrics.jsonl record (marked "final": true, without the
+// step statistics that only /metrics carried).
+void Job::FinalLearnerRecord() {
+  std::ifstream in(Log("learner"));
+  std::string line, done;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "done: ")) done = line;
+  }
+  long long steps = 0, version = 0, trained = 0;
+  if (done.empty() || std::sscanf(done.c_str(), "done: %lld steps, version %lld, %lld",
+                                  &steps, &version, &trained) != 3) {
+    return;
+  }
+  if (steps <= last_jsonl_step_) return;
+  last_jsonl_step_ = steps;
+  Json record = {{"step", steps},
+                 {"policy_version", version},
+                 {"trajectories_trained_total", trained},
+                 {"final", true},
+                 {"time_unix_s", absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch())},
+                 {"elapsed_s", absl::ToDoubleSeconds(absl::Now() - rl_start_)}};
+  std::ofstream(run_dir_ + "/metrics.jsonl", std::ios::app) << record.dump() << "\n";
+}
+
 // <run_dir>/metrics/<process>.prom: the last /metrics body read from each process
 // (refreshed every status tick, so a process that exited leaves its final numbers).
 void Job::SnapshotMetrics() {
@@ -531,7 +558,7 @@ absl::Status Job::Rl() {
   while (sup.state() == JobState::kRunning && !StopRequested()) {
     sup.Tick();
     if (absl::Now() >= next_poll) {
-      next_poll = absl::Now() + absl::Milliseconds(250);
+      next_poll = absl::Now() + absl::Milliseconds(100);
       PollLearnerMetrics();
     }
     const absl::Time now = absl::Now();
@@ -561,9 +588,10 @@ absl::Status Job::Rl() {
       Say("[run] learner reached rl.steps; stopping it");
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   PollLearnerMetrics();
+  FinalLearnerRecord();
   if (printed_line) std::fprintf(stderr, "\n");
   const bool interrupted = StopRequested();
   const JobState state = sup.state();
