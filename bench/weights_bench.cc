@@ -122,7 +122,12 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
       auto recv = *rlhf::weights::MakeWeightReceiver(wo);
       for (;;) {
         auto msg = streams[i]->Next();
-        if (!msg.ok()) return;
+        if (!msg.ok()) {
+          if (msg.status().code() != absl::StatusCode::kCancelled) {
+            std::fprintf(stderr, "stream %d ended: %s\n", i, msg.status().ToString().c_str());
+          }
+          return;
+        }
         if (!msg->has_header()) continue;
         auto flat = recv->Receive(msg->header(), [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
           auto m = streams[i]->Next();

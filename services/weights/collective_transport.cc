@@ -193,6 +193,12 @@ class CollectivePublisher : public WeightPublisher {
     if (round.new_generation) group_.reset();
     if (round.members.empty()) return absl::OkStatus();
     const int world = static_cast<int>(round.members.size()) + 1;
+    if (round.new_generation) {
+      std::vector<std::string> names;
+      for (const auto& m : round.members) names.push_back(m.first);
+      LOG(INFO) << "weights: collective generation " << round.generation << " (version "
+                << round.weights->version << "): " << absl::StrJoin(names, ", ");
+    }
     const auto timeout = std::chrono::milliseconds(int64_t{options_.timeout_s} * 1000);
     absl::Time start = absl::Now();
     for (size_t i = 0; i < round.members.size(); ++i) {
@@ -211,7 +217,27 @@ class CollectivePublisher : public WeightPublisher {
     if (!group_) {
       std::vector<std::string> keys;
       for (int r = 1; r < world; ++r) keys.push_back(absl::StrCat("ready/", r));
-      absl::Status waited = TorchCall([&] { prefix->wait(keys, timeout); }, "rendezvous");
+      // Poll rather than block: a membership change or shutdown during the wait aborts
+      // this generation at once instead of after the timeout.
+      const absl::Time until = absl::Now() + absl::Seconds(options_.timeout_s);
+      absl::Status waited = absl::DeadlineExceededError("rendezvous");
+      while (absl::Now() < until) {
+        bool all = false;
+        RLHF_RETURN_IF_ERROR(TorchCall([&] { all = prefix->check(keys); }, "rendezvous"));
+        if (all) {
+          waited = absl::OkStatus();
+          break;
+        }
+        {
+          absl::MutexLock lock(&mu_);
+          if (shut_down_) return absl::CancelledError("publisher shut down");
+          if (dirty_) {
+            return absl::AbortedError(absl::StrCat("collective generation ", round.generation,
+                                                   ": membership changed during rendezvous"));
+          }
+        }
+        absl::SleepFor(absl::Milliseconds(20));
+      }
       if (!waited.ok()) {
         std::vector<std::string> missing;
         for (int r = 1; r < world; ++r) {
