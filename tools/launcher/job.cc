@@ -118,6 +118,8 @@ class Job {
                            int stop_order, bool security_flags, std::string* address);
   void PollLearnerMetrics();
   void SnapshotMetrics();
+  // Atomically replaces <run_dir>/metrics/<name>.prom with `body`.
+  void WriteMetricsSnapshot(const std::string& name, const std::string& body);
   void FinalLearnerRecord();
   ChildSpec ActorSpec(int index);
   std::vector<std::string> SecurityArgs() const;
@@ -437,6 +439,8 @@ void Job::PollLearnerMetrics() {
   if (learner_metrics_port_ <= 0) return;
   auto body = HttpGet("127.0.0.1", learner_metrics_port_, "/metrics", absl::Seconds(1));
   if (!body.ok()) return;
+  // The learner may exit between two status ticks; keep its newest body as its snapshot.
+  WriteMetricsSnapshot("learner", *body);
   auto record = LearnerRecordFromMetrics(ParseMetrics(*body));
   if (!record.has_value()) return;
   const int64_t step = (*record)["step"].get<int64_t>();
@@ -494,13 +498,19 @@ void Job::SnapshotMetrics() {
     if (auto it = t.labels.find("actor_id"); it != t.labels.end()) {
       name = absl::StrCat("actor-", it->second);
     }
-    const std::string path = run_dir_ + "/metrics/" + name + ".prom";
-    {
-      std::ofstream out(path + ".tmp");
-      out << *body;
-    }
-    fs::rename(path + ".tmp", path, ec);
+    WriteMetricsSnapshot(name, *body);
   }
+}
+
+void Job::WriteMetricsSnapshot(const std::string& name, const std::string& body) {
+  std::error_code ec;
+  fs::create_directories(run_dir_ + "/metrics", ec);
+  const std::string path = run_dir_ + "/metrics/" + name + ".prom";
+  {
+    std::ofstream out(path + ".tmp");
+    out << body;
+  }
+  fs::rename(path + ".tmp", path, ec);
 }
 
 // <run_dir>/processes.json: the job's processes now (name, component, pid, up,
