@@ -61,7 +61,7 @@ TrainerOptions Rloo(double beta, bool adaptive) {
 
 InProcessLoopOptions Loop() {
   InProcessLoopOptions l;
-  l.steps = 30;
+  l.steps = 45;
   l.prompts_per_step = 16;
   l.samples_per_prompt = 4;
   l.sampling.max_new_tokens = 44;
