@@ -356,7 +356,9 @@ void Actor::ScoreLoop() {
 }
 
 absl::Status Actor::Run() {
-  RLHF_RETURN_IF_ERROR(EnsureRegistered());
+  if (absl::Status s = EnsureRegistered(); !s.ok()) {
+    return stop_.load() ? absl::OkStatus() : s;  // stopped before the learner answered
+  }
   std::thread weights_thread([this] { WeightsLoop(); });
   std::thread heartbeat_thread([this] { HeartbeatLoop(); });
   std::thread score_thread([this] { ScoreLoop(); });

@@ -7,6 +7,7 @@
 // Stateless: the model architecture, sampling settings and weights come from the
 // learner. Exits 0 when the learner reports the run done, or after draining on
 // SIGTERM/SIGINT (the batch in hand is submitted, then it deregisters).
+#include <csignal>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -91,13 +92,29 @@ absl::Status Run() {
   options.score_timeout = absl::Seconds(absl::GetFlag(FLAGS_score_timeout_s));
   options.log_weight_hashes = absl::GetFlag(FLAGS_log_weight_hashes);
   rlhf::actor::Actor actor(options, learner->get(), reward->get(), reference->get(), registry);
-  std::thread signals([&] {
-    int sig = rlhf::services::WaitForShutdownSignal();
-    std::fprintf(stderr, "actor %s: signal %d, draining\n", options.name.c_str(), sig);
-    actor.Stop();
+  // The loop runs on a helper thread; this (main) thread takes the shutdown signals
+  // with sigtimedwait so that they are never delivered to a thread that has them
+  // unblocked (LibTorch and gRPC start threads of their own).
+  absl::Status s;
+  std::atomic<bool> finished{false};
+  std::thread runner([&] {
+    s = actor.Run();
+    finished.store(true);
   });
-  signals.detach();
-  absl::Status s = actor.Run();
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  const timespec tick{0, 200 * 1000 * 1000};
+  while (!finished.load()) {
+    int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig > 0) {
+      std::fprintf(stderr, "actor %s: signal %d, draining\n", options.name.c_str(), sig);
+      actor.Stop();
+    }
+  }
+  runner.join();
   auto st = actor.stats();
   std::printf("actor %s: %lld batches, %lld trajectories, version %lld, busy %.2f\n",
               options.name.c_str(), static_cast<long long>(st.batches),

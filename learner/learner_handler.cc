@@ -533,9 +533,11 @@ void LearnerHandler::DropStaleLocked() {
 }
 
 absl::Status LearnerHandler::OnTrained(const Batch& batch, int64_t new_version,
-                                       const std::map<std::string, double>& step_stats) {
+                                       const std::map<std::string, double>& step_stats,
+                                       uint64_t weights_hash) {
   absl::MutexLock lock(&mu_);
   in_training_.reset();
+  if (weights_hash != 0) stats_.set_weights_hash(weights_hash);
   stats_.set_step(batch.step);
   stats_.set_policy_version(new_version);
   for (const auto& g : batch.groups) {

@@ -118,8 +118,10 @@ class LearnerHandler {
   std::optional<Batch> WaitForBatch(absl::Duration timeout);
   // The batch was trained: step/version advance, counters move, buffered groups that
   // became too stale are dropped and re-issued. Persists.
+  // weights_hash: the hash of the new version's weights, set together with the version.
   absl::Status OnTrained(const Batch& batch, int64_t new_version,
-                         const std::map<std::string, double>& step_stats);
+                         const std::map<std::string, double>& step_stats,
+                         uint64_t weights_hash = 0);
   // The batch could not be trained: its groups go back to the front of the buffer.
   void OnTrainFailed(const Batch& batch);
   // A checkpoint of trainer step `step` is durable: forget batches up to it. Persists.

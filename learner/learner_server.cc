@@ -205,8 +205,16 @@ void LearnerServer::TrainLoop() {
         {"clip_fraction", stats->clip_fraction}, {"approx_kl", stats->approx_kl},
         {"grad_norm", stats->grad_norm},     {"mean_staleness", stats->mean_staleness},
         {"seconds", stats->seconds},         {"ptx_loss", stats->ptx_loss}};
-    absl::Status s = handler_->OnTrained(*batch, trainer_->policy_version(), m);
-    if (s.ok()) s = PublishCurrent();
+    // Version and hash become visible together (GetStats), then the weights go out.
+    absl::Time flat_start = absl::Now();
+    absl::StatusOr<std::shared_ptr<weights::FlatWeights>> flat =
+        weights::Flatten(ModelTensors(trainer_->policy()), trainer_->policy_version());
+    absl::Status s = flat.status();
+    if (s.ok()) s = handler_->OnTrained(*batch, trainer_->policy_version(), m, (*flat)->hash);
+    if (s.ok()) {
+      publisher_->Publish(*std::move(flat));
+      if (metrics_) metrics_->ObserveSync(absl::ToDoubleSeconds(absl::Now() - flat_start));
+    }
     const bool last = handler_->done();
     if (s.ok() && checkpointer_ &&
         (last || trainer_->step() % options_.checkpoint_every == 0)) {

@@ -77,7 +77,7 @@ class LearnerServer {
                 std::shared_ptr<prometheus::Registry> registry);
   void TrainLoop();
   void PollLoop();
-  absl::Status PublishCurrent();
+  absl::Status PublishCurrent();  // flattens, records the hash, publishes
   absl::Status Checkpoint();
 
   const LearnerServerOptions options_;

@@ -7,6 +7,7 @@
 // rl.steps updates once the actors have drained (or --drain_grace_s passed), or on
 // SIGTERM/SIGINT after a graceful shutdown. Restarted with the same --checkpoint_dir it
 // resumes from the newest checkpoint with its leases and acknowledged trajectories.
+#include <csignal>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -189,20 +190,23 @@ absl::Status Run() {
       return s;
     }
   }
-  // Signals arrive on a helper thread so the main thread can also watch for "done".
-  absl::Notification signalled;
-  std::thread signals([&] {
-    int sig = rlhf::services::WaitForShutdownSignal();
-    LOG(INFO) << "learner: signal " << sig << ", shutting down";
-    signalled.Notify();
-  });
-  signals.detach();
-  while (!signalled.HasBeenNotified()) {
-    if (absl::GetFlag(FLAGS_exit_when_done) && (*server)->WaitDone(absl::Milliseconds(200))) {
+  // This (main) thread takes the shutdown signals with sigtimedwait, polling for "done".
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  const timespec tick{0, 200 * 1000 * 1000};
+  for (;;) {
+    int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig > 0) {
+      LOG(INFO) << "learner: signal " << sig << ", shutting down";
+      break;
+    }
+    if (absl::GetFlag(FLAGS_exit_when_done) && (*server)->WaitDone(absl::ZeroDuration())) {
       const absl::Time until = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_grace_s));
       while (absl::Now() < until && (*server)->handler().Stats().actors_connected() > 0 &&
-             !signalled.HasBeenNotified()) {
-        absl::SleepFor(absl::Milliseconds(100));
+             sigtimedwait(&set, nullptr, &tick) <= 0) {
       }
       auto stats = (*server)->handler().Stats();
       std::printf("done: %lld steps, version %lld, %lld trajectories trained\n",
@@ -212,7 +216,6 @@ absl::Status Run() {
       std::fflush(stdout);
       break;
     }
-    if (!absl::GetFlag(FLAGS_exit_when_done)) signalled.WaitForNotificationWithTimeout(absl::Seconds(1));
   }
   (*server)->Shutdown(absl::Now() + absl::Seconds(5));
   return absl::OkStatus();

@@ -217,7 +217,7 @@ class CollectivePublisher : public WeightPublisher {
     if (!group_) {
       std::vector<std::string> keys;
       for (int r = 1; r < world; ++r) keys.push_back(absl::StrCat("ready/", r));
-      // Poll rather than block: a membership change or shutdown during the wait aborts
+      // Poll rather than block: a member leaving or a shutdown during the wait aborts
       // this generation at once instead of after the timeout.
       const absl::Time until = absl::Now() + absl::Seconds(options_.timeout_s);
       absl::Status waited = absl::DeadlineExceededError("rendezvous");
@@ -231,9 +231,13 @@ class CollectivePublisher : public WeightPublisher {
         {
           absl::MutexLock lock(&mu_);
           if (shut_down_) return absl::CancelledError("publisher shut down");
-          if (dirty_) {
-            return absl::AbortedError(absl::StrCat("collective generation ", round.generation,
-                                                   ": membership changed during rendezvous"));
+          // A member that left can never join: re-form without waiting it out. (A new
+          // member does not abort: the others may already be inside the rendezvous.)
+          for (const auto& m : round.members) {
+            if (members_.count(m.first) == 0) {
+              return absl::AbortedError(absl::StrCat("collective generation ", round.generation,
+                                                     ": ", m.first, " left during rendezvous"));
+            }
           }
         }
         absl::SleepFor(absl::Milliseconds(20));
