@@ -15,6 +15,7 @@
 #include "core/model/tokenizer.h"
 #include "reference_server/reference_server.h"
 #include "services/metrics.h"
+#include "services/serve.h"
 #include "services/server.h"
 #include "services/shutdown.h"
 
@@ -92,28 +93,12 @@ absl::Status Run() {
   deps.registry = registry;
   auto server = rlhf::reference::ReferenceServer::Create(options, std::move(deps));
   if (!server.ok()) return server.status();
-  std::unique_ptr<rlhf::services::MetricsExposer> exposer;
-  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
-    auto e = rlhf::services::MetricsExposer::Create(options.grpc.host,
-                                                    absl::GetFlag(FLAGS_metrics_port), registry);
-    if (!e.ok()) return e.status();
-    exposer = *std::move(e);
-    std::printf("metrics on %s\n", exposer->url().c_str());
-  }
-  if (absl::Status s = (*server)->Start(); !s.ok()) return s;
-  std::printf("listening on %s\n", (*server)->grpc_server().address().c_str());
-  std::fflush(stdout);
-  if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    if (absl::Status s = rlhf::services::WritePortFile(absl::GetFlag(FLAGS_port_file),
-                                                       (*server)->port());
-        !s.ok()) {
-      return s;
-    }
-  }
-  const int sig = rlhf::services::WaitForShutdownSignal();
-  std::fprintf(stderr, "reference-server: signal %d, shutting down\n", sig);
-  (*server)->Shutdown(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s)));
-  return absl::OkStatus();
+  auto exposer = rlhf::services::StartMetricsExposer(
+      options.grpc.host, absl::GetFlag(FLAGS_metrics_port), registry);
+  if (!exposer.ok()) return exposer.status();
+  return rlhf::services::ServeUntilSignal(
+      **server, {"reference-server", absl::GetFlag(FLAGS_port_file),
+                 absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s))});
 }
 
 }  // namespace
