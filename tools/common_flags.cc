@@ -9,7 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "core/model/checkpoint.h"
 
-ABSL_FLAG(std::string, data, "", "training data (JSONL); or the data directory for `data`");
+ABSL_FLAG(std::string, data, "",
+          "training data (JSONL; rm: comma-separated files); or the data directory for `data`");
 ABSL_FLAG(std::string, heldout, "", "held-out data (JSONL)");
 ABSL_FLAG(std::string, out, "", "output directory");
 ABSL_FLAG(std::string, init, "", "checkpoint directory to start from");

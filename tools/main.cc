@@ -13,6 +13,7 @@
 #include "tools/command.h"
 #include "tools/data_command.h"
 #include "tools/eval_command.h"
+#include "tools/label_command.h"
 #include "tools/rm_command.h"
 #include "tools/run_command.h"
 #include "tools/sft_command.h"
@@ -25,6 +26,7 @@ namespace {
 constexpr Command kCommands[] = {
     {"data", "generate the built-in alignment task (JSONL files)", RunDataCommand},
     {"sft", "stage 1: supervised fine-tuning on prompt+response demonstrations", RunSftCommand},
+    {"label", "stage 2 data: rank the SFT policy's own samples with the gold labeler", RunLabelCommand},
     {"rm", "stage 2: reward model from rankings (all C(K,2) pairs per prompt)", RunRmCommand},
     {"eval", "gold score, KL and RM score of a policy on held-out prompts", RunEvalCommand},
     {"run", "the whole job: data, sft, rm, distributed RL, eval (--config JOB.yaml)", RunRunCommand},

@@ -1,6 +1,7 @@
 #include "tools/rm_command.h"
 
 #include <cstdio>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 #include <torch/utils.h>
@@ -8,6 +9,8 @@
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
 #include "core/model/tokenizer.h"
@@ -26,9 +29,20 @@ int RunRmCommand(const std::vector<std::string>& args) {
   if (data.empty()) return Fail("rm", absl::InvalidArgumentError("--data is required"));
   JsonlReadOptions read;
   read.skip_malformed = absl::GetFlag(FLAGS_skip_malformed);
+  // --data may list several files (e.g. the synthetic rankings and `rlhf label`'s
+  // rankings of SFT samples); their records are concatenated.
   JsonlStats stats;
-  auto train = ReadPreferenceJsonl(data, read, &stats);
-  if (!train.ok()) return Fail("rm", train.status());
+  std::vector<RankedRecord> train_records;
+  for (absl::string_view path : absl::StrSplit(data, ',', absl::SkipEmpty())) {
+    JsonlStats file_stats;
+    auto records = ReadPreferenceJsonl(std::string(path), read, &file_stats);
+    if (!records.ok()) return Fail("rm", records.status());
+    stats.malformed += file_stats.malformed;
+    stats.duplicate_pairs += file_stats.duplicate_pairs;
+    train_records.insert(train_records.end(), std::make_move_iterator(records->begin()),
+                         std::make_move_iterator(records->end()));
+  }
+  const std::vector<RankedRecord>* train = &train_records;
   std::vector<RankedRecord> heldout;
   if (!absl::GetFlag(FLAGS_heldout).empty()) {
     auto h = ReadPreferenceJsonl(absl::GetFlag(FLAGS_heldout), read);
@@ -36,9 +50,9 @@ int RunRmCommand(const std::vector<std::string>& args) {
     heldout = std::move(*h);
   }
   std::fprintf(stderr,
-               "rm: %zu ranked prompts (%lld malformed skipped, %lld duplicate-response pairs "
-               "dropped), %zu held-out\n",
-               train->size(), static_cast<long long>(stats.malformed),
+               "rm: %zu ranked prompts from %s (%lld malformed skipped, %lld duplicate-response "
+               "pairs dropped), %zu held-out\n",
+               train->size(), data.c_str(), static_cast<long long>(stats.malformed),
                static_cast<long long>(stats.duplicate_pairs), heldout.size());
 
   const uint64_t seed = absl::GetFlag(FLAGS_seed);

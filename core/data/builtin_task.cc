@@ -169,13 +169,16 @@ std::string FlawedResponse(const Request& r, Flaw flaw, Rng* rng) {
 }
 
 Flaw RandomFlaw(Rng* rng) {
-  // Off-topic is the rarest mistake a demonstrator makes.
-  const int k = rng->Uniform(11);
-  if (k < 3) return Flaw::kWrongItem;
-  if (k < 6) return Flaw::kCount;
-  if (k < 7) return Flaw::kLowercase;
-  if (k < 8) return Flaw::kNoPeriod;
-  if (k < 10) return Flaw::kFiller;
+  // The demonstrators know their facts but are sloppy with the instructions: most of
+  // their mistakes are the wrong number of items and surface form, which is also what a
+  // small reward model can learn to see and RL can then fix. A wrong item is rarer,
+  // an off-topic answer rarest.
+  const int k = rng->Uniform(14);
+  if (k < 5) return Flaw::kCount;
+  if (k < 8) return Flaw::kFiller;
+  if (k < 10) return Flaw::kLowercase;
+  if (k < 12) return Flaw::kNoPeriod;
+  if (k < 13) return Flaw::kWrongItem;
   return Flaw::kOffTopic;
 }
 
@@ -201,6 +204,7 @@ struct Draft {
   bool doubled = false;    // the sentence twice
   bool empty = false;      // the empty response
   bool ramble = false;     // "I do not know." instead of an answer
+  double cut = 1.0;        // < 1: the text stops after this fraction of its bytes
 };
 
 std::string Render(const Draft& d) {
@@ -211,7 +215,34 @@ std::string Render(const Draft& d) {
   std::string s = absl::StrCat(d.prefix.empty() || d.lower ? d.prefix : Capitalize(d.prefix), body,
                                d.no_period ? "" : ".", d.garbage);
   if (d.doubled) s = absl::StrCat(s, " ", s);
+  if (d.cut < 1.0) s.resize(std::max<size_t>(1, static_cast<size_t>(s.size() * d.cut)));
   return s;
+}
+
+// Flaw kinds of the ranking data, with the weights they are drawn with. Flaws that
+// SHORTEN an answer (a missing item, a lost period, an empty answer) are drawn about as
+// often as flaws that lengthen it (filler, repeats, garbage), so that length alone does
+// not predict the rank: otherwise a reward model learns "shorter is better" and RL
+// exploits it by answering one item whatever N the prompt asks for.
+enum class RankFlaw {
+  kWrongItem, kMissingItem, kExtraItem, kLowercase, kNoPeriod, kFiller, kGarbage,
+  kRepeatedItem, kDoubled, kOffTopic, kMisspelled, kTruncated, kNothing, kNumKinds
+};
+constexpr int kRankFlawWeights[] = {
+    /*kWrongItem=*/2, /*kMissingItem=*/6, /*kExtraItem=*/3, /*kLowercase=*/2, /*kNoPeriod=*/2,
+    /*kFiller=*/4,    /*kGarbage=*/1,     /*kRepeatedItem=*/3, /*kDoubled=*/1, /*kOffTopic=*/1,
+    /*kMisspelled=*/2, /*kTruncated=*/2,  /*kNothing=*/1};
+static_assert(sizeof(kRankFlawWeights) / sizeof(int) == static_cast<int>(RankFlaw::kNumKinds),
+              "one weight per flaw kind");
+
+RankFlaw PickRankFlaw(Rng* rng) {
+  int total = 0;
+  for (int w : kRankFlawWeights) total += w;
+  int x = rng->Uniform(total);
+  for (int i = 0;; ++i) {
+    if (x < kRankFlawWeights[i]) return static_cast<RankFlaw>(i);
+    x -= kRankFlawWeights[i];
+  }
 }
 
 // Applies one random applicable flaw; false if none applies.
@@ -219,8 +250,8 @@ bool Degrade(const Request& r, Draft* d, Rng* rng) {
   if (d->empty || d->ramble) return false;
   const std::vector<std::string> good = MatchingItems(r.category, r.attribute);
   for (int attempt = 0; attempt < 32; ++attempt) {
-    switch (rng->Uniform(13)) {
-      case 0: {  // a valid item becomes a wrong one
+    switch (PickRankFlaw(rng)) {
+      case RankFlaw::kWrongItem: {  // a valid item becomes a wrong one
         std::vector<int> valid;
         for (int i = 0; i < static_cast<int>(d->items.size()); ++i) {
           if (ItemMatches(d->items[i], r.category, r.attribute)) valid.push_back(i);
@@ -230,11 +261,11 @@ bool Degrade(const Request& r, Draft* d, Rng* rng) {
             rng->Pick(NonMatchingItems(r.category, r.attribute));
         return true;
       }
-      case 1:  // one item fewer
+      case RankFlaw::kMissingItem:
         if (d->items.size() < 2) break;
         d->items.erase(d->items.begin() + rng->Uniform(static_cast<int>(d->items.size())));
         return true;
-      case 2: {  // one item too many
+      case RankFlaw::kExtraItem: {
         std::vector<std::string> unused;
         for (const std::string& g : good) {
           if (std::find(d->items.begin(), d->items.end(), g) == d->items.end()) unused.push_back(g);
@@ -243,38 +274,37 @@ bool Degrade(const Request& r, Draft* d, Rng* rng) {
         d->items.push_back(rng->Pick(unused));
         return true;
       }
-      case 3:
+      case RankFlaw::kLowercase:
         if (d->lower) break;
         d->lower = true;
         return true;
-      case 4:
+      case RankFlaw::kNoPeriod:
         if (d->no_period) break;
         d->no_period = true;
         return true;
-      case 5: {
+      case RankFlaw::kFiller: {
         if (!d->prefix.empty()) break;
         static const auto* prefixes =
             new std::vector<std::string>{"sure, ", "i think ", "well, ", "okay, ", "maybe "};
         d->prefix = rng->Pick(*prefixes);
         return true;
       }
-      case 6:
+      case RankFlaw::kGarbage:
         if (!d->garbage.empty()) break;
         d->garbage = "!!";
         return true;
-      case 7:
-      case 8:  // an item repeated (the reward hacker's favourite)
+      case RankFlaw::kRepeatedItem:  // the reward hacker's favourite
         if (d->items.empty() || d->items.size() >= 7) break;
         d->items.push_back(rng->Pick(d->items));
         return true;
-      case 9:
+      case RankFlaw::kDoubled:
         if (d->doubled) break;
         d->doubled = true;
         return true;
-      case 10:  // off-topic
+      case RankFlaw::kOffTopic:
         d->items = Draw(ItemsOfOtherCategory(r.category, rng), r.count, rng);
         return true;
-      case 11: {  // a misspelled item (what an undertrained policy writes)
+      case RankFlaw::kMisspelled: {  // what an undertrained policy writes
         std::vector<int> real;
         for (int i = 0; i < static_cast<int>(d->items.size()); ++i) {
           if (d->items[i].size() >= 3 && ItemMatches(d->items[i], r.category, r.attribute)) {
@@ -283,16 +313,25 @@ bool Degrade(const Request& r, Draft* d, Rng* rng) {
         }
         if (real.empty()) break;
         std::string& w = d->items[real[rng->Uniform(static_cast<int>(real.size()))]];
+        const std::string before = w;
         const int pos = 1 + rng->Uniform(static_cast<int>(w.size()) - 1);
         if (rng->Bernoulli(0.5)) {
           w.erase(pos, 1);  // "chery"
         } else {
           w.insert(pos, 1, w[pos - 1]);  // "cheerry"
         }
-        if (IsTaskItem(w)) break;  // became another real word
+        if (IsTaskItem(w)) {  // became another real word
+          w = before;
+          break;
+        }
         return true;
       }
-      default:  // the end of the chain: nothing useful at all
+      case RankFlaw::kTruncated:  // stopped mid-answer ("Cherry and ap")
+        if (d->cut < 1.0) break;
+        d->cut = 0.3 + 0.6 * rng->Unit();
+        return true;
+      case RankFlaw::kNothing:
+      case RankFlaw::kNumKinds:
         if (rng->Bernoulli(0.5)) {
           d->empty = true;
         } else {
@@ -304,46 +343,58 @@ bool Degrade(const Request& r, Draft* d, Rng* rng) {
   return false;
 }
 
-RankedRecord MakeRanked(const std::string& prompt, int k, Rng* rng) {
+// A ranked record: K responses whose gold scores are pairwise at least `min_gap` apart,
+// ranked by gold score.
+//
+// The responses form a DEGRADATION CHAIN: from an ideal answer (60%) or one with a flaw
+// or two, each next draft is the previous one with one more flaw. So of any two
+// responses the worse one has every flaw of the better one and more: each pair is a
+// clean "these extra defects are bad" contrast that a small reward model can attribute,
+// never a judgement of which of two unrelated defects is worse (with those, a reward
+// model learns spurious associations such as "lower case ranks high" because the
+// mildest flaw sits near the top of most rankings). A draft is kept only when its gold
+// score is at least `min_gap` from every kept one: near-ties (two nearly worthless
+// answers a few thousandths apart) would teach noise.
+RankedRecord MakeRanked(const std::string& prompt, int k, double min_gap, double ladder_fraction,
+                        Rng* rng) {
   const Request r = ParseOrDie(prompt);
-  Draft d;
-  d.items = GoodItems(r, rng);
-  // The chain starts at an ideal answer 60% of the time, else one or two flaws in.
-  if (!rng->Bernoulli(0.6)) {
-    Degrade(r, &d, rng);
-    if (rng->Bernoulli(0.3)) Degrade(r, &d, rng);
-  }
-  std::vector<std::string> chain = {Render(d)};
-  for (int guard = 0; static_cast<int>(chain.size()) < k && guard < 200; ++guard) {
-    Draft next = d;
-    if (!Degrade(r, &next, rng)) {  // dead end (empty): restart lower down a new chain
-      next = Draft();
-      next.items = Draw(NonMatchingItems(r.category, r.attribute), r.count, rng);
-      next.lower = rng->Bernoulli(0.5);
+  GoldRankingBuilder ranking(prompt, min_gap);
+  // Some rankings (a third by default) open with a COUNT LADDER: the same well-formed answer with
+  // 1, 2, 3 and 4 valid items. Counting against the prompt's N is the one thing a reward
+  // model does not learn from chains alone (it learns "two items is good" instead, and
+  // RL then answers two items to every prompt); ladders make it the only difference.
+  if (rng->Bernoulli(ladder_fraction)) {
+    const std::vector<std::string> pool = Draw(MatchingItems(r.category, r.attribute), 4, rng);
+    for (size_t n = 1; n <= pool.size() && ranking.size() < k; ++n) {
+      ranking.Offer(Sentence(std::vector<std::string>(pool.begin(), pool.begin() + n)));
     }
-    const std::string text = Render(next);
-    if (std::find(chain.begin(), chain.end(), text) != chain.end()) continue;
-    d = next;
-    chain.push_back(text);
   }
-  // Rank by the gold score; ties keep chain order (fewer flaws ranks higher).
-  std::vector<double> scores;
-  for (const std::string& c : chain) scores.push_back(GoldScore(prompt, c));
-  std::vector<int> order(chain.size());
+  // When a chain runs dry before K (its gold scores bunch up near zero), another chain
+  // from a fresh answer fills the ranking: the only pairs that are not nested.
+  for (int chain = 0; ranking.size() < k && chain < 16; ++chain) {
+    Draft d;
+    d.items = GoodItems(r, rng);
+    if (chain == 0 && !rng->Bernoulli(0.6)) {
+      Degrade(r, &d, rng);
+      if (rng->Bernoulli(0.3)) Degrade(r, &d, rng);
+    }
+    ranking.Offer(Render(d));
+    for (int step = 0; ranking.size() < k && step < 24; ++step) {
+      if (!Degrade(r, &d, rng)) break;
+      ranking.Offer(Render(d));
+    }
+  }
+  // Present in random order: the offer order (ladder first, chains best-first) would
+  // leak the rank.
+  const RankedRecord ordered = ranking.Build();
+  std::vector<int> order(ordered.responses.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return scores[a] > scores[b]; });
-  std::vector<int> rank_of(chain.size());
-  for (size_t rank = 0; rank < order.size(); ++rank) rank_of[order[rank]] = static_cast<int>(rank);
-  // Present the responses in random order (position must not leak the rank).
-  std::vector<int> present(chain.size());
-  for (size_t i = 0; i < present.size(); ++i) present[i] = static_cast<int>(i);
-  rng->Shuffle(&present);
+  rng->Shuffle(&order);
   RankedRecord rec;
   rec.prompt = prompt;
-  for (int i : present) {
-    rec.responses.push_back(chain[i]);
-    rec.ranking.push_back(rank_of[i]);
+  for (int i : order) {
+    rec.responses.push_back(ordered.responses[i]);
+    rec.ranking.push_back(ordered.ranking[i]);
   }
   return rec;
 }
@@ -384,6 +435,30 @@ std::string PretrainSentence(Rng* rng) {
 }
 
 }  // namespace
+
+bool GoldRankingBuilder::Offer(const std::string& response) {
+  const double score = GoldScore(prompt_, response);
+  for (size_t i = 0; i < responses_.size(); ++i) {
+    if (response == responses_[i] || std::fabs(score - scores_[i]) < min_gap_) return false;
+  }
+  responses_.push_back(response);
+  scores_.push_back(score);
+  return true;
+}
+
+RankedRecord GoldRankingBuilder::Build() const {
+  std::vector<int> order(responses_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  // Stable: with min_gap == 0, exact ties keep the offer order.
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return scores_[a] > scores_[b]; });
+  RankedRecord rec;
+  rec.prompt = prompt_;
+  rec.responses = responses_;
+  rec.ranking.assign(responses_.size(), 0);
+  for (size_t rank = 0; rank < order.size(); ++rank) rec.ranking[order[rank]] = static_cast<int>(rank);
+  return rec;
+}
 
 std::vector<std::string> AllTaskPrompts() {
   static const auto* kTemplates = new std::vector<std::pair<std::string, std::string>>{
@@ -435,6 +510,15 @@ absl::StatusOr<BuiltinTask> GenerateBuiltinTask(const BuiltinTaskOptions& o) {
   if (!(o.sft_imperfect_fraction >= 0 && o.sft_imperfect_fraction <= 1)) {
     return absl::InvalidArgumentError("sft_imperfect_fraction must be in [0, 1]");
   }
+  if (!(o.rank_min_gold_gap >= 0 && o.rank_min_gold_gap <= 0.1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank_min_gold_gap must be in [0, 0.1] (larger gaps cannot fit max_k responses "
+        "into the gold range), got ", o.rank_min_gold_gap));
+  }
+  if (!(o.rank_count_ladder_fraction >= 0 && o.rank_count_ladder_fraction <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank_count_ladder_fraction must be in [0, 1], got ", o.rank_count_ladder_fraction));
+  }
   if (!(o.heldout_prompt_fraction > 0 && o.heldout_prompt_fraction < 1)) {
     return absl::InvalidArgumentError("heldout_prompt_fraction must be in (0, 1)");
   }
@@ -466,12 +550,15 @@ absl::StatusOr<BuiltinTask> GenerateBuiltinTask(const BuiltinTaskOptions& o) {
   Rng rank_rng = stream(4);
   for (int i = 0; i < o.num_rank; ++i) {
     const int k = o.min_k + rank_rng.Uniform(o.max_k - o.min_k + 1);
-    task.rank.push_back(MakeRanked(rank_rng.Pick(train), k, &rank_rng));
+    task.rank.push_back(MakeRanked(rank_rng.Pick(train), k, o.rank_min_gold_gap,
+                                     o.rank_count_ladder_fraction, &rank_rng));
   }
   Rng rank_h_rng = stream(5);
   for (int i = 0; i < o.num_rank_heldout; ++i) {
     const int k = o.min_k + rank_h_rng.Uniform(o.max_k - o.min_k + 1);
-    task.rank_heldout.push_back(MakeRanked(rank_h_rng.Pick(heldout), k, &rank_h_rng));
+    task.rank_heldout.push_back(
+        MakeRanked(rank_h_rng.Pick(heldout), k, o.rank_min_gold_gap,
+                   o.rank_count_ladder_fraction, &rank_h_rng));
   }
   // RL train: each train prompt once per pass, in shuffled passes.
   Rng rl_rng = stream(6);

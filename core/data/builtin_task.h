@@ -8,14 +8,20 @@
 //                         no period, a filler prefix, or off-topic items), as human
 //                         demonstrations are; the SFT policy imitates the flaws too.
 //   rank / rank_heldout   {"prompt","responses","ranking"} with K in [min_k, max_k]
-//                         distinct responses per prompt, ranked by GoldScore. The K
-//                         responses form a degradation chain: from an ideal (60%) or
-//                         slightly flawed answer, each next response adds one flaw (wrong
-//                         item, misspelled item, missing/extra item, lower case, no
-//                         period, filler,
-//                         garbage, a repeated item, a repeated sentence, off-topic, and
-//                         finally empty or "I do not know."), so pairs differ by clear
-//                         defects; ties keep chain order. Presented in shuffled order.
+//                         distinct responses per prompt, ranked by GoldScore. They form a
+//                         degradation chain: from an ideal (60%) or slightly flawed
+//                         answer, each next one adds a flaw (wrong item, misspelled item,
+//                         missing/extra item, lower case, no period, filler, garbage, a
+//                         repeated item, a repeated sentence, off-topic, cut off mid-way,
+//                         or nothing useful at all), so of any two responses the worse one
+//                         has all the better one's flaws and more. Flaws that shorten an
+//                         answer are about as common as ones that lengthen it (length
+//                         must not predict rank). A third of the rankings open with a
+//                         count ladder (the same answer with 1-4 valid items). Gold scores
+//                         within a ranking are >= rank_min_gold_gap apart (no near-ties).
+//                         Presented in shuffled order.
+//                         (The RM's best data is rankings of the SFT policy's own samples,
+//                         as in InstructGPT: `rlhf label` makes those once SFT exists.)
 //   rl_train / rl_heldout {"prompt"} prompts; the two sets are disjoint.
 //   pretrain              {"text"} plain factual sentences over the same vocabulary
 //                         ("Cherry is a red fruit.").
@@ -31,6 +37,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -52,6 +59,8 @@ struct BuiltinTaskOptions {
   int min_k = 4;                // responses per ranked prompt, uniform in [min_k, max_k]
   int max_k = 9;
   double sft_imperfect_fraction = 0.5;
+  double rank_min_gold_gap = 0.02;  // min gold-score difference within one ranking, [0, 0.1]
+  double rank_count_ladder_fraction = 0.35;  // rankings that open with a count ladder
   double heldout_prompt_fraction = 0.25;  // of the 588 distinct prompts, held out
 };
 
@@ -69,6 +78,28 @@ absl::StatusOr<BuiltinTask> GenerateBuiltinTask(const BuiltinTaskOptions& option
 // sft_heldout.jsonl, rank.jsonl, rank_heldout.jsonl, rl_train.jsonl, rl_heldout.jsonl,
 // pretrain.jsonl. Each file is written to a temporary name and renamed.
 absl::Status WriteBuiltinTask(const BuiltinTask& task, const std::string& dir);
+
+// The labeller's side of a ranking, shared by the generator and by `rlhf label` (which
+// ranks responses sampled from a policy, as InstructGPT's labellers ranked SFT samples):
+// responses are offered one at a time and kept only when new and at least `min_gap` in
+// gold score from every kept one (near-ties would teach a reward model noise); Build()
+// ranks the kept ones by gold score, in the order they were offered. Not thread-safe.
+class GoldRankingBuilder {
+ public:
+  GoldRankingBuilder(std::string prompt, double min_gap)
+      : prompt_(std::move(prompt)), min_gap_(min_gap) {}
+  // True if `response` was kept.
+  bool Offer(const std::string& response);
+  int size() const { return static_cast<int>(responses_.size()); }
+  // The kept responses with ranking[i] = rank of responses[i] (0 = highest gold score).
+  RankedRecord Build() const;
+
+ private:
+  std::string prompt_;
+  double min_gap_;
+  std::vector<std::string> responses_;
+  std::vector<double> scores_;
+};
 
 // Every distinct prompt text of the task, in a fixed order (before any split).
 std::vector<std::string> AllTaskPrompts();

@@ -523,6 +523,9 @@ JobConfig DefaultJobConfig() {
   rm->set_grad_clip(1.0f);
   rm->set_eval_every(100);
   rm->set_heldout_fraction(0.1f);
+  rm->set_label_samples_per_prompt(8);
+  rm->set_label_prompts(3000);
+  rm->set_label_min_gold_gap(0.02f);
 
   auto* sampling = c.mutable_sampling();
   sampling->set_temperature(1.0f);
@@ -751,6 +754,11 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   ch.AtLeast("rm.grad_clip", r.grad_clip(), 0.0f);
   ch.AtLeast("rm.eval_every", r.eval_every(), 1);
   ch.Range("rm.heldout_fraction", r.heldout_fraction(), 0.0f, 0.9f);
+  if (r.label_samples_per_prompt() != 0) {
+    ch.Range("rm.label_samples_per_prompt", r.label_samples_per_prompt(), 2, 16);
+  }
+  ch.AtLeast("rm.label_prompts", r.label_prompts(), 1);
+  ch.Range("rm.label_min_gold_gap", r.label_min_gold_gap(), 0.0f, 0.1f);
 
   const auto& sp = c.sampling();
   ch.AtLeast("sampling.temperature", sp.temperature(), 0.0f);

@@ -1,6 +1,7 @@
 #include "core/data/builtin_task.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -88,10 +89,75 @@ TEST(BuiltinTaskTest, RankingsFollowTheGoldScoreAndKInRange) {
     ASSERT_LE(k, 9);
     ASSERT_TRUE(ValidateRanking(r.ranking, k).ok());
     for (const IndexPair& p : ExpandPairs(r)) {
+      // No near-ties: every pair differs by at least rank_min_gold_gap in gold score.
       EXPECT_GE(GoldScore(r.prompt, r.responses[p.winner]),
-                GoldScore(r.prompt, r.responses[p.loser]));
+                GoldScore(r.prompt, r.responses[p.loser]) + 0.02 - 1e-12)
+          << r.prompt << ": " << r.responses[p.winner] << " vs " << r.responses[p.loser];
     }
   }
+}
+
+// Rankings holding a well-formed one-, two- and three-item answer (a count ladder's
+// rungs; chains that drop items can make them too).
+int LadderLike(const std::vector<RankedRecord>& ranked) {
+  int ladders = 0;
+  for (const RankedRecord& r : ranked) {
+    int one = 0, two = 0, three = 0;
+    for (const std::string& s : r.responses) {
+      if (s.empty() || !std::isupper(static_cast<unsigned char>(s[0])) || s.back() != '.') continue;
+      const size_t commas = std::count(s.begin(), s.end(), ',');
+      const bool has_and = s.find(" and ") != std::string::npos;
+      one += s.find(' ') == std::string::npos;
+      two += has_and && commas == 0;
+      three += has_and && commas == 1;
+    }
+    ladders += one > 0 && two > 0 && three > 0;
+  }
+  return ladders;
+}
+
+TEST(BuiltinTaskTest, LengthDoesNotPredictRankAndCountLaddersAppear) {
+  BuiltinTaskOptions o = Small(7);
+  o.num_rank = 600;
+  auto t = GenerateBuiltinTask(o);
+  ASSERT_TRUE(t.ok());
+  int64_t pairs = 0, winner_shorter = 0;
+  for (const RankedRecord& r : t->rank) {
+    for (const IndexPair& p : ExpandPairs(r)) {
+      ++pairs;
+      winner_shorter += r.responses[p.winner].size() < r.responses[p.loser].size();
+    }
+  }
+  // A reward model must not be able to score well by preferring shorter answers (RL
+  // would then drop items): the better response is the shorter one about half the time.
+  const double frac = static_cast<double>(winner_shorter) / pairs;
+  EXPECT_GT(frac, 0.35);
+  EXPECT_LT(frac, 0.65);
+  // Count ladders open rank_count_ladder_fraction = 0.35 of the rankings (fewer show
+  // all three rungs: a short ranking or few matching items).
+  o.rank_count_ladder_fraction = 0;
+  auto without = GenerateBuiltinTask(o);
+  ASSERT_TRUE(without.ok());
+  EXPECT_GT(LadderLike(t->rank), LadderLike(without->rank) + 600 * 0.15)
+      << LadderLike(t->rank) << " vs " << LadderLike(without->rank);
+}
+
+TEST(GoldRankingBuilderTest, DropsDuplicatesAndNearTiesAndRanksByGold) {
+  const std::string prompt = "Name two red fruits.";
+  GoldRankingBuilder b(prompt, 0.05);
+  ASSERT_EQ(GoldScore(prompt, "Cherry and apple."), 1.0);
+  EXPECT_TRUE(b.Offer("cherry and apple."));              // 0.9: lower case
+  EXPECT_FALSE(b.Offer("cherry and apple."));             // duplicate
+  EXPECT_FALSE(b.Offer("Cherry and apple"));              // 0.9 again: a near-tie
+  EXPECT_TRUE(b.Offer("Cherry."));                        // one item of two
+  EXPECT_TRUE(b.Offer("Cherry and apple."));              // the ideal, offered last
+  ASSERT_EQ(b.size(), 3);
+  const RankedRecord r = b.Build();
+  EXPECT_EQ(r.prompt, prompt);
+  ASSERT_EQ(r.responses.size(), 3u);
+  EXPECT_EQ(r.responses[0], "cherry and apple.");  // offer order is kept
+  EXPECT_EQ(r.ranking, (std::vector<int>{1, 2, 0}));
+  EXPECT_TRUE(ValidateRanking(r.ranking, 3).ok());
 }
 
 TEST(BuiltinTaskTest, DemonstrationsAreImperfectButMostlyGood) {
@@ -109,8 +175,15 @@ TEST(BuiltinTaskTest, DemonstrationsAreImperfectButMostlyGood) {
   }
   const double frac = static_cast<double>(perfect) / t->sft.size();
   EXPECT_NEAR(frac, 0.5, 0.05);  // sft_imperfect_fraction = 0.5
-  EXPECT_LT(mean, 0.85);
-  EXPECT_GT(mean, 0.6);
+  // Half the demonstrations carry a flaw (mostly the count or the form, which cost
+  // 0.1-0.5): a perfect imitator scores ~0.87, leaving RL room to improve.
+  EXPECT_LT(mean, 0.9);
+  EXPECT_GT(mean, 0.75);
+  // The flaws are mostly of the instructions (count, form), rarely of fact.
+  int wrong_facts = 0;
+  for (const SftRecord& r : t->sft) wrong_facts += GoldScoreBreakdown(r.prompt, r.response).wrong > 0;
+  EXPECT_LT(wrong_facts, 0.5 * 2000 * 3 / 14);  // wrong item 1/14, off-topic 1/14 of flaws
+  EXPECT_GT(wrong_facts, 0);
 }
 
 TEST(BuiltinTaskTest, DefaultOptionsGenerate) {

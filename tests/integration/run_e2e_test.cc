@@ -65,6 +65,7 @@ TEST(RunE2eTest, WholePipelineAtTestSize) {
       << "  num_pretrain: 50\n"
       << "sft:\n  steps: 30\n  batch_size: 16\n  eval_every: 30\n  checkpoint_every: 30\n"
       << "rm:\n  steps: 15\n  prompts_per_batch: 4\n  eval_every: 15\n"
+      << "  label_prompts: 40\n  label_samples_per_prompt: 4\n"
       << "sampling:\n  max_new_tokens: 24\n"
       << "rl:\n  steps: 4\n  prompts_per_step: 4\n  samples_per_prompt: 2\n"
       << "  minibatch_size: 8\n  checkpoint_every: 2\n"
@@ -110,7 +111,14 @@ TEST(RunE2eTest, WholePipelineAtTestSize) {
   const double acc = summary["rm"]["heldout_pair_accuracy"].get<double>();
   EXPECT_GE(acc, 0.0);
   EXPECT_LE(acc, 1.0);
-  for (const char* stage : {"data", "sft", "rm", "rl", "eval", "total"}) {
+  // The RM also trained on rankings of the SFT policy's own samples (`rlhf label`).
+  const auto& labelled = summary["rm"]["policy_rankings"];
+  EXPECT_EQ(labelled["prompts"].get<int64_t>(), 40) << labelled.dump();
+  EXPECT_EQ(labelled["samples"].get<int64_t>(), 160) << labelled.dump();
+  EXPECT_GT(labelled["records"].get<int64_t>(), 0) << labelled.dump();
+  EXPECT_TRUE(fs::exists(run_dir + "/rank_policy.jsonl"));
+  EXPECT_THAT(ReadAll(run_dir + "/logs/rm.log"), HasSubstr("rank_policy.jsonl"));
+  for (const char* stage : {"data", "sft", "label", "rm", "rl", "eval", "total"}) {
     EXPECT_GT(summary["wall_seconds"][stage].get<double>(), 0.0) << stage;
   }
   EXPECT_TRUE(fs::exists(summary["rl"]["checkpoint"].get<std::string>() + "/config.json"));

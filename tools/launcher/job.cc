@@ -234,7 +234,29 @@ absl::Status Job::Rm() {
   }
   const auto& r = config_.rm();
   const std::string data = config_.data().dir();
-  return RunStage("rm", {Bin("rlhf"), "rm", "--data=" + data + "/rank.jsonl",
+  std::string rank_files = data + "/rank.jsonl";
+  if (r.label_samples_per_prompt() > 0 && config_.data().task() == "builtin") {
+    // InstructGPT's comparison data: the SFT policy's own samples, ranked by the labeller.
+    const std::string labelled = run_dir_ + "/rank_policy.jsonl";
+    if (fs::exists(labelled)) {
+      Say(absl::StrCat("[run] label: using ", labelled));
+    } else {
+      RLHF_RETURN_IF_ERROR(RunStage(
+          "label", {Bin("rlhf"), "label", "--policy=" + config_.model().sft_checkpoint(),
+                    "--prompts=" + data + "/rank.jsonl," + data + "/sft.jsonl",
+                    "--out=" + labelled, absl::StrCat("--max_prompts=", r.label_prompts()),
+                    absl::StrCat("--label_samples=", r.label_samples_per_prompt()),
+                    absl::StrCat("--min_gold_gap=", r.label_min_gold_gap()),
+                    absl::StrCat("--temperature=", config_.sampling().temperature() > 0
+                                                       ? config_.sampling().temperature()
+                                                       : 1.0f),
+                    absl::StrCat("--max_new_tokens=", config_.sampling().max_new_tokens()),
+                    absl::StrCat("--seed=", config_.seed()), "--threads=2",
+                    "--json_out=" + run_dir_ + "/label.json"}));
+    }
+    absl::StrAppend(&rank_files, ",", labelled);
+  }
+  return RunStage("rm", {Bin("rlhf"), "rm", "--data=" + rank_files,
                          "--heldout=" + data + "/rank_heldout.jsonl",
                          "--init=" + config_.model().sft_checkpoint(), "--out=" + out,
                          absl::StrCat("--steps=", r.steps()),
@@ -691,6 +713,7 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
       summary_["rm"]["heldout_pair_accuracy"] = (*rm)["heldout_accuracy"];
     }
   }
+  if (auto label = read_json(run_dir_ + "/label.json")) summary_["rm"]["policy_rankings"] = *label;
   for (const char* name : {"sft", "rl"}) {
     auto e = read_json(absl::StrCat(run_dir_, "/eval_", name, ".json"));
     if (!e) continue;
