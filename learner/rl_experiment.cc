@@ -49,8 +49,26 @@ absl::StatusOr<PreparedModels> PrepareModels(const RlExperimentOptions& options)
     RLHF_ASSIGN_OR_RETURN(TransformerLM rm, RewardModelFromSft(sft_ckpt, options.rm.seed));
     RewardOptions rm_options = options.rm;
     rm_options.out_dir = rm_dir;
+    std::vector<RankedRecord> rank = out.task.rank;
+    if (options.label_prompts > 0) {
+      std::vector<std::string> prompts;
+      for (const RankedRecord& r : out.task.rank) {
+        if (static_cast<int64_t>(prompts.size()) == options.label_prompts) break;
+        prompts.push_back(r.prompt);
+      }
+      PolicyLabelStats stats;
+      RLHF_ASSIGN_OR_RETURN(std::vector<RankedRecord> labelled,
+                            RankPolicySamples(sft_ckpt.model, tokenizer, prompts, options.label,
+                                              &stats));
+      if (!options.quiet) {
+        fprintf(stderr, "label: %lld SFT samples (gold %.3f) -> %lld rankings\n",
+                static_cast<long long>(stats.samples), stats.mean_gold,
+                static_cast<long long>(stats.records));
+      }
+      rank.insert(rank.end(), labelled.begin(), labelled.end());
+    }
     RLHF_ASSIGN_OR_RETURN(std::unique_ptr<RewardTrainer> rm_trainer,
-                          RewardTrainer::Create(rm, tokenizer, rm_options, out.task.rank,
+                          RewardTrainer::Create(rm, tokenizer, rm_options, rank,
                                                 out.task.rank_heldout));
     RLHF_ASSIGN_OR_RETURN(RewardResult rm_result, rm_trainer->Train(progress));
     if (!options.quiet) {

@@ -20,6 +20,7 @@
 #include "core/data/builtin_task.h"
 #include "core/model/checkpoint.h"
 #include "core/train/policy_eval.h"
+#include "core/train/policy_labeling.h"
 #include "core/train/reward_trainer.h"
 #include "core/train/sft_trainer.h"
 #include "learner/inprocess_loop.h"
@@ -33,6 +34,10 @@ struct RlExperimentOptions {
   ModelConfig model;                // policy architecture (vocab 259, byte tokenizer)
   SftOptions sft;                   // out_dir is set to <workdir>/sft
   RewardOptions rm;                 // out_dir is set to <workdir>/rm
+  // The RM also trains on rankings of the SFT policy's own samples for the first
+  // `label_prompts` prompts of task.rank (core/train/policy_labeling.h); 0 = off.
+  int64_t label_prompts = 0;
+  PolicyLabelOptions label;
   int64_t eval_prompts = 64;        // held-out prompts evaluated before/after
   PolicyEvalOptions eval;           // sampling of the evaluation (max_new_tokens, seed)
   bool quiet = false;               // no progress lines from the SFT/RM trainers
@@ -48,8 +53,8 @@ struct PreparedModels {
   std::vector<std::string> heldout_prompts;            // rl_heldout texts
 };
 
-// Generates the task and trains SFT then RM into <workdir>/{sft,rm}, or loads them when
-// both checkpoints already exist.
+// Generates the task and trains SFT, labels SFT samples (label_prompts > 0), then
+// trains the RM into <workdir>/{sft,rm}, or loads them when both checkpoints exist.
 absl::StatusOr<PreparedModels> PrepareModels(const RlExperimentOptions& options);
 
 struct RlRunResult {

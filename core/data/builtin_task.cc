@@ -355,18 +355,29 @@ bool Degrade(const Request& r, Draft* d, Rng* rng) {
 // mildest flaw sits near the top of most rankings). A draft is kept only when its gold
 // score is at least `min_gap` from every kept one: near-ties (two nearly worthless
 // answers a few thousandths apart) would teach noise.
-RankedRecord MakeRanked(const std::string& prompt, int k, double min_gap, double ladder_fraction,
-                        Rng* rng) {
+RankedRecord MakeRanked(const std::string& prompt, int k, const BuiltinTaskOptions& o, Rng* rng) {
   const Request r = ParseOrDie(prompt);
-  GoldRankingBuilder ranking(prompt, min_gap);
-  // Some rankings (a third by default) open with a COUNT LADDER: the same well-formed answer with
-  // 1, 2, 3 and 4 valid items. Counting against the prompt's N is the one thing a reward
-  // model does not learn from chains alone (it learns "two items is good" instead, and
-  // RL then answers two items to every prompt); ladders make it the only difference.
-  if (rng->Bernoulli(ladder_fraction)) {
+  GoldRankingBuilder ranking(prompt, o.rank_min_gold_gap);
+  // Some rankings open with a LADDER that varies one thing only. A COUNT LADDER: the
+  // same well-formed answer with 1, 2, 3 and 4 valid items. Counting against the
+  // prompt's N is what a reward model does not learn from chains alone (it learns "two
+  // items is good" instead, and RL then answers two items to every prompt). A CONTENT
+  // LADDER: the ideal answer with 0, 1, ..., N of its items swapped for wrong ones, so
+  // that item knowledge ("lime is not red") is the only difference.
+  const double u = rng->Unit();
+  if (u < o.rank_count_ladder_fraction) {
     const std::vector<std::string> pool = Draw(MatchingItems(r.category, r.attribute), 4, rng);
     for (size_t n = 1; n <= pool.size() && ranking.size() < k; ++n) {
       ranking.Offer(Sentence(std::vector<std::string>(pool.begin(), pool.begin() + n)));
+    }
+  } else if (u < o.rank_count_ladder_fraction + o.rank_content_ladder_fraction) {
+    std::vector<std::string> items = GoodItems(r, rng);
+    const std::vector<std::string> wrong =
+        Draw(NonMatchingItems(r.category, r.attribute), static_cast<int>(items.size()), rng);
+    ranking.Offer(Sentence(items));
+    for (size_t i = 0; i < wrong.size() && ranking.size() < k; ++i) {
+      items[i] = wrong[i];
+      ranking.Offer(Sentence(items));
     }
   }
   // When a chain runs dry before K (its gold scores bunch up near zero), another chain
@@ -515,9 +526,11 @@ absl::StatusOr<BuiltinTask> GenerateBuiltinTask(const BuiltinTaskOptions& o) {
         "rank_min_gold_gap must be in [0, 0.1] (larger gaps cannot fit max_k responses "
         "into the gold range), got ", o.rank_min_gold_gap));
   }
-  if (!(o.rank_count_ladder_fraction >= 0 && o.rank_count_ladder_fraction <= 1)) {
+  if (!(o.rank_count_ladder_fraction >= 0 && o.rank_content_ladder_fraction >= 0 &&
+        o.rank_count_ladder_fraction + o.rank_content_ladder_fraction <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "rank_count_ladder_fraction must be in [0, 1], got ", o.rank_count_ladder_fraction));
+        "rank_count_ladder_fraction and rank_content_ladder_fraction must be >= 0 with a sum "
+        "<= 1, got ", o.rank_count_ladder_fraction, " and ", o.rank_content_ladder_fraction));
   }
   if (!(o.heldout_prompt_fraction > 0 && o.heldout_prompt_fraction < 1)) {
     return absl::InvalidArgumentError("heldout_prompt_fraction must be in (0, 1)");
@@ -550,15 +563,13 @@ absl::StatusOr<BuiltinTask> GenerateBuiltinTask(const BuiltinTaskOptions& o) {
   Rng rank_rng = stream(4);
   for (int i = 0; i < o.num_rank; ++i) {
     const int k = o.min_k + rank_rng.Uniform(o.max_k - o.min_k + 1);
-    task.rank.push_back(MakeRanked(rank_rng.Pick(train), k, o.rank_min_gold_gap,
-                                     o.rank_count_ladder_fraction, &rank_rng));
+    task.rank.push_back(MakeRanked(rank_rng.Pick(train), k, o, &rank_rng));
   }
   Rng rank_h_rng = stream(5);
   for (int i = 0; i < o.num_rank_heldout; ++i) {
     const int k = o.min_k + rank_h_rng.Uniform(o.max_k - o.min_k + 1);
     task.rank_heldout.push_back(
-        MakeRanked(rank_h_rng.Pick(heldout), k, o.rank_min_gold_gap,
-                   o.rank_count_ladder_fraction, &rank_h_rng));
+        MakeRanked(rank_h_rng.Pick(heldout), k, o, &rank_h_rng));
   }
   // RL train: each train prompt once per pass, in shuffled passes.
   Rng rl_rng = stream(6);

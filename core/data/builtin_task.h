@@ -16,8 +16,9 @@
 //                         or nothing useful at all), so of any two responses the worse one
 //                         has all the better one's flaws and more. Flaws that shorten an
 //                         answer are about as common as ones that lengthen it (length
-//                         must not predict rank). A third of the rankings open with a
-//                         count ladder (the same answer with 1-4 valid items). Gold scores
+//                         must not predict rank). Some rankings open with a count ladder
+//                         (the same answer with 1-4 valid items) or a content ladder (the
+//                         ideal answer with 0..N items swapped for wrong ones). Gold scores
 //                         within a ranking are >= rank_min_gold_gap apart (no near-ties).
 //                         Presented in shuffled order.
 //                         (The RM's best data is rankings of the SFT policy's own samples,
@@ -60,7 +61,8 @@ struct BuiltinTaskOptions {
   int max_k = 9;
   double sft_imperfect_fraction = 0.5;
   double rank_min_gold_gap = 0.02;  // min gold-score difference within one ranking, [0, 0.1]
-  double rank_count_ladder_fraction = 0.35;  // rankings that open with a count ladder
+  double rank_count_ladder_fraction = 0.3;    // rankings that open with a count ladder
+  double rank_content_ladder_fraction = 0.3;  // ... with a content ladder (if no count one)
   double heldout_prompt_fraction = 0.25;  // of the 588 distinct prompts, held out
 };
 

@@ -133,13 +133,37 @@ TEST(BuiltinTaskTest, LengthDoesNotPredictRankAndCountLaddersAppear) {
   const double frac = static_cast<double>(winner_shorter) / pairs;
   EXPECT_GT(frac, 0.35);
   EXPECT_LT(frac, 0.65);
-  // Count ladders open rank_count_ladder_fraction = 0.35 of the rankings (fewer show
+  // Count ladders open rank_count_ladder_fraction = 0.3 of the rankings (fewer show
   // all three rungs: a short ranking or few matching items).
   o.rank_count_ladder_fraction = 0;
+  o.rank_content_ladder_fraction = 0;
   auto without = GenerateBuiltinTask(o);
   ASSERT_TRUE(without.ok());
-  EXPECT_GT(LadderLike(t->rank), LadderLike(without->rank) + 600 * 0.15)
+  EXPECT_GT(LadderLike(t->rank), LadderLike(without->rank) + 600 * 0.1)
       << LadderLike(t->rank) << " vs " << LadderLike(without->rank);
+}
+
+TEST(BuiltinTaskTest, ContentLaddersDifferOnlyInWrongItems) {
+  BuiltinTaskOptions o = Small(9);
+  o.rank_count_ladder_fraction = 0;
+  o.rank_content_ladder_fraction = 1;
+  auto t = GenerateBuiltinTask(o);
+  ASSERT_TRUE(t.ok());
+  for (const RankedRecord& r : t->rank) {
+    // The ideal answer and the same answer with one wrong item, both well formed.
+    bool ideal = false, one_wrong = false;
+    for (const std::string& s : r.responses) {
+      const GoldBreakdown b = GoldScoreBreakdown(r.prompt, s);
+      ideal |= b.score == 1.0;
+      one_wrong |= b.wrong == 1 && b.count_ok && b.capital && b.period && b.filler == 0;
+    }
+    EXPECT_TRUE(ideal) << r.prompt;
+    EXPECT_TRUE(one_wrong) << r.prompt;
+  }
+  o.rank_content_ladder_fraction = 0.9;  // with 0.3 of count ladders: more than all
+  o.rank_count_ladder_fraction = 0.3;
+  EXPECT_NE(GenerateBuiltinTask(o).status().message().find("rank_content_ladder_fraction"),
+            std::string::npos);
 }
 
 TEST(GoldRankingBuilderTest, DropsDuplicatesAndNearTiesAndRanksByGold) {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "tools/launcher/http.h"
+#include "tools/launcher/paired_gain.h"
 #include "tools/launcher/process.h"
 #include "tools/launcher/ready.h"
 #include "tools/launcher/supervisor.h"
@@ -283,6 +284,19 @@ TEST_F(LauncherTest, HttpGetReadsAChildsMetrics) {
   auto missing = HttpGet("127.0.0.1", port, "/nope", absl::Seconds(5));
   EXPECT_FALSE(missing.ok());
   EXPECT_THAT(missing.status().message(), HasSubstr("HTTP 404"));
+}
+
+TEST(PairedGainTest, AveragesPerPromptThenDifferencesWithTheirInterval) {
+  // p1: 0.6 -> 0.8 (+0.2); p2: 0.2 -> 0.5 (+0.3); p3 and p4 are seen by one side only.
+  auto g = PairedPromptGain({{"p1", 0.5}, {"p1", 0.7}, {"p2", 0.2}, {"p3", 1.0}},
+                            {{"p1", 0.8}, {"p2", 0.4}, {"p2", 0.6}, {"p4", 0.3}});
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->prompts, 2);
+  EXPECT_NEAR(g->mean, 0.25, 1e-12);
+  // sd of {0.2, 0.3} = 0.0707107; 1.96 * sd / sqrt(2) = 0.098.
+  EXPECT_NEAR(g->half_width, 0.098, 1e-9);
+  auto too_few = PairedPromptGain({{"p1", 0.5}}, {{"p1", 0.6}, {"p2", 0.1}});
+  EXPECT_EQ(too_few.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "services/config/config.h"
 #include "services/metrics.h"
 #include "tools/launcher/http.h"
+#include "tools/launcher/paired_gain.h"
 #include "tools/launcher/process.h"
 #include "tools/launcher/prometheus.h"
 #include "tools/launcher/ready.h"
@@ -714,15 +715,27 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
     }
   }
   if (auto label = read_json(run_dir_ + "/label.json")) summary_["rm"]["policy_rankings"] = *label;
+  std::vector<std::pair<std::string, double>> gold_samples[2];
   for (const char* name : {"sft", "rl"}) {
     auto e = read_json(absl::StrCat(run_dir_, "/eval_", name, ".json"));
     if (!e) continue;
     Json samples = e->value("samples", Json::array());
+    for (const Json& s : samples) {
+      if (s.contains("prompt") && s.contains("gold") && s["gold"].is_number()) {
+        gold_samples[name[0] == 'r'].emplace_back(s["prompt"].get<std::string>(),
+                                                  s["gold"].get<double>());
+      }
+    }
     e->erase("samples");
     summary_[name]["eval"] = *e;
     if (samples.is_array() && !samples.empty()) {
+      // One sample from each of the first prompts (eval samples each prompt
+      // samples_per_prompt times in a row), so the table shows different prompts.
+      const size_t stride = std::max(1, config_.eval().samples_per_prompt());
       Json few = Json::array();
-      for (size_t i = 0; i < samples.size() && i < 5; ++i) few.push_back(samples[i]);
+      for (size_t i = 0; i * stride < samples.size() && i < 5; ++i) {
+        few.push_back(samples[i * stride]);
+      }
       summary_[name]["samples"] = few;
     }
     auto num = [&](const char* key) -> std::optional<double> {
@@ -736,6 +749,13 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
     if (auto r = num("rm_mean")) summary_[name]["rm_score"] = *r;
     if (auto k = num("kl_mean")) summary_[name]["kl_to_sft"] = *k;
     if (auto n = num("n")) summary_[name]["eval_samples"] = *n;
+  }
+  // RL minus SFT on the same prompts, with the interval of the paired difference.
+  if (auto gain = PairedPromptGain(gold_samples[0], gold_samples[1]); gain.ok()) {
+    summary_["rl"]["gold_gain_over_sft"] = gain->mean;
+    summary_["rl"]["gold_gain_over_sft_ci95"] = {gain->mean - gain->half_width,
+                                                 gain->mean + gain->half_width};
+    summary_["rl"]["gold_gain_prompts"] = gain->prompts;
   }
   const std::string tmp = run_dir_ + "/summary.json.tmp";
   {
@@ -767,6 +787,17 @@ void Job::PrintTable() {
            {"KL to SFT (nats)", "kl_to_sft"}}) {
     absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", label, get("sft", key.c_str()),
                                           get("rl", key.c_str())));
+  }
+  if (summary_.contains("rl") && summary_["rl"].contains("gold_gain_over_sft")) {
+    const double gain = summary_["rl"]["gold_gain_over_sft"].get<double>();
+    const Json& ci = summary_["rl"]["gold_gain_over_sft_ci95"];
+    const bool clear = ci[0].get<double>() > 0;
+    absl::StrAppend(
+        &out, absl::StrFormat("%-22s %-26s %s\n", "gold gain RL - SFT", "",
+                              absl::StrCat(gain >= 0 ? "+" : "", Fmt(gain), " ", get("rl", "gold_gain_over_sft_ci95"),
+                                           clear ? " (RL better)" : " (not significant)")));
+    absl::StrAppend(&out, "  (paired by prompt over ",
+                    summary_["rl"].value("gold_gain_prompts", 0), " held-out prompts)\n");
   }
   if (summary_.contains("sft") && summary_["sft"].contains("samples")) {
     const Json& before = summary_["sft"]["samples"];
