@@ -31,17 +31,19 @@ ABSL_FLAG(std::string, preset, "tiny", "model preset");
 ABSL_FLAG(int, d_model, 0, "override the preset's d_model (0 = keep)");
 ABSL_FLAG(int, n_layers, 0, "override the preset's n_layers (0 = keep)");
 ABSL_FLAG(int, sft_batch, 32, "SFT batch size");
-ABSL_FLAG(int, sft_steps, 400, "SFT optimizer steps");
-ABSL_FLAG(int, rm_steps, 200, "RM optimizer steps");
-ABSL_FLAG(int, rl_steps, 30, "RL steps per algorithm");
+ABSL_FLAG(int, sft_steps, 1000, "SFT optimizer steps");
+ABSL_FLAG(int, rm_steps, 400, "RM optimizer steps");
+ABSL_FLAG(int, label_prompts, 1000, "prompts whose SFT samples are ranked for the RM (0 = off)");
+ABSL_FLAG(int, rl_steps, 80, "RL steps per algorithm");
 ABSL_FLAG(int, prompts_per_step, 16, "prompts per RL step");
 ABSL_FLAG(int, samples_per_prompt, 4, "samples per prompt (G)");
 ABSL_FLAG(int, max_new_tokens, 44, "sampling budget");
 ABSL_FLAG(int, eval_prompts, 128, "held-out prompts evaluated");
+ABSL_FLAG(int, eval_samples, 4, "responses sampled per held-out prompt");
 ABSL_FLAG(double, lr, 1e-4, "RL learning rate");
-ABSL_FLAG(double, beta, 0.05, "initial KL coefficient");
+ABSL_FLAG(double, beta, 0.2, "initial KL coefficient");
 ABSL_FLAG(bool, adaptive, true, "adaptive KL controller");
-ABSL_FLAG(double, kl_target, 3.0, "KL target, nats per sequence");
+ABSL_FLAG(double, kl_target, 0.75, "KL target, nats per sequence");
 ABSL_FLAG(int, show_samples, 0, "print this many held-out samples before/after");
 ABSL_FLAG(bool, learner_only, false,
           "only time Trainer::Step on synthetic batches of the preset (no SFT/RM/RL run)");
@@ -163,9 +165,12 @@ int Main() {
   options.rm.eval_every = 0;
   options.rm.checkpoint_every = 0;
   options.rm.log_every = 50;
+  options.label_prompts = absl::GetFlag(FLAGS_label_prompts);
+  options.label.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.eval_prompts = absl::GetFlag(FLAGS_eval_prompts);
   options.eval.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.eval.seed = 12345;
+  options.eval.samples_per_prompt = absl::GetFlag(FLAGS_eval_samples);
   absl::StatusOr<PreparedModels> models = PrepareModels(options);
   if (!models.ok()) {
     std::fprintf(stderr, "prepare: %s\n", models.status().ToString().c_str());
