@@ -75,13 +75,20 @@ TEST(ConfigTest, NamePlaceholderAndAbsolutePaths) {
 }
 
 TEST(ConfigTest, EnumsAcceptShortAndFullNames) {
-  auto c = Parse("rl:\n  algorithm: ppo\n  kl:\n    estimator: K3\n    placement: "
+  auto c = Parse("rl:\n  algorithm: grpo\n  kl:\n    estimator: K3\n    placement: "
                  "KL_PLACEMENT_IN_LOSS\nweights:\n  transport: collective\n");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->rl().algorithm(), rlhf::v1::ALGORITHM_PPO);
+  EXPECT_EQ(c->rl().algorithm(), rlhf::v1::ALGORITHM_GRPO);
   EXPECT_EQ(c->rl().kl().estimator(), rlhf::v1::KL_ESTIMATOR_CHOICE_K3);
   EXPECT_EQ(c->rl().kl().placement(), rlhf::v1::KL_PLACEMENT_IN_LOSS);
   EXPECT_EQ(c->weights().transport(), rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE);
+}
+
+TEST(ConfigTest, PpoIsRefusedByTheDistributedJobNamingTheField) {
+  auto c = Parse("rl:\n  algorithm: ALGORITHM_PPO\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("rl.algorithm: ppo is not available"));
 }
 
 TEST(ConfigTest, UnknownFieldNamesPathLineAndSuggestion) {

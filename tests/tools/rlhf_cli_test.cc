@@ -77,6 +77,27 @@ TEST(RlhfCliTest, DataIsDeterministicGivenSeed) {
   EXPECT_NE(bad.output.find("--task"), std::string::npos);
 }
 
+// The shipped job files are valid end to end as far as their data stage (a broken
+// example config is the first thing a user meets).
+TEST(RlhfCliTest, ShippedJobConfigsValidateAndGenerateTheirData) {
+  const char* src = std::getenv("RLHF_SOURCE_DIR");
+  for (const char* name : {"quickstart", "large"}) {
+    SCOPED_TRACE(name);
+    const std::string run_dir = Dir() + "/shipped_" + name;
+    RunResult r = Rlhf(std::string("run --config ") + (src != nullptr ? src : ".") +
+                       "/deploy/local/" + name + ".yaml --stages data --set run_dir=" + run_dir);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_FALSE(Slurp(run_dir + "/data/rl_heldout.jsonl").empty());
+    EXPECT_FALSE(Slurp(run_dir + "/config.yaml").empty());
+  }
+  // PPO is refused up front by the distributed job, naming the field.
+  RunResult ppo = Rlhf(std::string("run --config ") + (src != nullptr ? src : ".") +
+                       "/deploy/local/quickstart.yaml --stages data --set run_dir=" + Dir() +
+                       "/shipped_ppo,rl.algorithm=ppo");
+  EXPECT_NE(ppo.exit_code, 0);
+  EXPECT_NE(ppo.output.find("rl.algorithm: ppo"), std::string::npos) << ppo.output;
+}
+
 TEST(RlhfCliTest, MalformedDataIsAnErrorNamingFileLineAndField) {
   const std::string path = Dir() + "/bad_rank.jsonl";
   std::ofstream(path) << R"({"prompt":"p","responses":["a","b"],"ranking":[1,0]})" << "\n"
