@@ -102,7 +102,7 @@ TEST(RlBuiltinTaskTest, RlRaisesGoldScoreAndKlIsControlled) {
   // The learned reward went up (what RL optimises) ...
   EXPECT_GT(after.rm.mean, before.rm.mean + 0.2);
   // ... and the hidden gold score did not fall. Measured in this configuration: +0.019
-  // [-0.004, +0.041] (paired interval); through `rlhf run` (actors, same sizes) the
+  // [-0.004, +0.041], +0.052 [+0.029, +0.076], +0.020 [-0.002, +0.042] (paired); through `rlhf run` (actors, same sizes) the
   // quickstart gains +0.048 [+0.024, +0.073]. A "clear margin" is not asserted: the RM
   // (~0.75 held-out pair accuracy) is blind to item knowledge, and the SFT/RM stage is
   // not bitwise reproducible run to run. Tracked in issues 3 and 5.
@@ -119,11 +119,12 @@ TEST(RlBuiltinTaskTest, RlRaisesGoldScoreAndKlIsControlled) {
   EXPECT_GT(after.kl.mean, 0.25 * kKlTarget);
   EXPECT_LT(after.kl.mean, 2.0 * kKlTarget);
   // Without the penalty the policy drifts further, and the proxy is over-optimised:
-  // the learned reward rises at least as much while the gold score collapses (measured
-  // 0.517 vs 0.780 with β > 0, KL 5.8 vs 0.6).
-  EXPECT_GT(free_run->after.kl.mean, 3 * after.kl.mean);
+  // the learned reward rises while the gold score falls well below the β > 0 run
+  // (measured in three runs: gold 0.517 / 0.582 / 0.656 vs 0.780 / 0.796 / 0.797, KL
+  // 5.8 / 8.2 / 3.3 vs 0.63 / 0.87 / 0.64).
+  EXPECT_GT(free_run->after.kl.mean, 2 * after.kl.mean);
   EXPECT_GT(free_run->after.rm.mean, before.rm.mean + 0.2);
-  EXPECT_LT(free_run->after.gold.mean, after.gold.mean - 0.1);
+  EXPECT_LT(free_run->after.gold.mean, after.gold.mean - 0.05);
   fs::remove_all(workdir);
 }
 
