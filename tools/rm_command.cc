@@ -32,17 +32,16 @@ int RunRmCommand(const std::vector<std::string>& args) {
   // --data may list several files (e.g. the synthetic rankings and `rlhf label`'s
   // rankings of SFT samples); their records are concatenated.
   JsonlStats stats;
-  std::vector<RankedRecord> train_records;
+  std::vector<RankedRecord> train;
   for (absl::string_view path : absl::StrSplit(data, ',', absl::SkipEmpty())) {
     JsonlStats file_stats;
     auto records = ReadPreferenceJsonl(std::string(path), read, &file_stats);
     if (!records.ok()) return Fail("rm", records.status());
     stats.malformed += file_stats.malformed;
     stats.duplicate_pairs += file_stats.duplicate_pairs;
-    train_records.insert(train_records.end(), std::make_move_iterator(records->begin()),
-                         std::make_move_iterator(records->end()));
+    train.insert(train.end(), std::make_move_iterator(records->begin()),
+                 std::make_move_iterator(records->end()));
   }
-  const std::vector<RankedRecord>* train = &train_records;
   std::vector<RankedRecord> heldout;
   if (!absl::GetFlag(FLAGS_heldout).empty()) {
     auto h = ReadPreferenceJsonl(absl::GetFlag(FLAGS_heldout), read);
@@ -52,7 +51,7 @@ int RunRmCommand(const std::vector<std::string>& args) {
   std::fprintf(stderr,
                "rm: %zu ranked prompts from %s (%lld malformed skipped, %lld duplicate-response "
                "pairs dropped), %zu held-out\n",
-               train->size(), data.c_str(), static_cast<long long>(stats.malformed),
+               train.size(), data.c_str(), static_cast<long long>(stats.malformed),
                static_cast<long long>(stats.duplicate_pairs), heldout.size());
 
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
@@ -87,7 +86,7 @@ int RunRmCommand(const std::vector<std::string>& args) {
   options.resume = absl::GetFlag(FLAGS_resume);
 
   ByteTokenizer tokenizer;
-  auto trainer = RewardTrainer::Create(model, tokenizer, options, *train, heldout);
+  auto trainer = RewardTrainer::Create(model, tokenizer, options, train, heldout);
   if (!trainer.ok()) return Fail("rm", trainer.status());
   auto result = (*trainer)->Train(
       [](const TrainProgress& p) { std::fprintf(stderr, "%s\n", FormatProgress(p).c_str()); });

@@ -130,9 +130,11 @@ TEST(BuiltinTaskTest, LengthDoesNotPredictRankAndCountLaddersAppear) {
   }
   // A reward model must not be able to score well by preferring shorter answers (RL
   // would then drop items): the better response is the shorter one about half the time.
+  // Measured 0.513; chains with the old uniform flaw draw gave 0.57 (0.65 with the
+  // near-ties kept), so the bounds catch a regression to either.
   const double frac = static_cast<double>(winner_shorter) / pairs;
-  EXPECT_GT(frac, 0.35);
-  EXPECT_LT(frac, 0.65);
+  EXPECT_GT(frac, 0.45);
+  EXPECT_LT(frac, 0.56);
   // Count ladders open rank_count_ladder_fraction = 0.3 of the rankings (fewer show
   // all three rungs: a short ranking or few matching items).
   o.rank_count_ladder_fraction = 0;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -715,15 +716,15 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
     }
   }
   if (auto label = read_json(run_dir_ + "/label.json")) summary_["rm"]["policy_rankings"] = *label;
-  std::vector<std::pair<std::string, double>> gold_samples[2];
+  std::map<std::string, std::vector<std::pair<std::string, double>>> gold_samples;
   for (const char* name : {"sft", "rl"}) {
     auto e = read_json(absl::StrCat(run_dir_, "/eval_", name, ".json"));
     if (!e) continue;
     Json samples = e->value("samples", Json::array());
     for (const Json& s : samples) {
       if (s.contains("prompt") && s.contains("gold") && s["gold"].is_number()) {
-        gold_samples[name[0] == 'r'].emplace_back(s["prompt"].get<std::string>(),
-                                                  s["gold"].get<double>());
+        gold_samples[name].emplace_back(s["prompt"].get<std::string>(),
+                                        s["gold"].get<double>());
       }
     }
     e->erase("samples");
@@ -751,7 +752,7 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
     if (auto n = num("n")) summary_[name]["eval_samples"] = *n;
   }
   // RL minus SFT on the same prompts, with the interval of the paired difference.
-  if (auto gain = PairedPromptGain(gold_samples[0], gold_samples[1]); gain.ok()) {
+  if (auto gain = PairedPromptGain(gold_samples["sft"], gold_samples["rl"]); gain.ok()) {
     summary_["rl"]["gold_gain_over_sft"] = gain->mean;
     summary_["rl"]["gold_gain_over_sft_ci95"] = {gain->mean - gain->half_width,
                                                  gain->mean + gain->half_width};
