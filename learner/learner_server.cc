@@ -82,19 +82,39 @@ class LearnerMetrics {
 
 absl::StatusOr<std::unique_ptr<LearnerServer>> LearnerServer::Create(
     const LearnerServerOptions& options, TransformerLM policy,
-    std::vector<std::vector<int32_t>> prompts, std::shared_ptr<prometheus::Registry> registry) {
+    std::vector<std::vector<int32_t>> prompts, std::shared_ptr<prometheus::Registry> registry,
+    TransformerLM value) {
   RLHF_RETURN_IF_ERROR(ValidateTrainerOptions(options.trainer));
   if (!policy) return absl::InvalidArgumentError("policy: null model");
+  if (options.trainer.algorithm == RlAlgorithm::kPpo && !value) {
+    return absl::InvalidArgumentError("PPO needs a value model (e.g. the reward model)");
+  }
   if (options.checkpoint_every < 1) return absl::InvalidArgumentError("checkpoint_every must be >= 1");
+  if (options.trainer.ptx_coef > 0) {
+    if (options.pretrain.empty()) {
+      return absl::InvalidArgumentError(
+          "rl.ptx_coef > 0 but no pretraining texts were given (the ptx term needs them)");
+    }
+    if (options.ptx_batch_size < 1) return absl::InvalidArgumentError("ptx_batch_size must be >= 1");
+    for (size_t i = 0; i < options.pretrain.size(); ++i) {
+      if (options.pretrain[i].size() < 2) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("pretrain text ", i, " has ", options.pretrain[i].size(),
+                         " tokens (need >= 2)"));
+      }
+    }
+  }
   return std::unique_ptr<LearnerServer>(
-      new LearnerServer(options, std::move(policy), std::move(prompts), std::move(registry)));
+      new LearnerServer(options, std::move(policy), std::move(prompts), std::move(registry),
+                        std::move(value)));
 }
 
 LearnerServer::LearnerServer(const LearnerServerOptions& options, TransformerLM policy,
                              std::vector<std::vector<int32_t>> prompts,
-                             std::shared_ptr<prometheus::Registry> registry)
-    : options_(options), initial_policy_(std::move(policy)), prompts_(std::move(prompts)),
-      registry_(std::move(registry)) {}
+                             std::shared_ptr<prometheus::Registry> registry,
+                             TransformerLM value)
+    : options_(options), initial_policy_(std::move(policy)), initial_value_(std::move(value)),
+      prompts_(std::move(prompts)), registry_(std::move(registry)) {}
 
 LearnerServer::~LearnerServer() { Shutdown(absl::Now()); }
 
@@ -115,7 +135,8 @@ absl::Status LearnerServer::Start() {
     LOG(INFO) << "learner: restored " << *latest << " (step " << trainer_->step() << ", version "
               << trainer_->policy_version() << ")";
   } else {
-    RLHF_ASSIGN_OR_RETURN(trainer_, Trainer::Create(options_.trainer, initial_policy_));
+    RLHF_ASSIGN_OR_RETURN(trainer_, Trainer::Create(options_.trainer, initial_policy_,
+                                                    initial_value_));
     if (checkpointer_) RLHF_RETURN_IF_ERROR(Checkpoint());  // step 0: restart = same init
   }
   RLHF_RETURN_IF_ERROR(handler_->Restore(trainer_->step(), trainer_->policy_version()));
@@ -165,6 +186,16 @@ absl::Status LearnerServer::Checkpoint() {
   return absl::OkStatus();
 }
 
+std::vector<std::vector<int32_t>> LearnerServer::PtxBatch(int64_t step) const {
+  std::vector<std::vector<int32_t>> batch;
+  if (options_.trainer.ptx_coef <= 0) return batch;
+  const int64_t n = static_cast<int64_t>(options_.pretrain.size());
+  for (int64_t i = 0; i < options_.ptx_batch_size; ++i) {
+    batch.push_back(options_.pretrain[(step * options_.ptx_batch_size + i) % n]);
+  }
+  return batch;
+}
+
 void LearnerServer::TrainLoop() {
   while (!stop_.load()) {
     std::optional<LearnerHandler::Batch> batch = handler_->WaitForBatch(options_.poll_interval);
@@ -186,7 +217,7 @@ void LearnerServer::TrainLoop() {
         trajectories.push_back(std::move(tr));
       }
     }
-    absl::StatusOr<TrainStats> stats = trainer_->Step(trajectories);
+    absl::StatusOr<TrainStats> stats = trainer_->Step(trajectories, PtxBatch(trainer_->step()));
     if (!stats.ok()) {
       LOG(ERROR) << "learner: step " << batch->step << " failed: " << stats.status();
       {

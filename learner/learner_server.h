@@ -47,17 +47,26 @@ struct LearnerServerOptions {
   int checkpoint_every = 20;                 // steps; the last step is always saved
   int keep_checkpoints = 3;
   absl::Duration poll_interval = absl::Milliseconds(100);  // expiry + metrics refresh
+  // The PPO-ptx term: when trainer.ptx_coef > 0, each step also trains on
+  // ptx_batch_size of these texts (token ids, [BOS] text [EOS], >= 2 tokens each),
+  // taken in order from position step * ptx_batch_size (mod size): a pure function of
+  // the step, so a restored learner continues the same sequence. Must be non-empty when
+  // ptx_coef > 0 (Create fails otherwise rather than silently dropping the term).
+  std::vector<std::vector<int32_t>> pretrain;
+  int ptx_batch_size = 8;
 };
 
 class LearnerMetrics;
 
 class LearnerServer {
  public:
-  // `policy` is the initial policy (ignored when a checkpoint is restored); `registry`
-  // may be null (no metrics).
+  // `policy` is the initial policy and `value` the initial value model (PPO only, e.g.
+  // the reward model as in InstructGPT; null otherwise); both are ignored when a
+  // checkpoint is restored. `registry` may be null (no metrics).
   static absl::StatusOr<std::unique_ptr<LearnerServer>> Create(
       const LearnerServerOptions& options, TransformerLM policy,
-      std::vector<std::vector<int32_t>> prompts, std::shared_ptr<prometheus::Registry> registry);
+      std::vector<std::vector<int32_t>> prompts, std::shared_ptr<prometheus::Registry> registry,
+      TransformerLM value = nullptr);
   ~LearnerServer();
 
   absl::Status Start();
@@ -74,14 +83,17 @@ class LearnerServer {
  private:
   LearnerServer(const LearnerServerOptions& options, TransformerLM policy,
                 std::vector<std::vector<int32_t>> prompts,
-                std::shared_ptr<prometheus::Registry> registry);
+                std::shared_ptr<prometheus::Registry> registry, TransformerLM value);
   void TrainLoop();
   void PollLoop();
   absl::Status PublishCurrent();  // flattens, records the hash, publishes
   absl::Status Checkpoint();
+  // The pretraining texts of the step after `step` (empty when ptx is off).
+  std::vector<std::vector<int32_t>> PtxBatch(int64_t step) const;
 
   const LearnerServerOptions options_;
   TransformerLM initial_policy_;
+  TransformerLM initial_value_;  // PPO only
   std::vector<std::vector<int32_t>> prompts_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<StateStore> store_;

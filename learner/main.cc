@@ -55,32 +55,6 @@ ABSL_FLAG(bool, exit_when_done, true, "exit once rl.steps are trained");
 
 namespace {
 
-absl::StatusOr<std::vector<std::vector<int32_t>>> LoadPrompts(const rlhf::v1::JobConfig& job) {
-  rlhf::ByteTokenizer tokenizer;
-  std::string path = absl::GetFlag(FLAGS_prompts_jsonl);
-  if (path.empty() && !job.data().dir().empty()) {
-    std::string candidate = job.data().dir() + "/rl_train.jsonl";
-    if (FILE* f = std::fopen(candidate.c_str(), "r")) {
-      std::fclose(f);
-      path = candidate;
-    }
-  }
-  std::vector<std::vector<int32_t>> prompts;
-  if (!path.empty()) {
-    auto records = rlhf::ReadPromptJsonl(path);
-    if (!records.ok()) return records.status();
-    for (const auto& r : *records) prompts.push_back(rlhf::EncodePrompt(tokenizer, r.prompt));
-    return prompts;
-  }
-  rlhf::BuiltinTaskOptions opts;
-  opts.seed = job.data().seed();
-  if (job.data().num_rl_train() > 0) opts.num_rl_train = job.data().num_rl_train();
-  auto task = rlhf::GenerateBuiltinTask(opts);
-  if (!task.ok()) return task.status();
-  for (const auto& r : task->rl_train) prompts.push_back(rlhf::EncodePrompt(tokenizer, r.prompt));
-  return prompts;
-}
-
 absl::StatusOr<rlhf::TransformerLM> LoadPolicy(const rlhf::v1::JobConfig& job) {
   std::string dir = absl::GetFlag(FLAGS_policy_checkpoint);
   if (dir.empty() && !job.model().sft_checkpoint().empty()) {
@@ -113,7 +87,7 @@ absl::Status Run() {
   const rlhf::v1::JobConfig job = *std::move(job_or);
   if (job.learner().threads() > 0) at::set_num_threads(job.learner().threads());
 
-  auto prompts = LoadPrompts(job);
+  auto prompts = rlhf::RlPromptsFromConfig(job, absl::GetFlag(FLAGS_prompts_jsonl));
   if (!prompts.ok()) return prompts.status();
   auto policy = LoadPolicy(job);
   if (!policy.ok()) return policy.status();
@@ -151,6 +125,14 @@ absl::Status Run() {
   auto trainer = rlhf::TrainerOptionsFromConfig(rl, job.sampling(), job.seed());
   if (!trainer.ok()) return trainer.status();
   o.trainer = *trainer;
+  if (o.trainer.ptx_coef > 0) {
+    auto pretrain = rlhf::PretrainFromConfig(job, mc.max_seq_len);
+    if (!pretrain.ok()) return pretrain.status();
+    o.pretrain = *std::move(pretrain);
+    o.ptx_batch_size = rl.ptx_batch_size();
+    LOG(INFO) << "learner: ptx term on, " << o.pretrain.size() << " pretraining texts, "
+              << o.ptx_batch_size << " per step, coef " << o.trainer.ptx_coef;
+  }
   o.sampling = job.sampling();
   switch (rl.kl().estimator()) {
     case rlhf::v1::KL_ESTIMATOR_CHOICE_K2: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_K2; break;
@@ -175,7 +157,20 @@ absl::Status Run() {
     exposer = *std::move(e);
     std::printf("metrics on %s\n", exposer->url().c_str());
   }
-  auto server = rlhf::learner::LearnerServer::Create(o, *policy, *std::move(prompts), registry);
+  rlhf::TransformerLM value{nullptr};
+  if (o.trainer.algorithm == rlhf::RlAlgorithm::kPpo) {
+    // InstructGPT initialises PPO's value function from the reward model.
+    auto rm = rlhf::LoadCheckpoint(job.model().rm_checkpoint());
+    if (!rm.ok()) {
+      return absl::Status(rm.status().code(),
+                          absl::StrCat("rl.algorithm ppo: value model from model.rm_checkpoint: ",
+                                       rm.status().message()));
+    }
+    value = rm->model;
+    LOG(INFO) << "learner: PPO value model from " << job.model().rm_checkpoint();
+  }
+  auto server =
+      rlhf::learner::LearnerServer::Create(o, *policy, *std::move(prompts), registry, value);
   if (!server.ok()) return server.status();
   if (absl::Status s = (*server)->Start(); !s.ok()) return s;
   std::printf("listening on %s:%d\n", o.grpc.host.c_str(), (*server)->port());

@@ -83,11 +83,9 @@ absl::StatusOr<PreparedModels> PrepareModels(const RlExperimentOptions& options)
   for (const PromptRecord& r : out.task.rl_train) {
     out.rl_prompts.push_back(EncodePrompt(tokenizer, r.prompt));
   }
-  for (const TextRecord& r : out.task.pretrain) {
-    std::vector<int32_t> ids = EncodePrompt(tokenizer, r.text);
-    ids.push_back(tokenizer.eos_id());
-    if (static_cast<int64_t>(ids.size()) <= out.sft.config.max_seq_len) out.pretrain.push_back(ids);
-  }
+  std::vector<std::string> texts;
+  for (const TextRecord& r : out.task.pretrain) texts.push_back(r.text);
+  out.pretrain = EncodePretrainTexts(tokenizer, texts, out.sft.config.max_seq_len);
   for (const PromptRecord& r : out.task.rl_heldout) out.heldout_prompts.push_back(r.prompt);
   if (options.eval_prompts >= 0 &&
       static_cast<int64_t>(out.heldout_prompts.size()) > options.eval_prompts) {

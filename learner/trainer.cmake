@@ -14,7 +14,7 @@ rlhf_torch_pch(rlhf_trainer)
 if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/trainer_config.cc)
   rlhf_library(rlhf_trainer_config
     SOURCES trainer_config.cc
-    DEPS rlhf_trainer rlhf_proto)
+    DEPS rlhf_trainer rlhf_proto rlhf_train rlhf_data)
   # no PCH: protobuf targets add -pthread, which invalidates the shared torch PCH
 endif()
 # The whole pipeline on the built-in task in one process (tests, bench, debugging).

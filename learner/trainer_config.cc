@@ -1,7 +1,14 @@
 #include "learner/trainer_config.h"
 
+#include <cstdio>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
+#include "core/data/builtin_task.h"
+#include "core/data/jsonl.h"
+#include "core/model/tokenizer.h"
 #include "core/status_macros.h"
+#include "core/train/training_common.h"
 
 namespace rlhf {
 
@@ -95,6 +102,65 @@ absl::StatusOr<InProcessLoopOptions> LoopOptionsFromConfig(const rlhf::v1::JobCo
   if (o.samples_per_prompt < 1) return absl::InvalidArgumentError("rl.samples_per_prompt must be >= 1");
   if (o.keep_checkpoints < 1) return absl::InvalidArgumentError("rl.keep_checkpoints must be >= 1");
   return o;
+}
+
+namespace {
+
+// <data.dir>/<name> when the job has a data dir and the file exists, else "".
+std::string ExistingDataFile(const rlhf::v1::JobConfig& job, const std::string& name) {
+  if (job.data().dir().empty()) return "";
+  const std::string path = job.data().dir() + "/" + name;
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return "";
+  std::fclose(f);
+  return path;
+}
+
+absl::StatusOr<BuiltinTask> GenerateJobTask(const rlhf::v1::JobConfig& job) {
+  BuiltinTaskOptions opts;
+  opts.seed = job.data().seed();
+  if (job.data().num_rl_train() > 0) opts.num_rl_train = job.data().num_rl_train();
+  if (job.data().num_pretrain() > 0) opts.num_pretrain = job.data().num_pretrain();
+  return GenerateBuiltinTask(opts);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> RlPromptsFromConfig(
+    const rlhf::v1::JobConfig& job, const std::string& path) {
+  const ByteTokenizer tokenizer;
+  const std::string file = path.empty() ? ExistingDataFile(job, "rl_train.jsonl") : path;
+  std::vector<std::vector<int32_t>> prompts;
+  if (!file.empty()) {
+    RLHF_ASSIGN_OR_RETURN(std::vector<PromptRecord> records, ReadPromptJsonl(file));
+    for (const PromptRecord& r : records) prompts.push_back(EncodePrompt(tokenizer, r.prompt));
+    return prompts;
+  }
+  RLHF_ASSIGN_OR_RETURN(BuiltinTask task, GenerateJobTask(job));
+  for (const PromptRecord& r : task.rl_train) prompts.push_back(EncodePrompt(tokenizer, r.prompt));
+  return prompts;
+}
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> PretrainFromConfig(
+    const rlhf::v1::JobConfig& job, int64_t max_seq_len) {
+  const ByteTokenizer tokenizer;
+  std::string source = ExistingDataFile(job, "pretrain.jsonl");
+  std::vector<std::string> texts;
+  if (!source.empty()) {
+    RLHF_ASSIGN_OR_RETURN(std::vector<TextRecord> records, ReadTextJsonl(source));
+    for (TextRecord& r : records) texts.push_back(std::move(r.text));
+  } else {
+    source = "the built-in task";
+    RLHF_ASSIGN_OR_RETURN(BuiltinTask task, GenerateJobTask(job));
+    for (TextRecord& r : task.pretrain) texts.push_back(std::move(r.text));
+  }
+  std::vector<std::vector<int32_t>> pretrain = EncodePretrainTexts(tokenizer, texts, max_seq_len);
+  if (pretrain.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rl.ptx_coef > 0 but no pretraining text of ", source, " fits in ", max_seq_len,
+        " tokens"));
+  }
+  return pretrain;
 }
 
 }  // namespace rlhf

@@ -4,6 +4,10 @@
 // fields map one to one; UNSPECIFIED enums take the proto's documented meaning.
 #pragma once
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include "absl/status/statusor.h"
 #include "core/model/generation.h"
 #include "learner/inprocess_loop.h"
@@ -25,5 +29,17 @@ absl::StatusOr<SamplingOptions> SamplingOptionsFromConfig(const rlhf::v1::Sampli
 // ptx_batch_size / checkpoint_every / keep_checkpoints, sampling, seed, and checkpoints
 // under <run_dir>/learner.
 absl::StatusOr<InProcessLoopOptions> LoopOptionsFromConfig(const rlhf::v1::JobConfig& job);
+
+// The RL prompts of a job, encoded [BOS] + bytes: `path` when non-empty, else
+// <data.dir>/rl_train.jsonl when it exists, else the generated built-in task's rl_train
+// (data.seed, data.num_rl_train).
+absl::StatusOr<std::vector<std::vector<int32_t>>> RlPromptsFromConfig(
+    const rlhf::v1::JobConfig& job, const std::string& path = "");
+
+// The ptx term's pretraining texts, [BOS] text [EOS]: <data.dir>/pretrain.jsonl when it
+// exists, else the generated built-in task's. Texts longer than max_seq_len tokens are
+// dropped; InvalidArgument when none is left.
+absl::StatusOr<std::vector<std::vector<int32_t>>> PretrainFromConfig(
+    const rlhf::v1::JobConfig& job, int64_t max_seq_len);
 
 }  // namespace rlhf

@@ -14,10 +14,10 @@
 #include "tools/data_command.h"
 #include "tools/eval_command.h"
 #include "tools/label_command.h"
+#include "tools/rl_command.h"
 #include "tools/rm_command.h"
 #include "tools/run_command.h"
 #include "tools/sft_command.h"
-// Further subcommands' headers go here (e.g. "tools/run_command.h").
 
 namespace rlhf::tools {
 namespace {
@@ -28,6 +28,7 @@ constexpr Command kCommands[] = {
     {"sft", "stage 1: supervised fine-tuning on prompt+response demonstrations", RunSftCommand},
     {"label", "stage 2 data: rank the SFT policy's own samples with the gold labeler", RunLabelCommand},
     {"rm", "stage 2: reward model from rankings (all C(K,2) pairs per prompt)", RunRmCommand},
+    {"rl", "stage 3 in one process, no network: the job's RL settings (--config JOB.yaml)", RunRlCommand},
     {"eval", "gold score, KL and RM score of a policy on held-out prompts", RunEvalCommand},
     {"run", "the whole job: data, sft, rm, distributed RL, eval (--config JOB.yaml)", RunRunCommand},
 };

@@ -31,6 +31,18 @@ std::vector<int32_t> EncodeResponse(const Tokenizer& tokenizer, absl::string_vie
   return ids;
 }
 
+std::vector<std::vector<int32_t>> EncodePretrainTexts(const Tokenizer& tokenizer,
+                                                      const std::vector<std::string>& texts,
+                                                      int64_t max_len) {
+  std::vector<std::vector<int32_t>> out;
+  for (const std::string& text : texts) {
+    std::vector<int32_t> ids = EncodePrompt(tokenizer, text);
+    ids.push_back(tokenizer.eos_id());
+    if (max_len <= 0 || static_cast<int64_t>(ids.size()) <= max_len) out.push_back(std::move(ids));
+  }
+  return out;
+}
+
 bool TruncateToFit(int64_t max_len, std::vector<int32_t>* prompt, std::vector<int32_t>* response) {
   if (max_len <= 0) return !response->empty();
   int64_t excess = static_cast<int64_t>(prompt->size() + response->size()) - max_len;

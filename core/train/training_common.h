@@ -34,6 +34,11 @@ namespace rlhf {
 
 std::vector<int32_t> EncodePrompt(const Tokenizer& tokenizer, absl::string_view prompt);
 std::vector<int32_t> EncodeResponse(const Tokenizer& tokenizer, absl::string_view response);
+// A pretraining text for the ptx term: [BOS] text [EOS]. Texts longer than max_len
+// tokens (> 0) are dropped, not cut (a cut sentence would teach a wrong ending).
+std::vector<std::vector<int32_t>> EncodePretrainTexts(const Tokenizer& tokenizer,
+                                                      const std::vector<std::string>& texts,
+                                                      int64_t max_len);
 
 // Applies the over-length policy above in place. Returns false when nothing of the
 // response would remain (the caller drops the record).

@@ -783,12 +783,6 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
                             "prompt, got ",
                             rl.samples_per_prompt()));
   }
-  // The distributed learner has no value model yet (the in-process loop does:
-  // learner/rl_experiment.h, bench/rl_bench.cc); refuse up front rather than have the
-  // learner process die at start.
-  ch.Require(rl.algorithm() != rlhf::v1::ALGORITHM_PPO,
-             "rl.algorithm: ppo is not available in the distributed job yet (no value model "
-             "in the learner service); use rloo, grpo or reinforce");
   ch.AtLeast("rl.epochs", rl.epochs(), 1);
   ch.AtLeast("rl.minibatch_size", rl.minibatch_size(), 1);
   ch.AtLeast("rl.grad_accum", rl.grad_accum(), 1);

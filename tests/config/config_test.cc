@@ -84,11 +84,11 @@ TEST(ConfigTest, EnumsAcceptShortAndFullNames) {
   EXPECT_EQ(c->weights().transport(), rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE);
 }
 
-TEST(ConfigTest, PpoIsRefusedByTheDistributedJobNamingTheField) {
-  auto c = Parse("rl:\n  algorithm: ALGORITHM_PPO\n");
-  ASSERT_FALSE(c.ok());
-  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(c.status().message(), HasSubstr("rl.algorithm: ppo is not available"));
+TEST(ConfigTest, PpoIsAcceptedByTheShortName) {
+  // The distributed learner builds PPO's value model from model.rm_checkpoint.
+  auto c = Parse("rl:\n  algorithm: ppo\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rl().algorithm(), rlhf::v1::ALGORITHM_PPO);
 }
 
 TEST(ConfigTest, UnknownFieldNamesPathLineAndSuggestion) {

@@ -6,5 +6,5 @@ if(TARGET rlhf-learner AND TARGET rlhf-actor AND TARGET rlhf_reward_server_main
     DEPS rlhf_learner_service absl::strings absl::time LABELS integration distributed
     TIMEOUT 600)
   add_dependencies(distributed_test rlhf-learner rlhf-actor rlhf_reward_server_main
-    rlhf_reference_server_main)
+    rlhf_reference_server_main rlhf)
 endif()

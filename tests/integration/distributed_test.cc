@@ -3,7 +3,8 @@
 // and a few steps. Covers elastic actors (join mid-run, SIGKILL mid-run), the lease
 // accounting invariant from the learner's own counters, bitwise-identical weights on
 // every actor for every version (both transports), a SIGKILLed learner restarted from
-// its checkpoint with the actors reconnecting, and malformed trajectories rejected.
+// its checkpoint with the actors reconnecting, PPO (value model from the RM) with the
+// pretraining term, and malformed trajectories rejected.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -337,6 +338,33 @@ TEST_F(DistributedTest, CollectiveWeightsAreIdenticalAcrossActorsAndJoins) {
   ExpectIdenticalHashes(3);
   ExpectActorsMatchLearner();
   EXPECT_NE(learner->log().find("weights rendezvous on 127.0.0.1:"), std::string::npos);
+}
+
+TEST_F(DistributedTest, PpoWithPtxTrainsTheValueModelAndThePretrainingTerm) {
+  // The job's data (pretrain.jsonl for the ptx term) and a reward-model checkpoint for
+  // PPO's value model (InstructGPT initialises the value function from the RM).
+  Proc* data = Start("rlhf", "data",
+                     {"data", "--out=" + dir_ + "/data", "--num_sft=8", "--num_rank=8",
+                      "--num_rl_train=24", "--num_pretrain=32"});
+  ASSERT_EQ(data->Wait(absl::Seconds(60)), 0) << data->log();
+  Proc* rm = Start("rlhf", "rm", {"rm", "--data=" + dir_ + "/data/rank.jsonl", "--steps=0",
+                                  "--out=" + dir_ + "/rm"});
+  ASSERT_EQ(rm->Wait(absl::Seconds(60)), 0) << rm->log();
+  StartScorers();
+  std::vector<std::string> args = LearnerArgs("grpc", 3, 0);
+  args.back() += ",rl.algorithm=ppo,rl.ptx_coef=0.5,rl.ptx_batch_size=4,model.rm_checkpoint=" +
+                 dir_ + "/rm,data.dir=" + dir_ + "/data";
+  Proc* learner = Start("rlhf-learner", "learner", args);
+  learner_port_ = WaitPort(dir_ + "/learner.port", learner);
+  StartActor("a0");
+  auto s = WaitStats([](const auto& s) { return s.step() >= 3; }, learner);
+  const auto& stats = s.last_step_stats();
+  ASSERT_TRUE(stats.count("value_loss") && stats.count("ptx_loss")) << s.ShortDebugString();
+  EXPECT_GT(stats.at("value_loss"), 0.0) << s.ShortDebugString();  // 0 without a value model
+  EXPECT_GT(stats.at("ptx_loss"), 0.0) << s.ShortDebugString();    // 0 without pretraining texts
+  const std::string log = learner->log();
+  EXPECT_NE(log.find("PPO value model from " + dir_ + "/rm"), std::string::npos) << log;
+  EXPECT_NE(log.find("ptx term on, 32 pretraining texts, 4 per step"), std::string::npos) << log;
 }
 
 TEST_F(DistributedTest, MalformedTrajectoriesAreRejectedAndNothingIsTrained) {

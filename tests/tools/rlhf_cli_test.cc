@@ -1,9 +1,10 @@
-// End-to-end tests of the `rlhf` command line: data -> sft -> rm -> eval at toy sizes,
+// End-to-end tests of the `rlhf` command line: data -> sft -> rm -> eval -> rl at toy sizes,
 // flag and data errors, determinism of `rlhf data`.
 #include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -90,12 +91,14 @@ TEST(RlhfCliTest, ShippedJobConfigsValidateAndGenerateTheirData) {
     EXPECT_FALSE(Slurp(run_dir + "/data/rl_heldout.jsonl").empty());
     EXPECT_FALSE(Slurp(run_dir + "/config.yaml").empty());
   }
-  // PPO is refused up front by the distributed job, naming the field.
-  RunResult ppo = Rlhf(std::string("run --config ") + (src != nullptr ? src : ".") +
+  // A setting the job cannot run is refused up front, naming the field, before any stage.
+  RunResult bad = Rlhf(std::string("run --config ") + (src != nullptr ? src : ".") +
                        "/deploy/local/quickstart.yaml --stages data --set run_dir=" + Dir() +
-                       "/shipped_ppo,rl.algorithm=ppo");
-  EXPECT_NE(ppo.exit_code, 0);
-  EXPECT_NE(ppo.output.find("rl.algorithm: ppo"), std::string::npos) << ppo.output;
+                       "/shipped_bad,rl.samples_per_prompt=1");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("rl.samples_per_prompt: RLOO and GRPO need >= 2"), std::string::npos)
+      << bad.output;
+  EXPECT_TRUE(Slurp(Dir() + "/shipped_bad/data/rl_heldout.jsonl").empty());
 }
 
 TEST(RlhfCliTest, MalformedDataIsAnErrorNamingFileLineAndField) {
@@ -114,6 +117,7 @@ TEST(RlhfCliTest, MalformedDataIsAnErrorNamingFileLineAndField) {
 
 TEST(RlhfCliTest, SftRmEvalEndToEnd) {
   const std::string d = Dir() + "/e2e";
+  std::filesystem::remove_all(d);  // a previous run's checkpoints would be resumed/refused
   ASSERT_EQ(Rlhf("data --out " + d + "/data --seed 1 " + kSmallData).exit_code, 0);
   RunResult sft = Rlhf("sft --data " + d + "/data/sft.jsonl --heldout " + d +
                        "/data/sft_heldout.jsonl --out " + d + "/sft --steps 4 --batch_size 4 " +
@@ -150,6 +154,44 @@ TEST(RlhfCliTest, SftRmEvalEndToEnd) {
   // Policy == reference: the exact KL is zero.
   EXPECT_NEAR(ev_json["kl_mean"].get<double>(), 0.0, 1e-5);
   EXPECT_EQ(ev_json["samples"].size(), 8u);
+
+  // `rlhf rl`: the job's RL stage in one process, with PPO-ptx on, checkpoints in
+  // <run_dir>/learner; a second run refuses to overwrite them; --resume continues.
+  const std::string job =
+      "--set run_dir=" + d + "/job,model.sft_checkpoint=" + d + "/sft,model.rm_checkpoint=" + d +
+      "/rm,data.dir=" + d + "/data,rl.prompts_per_step=2,rl.samples_per_prompt=2," +
+      "rl.ptx_coef=0.5,rl.ptx_batch_size=2,rl.checkpoint_every=2,sampling.max_new_tokens=8";
+  RunResult rl = Rlhf("rl " + job + ",rl.steps=4 --json_out " + d + "/rl.json");
+  ASSERT_EQ(rl.exit_code, 0) << rl.output;
+  EXPECT_NE(rl.output.find("rl reinforce step 4/4 "), std::string::npos) << rl.output;
+  EXPECT_NE(rl.output.find(" ETA "), std::string::npos) << rl.output;
+  EXPECT_NE(rl.output.find("ptx 16 texts"), std::string::npos) << rl.output;
+  auto rl_json = nlohmann::json::parse(Slurp(d + "/rl.json"));
+  ASSERT_EQ(rl_json["steps"].size(), 4u);
+  EXPECT_EQ(rl_json["step"].get<int>(), 4);
+  EXPECT_GT(rl_json["steps"][3]["ptx_loss"].get<double>(), 0.0);
+  const std::string policy = rl_json["checkpoint"].get<std::string>();
+  EXPECT_EQ(policy,
+            std::filesystem::path(d + "/job/learner/step-00000004/policy").lexically_normal());
+  EXPECT_FALSE(Slurp(policy + "/config.json").empty());
+
+  RunResult again_rl = Rlhf("rl " + job + ",rl.steps=4");
+  EXPECT_NE(again_rl.exit_code, 0);
+  EXPECT_NE(again_rl.output.find("already holds learner checkpoints: pass --resume"),
+            std::string::npos)
+      << again_rl.output;
+  RunResult resumed = Rlhf("rl " + job + ",rl.steps=6 --resume --json_out " + d + "/rl2.json");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  auto rl2_json = nlohmann::json::parse(Slurp(d + "/rl2.json"));
+  ASSERT_EQ(rl2_json["steps"].size(), 2u);
+  EXPECT_EQ(rl2_json["steps"][0]["step"].get<int>(), 5);
+
+  // The reward model must be one: the SFT checkpoint has no scalar head.
+  RunResult not_rm = Rlhf("rl --set run_dir=" + d + "/job2,model.sft_checkpoint=" + d +
+                          "/sft,model.rm_checkpoint=" + d + "/sft,data.dir=" + d + "/data");
+  EXPECT_NE(not_rm.exit_code, 0);
+  EXPECT_NE(not_rm.output.find("/sft is not a reward model (no scalar head)"), std::string::npos)
+      << not_rm.output;
 
   // Resuming a finished run changes nothing and succeeds.
   RunResult again = Rlhf("sft --data " + d + "/data/sft.jsonl --out " + d +

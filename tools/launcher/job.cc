@@ -559,6 +559,21 @@ void Job::WriteProcesses(const Supervisor& sup) {
   fs::rename(tmp, run_dir_ + "/processes.json", ec);
 }
 
+// The final policy of an RL run: the newest learner checkpoint's policy
+// (<run_dir>/learner/step-N/policy), or "" when there is none.
+std::string NewestLearnerPolicy(const std::string& run_dir) {
+  std::error_code ec;
+  std::string newest;
+  for (const auto& e : fs::directory_iterator(run_dir + "/learner", ec)) {
+    const std::string n = e.path().filename().string();
+    if (absl::StartsWith(n, "step-") && fs::exists(e.path() / "policy" / "config.json") &&
+        n > newest) {
+      newest = n;
+    }
+  }
+  return newest.empty() ? "" : run_dir + "/learner/" + newest + "/policy";
+}
+
 absl::Status Job::Rl() {
   const absl::Time start = absl::Now();
   SupervisorOptions so;
@@ -645,20 +660,8 @@ absl::Status Job::Rl() {
   int restarts = 0;
   for (const auto& c : sup.Snapshot()) restarts += c.restarts;
   summary_["rl"]["actor_restarts"] = restarts;
-  // The final policy: the newest learner checkpoint (<run_dir>/learner/step-N/policy).
-  std::error_code ec2;
-  std::string newest;
-  for (const auto& e : fs::directory_iterator(run_dir_ + "/learner", ec2)) {
-    const std::string n = e.path().filename().string();
-    if (absl::StartsWith(n, "step-") && fs::exists(e.path() / "policy" / "config.json") &&
-        n > newest) {
-      newest = n;
-    }
-  }
-  if (!newest.empty()) {
-    rl_checkpoint_ = run_dir_ + "/learner/" + newest + "/policy";
-    summary_["rl"]["checkpoint"] = rl_checkpoint_;
-  }
+  rl_checkpoint_ = NewestLearnerPolicy(run_dir_);
+  if (!rl_checkpoint_.empty()) summary_["rl"]["checkpoint"] = rl_checkpoint_;
   if (interrupted) return absl::CancelledError("stopped by signal");
   if (state == JobState::kFailed) return absl::InternalError(reason);
   Say("[run] RL finished");
@@ -668,6 +671,9 @@ absl::Status Job::Rl() {
 absl::Status Job::Eval() {
   // Evaluate the SFT policy and the final RL policy on the held-out prompts.
   const std::string data = config_.data().dir() + "/rl_heldout.jsonl";
+  // Without an rl stage in this run (`--stages eval`), the policy of an earlier run in
+  // the same run_dir: distributed, or `rlhf rl` in one process.
+  if (rl_checkpoint_.empty()) rl_checkpoint_ = NewestLearnerPolicy(run_dir_);
   std::vector<std::pair<std::string, std::string>> policies = {
       {"sft", config_.model().sft_checkpoint()}};
   if (!rl_checkpoint_.empty()) policies.push_back({"rl", rl_checkpoint_});
