@@ -40,6 +40,10 @@ absl::StatusOr<PreparedModels> PrepareModels(const RlExperimentOptions& options)
     SftOptions sft = options.sft;
     sft.out_dir = sft_dir;
     RLHF_RETURN_IF_ERROR(ValidateModelConfig(options.model));
+    // Seed the initialisation explicitly: the global generator's state here depends on
+    // whatever the process drew before (the benchmark's timed sgemm loop draws a
+    // time-dependent amount), which made SFT, and everything after it, differ run to run.
+    torch::manual_seed(options.sft.seed);
     TransformerLM policy(options.model);
     RLHF_ASSIGN_OR_RETURN(std::unique_ptr<SftTrainer> sft_trainer,
                           SftTrainer::Create(policy, tokenizer, sft, out.task.sft,
