@@ -32,7 +32,8 @@ ABSL_FLAG(int, d_model, 0, "override the preset's d_model (0 = keep)");
 ABSL_FLAG(int, n_layers, 0, "override the preset's n_layers (0 = keep)");
 ABSL_FLAG(int, sft_batch, 32, "SFT batch size");
 ABSL_FLAG(int, sft_steps, 1000, "SFT optimizer steps");
-ABSL_FLAG(int, rm_steps, 400, "RM optimizer steps");
+ABSL_FLAG(int, rm_steps, 600, "RM optimizer steps");
+ABSL_FLAG(int, num_rank, 4800, "synthetic ranked prompts for the RM (one pass at 600 x 8)");
 ABSL_FLAG(int, label_prompts, 1000, "prompts whose SFT samples are ranked for the RM (0 = off)");
 ABSL_FLAG(int, rl_steps, 80, "RL steps per algorithm");
 ABSL_FLAG(int, prompts_per_step, 16, "prompts per RL step");
@@ -161,6 +162,7 @@ int Main() {
   options.sft.eval_every = 0;
   options.sft.checkpoint_every = 0;
   options.sft.log_every = 50;
+  options.task.num_rank = absl::GetFlag(FLAGS_num_rank);
   options.rm.steps = absl::GetFlag(FLAGS_rm_steps);
   options.rm.eval_every = 0;
   options.rm.checkpoint_every = 0;

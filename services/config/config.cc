@@ -517,7 +517,7 @@ JobConfig DefaultJobConfig() {
   auto* rm = c.mutable_rm();
   rm->set_steps(300);
   rm->set_prompts_per_batch(8);
-  rm->set_lr(5e-4f);
+  rm->set_lr(3e-4f);
   rm->set_warmup_steps(20);
   rm->set_weight_decay(0.01f);
   rm->set_grad_clip(1.0f);

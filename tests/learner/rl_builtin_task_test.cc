@@ -3,12 +3,11 @@
 // synthetic rankings (core/train), then RL (RLOO) from the SFT checkpoint against the
 // LEARNED reward model through the in-process loop, and judge the result with the
 // hidden gold labeler on held-out prompts:
-//   - the gold score does not fall (see the note at the assertion for why not "a clear
-//     margin" yet),
+//   - the gold score rises by a clear margin (95% interval, paired by prompt, above 0),
 //   - the mean KL to SFT ends near the adaptive controller's target,
-//   - with β = 0 the policy drifts much further from SFT and the gold score collapses
-//     while the learned reward still rises: over-optimisation of a proxy.
-// Label "slow" (~6 minutes on 2 free cores).
+//   - with β = 0 the policy drifts much further from SFT and ends higher on the learned
+//     reward but lower on gold: over-optimisation of a proxy.
+// Label "slow" (~7.5 minutes on 2 free cores).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -39,7 +38,9 @@ RlExperimentOptions Experiment(const std::string& workdir) {
   o.sft.eval_every = 0;
   o.sft.checkpoint_every = 0;
   o.sft.log_every = 50;
-  o.rm.steps = 400;
+  o.task.num_rank = 4800;  // the quickstart's recipe: one pass of fresh rankings, lr 3e-4
+  o.rm.steps = 600;
+  o.rm.lr = 3e-4;
   o.rm.eval_every = 0;
   o.rm.checkpoint_every = 0;
   o.rm.log_every = 50;
@@ -131,13 +132,13 @@ TEST(RlBuiltinTaskTest, RlRaisesGoldScoreAndKlIsControlled) {
   fprintf(stderr, "beta=0: gold %.3f, rm %.3f, KL(SFT) %.3f\n", free_run->after.gold.mean,
           free_run->after.rm.mean, free_run->after.kl.mean);
 
-  // The learned reward went up (what RL optimises) ...
-  EXPECT_GT(after.rm.mean, before.rm.mean + 0.2);
-  // ... and the hidden gold score did not fall. Measured in this configuration: +0.019
-  // [-0.004, +0.041], +0.052 [+0.029, +0.076], +0.020 [-0.002, +0.042] (paired); through `rlhf run` (actors, same sizes) the
-  // quickstart gains +0.048 [+0.024, +0.073]. A "clear margin" is not asserted: the RM
-  // (~0.75 held-out pair accuracy) is blind to item knowledge, and the SFT/RM stage is
-  // not bitwise reproducible run to run. Tracked in issues 3 and 5.
+  // The learned reward went up (what RL optimises; z-scored by the RM's reference set) ...
+  EXPECT_GT(after.rm.mean, before.rm.mean + 0.1);
+  // ... and so did the hidden gold score, by a clear margin: the 95% interval of the
+  // gain, paired by prompt, lies above zero. Measured (deterministic since the SFT
+  // initialisation is seeded): RM pair accuracy 0.792, gold 0.753 -> 0.817, gain +0.065
+  // [+0.046, +0.083], KL 0.47. With the old RM recipe (400 steps at lr 1e-3 on 600
+  // rankings, accuracy ~0.75) the gain was +0.02 to +0.05 depending on the draw.
   std::vector<std::pair<std::string, double>> gold_before, gold_after;
   for (const PolicyEvalSample& s : before.samples) gold_before.emplace_back(s.prompt, s.gold);
   for (const PolicyEvalSample& s : after.samples) gold_after.emplace_back(s.prompt, s.gold);
@@ -146,16 +147,17 @@ TEST(RlBuiltinTaskTest, RlRaisesGoldScoreAndKlIsControlled) {
   fprintf(stderr, "gold gain %+.4f, 95%% interval paired by prompt [%+.4f, %+.4f] (%d prompts)\n",
           gain->mean, gain->mean - gain->half_width, gain->mean + gain->half_width,
           gain->prompts);
-  EXPECT_GT(gain->mean, -0.01);
+  EXPECT_GT(gain->mean - gain->half_width, 0.0);
+  EXPECT_GT(gain->mean, 0.03);
   // The adaptive controller keeps the KL to SFT near its target (nats per sequence).
   EXPECT_GT(after.kl.mean, 0.25 * kKlTarget);
   EXPECT_LT(after.kl.mean, 2.0 * kKlTarget);
-  // Without the penalty the policy drifts further, and the proxy is over-optimised:
-  // the learned reward rises while the gold score falls well below the β > 0 run
-  // (measured in four runs: gold 0.517 / 0.582 / 0.656 / 0.742 vs 0.780 / 0.796 /
-  // 0.797 / 0.812, KL 5.8 / 8.2 / 3.3 / 2.7 vs 0.63 / 0.87 / 0.64 / 0.69).
+  // Without the penalty the policy drifts further and the proxy is over-optimised: the
+  // learned reward ends higher than with β > 0 while the gold score ends lower
+  // (measured: KL 1.21 vs 0.47, RM 0.964 vs 0.906, gold 0.766 vs 0.817; with the old,
+  // weaker RM the gold score collapsed to 0.52-0.74).
   EXPECT_GT(free_run->after.kl.mean, 2 * after.kl.mean);
-  EXPECT_GT(free_run->after.rm.mean, before.rm.mean + 0.2);
+  EXPECT_GT(free_run->after.rm.mean, after.rm.mean);
   EXPECT_LT(free_run->after.gold.mean, after.gold.mean);
   fs::remove_all(workdir);
 }
