@@ -27,7 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr double kKlTarget = 1.0;
+constexpr double kKlTarget = 0.5;
 
 RlExperimentOptions Experiment(const std::string& workdir) {
   RlExperimentOptions o;
@@ -136,8 +136,8 @@ TEST(RlBuiltinTaskTest, RlRaisesGoldScoreAndKlIsControlled) {
   EXPECT_GT(after.rm.mean, before.rm.mean + 0.1);
   // ... and so did the hidden gold score, by a clear margin: the 95% interval of the
   // gain, paired by prompt, lies above zero. Measured (deterministic since the SFT
-  // initialisation is seeded): RM pair accuracy 0.792, gold 0.753 -> 0.817, gain +0.065
-  // [+0.046, +0.083], KL 0.47. With the old RM recipe (400 steps at lr 1e-3 on 600
+  // initialisation is seeded): RM pair accuracy 0.792, gold 0.753 -> 0.819, gain +0.066
+  // [+0.045, +0.087], KL 0.48 (target 0.5). With the old RM recipe (400 steps at lr 1e-3 on 600
   // rankings, accuracy ~0.75) the gain was +0.02 to +0.05 depending on the draw.
   std::vector<std::pair<std::string, double>> gold_before, gold_after;
   for (const PolicyEvalSample& s : before.samples) gold_before.emplace_back(s.prompt, s.gold);
@@ -150,11 +150,11 @@ TEST(RlBuiltinTaskTest, RlRaisesGoldScoreAndKlIsControlled) {
   EXPECT_GT(gain->mean - gain->half_width, 0.0);
   EXPECT_GT(gain->mean, 0.03);
   // The adaptive controller keeps the KL to SFT near its target (nats per sequence).
-  EXPECT_GT(after.kl.mean, 0.25 * kKlTarget);
-  EXPECT_LT(after.kl.mean, 2.0 * kKlTarget);
+  EXPECT_GT(after.kl.mean, 0.5 * kKlTarget);
+  EXPECT_LT(after.kl.mean, 1.5 * kKlTarget);
   // Without the penalty the policy drifts further and the proxy is over-optimised: the
   // learned reward ends higher than with β > 0 while the gold score ends lower
-  // (measured: KL 1.21 vs 0.47, RM 0.964 vs 0.906, gold 0.766 vs 0.817; with the old,
+  // (measured: KL 1.21 vs 0.48, RM 0.964 vs 0.922, gold 0.766 vs 0.819; with the old,
   // weaker RM the gold score collapsed to 0.52-0.74).
   EXPECT_GT(free_run->after.kl.mean, 2 * after.kl.mean);
   EXPECT_GT(free_run->after.rm.mean, after.rm.mean);

@@ -1,7 +1,7 @@
 #include "core/train/reward_trainer.h"
 
-#include <cstdio>
 #include <cctype>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <string>
