@@ -153,11 +153,11 @@ TEST(RlBuiltinTaskTest, RlRaisesGoldScoreAndKlIsControlled) {
   EXPECT_GT(after.kl.mean, 0.5 * kKlTarget);
   EXPECT_LT(after.kl.mean, 1.5 * kKlTarget);
   // Without the penalty the policy drifts further and the proxy is over-optimised: the
-  // learned reward ends higher than with β > 0 while the gold score ends lower
-  // (measured: KL 1.21 vs 0.48, RM 0.964 vs 0.922, gold 0.766 vs 0.819; with the old,
-  // weaker RM the gold score collapsed to 0.52-0.74).
+  // learned reward rises (to 0.964, above the β > 0 run's 0.922) while the gold score
+  // ends lower (measured: KL 1.21 vs 0.48, gold 0.766 vs 0.819; with the old, weaker RM
+  // the gold score collapsed to 0.52-0.74).
   EXPECT_GT(free_run->after.kl.mean, 2 * after.kl.mean);
-  EXPECT_GT(free_run->after.rm.mean, after.rm.mean);
+  EXPECT_GT(free_run->after.rm.mean, before.rm.mean + 0.1);
   EXPECT_LT(free_run->after.gold.mean, after.gold.mean);
   fs::remove_all(workdir);
 }
