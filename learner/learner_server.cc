@@ -228,14 +228,7 @@ void LearnerServer::TrainLoop() {
       absl::SleepFor(absl::Seconds(1));
       continue;
     }
-    std::map<std::string, double> m = {
-        {"policy_loss", stats->policy_loss}, {"value_loss", stats->value_loss},
-        {"kl_mean", stats->kl_mean},         {"kl_max", stats->kl_max},
-        {"beta", stats->beta},               {"entropy", stats->entropy},
-        {"reward_mean", stats->reward_mean}, {"reward_std", stats->reward_std},
-        {"clip_fraction", stats->clip_fraction}, {"approx_kl", stats->approx_kl},
-        {"grad_norm", stats->grad_norm},     {"mean_staleness", stats->mean_staleness},
-        {"seconds", stats->seconds},         {"ptx_loss", stats->ptx_loss}};
+    const std::map<std::string, double> m = TrainStatsByName(*stats);
     // Version and hash become visible together (GetStats), then the weights go out.
     absl::Time flat_start = absl::Now();
     absl::StatusOr<std::shared_ptr<weights::FlatWeights>> flat =

@@ -18,6 +18,30 @@
 #include "core/status_macros.h"
 
 namespace rlhf {
+
+std::map<std::string, double> TrainStatsByName(const TrainStats& s) {
+  return {{"policy_loss", s.policy_loss},
+          {"value_loss", s.value_loss},
+          {"ptx_loss", s.ptx_loss},
+          {"kl_mean", s.kl_mean},
+          {"kl_max", s.kl_max},
+          {"beta", s.beta},
+          {"next_beta", s.next_beta},
+          {"entropy", s.entropy},
+          {"clip_fraction", s.clip_fraction},
+          {"value_clip_fraction", s.value_clip_fraction},
+          {"approx_kl", s.approx_kl},
+          {"grad_norm", s.grad_norm},
+          {"explained_variance", s.explained_variance},
+          {"reward_mean", s.reward_mean},
+          {"reward_std", s.reward_std},
+          {"advantage_mean", s.advantage_mean},
+          {"return_mean", s.return_mean},
+          {"mean_staleness", s.mean_staleness},
+          {"lr", s.lr},
+          {"seconds", s.seconds},
+          {"tokens_processed", static_cast<double>(s.tokens_processed)}};
+}
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;

@@ -38,6 +38,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -139,6 +140,11 @@ struct TrainStats {
   double lr = 0;                   // at the last optimizer step
   double seconds = 0;              // wall time of Step()
 };
+
+// The statistics by name (every loss/KL/reward/optimizer figure plus tokens_processed;
+// not step and policy_version, which callers report on their own): the learner's
+// per-step stats (GetStats, Prometheus) and `rlhf rl --json_out` use these names.
+std::map<std::string, double> TrainStatsByName(const TrainStats& s);
 
 // Everything of the trainer that a checkpoint must hold besides model weights.
 struct TrainerState {

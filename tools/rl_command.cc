@@ -42,27 +42,13 @@ absl::StatusOr<LoadedCheckpoint> LoadNamed(const std::string& dir, const char* f
 }
 
 nlohmann::json StepJson(const LoopStepStats& s) {
-  const TrainStats& t = s.train;
-  return {{"step", t.step},
-          {"reward_mean", t.reward_mean},
-          {"reward_std", t.reward_std},
-          {"kl_mean", t.kl_mean},
-          {"kl_max", t.kl_max},
-          {"beta", t.beta},
-          {"policy_loss", t.policy_loss},
-          {"value_loss", t.value_loss},
-          {"ptx_loss", t.ptx_loss},
-          {"entropy", t.entropy},
-          {"clip_fraction", t.clip_fraction},
-          {"approx_kl", t.approx_kl},
-          {"grad_norm", t.grad_norm},
-          {"explained_variance", t.explained_variance},
-          {"lr", t.lr},
-          {"mean_response_length", s.mean_response_length},
-          {"generate_seconds", s.generate_seconds},
-          {"score_seconds", s.score_seconds},
-          {"train_seconds", s.train_seconds},
-          {"tokens_processed", t.tokens_processed}};
+  nlohmann::json j = TrainStatsByName(s.train);
+  j["step"] = s.train.step;
+  j["mean_response_length"] = s.mean_response_length;
+  j["generate_seconds"] = s.generate_seconds;
+  j["score_seconds"] = s.score_seconds;
+  j["train_seconds"] = s.train_seconds;
+  return j;
 }
 
 absl::Status RunRl(const std::vector<std::string>& args) {
@@ -85,10 +71,15 @@ absl::Status RunRl(const std::vector<std::string>& args) {
   RLHF_ASSIGN_OR_RETURN(InProcessLoopOptions loop_options, LoopOptionsFromConfig(job));
   loop_options.resume = absl::GetFlag(FLAGS_resume);
   loop_options.log_every = std::max<int64_t>(1, job.rl().steps() / 20);
-  if (!loop_options.checkpoint_dir.empty() && !loop_options.resume) {
-    RLHF_ASSIGN_OR_RETURN(auto checkpointer,
-                          LearnerCheckpointer::Create({loop_options.checkpoint_dir, 1}));
-    if (!checkpointer->List().empty()) {
+  // Only read here (List / Latest); the loop writes through its own checkpointer.
+  std::unique_ptr<LearnerCheckpointer> checkpoints;
+  if (!loop_options.checkpoint_dir.empty()) {
+    RLHF_ASSIGN_OR_RETURN(checkpoints, LearnerCheckpointer::Create(
+                                           {loop_options.checkpoint_dir,
+                                            loop_options.keep_checkpoints}));
+  }
+  if (checkpoints && !loop_options.resume) {
+    if (!checkpoints->List().empty()) {
       return absl::FailedPreconditionError(
           absl::StrCat(loop_options.checkpoint_dir,
                        " already holds learner checkpoints: pass --resume to continue them, "
@@ -147,10 +138,8 @@ absl::Status RunRl(const std::vector<std::string>& args) {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
 
   std::string final_dir;
-  if (!loop_options.checkpoint_dir.empty()) {
-    RLHF_ASSIGN_OR_RETURN(auto checkpointer,
-                          LearnerCheckpointer::Create({loop_options.checkpoint_dir, 1}));
-    RLHF_ASSIGN_OR_RETURN(final_dir, checkpointer->Latest());
+  if (checkpoints) {
+    RLHF_ASSIGN_OR_RETURN(final_dir, checkpoints->Latest());
   }
   std::printf("rl done: step %lld (%zu this run) in %.1fs", static_cast<long long>(loop->trainer().step()),
               steps.size(), seconds);
