@@ -30,6 +30,9 @@
 // Prompts are split once, by distinct prompt text, into a train pool and a held-out
 // pool; every *_heldout set and rl_heldout draw only from the held-out pool and every
 // training set only from the train pool, so held-out evaluation is on unseen prompts.
+// The split is a function of the seed: more data for the same held-out set means the
+// same seed with larger counts (each output has its own random stream, so the first N
+// records do not change), never another seed.
 // Prompts are <= 44 bytes; ideal responses <= 40 bytes.
 //
 // Determinism: the same options give byte-identical output on every platform (own
