@@ -78,13 +78,11 @@ absl::Status RunRl(const std::vector<std::string>& args) {
                                            {loop_options.checkpoint_dir,
                                             loop_options.keep_checkpoints}));
   }
-  if (checkpoints && !loop_options.resume) {
-    if (!checkpoints->List().empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(loop_options.checkpoint_dir,
-                       " already holds learner checkpoints: pass --resume to continue them, "
-                       "or remove the directory to start over"));
-    }
+  if (checkpoints && !loop_options.resume && !checkpoints->List().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(loop_options.checkpoint_dir,
+                     " already holds learner checkpoints: pass --resume to continue them, "
+                     "or remove the directory to start over"));
   }
 
   // Policy and reference both start as the SFT model; separate copies (the reference
