@@ -24,6 +24,10 @@ ABSL_DECLARE_FLAG(int64_t, max_prompts);
 ABSL_FLAG(int64_t, label_samples, 8, "label: responses sampled (and ranked) per prompt");
 ABSL_FLAG(double, min_gold_gap, 0.02,
           "label: of responses closer than this in gold score only the first is kept");
+ABSL_FLAG(bool, comparable_only, false,
+          "label: keep a response only if, against every kept one, one of the two has every "
+          "flaw of the other (no pair that trades one defect for another; the built-in "
+          "task's synthetic rankings are made so)");
 
 namespace rlhf::tools {
 
@@ -58,6 +62,7 @@ int RunLabelCommand(const std::vector<std::string>& args) {
   options.temperature = absl::GetFlag(FLAGS_temperature);
   options.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   options.min_gold_gap = absl::GetFlag(FLAGS_min_gold_gap);
+  options.comparable_only = absl::GetFlag(FLAGS_comparable_only);
   options.seed = absl::GetFlag(FLAGS_seed);
   std::fprintf(stderr, "label: sampling %zu prompts x %lld responses from %s\n", prompts.size(),
                static_cast<long long>(options.samples_per_prompt),
@@ -73,11 +78,12 @@ int RunLabelCommand(const std::vector<std::string>& args) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf(
       "label done: %lld prompts, %lld samples (policy gold %.4f) -> %lld ranked records, "
-      "%.2f responses each after the %.2f gold-gap filter, %.1fs, %s\n",
+      "%.2f responses each after the %.2f gold-gap%s filter, %.1fs, %s\n",
       static_cast<long long>(stats.prompts), static_cast<long long>(stats.samples),
       stats.mean_gold, static_cast<long long>(stats.records),
       stats.records > 0 ? static_cast<double>(stats.kept) / stats.records : 0.0,
-      options.min_gold_gap, seconds, out.c_str());
+      options.min_gold_gap, options.comparable_only ? " and comparability" : "", seconds,
+      out.c_str());
   if (!absl::GetFlag(FLAGS_json_out).empty()) {
     nlohmann::json j = {{"policy", absl::GetFlag(FLAGS_policy)}, {"prompts", stats.prompts},
                         {"samples", stats.samples},          {"policy_gold", stats.mean_gold},

@@ -219,19 +219,24 @@ std::string Render(const Draft& d) {
   return s;
 }
 
-// Flaw kinds of the ranking data, with the weights they are drawn with. Flaws that
-// SHORTEN an answer (a missing item, a lost period, an empty answer) are drawn about as
-// often as flaws that lengthen it (filler, repeats, garbage), so that length alone does
-// not predict the rank: otherwise a reward model learns "shorter is better" and RL
-// exploits it by answering one item whatever N the prompt asks for.
+// Flaw kinds of the ranking data, with the weights they are drawn with. The weights are
+// set so that the better response of a pair is the shorter one about half the time
+// (builtin_task_test), so that length alone does not predict the rank: otherwise a
+// reward model learns "shorter is better" and RL exploits it by answering one item
+// whatever N the prompt asks for. Flaws that SHORTEN an answer (a missing item, a lost
+// period, a cut) are drawn far more often than ones that lengthen it (filler, repeats,
+// garbage) because a chain only takes a flaw that adds a defect and removes none
+// (RankedAttempt), and a cut or a dropped item usually removes one (the garbage at the end,
+// an item too many); lengthening flaws nearly always pass, and a chain then grows
+// longer as it gets worse.
 enum class RankFlaw {
   kWrongItem, kMissingItem, kExtraItem, kLowercase, kNoPeriod, kFiller, kGarbage,
   kRepeatedItem, kDoubled, kOffTopic, kMisspelled, kTruncated, kNothing, kNumKinds
 };
 constexpr int kRankFlawWeights[] = {
-    /*kWrongItem=*/2, /*kMissingItem=*/6, /*kExtraItem=*/3, /*kLowercase=*/2, /*kNoPeriod=*/2,
-    /*kFiller=*/4,    /*kGarbage=*/1,     /*kRepeatedItem=*/3, /*kDoubled=*/1, /*kOffTopic=*/1,
-    /*kMisspelled=*/2, /*kTruncated=*/2,  /*kNothing=*/1};
+    /*kWrongItem=*/2, /*kMissingItem=*/12, /*kExtraItem=*/1, /*kLowercase=*/2, /*kNoPeriod=*/4,
+    /*kFiller=*/1,    /*kGarbage=*/1,     /*kRepeatedItem=*/1, /*kDoubled=*/1, /*kOffTopic=*/1,
+    /*kMisspelled=*/2, /*kTruncated=*/8,  /*kNothing=*/1};
 static_assert(sizeof(kRankFlawWeights) / sizeof(int) == static_cast<int>(RankFlaw::kNumKinds),
               "one weight per flaw kind");
 
@@ -343,8 +348,8 @@ bool Degrade(const Request& r, Draft* d, Rng* rng) {
   return false;
 }
 
-// A ranked record: K responses whose gold scores are pairwise at least `min_gap` apart,
-// ranked by gold score.
+// One attempt at a ranked record of up to K responses whose gold scores are pairwise at
+// least `min_gap` apart, ranked by gold score.
 //
 // The responses form a DEGRADATION CHAIN: from an ideal answer (60%) or one with a flaw
 // or two, each next draft is the previous one with one more flaw. So of any two
@@ -352,10 +357,13 @@ bool Degrade(const Request& r, Draft* d, Rng* rng) {
 // clean "these extra defects are bad" contrast that a small reward model can attribute,
 // never a judgement of which of two unrelated defects is worse (with those, a reward
 // model learns spurious associations such as "lower case ranks high" because the
-// mildest flaw sits near the top of most rankings). A draft is kept only when its gold
-// score is at least `min_gap` from every kept one: near-ties (two nearly worthless
-// answers a few thousandths apart) would teach noise.
-RankedRecord MakeRanked(const std::string& prompt, int k, const BuiltinTaskOptions& o, Rng* rng) {
+// mildest flaw sits near the top of most rankings). The builder enforces it for every
+// pair, ladders and refills included: before it did, 40% of the held-out pairs traded
+// one defect for another, and a test-sized reward model ranked those at 0.60. A draft
+// is kept only when its gold score is at least `min_gap` from every kept one: near-ties
+// (two nearly worthless answers a few thousandths apart) would teach noise.
+RankedRecord RankedAttempt(const std::string& prompt, int k, const BuiltinTaskOptions& o,
+                           Rng* rng) {
   const Request r = ParseOrDie(prompt);
   GoldRankingBuilder ranking(prompt, o.rank_min_gold_gap);
   // Some rankings open with a LADDER that varies one thing only. A COUNT LADDER: the
@@ -364,40 +372,86 @@ RankedRecord MakeRanked(const std::string& prompt, int k, const BuiltinTaskOptio
   // items is good" instead, and RL then answers two items to every prompt). A CONTENT
   // LADDER: the ideal answer with 0, 1, ..., N of its items swapped for wrong ones, so
   // that item knowledge ("lime is not red") is the only difference.
+  // A ladder's worst rung (lowest gold score) is where the first degradation chain
+  // starts, so that the chain's responses rank below every rung.
+  std::vector<std::string> worst_rung;
+  double worst_rung_score = 2;
+  auto offer_rung = [&](const std::vector<std::string>& items) {
+    const std::string text = Sentence(items);
+    if (!ranking.Offer(text)) return;
+    const double score = GoldScore(prompt, text);
+    if (score < worst_rung_score) {
+      worst_rung_score = score;
+      worst_rung = items;
+    }
+  };
   const double u = rng->Unit();
   if (u < o.rank_count_ladder_fraction) {
     const std::vector<std::string> pool = Draw(MatchingItems(r.category, r.attribute), 4, rng);
     for (size_t n = 1; n <= pool.size() && ranking.size() < k; ++n) {
-      ranking.Offer(Sentence(std::vector<std::string>(pool.begin(), pool.begin() + n)));
+      offer_rung(std::vector<std::string>(pool.begin(), pool.begin() + n));
     }
   } else if (u < o.rank_count_ladder_fraction + o.rank_content_ladder_fraction) {
     std::vector<std::string> items = GoodItems(r, rng);
     const std::vector<std::string> wrong =
         Draw(NonMatchingItems(r.category, r.attribute), static_cast<int>(items.size()), rng);
-    ranking.Offer(Sentence(items));
+    offer_rung(items);
     for (size_t i = 0; i < wrong.size() && ranking.size() < k; ++i) {
       items[i] = wrong[i];
-      ranking.Offer(Sentence(items));
+      offer_rung(items);
     }
   }
-  // When a chain runs dry before K (its gold scores bunch up near zero), another chain
-  // from a fresh answer fills the ranking: the only pairs that are not nested.
+  // The DEGRADATION CHAIN. When one runs dry before K, another from a fresh answer fills
+  // the ranking (GoldRankingBuilder keeps only what is comparable with every kept one).
   for (int chain = 0; ranking.size() < k && chain < 16; ++chain) {
     Draft d;
-    d.items = GoodItems(r, rng);
-    if (chain == 0 && !rng->Bernoulli(0.6)) {
-      Degrade(r, &d, rng);
-      if (rng->Bernoulli(0.3)) Degrade(r, &d, rng);
+    if (chain == 0 && !worst_rung.empty()) {
+      d.items = worst_rung;
+    } else {
+      d.items = GoodItems(r, rng);
+      if (chain == 0 && !rng->Bernoulli(0.6)) {
+        Degrade(r, &d, rng);
+        if (rng->Bernoulli(0.3)) Degrade(r, &d, rng);
+      }
     }
-    ranking.Offer(Render(d));
-    for (int step = 0; ranking.size() < k && step < 24; ++step) {
-      if (!Degrade(r, &d, rng)) break;
-      ranking.Offer(Render(d));
+    std::string text = Render(d);
+    GoldBreakdown parts = GoldScoreBreakdown(prompt, text);
+    ranking.Offer(text);
+    for (int step = 0; ranking.size() < k && step < 64; ++step) {
+      Draft next = d;
+      if (!Degrade(r, &next, rng)) break;
+      const std::string next_text = Render(next);
+      const GoldBreakdown next_parts = GoldScoreBreakdown(prompt, next_text);
+      // Only a flaw that makes the answer worse in some part and better in none extends
+      // the chain (removing an item from an over-long list fixes its count; a cut can
+      // drop the garbage at the end) ...
+      if (next_text == text || !GoldDominates(parts, next_parts)) continue;
+      // ... and one that leaves gold-score room for the responses still to come (a
+      // doubled sentence takes an answer from 1.0 to 0.1 in one step).
+      const int still_to_come = k - ranking.size() - 1;
+      if (next_parts.score < o.rank_min_gold_gap * still_to_come) continue;
+      if ((next.empty || next.ramble) && still_to_come > 0) continue;  // chain enders
+      d = std::move(next);
+      text = next_text;
+      parts = next_parts;
+      ranking.Offer(text);
     }
+  }
+  return ranking.Build();
+}
+
+RankedRecord MakeRanked(const std::string& prompt, int k, const BuiltinTaskOptions& o, Rng* rng) {
+  // Comparability and the gap rule can leave an attempt short of K (a content ladder
+  // of three wrong items ends at 0.09, leaving little room below it); a few fresh
+  // attempts, keeping the largest, reach K or come near it.
+  RankedRecord ordered;
+  for (int attempt = 0; attempt < 8 && static_cast<int>(ordered.responses.size()) < k;
+       ++attempt) {
+    RankedRecord candidate = RankedAttempt(prompt, k, o, rng);
+    if (candidate.responses.size() > ordered.responses.size()) ordered = std::move(candidate);
   }
   // Present in random order: the offer order (ladder first, chains best-first) would
   // leak the rank.
-  const RankedRecord ordered = ranking.Build();
   std::vector<int> order(ordered.responses.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
   rng->Shuffle(&order);
@@ -448,12 +502,18 @@ std::string PretrainSentence(Rng* rng) {
 }  // namespace
 
 bool GoldRankingBuilder::Offer(const std::string& response) {
-  const double score = GoldScore(prompt_, response);
+  const GoldBreakdown parts = GoldScoreBreakdown(prompt_, response);
   for (size_t i = 0; i < responses_.size(); ++i) {
-    if (response == responses_[i] || std::fabs(score - scores_[i]) < min_gap_) return false;
+    if (response == responses_[i] || std::fabs(parts.score - parts_[i].score) < min_gap_) {
+      return false;
+    }
+    if (comparable_only_ && !GoldDominates(parts_[i], parts) &&
+        !GoldDominates(parts, parts_[i])) {
+      return false;
+    }
   }
   responses_.push_back(response);
-  scores_.push_back(score);
+  parts_.push_back(parts);
   return true;
 }
 
@@ -462,7 +522,7 @@ RankedRecord GoldRankingBuilder::Build() const {
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
   // Stable: with min_gap == 0, exact ties keep the offer order.
   std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return scores_[a] > scores_[b]; });
+                   [&](int a, int b) { return parts_[a].score > parts_[b].score; });
   RankedRecord rec;
   rec.prompt = prompt_;
   rec.responses = responses_;

@@ -13,14 +13,17 @@
 //                         answer, each next one adds a flaw (wrong item, misspelled item,
 //                         missing/extra item, lower case, no period, filler, garbage, a
 //                         repeated item, a repeated sentence, off-topic, cut off mid-way,
-//                         or nothing useful at all), so of any two responses the worse one
-//                         has all the better one's flaws and more. Flaws that shorten an
-//                         answer are about as common as ones that lengthen it (length
-//                         must not predict rank). Some rankings open with a count ladder
-//                         (the same answer with 1-4 valid items) or a content ladder (the
-//                         ideal answer with 0..N items swapped for wrong ones). Gold scores
-//                         within a ranking are >= rank_min_gold_gap apart (no near-ties).
-//                         Presented in shuffled order.
+//                         or nothing useful at all). Every pair is COMPARABLE: the worse
+//                         response has every flaw of the better one and more
+//                         (GoldDominates), never one defect traded for another (see
+//                         GoldRankingBuilder). Flaws that shorten an answer are about as
+//                         common as ones that lengthen it (length must not predict
+//                         rank). Some rankings open with a count ladder (the same answer
+//                         with 1-4 valid items) or a content ladder (the ideal answer
+//                         with 0..N items swapped for wrong ones), and the chain goes on
+//                         below the ladder's worst rung. Gold scores within a ranking are
+//                         >= rank_min_gold_gap apart (no near-ties). Presented in
+//                         shuffled order.
 //                         (The RM's best data is rankings of the SFT policy's own samples,
 //                         as in InstructGPT: `rlhf label` makes those once SFT exists.)
 //   rl_train / rl_heldout {"prompt"} prompts; the two sets are disjoint.
@@ -46,6 +49,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/data/gold_labeler.h"
 #include "core/data/records.h"
 
 namespace rlhf {
@@ -86,13 +90,20 @@ absl::Status WriteBuiltinTask(const BuiltinTask& task, const std::string& dir);
 
 // The labeller's side of a ranking, shared by the generator and by `rlhf label` (which
 // ranks responses sampled from a policy, as InstructGPT's labellers ranked SFT samples):
-// responses are offered one at a time and kept only when new and at least `min_gap` in
-// gold score from every kept one (near-ties would teach a reward model noise); Build()
-// ranks the kept ones by gold score, in the order they were offered. Not thread-safe.
+// responses are offered one at a time and kept only when
+//   - new, and at least `min_gap` in gold score from every kept one (near-ties would
+//     teach a reward model noise), and
+//   - with `comparable_only`, comparable with every kept one: one of the two has every
+//     flaw of the other (GoldDominates). A pair that trades one defect for another
+//     ("Cherry." against "cherry and apple.") is a judgement of the gold score's
+//     weights, which no labeller makes consistently and a small reward model learns
+//     last; without such pairs the reward model learns each defect's direction.
+// Build() ranks the kept ones by gold score, in the order they were offered. Not
+// thread-safe.
 class GoldRankingBuilder {
  public:
-  GoldRankingBuilder(std::string prompt, double min_gap)
-      : prompt_(std::move(prompt)), min_gap_(min_gap) {}
+  GoldRankingBuilder(std::string prompt, double min_gap, bool comparable_only = true)
+      : prompt_(std::move(prompt)), min_gap_(min_gap), comparable_only_(comparable_only) {}
   // True if `response` was kept.
   bool Offer(const std::string& response);
   int size() const { return static_cast<int>(responses_.size()); }
@@ -102,8 +113,9 @@ class GoldRankingBuilder {
  private:
   std::string prompt_;
   double min_gap_;
+  bool comparable_only_;
   std::vector<std::string> responses_;
-  std::vector<double> scores_;
+  std::vector<GoldBreakdown> parts_;
 };
 
 // Every distinct prompt text of the task, in a fixed order (before any split).

@@ -204,6 +204,15 @@ GoldBreakdown GoldScoreBreakdown(absl::string_view prompt, absl::string_view res
   return b;
 }
 
+bool GoldDominates(const GoldBreakdown& better, const GoldBreakdown& worse) {
+  if (worse.score == 0 && better.score > 0) return true;
+  return worse.content <= better.content && worse.count_ok <= better.count_ok &&
+         worse.capital <= better.capital && worse.period <= better.period &&
+         worse.wrong >= better.wrong && worse.repeats >= better.repeats &&
+         worse.filler >= better.filler && worse.garbage >= better.garbage &&
+         worse.length_factor <= better.length_factor;
+}
+
 double GoldScore(absl::string_view prompt, absl::string_view response) {
   return GoldScoreBreakdown(prompt, response).score;
 }

@@ -63,6 +63,14 @@ struct GoldBreakdown {
 };
 GoldBreakdown GoldScoreBreakdown(absl::string_view prompt, absl::string_view response);
 
+// Whether `worse` has every flaw of `better` and possibly more: it is no better in any
+// part of the score (content, count, capital, period; no fewer wrong items, repeats,
+// filler words or garbage bytes; no larger length factor), or it is worthless (score 0)
+// while `better` is not. Such a pair can be ranked without weighing one defect against
+// another ("a repeated item or a filler word, which is worse?"), which is what the
+// built-in task's rankings are made of (builtin_task.h). Reflexive on equal parts.
+bool GoldDominates(const GoldBreakdown& better, const GoldBreakdown& worse);
+
 // --- The task's closed vocabulary (used by the generator and tests). ---
 struct TaskItem {
   const char* name;        // lower case, singular

@@ -40,7 +40,8 @@ absl::StatusOr<std::vector<RankedRecord>> RankPolicySamples(
   s.mean_gold = report.gold.mean;
   const size_t k = static_cast<size_t>(options.samples_per_prompt);
   for (size_t start = 0; start + k <= report.samples.size(); start += k) {
-    GoldRankingBuilder ranking(report.samples[start].prompt, options.min_gold_gap);
+    GoldRankingBuilder ranking(report.samples[start].prompt, options.min_gold_gap,
+                               options.comparable_only);
     for (size_t i = start; i < start + k; ++i) ranking.Offer(report.samples[i].response);
     if (ranking.size() < 2) continue;
     s.kept += ranking.size();

@@ -93,6 +93,10 @@ TEST(BuiltinTaskTest, RankingsFollowTheGoldScoreAndKInRange) {
       EXPECT_GE(GoldScore(r.prompt, r.responses[p.winner]),
                 GoldScore(r.prompt, r.responses[p.loser]) + 0.02 - 1e-12)
           << r.prompt << ": " << r.responses[p.winner] << " vs " << r.responses[p.loser];
+      // And the loser has every flaw of the winner: no pair trades one defect for another.
+      EXPECT_TRUE(GoldDominates(GoldScoreBreakdown(r.prompt, r.responses[p.winner]),
+                                GoldScoreBreakdown(r.prompt, r.responses[p.loser])))
+          << r.prompt << ": " << r.responses[p.winner] << " vs " << r.responses[p.loser];
     }
   }
 }
@@ -130,8 +134,9 @@ TEST(BuiltinTaskTest, LengthDoesNotPredictRankAndCountLaddersAppear) {
   }
   // A reward model must not be able to score well by preferring shorter answers (RL
   // would then drop items): the better response is the shorter one about half the time.
-  // Measured 0.513; chains with the old uniform flaw draw gave 0.57 (0.65 with the
-  // near-ties kept), so the bounds catch a regression to either.
+  // Measured 0.510; comparable-only chains with the flaw weights of uncompared chains
+  // gave 0.68, those chains with a uniform flaw draw 0.57 (0.65 with the near-ties
+  // kept), so the bounds catch a regression to any of them.
   const double frac = static_cast<double>(winner_shorter) / pairs;
   EXPECT_GT(frac, 0.45);
   EXPECT_LT(frac, 0.56);
@@ -168,22 +173,26 @@ TEST(BuiltinTaskTest, ContentLaddersDifferOnlyInWrongItems) {
             std::string::npos);
 }
 
-TEST(GoldRankingBuilderTest, DropsDuplicatesAndNearTiesAndRanksByGold) {
+TEST(GoldRankingBuilderTest, DropsDuplicatesNearTiesAndTradeOffsAndRanksByGold) {
   const std::string prompt = "Name two red fruits.";
   GoldRankingBuilder b(prompt, 0.05);
   ASSERT_EQ(GoldScore(prompt, "Cherry and apple."), 1.0);
   EXPECT_TRUE(b.Offer("cherry and apple."));              // 0.9: lower case
   EXPECT_FALSE(b.Offer("cherry and apple."));             // duplicate
   EXPECT_FALSE(b.Offer("Cherry and apple"));              // 0.9 again: a near-tie
-  EXPECT_TRUE(b.Offer("Cherry."));                        // one item of two
+  // 0.5 and well below 0.9, but capitalised where "cherry and apple." is not: ranking
+  // it would weigh a missing item against a lower-case start.
+  EXPECT_FALSE(b.Offer("Cherry."));
+  EXPECT_TRUE(b.Offer("cherry."));                        // lower case AND one item
   EXPECT_TRUE(b.Offer("Cherry and apple."));              // the ideal, offered last
-  ASSERT_EQ(b.size(), 3);
+  EXPECT_TRUE(b.Offer(""));                               // worthless: below everything
+  ASSERT_EQ(b.size(), 4);
   const RankedRecord r = b.Build();
   EXPECT_EQ(r.prompt, prompt);
-  ASSERT_EQ(r.responses.size(), 3u);
+  ASSERT_EQ(r.responses.size(), 4u);
   EXPECT_EQ(r.responses[0], "cherry and apple.");  // offer order is kept
-  EXPECT_EQ(r.ranking, (std::vector<int>{1, 2, 0}));
-  EXPECT_TRUE(ValidateRanking(r.ranking, 3).ok());
+  EXPECT_EQ(r.ranking, (std::vector<int>{1, 2, 0, 3}));
+  EXPECT_TRUE(ValidateRanking(r.ranking, 4).ok());
 }
 
 TEST(BuiltinTaskTest, DemonstrationsAreImperfectButMostlyGood) {

@@ -39,6 +39,26 @@ TEST(GoldScoreTest, HandComputedValues) {
   EXPECT_NEAR(GoldScore(p, "I think apple and cherry."), std::exp(-0.3), 1e-12);
 }
 
+TEST(GoldDominatesTest, WorseInSomePartAndBetterInNone) {
+  const std::string p = "Name two red fruits.";
+  auto parts = [&](const char* response) { return GoldScoreBreakdown(p, response); };
+  // More flaws of the same kinds: dominated.
+  EXPECT_TRUE(GoldDominates(parts("Cherry and apple."), parts("cherry and apple")));
+  EXPECT_TRUE(GoldDominates(parts("Sure, cherry and apple."),
+                            parts("Sure, cherry, apple and apple.")));
+  EXPECT_FALSE(GoldDominates(parts("cherry and apple"), parts("Cherry and apple.")));
+  // A trade-off either way: a missing item against a lower-case start (0.5 vs 0.9 in
+  // gold score, but neither has all the other's flaws).
+  EXPECT_FALSE(GoldDominates(parts("cherry and apple."), parts("Cherry.")));
+  EXPECT_FALSE(GoldDominates(parts("Cherry."), parts("cherry and apple.")));
+  // A filler word against a repeated item.
+  EXPECT_FALSE(GoldDominates(parts("Well, cherry and apple."), parts("Cherry, apple and apple.")));
+  // Equal parts dominate each other; a worthless answer is below any answer with merit.
+  EXPECT_TRUE(GoldDominates(parts("Cherry and apple."), parts("Apple and cherry.")));
+  EXPECT_TRUE(GoldDominates(parts("Well, cherry."), parts("")));
+  EXPECT_FALSE(GoldDominates(parts(""), parts("Well, cherry.")));
+}
+
 TEST(GoldScoreTest, GoodBeatsMediocreBeatsBad) {
   struct Case {
     const char* prompt;

@@ -36,6 +36,7 @@ TEST(PolicyLabelingTest, RanksEachPromptsOwnSamplesByGoldScore) {
   o.samples_per_prompt = 6;
   o.max_new_tokens = 12;
   o.min_gold_gap = 0;  // keep every distinct sample
+  o.comparable_only = false;
   PolicyLabelStats stats;
   auto records = RankPolicySamples(policy, tok, kPrompts, o, &stats);
   ASSERT_TRUE(records.ok()) << records.status();
@@ -87,6 +88,35 @@ TEST(PolicyLabelingTest, GoldGapDropsNearTies) {
                             GoldScore(r.prompt, r.responses[b])),
                   0.05 - 1e-12);
       }
+    }
+  }
+}
+
+TEST(PolicyLabelingTest, ComparableOnlyKeepsPairsWhereOneHasEveryFlawOfTheOther) {
+  TransformerLM policy = TinyPolicy();
+  ByteTokenizer tok;
+  PolicyLabelOptions o;
+  o.samples_per_prompt = 6;
+  o.max_new_tokens = 12;
+  o.min_gold_gap = 0;
+  PolicyLabelStats all, comparable;
+  o.comparable_only = false;
+  ASSERT_TRUE(RankPolicySamples(policy, tok, kPrompts, o, &all).ok());
+  o.comparable_only = true;
+  auto records = RankPolicySamples(policy, tok, kPrompts, o, &comparable);
+  ASSERT_TRUE(records.ok()) << records.status();
+  // The same 18 samples (same seed). An untrained model's random bytes all score 0
+  // but trade garbage for filler words and capitals for periods: some are left out.
+  EXPECT_EQ(all.kept, 18);
+  EXPECT_LT(comparable.kept, all.kept);
+  EXPECT_GT(comparable.records, 0);
+  for (const RankedRecord& r : *records) {
+    for (const IndexPair& p : ExpandPairs(r)) {
+      const GoldBreakdown winner = GoldScoreBreakdown(r.prompt, r.responses[p.winner]);
+      const GoldBreakdown loser = GoldScoreBreakdown(r.prompt, r.responses[p.loser]);
+      // Tied in gold (min_gold_gap 0), either may have every flaw of the other.
+      EXPECT_TRUE(GoldDominates(winner, loser) || GoldDominates(loser, winner))
+          << r.responses[p.winner] << " vs " << r.responses[p.loser];
     }
   }
 }

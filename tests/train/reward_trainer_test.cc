@@ -85,35 +85,36 @@ TEST(RewardModelTest, FromSftKeepsTrunkAndAddsScalarHead) {
   EXPECT_EQ(LastTokenScores(*rm, batch).sizes(), (torch::IntArrayRef{1}));
 }
 
-// The built-in task is learnable: a small reward model (d_model 64, 2 layers) trained
-// for a test-sized budget (100 SFT + 150 RM steps, ~40 s on 2 cores) ranks held-out
-// pairs of unseen prompts above chance overall and reliably on the preferences RL acts
-// on (form and count; minimal pairs built from ideal answers of held-out prompts). The
-// remaining errors are mostly pairs that need the item/attribute table ("cherry" is
-// red, "lime" is not). The 0.9 overall of the issue is NOT reached; see issue 3.
+// The built-in task is learnable: a small reward model (d_model 64, 3 layers) trained
+// for a test-sized budget (1000 SFT + 600 RM steps, ~2 minutes on 2 cores) ranks the
+// held-out pairs of unseen prompts at >= 0.9 (issue 3's criterion), and reliably the
+// preferences RL acts on (form and count; minimal pairs built from ideal answers of
+// held-out prompts). The remaining errors are mostly pairs that need the item/attribute
+// table ("cherry" is red, "lime" is not) or counting against the prompt's N.
 TEST(RewardTrainerTest, HeldOutPairwiseAccuracyOnBuiltinTask) {
   BuiltinTaskOptions data;
   data.seed = 2;
-  data.num_sft = 600;
+  data.num_sft = 2000;
   data.num_sft_heldout = 0;
-  data.num_rank = 600;
-  data.num_rank_heldout = 60;
+  data.num_rank = 2400;
+  data.num_rank_heldout = 200;
   data.num_rl_train = data.num_rl_heldout = 0;
   data.num_pretrain = 600;
   auto task = GenerateBuiltinTask(data);
   ASSERT_TRUE(task.ok());
   ModelConfig c;
   c.d_model = 64;
-  c.n_layers = 2;
+  c.n_layers = 3;  // 2 layers level off at 0.91 here
   c.n_heads = 4;
   c.n_kv_heads = 4;
   c.d_ff = 4 * c.d_model;
   c.max_seq_len = 128;
   ByteTokenizer tok;
-  // A short SFT first, as in the pipeline: the trunk learns the vocabulary.
+  // SFT first, as in the pipeline: the trunk learns the vocabulary (a 100-step trunk
+  // gives a reward model of 0.89 here, a 1000-step one 0.91).
   torch::manual_seed(1);
   SftOptions so;
-  so.steps = 100;
+  so.steps = 1000;
   so.batch_size = 16;
   so.lr = 3e-3;
   so.warmup_steps = 10;
@@ -132,9 +133,9 @@ TEST(RewardTrainerTest, HeldOutPairwiseAccuracyOnBuiltinTask) {
   ASSERT_TRUE(rm.ok());
 
   RewardOptions ro;
-  ro.steps = 150;
+  ro.steps = 600;
   ro.prompts_per_batch = 8;
-  ro.lr = 2e-3;
+  ro.lr = 3e-3;
   ro.warmup_steps = 10;
   ro.eval_every = ro.checkpoint_every = 0;
   ro.out_dir = ::testing::TempDir() + "/rm_builtin";
@@ -147,8 +148,9 @@ TEST(RewardTrainerTest, HeldOutPairwiseAccuracyOnBuiltinTask) {
   fprintf(stderr, "held-out pair accuracy %.3f over %lld pairs (before training %.3f)\n",
           result->heldout_accuracy, static_cast<long long>(result->heldout_pairs),
           before.accuracy);
-  // Measured 0.723 (the rankings have no near-ties but many knowledge pairs).
-  EXPECT_GE(result->heldout_accuracy, 0.65) << "before training: " << before.accuracy;
+  // Measured 0.916 over 3807 pairs (2 layers: 0.910; 0.90-0.92 over the budgets and
+  // seeds tried, this size levels off there; the quickstart's `tiny` RM reaches 0.93).
+  EXPECT_GE(result->heldout_accuracy, 0.9) << "before training: " << before.accuracy;
   EXPECT_LT(before.accuracy, 0.6);
   EXPECT_LT(result->heldout_loss, before.loss);
 
