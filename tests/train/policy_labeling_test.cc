@@ -26,16 +26,22 @@ TransformerLM TinyPolicy() {
   return TransformerLM(c);
 }
 
+// Short samples of an untrained policy, `samples` per prompt.
+PolicyLabelOptions ShortSamples(int64_t samples, double min_gold_gap) {
+  PolicyLabelOptions o;
+  o.samples_per_prompt = samples;
+  o.max_new_tokens = 12;
+  o.min_gold_gap = min_gold_gap;
+  return o;
+}
+
 const std::vector<std::string> kPrompts = {"Name two red fruits.", "List three animals.",
                                            "Give me a green vegetable."};
 
 TEST(PolicyLabelingTest, RanksEachPromptsOwnSamplesByGoldScore) {
   TransformerLM policy = TinyPolicy();
   ByteTokenizer tok;
-  PolicyLabelOptions o;
-  o.samples_per_prompt = 6;
-  o.max_new_tokens = 12;
-  o.min_gold_gap = 0;  // keep every distinct sample
+  PolicyLabelOptions o = ShortSamples(6, /*min_gold_gap=*/0);  // every distinct sample
   o.comparable_only = false;
   PolicyLabelStats stats;
   auto records = RankPolicySamples(policy, tok, kPrompts, o, &stats);
@@ -70,10 +76,7 @@ TEST(PolicyLabelingTest, RanksEachPromptsOwnSamplesByGoldScore) {
 TEST(PolicyLabelingTest, GoldGapDropsNearTies) {
   TransformerLM policy = TinyPolicy();
   ByteTokenizer tok;
-  PolicyLabelOptions o;
-  o.samples_per_prompt = 8;
-  o.max_new_tokens = 12;
-  o.min_gold_gap = 0.05;
+  PolicyLabelOptions o = ShortSamples(8, /*min_gold_gap=*/0.05);
   PolicyLabelStats stats;
   auto records = RankPolicySamples(policy, tok, kPrompts, o, &stats);
   ASSERT_TRUE(records.ok()) << records.status();
@@ -95,10 +98,7 @@ TEST(PolicyLabelingTest, GoldGapDropsNearTies) {
 TEST(PolicyLabelingTest, ComparableOnlyKeepsPairsWhereOneHasEveryFlawOfTheOther) {
   TransformerLM policy = TinyPolicy();
   ByteTokenizer tok;
-  PolicyLabelOptions o;
-  o.samples_per_prompt = 6;
-  o.max_new_tokens = 12;
-  o.min_gold_gap = 0;
+  PolicyLabelOptions o = ShortSamples(6, /*min_gold_gap=*/0);
   PolicyLabelStats all, comparable;
   o.comparable_only = false;
   ASSERT_TRUE(RankPolicySamples(policy, tok, kPrompts, o, &all).ok());
