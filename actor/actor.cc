@@ -12,7 +12,7 @@
 #include "core/model/checkpoint.h"
 #include "core/model/generation.h"
 #include "core/status_macros.h"
-#include "learner/trainer_config.h"
+#include "services/config/sampling_config.h"
 
 namespace rlhf::actor {
 

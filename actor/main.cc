@@ -7,6 +7,7 @@
 // Stateless: the model architecture, sampling settings and weights come from the
 // learner. Exits 0 when the learner reports the run done, or after draining on
 // SIGTERM/SIGINT (the batch in hand is submitted, then it deregisters).
+#include <c10/util/Logging.h>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "services/metrics.h"
 #include "services/server.h"
 #include "services/shutdown.h"
+#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, learner_address, "127.0.0.1:50051", "learner host:port");
 ABSL_FLAG(std::string, reward_address, "", "reward server host:port");
@@ -45,7 +47,8 @@ ABSL_FLAG(bool, log_weight_hashes, false,
 namespace {
 
 absl::Status Run() {
-  at::set_num_threads(std::max(1, absl::GetFlag(FLAGS_threads)));
+  rlhf::ConfigureComputeThreads(std::max(1, absl::GetFlag(FLAGS_threads)));
+  LOG(INFO) << "compute: " << rlhf::ComputeThreadsSummary();
   if (absl::GetFlag(FLAGS_reward_address).empty() || absl::GetFlag(FLAGS_reference_address).empty()) {
     return absl::InvalidArgumentError("--reward_address and --reference_address are required");
   }

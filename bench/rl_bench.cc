@@ -22,7 +22,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
-#include "learner/rl_experiment.h"
+#include "core/rl_training/rl_experiment.h"
 
 ABSL_FLAG(std::string, workdir, "/tmp/rlhf_rl_bench", "SFT/RM cache directory");
 ABSL_FLAG(std::string, algorithms, "reinforce,rloo,grpo,ppo", "comma-separated");

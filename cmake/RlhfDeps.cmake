@@ -21,4 +21,20 @@ if(NOT TARGET rlhf_torch)
     target_compile_definitions(rlhf_torch INTERFACE RLHF_WITH_CUDA=1)
   endif()
   add_library(rlhf::torch ALIAS rlhf_torch)
+  # One thread pool (issue 24): Debian's LibTorch loads libblas.so.3 through the
+  # alternatives system, which picks OpenBLAS's pthread build, whose own thread pool
+  # then fights LibTorch's OpenMP pool for the cores (2-2.7x slower matrix work). The
+  # OpenMP build shares LibTorch's pool. A DT_RPATH (not RUNPATH) on our binaries is
+  # searched for libtorch's own dependencies too, so every binary of ours loads the
+  # OpenMP build whatever the machine's alternatives say. core/model/threads.h reports
+  # which one a process loaded.
+  set(RLHF_OPENBLAS_OPENMP_DIR "/usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp"
+      CACHE PATH "OpenBLAS OpenMP build (Debian's libopenblas0-openmp)")
+  if(EXISTS "${RLHF_OPENBLAS_OPENMP_DIR}/libblas.so.3")
+    target_link_options(rlhf_torch INTERFACE
+      "LINKER:--disable-new-dtags" "LINKER:-rpath,${RLHF_OPENBLAS_OPENMP_DIR}")
+  else()
+    message(WARNING "OpenBLAS OpenMP build not found in ${RLHF_OPENBLAS_OPENMP_DIR}: "
+                    "install libopenblas0-openmp, or matrix work runs with two thread pools")
+  endif()
 endif()

@@ -1,6 +1,6 @@
 // Clients of LearnerService, used by actors (and tests/tools). The interface is what
-// the actor loop codes against; GrpcLearnerClient talks to a real learner,
-// FakeLearnerClient calls a LearnerHandler in-process (no weights stream).
+// the actor loop codes against; GrpcLearnerClient talks to a real learner;
+// learner/fake_learner_client.h calls a LearnerHandler in-process.
 //
 // Every unary call takes a deadline; the gRPC client retries UNAVAILABLE with backoff
 // until then (services::CallWithRetry). That is safe for all of them: Submit is
@@ -17,7 +17,6 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "learner/learner_handler.h"
 #include "rlhf/v1/learner.grpc.pb.h"
 #include "services/channel.h"
 
@@ -83,41 +82,6 @@ class GrpcLearnerClient final : public LearnerClient {
   absl::Mutex mu_;
   std::shared_ptr<rlhf::v1::LearnerService::Stub> stub_ ABSL_GUARDED_BY(mu_);
   absl::Time last_reconnect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-};
-
-// In-process client over a LearnerHandler (not owned). WatchWeights is Unimplemented.
-class FakeLearnerClient final : public LearnerClient {
- public:
-  explicit FakeLearnerClient(LearnerHandler* handler) : handler_(handler) {}
-  absl::StatusOr<rlhf::v1::RegisterResponse> Register(const rlhf::v1::RegisterRequest& r,
-                                                      absl::Time) override {
-    return handler_->Register(r);
-  }
-  absl::StatusOr<rlhf::v1::HeartbeatResponse> Heartbeat(const rlhf::v1::HeartbeatRequest& r,
-                                                        absl::Time) override {
-    return handler_->Heartbeat(r);
-  }
-  absl::Status Deregister(const rlhf::v1::DeregisterRequest& r, absl::Time) override {
-    return handler_->Deregister(r);
-  }
-  absl::StatusOr<rlhf::v1::LeasePromptsResponse> LeasePrompts(
-      const rlhf::v1::LeasePromptsRequest& r, absl::Time) override {
-    return handler_->LeasePrompts(r);
-  }
-  absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> Submit(
-      const rlhf::v1::SubmitTrajectoriesRequest& r, absl::Time) override {
-    return handler_->Submit(r);
-  }
-  absl::StatusOr<rlhf::v1::LearnerStats> GetStats(absl::Time) override {
-    return handler_->Stats();
-  }
-  absl::StatusOr<std::unique_ptr<WeightsStream>> WatchWeights(
-      const rlhf::v1::WatchWeightsRequest&) override {
-    return absl::UnimplementedError("FakeLearnerClient has no weights stream");
-  }
-
- private:
-  LearnerHandler* const handler_;
 };
 
 }  // namespace rlhf::learner

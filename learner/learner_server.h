@@ -8,7 +8,7 @@
 //   server->Shutdown(absl::Now() + absl::Seconds(5));
 //
 // Restart: with a checkpoint_dir, Start() restores the newest complete trainer
-// checkpoint (learner/learner_state.h) and the handler state (leases, buffered
+// checkpoint (core/rl_training/learner_state.h) and the handler state (leases, buffered
 // trajectories, counters; learner_handler.h) and re-publishes the restored weights.
 //
 // Thread-safety: Start/Shutdown from one thread; accessors are thread-safe.
@@ -27,8 +27,8 @@
 #include "absl/synchronization/notification.h"
 #include "learner/learner_handler.h"
 #include "learner/learner_service.h"
-#include "learner/learner_state.h"
-#include "learner/trainer.h"
+#include "core/rl_training/learner_state.h"
+#include "core/rl_training/trainer.h"
 #include "rlhf/v1/config.pb.h"
 #include "services/server.h"
 #include "services/weights/transport.h"

@@ -27,11 +27,12 @@
 #include "core/model/tokenizer.h"
 #include "core/train/training_common.h"
 #include "learner/learner_server.h"
-#include "learner/trainer_config.h"
+#include "services/config/trainer_config.h"
 #include "services/config/config.h"
 #include "services/metrics.h"
 #include "services/server.h"
 #include "services/shutdown.h"
+#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, config, "", "job config YAML (rlhf.v1.JobConfig); empty = defaults");
 ABSL_FLAG(std::vector<std::string>, set, {},
@@ -85,7 +86,8 @@ absl::Status Run() {
   auto job_or = rlhf::config::LoadJobConfig(absl::GetFlag(FLAGS_config), load);
   if (!job_or.ok()) return job_or.status();
   const rlhf::v1::JobConfig job = *std::move(job_or);
-  if (job.learner().threads() > 0) at::set_num_threads(job.learner().threads());
+  rlhf::ConfigureComputeThreads(job.learner().threads());
+  LOG(INFO) << "compute: " << rlhf::ComputeThreadsSummary();
 
   auto prompts = rlhf::RlPromptsFromConfig(job, absl::GetFlag(FLAGS_prompts_jsonl));
   if (!prompts.ok()) return prompts.status();

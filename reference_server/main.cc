@@ -2,6 +2,7 @@
 //
 //   rlhf-reference-server --checkpoint=/ckpt/sft --port=50052
 //   rlhf-reference-server --preset=tiny --port=0 --port_file=/tmp/ref.port   (tests)
+#include <c10/util/Logging.h>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@
 #include "services/serve.h"
 #include "services/server.h"
 #include "services/shutdown.h"
+#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1", "listen address (non-loopback needs TLS or a token)");
 ABSL_FLAG(int, port, 0, "gRPC port; 0 = any free port");
@@ -46,7 +48,8 @@ ABSL_FLAG(double, shutdown_grace_s, 10.0, "how long in-flight calls may finish o
 namespace {
 
 absl::Status Run() {
-  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  rlhf::ConfigureComputeThreads(absl::GetFlag(FLAGS_threads));
+  LOG(INFO) << "compute: " << rlhf::ComputeThreadsSummary();
   auto tokenizer = rlhf::MakeTokenizerByName(absl::GetFlag(FLAGS_tokenizer));
   if (!tokenizer.ok()) return tokenizer.status();
 

@@ -2,6 +2,7 @@
 //
 //   rlhf-reward-server --scorers=rm:/ckpt/rm:1.0,gold:0.5 --normalize --port=50051
 //   rlhf-reward-server --preset=tiny --port=0 --port_file=/tmp/rm.port   (tests)
+#include <c10/util/Logging.h>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@
 #include "services/serve.h"
 #include "services/server.h"
 #include "services/shutdown.h"
+#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1", "listen address (non-loopback needs TLS or a token)");
 ABSL_FLAG(int, port, 0, "gRPC port; 0 = any free port");
@@ -51,7 +53,8 @@ using rlhf::reward::ModelRewardScorer;
 using rlhf::reward::WeightedScorer;
 
 absl::Status Run() {
-  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  rlhf::ConfigureComputeThreads(absl::GetFlag(FLAGS_threads));
+  LOG(INFO) << "compute: " << rlhf::ComputeThreadsSummary();
   std::string specs_text = absl::GetFlag(FLAGS_scorers);
   if (!absl::GetFlag(FLAGS_checkpoint).empty()) {
     specs_text = absl::StrCat("rm:", absl::GetFlag(FLAGS_checkpoint),

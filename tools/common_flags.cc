@@ -8,6 +8,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "core/model/checkpoint.h"
+#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, data, "",
           "training data (JSONL; rm: comma-separated files); or the data directory for `data`");
@@ -32,7 +33,7 @@ namespace rlhf::tools {
 
 void ApplyThreads() {
   const int threads = absl::GetFlag(FLAGS_threads);
-  if (threads > 0) at::set_num_threads(threads);
+  rlhf::ConfigureComputeThreads(threads);
 }
 
 absl::StatusOr<ModelConfig> PresetConfig() {

@@ -18,12 +18,13 @@
 #include "core/model/checkpoint.h"
 #include "core/model/tokenizer.h"
 #include "core/status_macros.h"
-#include "learner/inprocess_loop.h"
-#include "learner/learner_state.h"
-#include "learner/trainer.h"
-#include "learner/trainer_config.h"
+#include "core/rl_training/inprocess_loop.h"
+#include "core/rl_training/learner_state.h"
+#include "core/rl_training/trainer.h"
+#include "services/config/trainer_config.h"
 #include "services/config/config.h"
 #include "tools/common_flags.h"
+#include "core/model/threads.h"
 
 // Defined by run_command.cc: `rl` reads the same job file and overrides.
 ABSL_DECLARE_FLAG(std::string, config);
@@ -63,8 +64,8 @@ absl::Status RunRl(const std::vector<std::string>& args) {
   }
   RLHF_ASSIGN_OR_RETURN(rlhf::v1::JobConfig job,
                         config::LoadJobConfig(absl::GetFlag(FLAGS_config), load));
-  at::set_num_threads(job.learner().threads() > 0 ? job.learner().threads()
-                                                  : absl::GetFlag(FLAGS_threads));
+  ConfigureComputeThreads(job.learner().threads() > 0 ? job.learner().threads()
+                                                      : absl::GetFlag(FLAGS_threads));
 
   RLHF_ASSIGN_OR_RETURN(TrainerOptions trainer_options,
                         TrainerOptionsFromConfig(job.rl(), job.sampling(), job.seed()));

@@ -1,6 +1,6 @@
 // `rlhf rl --config JOB.yaml [--set path=value,...] [--resume]`: stage 3 in ONE process,
 // no network: the job's RL settings (rl:, sampling:, seed) run by the in-process loop
-// (learner/inprocess_loop.h) with the SFT checkpoint as the initial policy and the frozen
+// (core/rl_training/inprocess_loop.h) with the SFT checkpoint as the initial policy and the frozen
 // reference, and the reward model called directly (normalised by the reward_mean /
 // reward_std stored with it). PPO's value model starts from the reward model.
 //

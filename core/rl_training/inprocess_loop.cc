@@ -1,4 +1,4 @@
-#include "learner/inprocess_loop.h"
+#include "core/rl_training/inprocess_loop.h"
 
 #include <algorithm>
 #include <cmath>

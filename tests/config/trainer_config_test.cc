@@ -1,5 +1,5 @@
 // rlhf.v1.RlConfig -> TrainerOptions / loop options.
-#include "learner/trainer_config.h"
+#include "services/config/trainer_config.h"
 
 #include <gtest/gtest.h>
 

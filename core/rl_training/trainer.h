@@ -1,7 +1,7 @@
 // The learner's RL trainer (design.md §2): one policy update from a batch of
-// trajectories. No gRPC and no protobuf here (learner/trainer_config.h converts the
+// trajectories. No gRPC and no protobuf here (services/config/trainer_config.h converts the
 // rlhf.v1.RlConfig message into TrainerOptions); the LearnerService and the in-process
-// loop (learner/inprocess_loop.h) both drive this class.
+// loop (core/rl_training/inprocess_loop.h) both drive this class.
 //
 // One Step(batch):
 //   1. validates the batch (InvalidArgument naming the trajectory and field; no state
@@ -191,7 +191,7 @@ class Trainer {
   TransformerLM& policy() { return policy_; }
   TransformerLM& value_model() { return value_; }  // null unless PPO
 
-  // Checkpoint support (learner/learner_state.h): export/import everything but weights.
+  // Checkpoint support (core/rl_training/learner_state.h): export/import everything but weights.
   TrainerState ExportState() const;
   // Validates names/shapes of optimizer tensors against the models before changing
   // anything; InvalidArgument on mismatch.

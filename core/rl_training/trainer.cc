@@ -1,4 +1,4 @@
-#include "learner/trainer.h"
+#include "core/rl_training/trainer.h"
 
 #include <algorithm>
 #include <cmath>

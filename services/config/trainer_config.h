@@ -10,9 +10,10 @@
 
 #include "absl/status/statusor.h"
 #include "core/model/generation.h"
-#include "learner/inprocess_loop.h"
-#include "learner/trainer.h"
+#include "core/rl_training/inprocess_loop.h"
+#include "core/rl_training/trainer.h"
 #include "rlhf/v1/config.pb.h"
+#include "services/config/sampling_config.h"
 
 namespace rlhf {
 
@@ -21,9 +22,6 @@ namespace rlhf {
 absl::StatusOr<TrainerOptions> TrainerOptionsFromConfig(const rlhf::v1::RlConfig& rl,
                                                         const rlhf::v1::SamplingConfig& sampling,
                                                         uint64_t seed);
-
-// SamplingConfig -> SamplingOptions (validated).
-absl::StatusOr<SamplingOptions> SamplingOptionsFromConfig(const rlhf::v1::SamplingConfig& sampling);
 
 // JobConfig -> in-process loop options: rl.steps / prompts_per_step / samples_per_prompt /
 // ptx_batch_size / checkpoint_every / keep_checkpoints, sampling, seed, and checkpoints

@@ -1,12 +1,12 @@
 // The in-process loop's mechanics: prompt cursor, checkpoints through the loop and
 // resume (a resumed loop continues exactly where the straight run would be).
-#include "learner/inprocess_loop.h"
+#include "core/rl_training/inprocess_loop.h"
 
 #include <filesystem>
 
 #include <gtest/gtest.h>
 
-#include "tests/learner/trainer_test_util.h"
+#include "tests/rl_training/trainer_test_util.h"
 
 namespace rlhf {
 namespace {

@@ -1,4 +1,4 @@
-#include "learner/learner_state.h"
+#include "core/rl_training/learner_state.h"
 
 #include <fcntl.h>
 #include <unistd.h>

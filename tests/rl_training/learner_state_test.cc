@@ -1,5 +1,5 @@
 // Checkpoint/resume of the complete learner state, atomic writes and keep-last-N.
-#include "learner/learner_state.h"
+#include "core/rl_training/learner_state.h"
 
 #include <filesystem>
 #include <fstream>
@@ -7,7 +7,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
-#include "tests/learner/trainer_test_util.h"
+#include "tests/rl_training/trainer_test_util.h"
 
 namespace rlhf {
 namespace {

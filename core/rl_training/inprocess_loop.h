@@ -30,8 +30,8 @@
 #include "absl/status/statusor.h"
 #include "core/model/generation.h"
 #include "core/model/model.h"
-#include "learner/learner_state.h"
-#include "learner/trainer.h"
+#include "core/rl_training/learner_state.h"
+#include "core/rl_training/trainer.h"
 
 namespace rlhf {
 

@@ -19,7 +19,7 @@
 
 #include <gtest/gtest.h>
 
-#include "learner/rl_experiment.h"
+#include "core/rl_training/rl_experiment.h"
 #include "tools/launcher/paired_gain.h"
 
 namespace rlhf {

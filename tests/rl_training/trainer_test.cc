@@ -1,12 +1,12 @@
 // The Trainer: validation, learning direction for every algorithm, exact gradient
 // accumulation, KL placement, ptx, statistics.
-#include "learner/trainer.h"
+#include "core/rl_training/trainer.h"
 
 #include <cmath>
 
 #include <gtest/gtest.h>
 
-#include "tests/learner/trainer_test_util.h"
+#include "tests/rl_training/trainer_test_util.h"
 
 namespace rlhf {
 namespace {

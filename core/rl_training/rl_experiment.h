@@ -23,8 +23,8 @@
 #include "core/train/policy_labeling.h"
 #include "core/train/reward_trainer.h"
 #include "core/train/sft_trainer.h"
-#include "learner/inprocess_loop.h"
-#include "learner/trainer.h"
+#include "core/rl_training/inprocess_loop.h"
+#include "core/rl_training/trainer.h"
 
 namespace rlhf {
 

@@ -32,7 +32,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "learner/trainer.h"
+#include "core/rl_training/trainer.h"
 
 namespace rlhf {
 

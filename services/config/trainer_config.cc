@@ -1,4 +1,4 @@
-#include "learner/trainer_config.h"
+#include "services/config/trainer_config.h"
 
 #include <cstdio>
 #include <utility>
@@ -69,19 +69,6 @@ absl::StatusOr<TrainerOptions> TrainerOptionsFromConfig(const rlhf::v1::RlConfig
   o.temperature = sampling.temperature() > 0 ? sampling.temperature() : 1.0;
   o.seed = seed;
   RLHF_RETURN_IF_ERROR(ValidateTrainerOptions(o));
-  return o;
-}
-
-absl::StatusOr<SamplingOptions> SamplingOptionsFromConfig(const rlhf::v1::SamplingConfig& s) {
-  SamplingOptions o;
-  o.temperature = s.temperature();
-  o.top_k = s.top_k();
-  o.top_p = s.top_p();
-  o.max_new_tokens = s.max_new_tokens();
-  o.stop_tokens.assign(s.stop_tokens().begin(), s.stop_tokens().end());
-  if (absl::Status st = ValidateSamplingOptions(o); !st.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
-  }
   return o;
 }
 

@@ -1,4 +1,4 @@
-#include "learner/rl_experiment.h"
+#include "core/rl_training/rl_experiment.h"
 
 #include <cstdio>
 #include <filesystem>

@@ -9,7 +9,7 @@
 #include "core/model/generation.h"
 #include "core/model/logprobs.h"
 #include "core/model/model.h"
-#include "learner/trainer.h"
+#include "core/rl_training/trainer.h"
 
 namespace rlhf::testing {
 
