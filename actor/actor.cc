@@ -12,6 +12,7 @@
 #include "core/model/checkpoint.h"
 #include "core/model/generation.h"
 #include "core/status_macros.h"
+#include "core/util/splitmix.h"
 #include "services/config/sampling_config.h"
 
 namespace rlhf::actor {
@@ -67,13 +68,6 @@ struct Actor::Job {
 
 namespace {
 
-uint64_t Mix(uint64_t x) {  // splitmix64
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
 bool Retryable(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnavailable ||
          s.code() == absl::StatusCode::kDeadlineExceeded ||
@@ -126,7 +120,7 @@ absl::Status Actor::EnsureRegistered() {
     }
     if (s.ok()) return s;
     LOG(WARNING) << "actor " << options_.name << ": register: " << s;
-    Backoff(absl::Milliseconds(500));
+    Backoff(options_.backoffs.register_retry);
   }
   return absl::CancelledError("stopped");
 }
@@ -158,12 +152,12 @@ void Actor::WeightsLoop() {
       }
     }
     if (!registered) {
-      Backoff(absl::Milliseconds(50));
+      Backoff(options_.backoffs.unregistered_poll);
       continue;
     }
     auto opened = learner_->WatchWeights(req);
     if (!opened.ok()) {
-      Backoff(absl::Milliseconds(200));
+      Backoff(options_.backoffs.watch_retry);
       continue;
     }
     stream = std::shared_ptr<learner::WeightsStream>(std::move(*opened));
@@ -201,13 +195,13 @@ void Actor::WeightsLoop() {
       absl::MutexLock l(&mu_);
       stream_.reset();
     }
-    Backoff(absl::Milliseconds(100));
+    Backoff(options_.backoffs.stream_reopen);
   }
 }
 
 void Actor::HeartbeatLoop() {
   while (!stop_.load()) {
-    absl::Duration interval = absl::Seconds(2);
+    absl::Duration interval = options_.backoffs.heartbeat;
     rlhf::v1::HeartbeatRequest req;
     {
       absl::MutexLock l(&mu_);
@@ -332,7 +326,7 @@ absl::Status Actor::ProcessJob(Job& job) {
       }
       return r.status();
     }
-    Backoff(absl::Milliseconds(300));
+    Backoff(options_.backoffs.submit_retry);
   }
 }
 
@@ -394,7 +388,7 @@ absl::Status Actor::Run() {
     absl::Time wait_start = absl::Now();
     ApplyPendingWeights();
     if (model_->held_version < 0) {  // nothing to generate with yet
-      Backoff(absl::Milliseconds(20));
+      Backoff(options_.backoffs.no_weights_poll);
       if (metrics_) metrics_->wait_seconds_.Increment(absl::ToDoubleSeconds(absl::Now() - wait_start));
       continue;
     }
@@ -408,7 +402,7 @@ absl::Status Actor::Run() {
         absl::MutexLock l(&mu_);
         if (actor_id_ == actor_id) need_register_ = true;
       } else {
-        Backoff(absl::Milliseconds(300));
+        Backoff(options_.backoffs.lease_retry);
       }
       continue;
     }
@@ -417,7 +411,8 @@ absl::Status Actor::Run() {
         done_.store(true);
         break;
       }
-      Backoff(absl::Milliseconds(std::max<int64_t>(10, lease->retry_after_ms())));
+      Backoff(std::max(options_.backoffs.min_lease_wait,
+                      absl::Milliseconds(lease->retry_after_ms())));
       const double waited = absl::ToDoubleSeconds(absl::Now() - wait_start);
       if (metrics_) metrics_->wait_seconds_.Increment(waited);
       absl::MutexLock l(&mu_);
@@ -435,7 +430,8 @@ absl::Status Actor::Run() {
       job->prompts.push_back(p);
       for (int s = 0; s < model_->samples_per_prompt; ++s) {
         prompts.emplace_back(p.tokens().begin(), p.tokens().end());
-        seeds.push_back(Mix(options_.seed ^ Mix(static_cast<uint64_t>(p.prompt_id()) * 131 + s)));
+        seeds.push_back(
+            SplitMix64(options_.seed ^ SplitMix64(static_cast<uint64_t>(p.prompt_id()) * 131 + s)));
         job->prompt_of_row.push_back(i);
       }
     }
@@ -491,7 +487,7 @@ absl::Status Actor::Run() {
   }
   rlhf::v1::DeregisterRequest dreq;
   dreq.set_actor_id(actor_id);
-  absl::Status d = learner_->Deregister(dreq, absl::Now() + absl::Seconds(5));
+  absl::Status d = learner_->Deregister(dreq, absl::Now() + options_.backoffs.deregister_timeout);
   if (!d.ok()) LOG(WARNING) << "actor " << options_.name << ": deregister: " << d;
   Stop();  // ends the heartbeat and weights threads
   {

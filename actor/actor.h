@@ -32,6 +32,21 @@
 
 namespace rlhf::actor {
 
+// Waits between retries and polls. Every default lives here; main.cc keeps them, tests
+// shorten them. Each wait ends early on Stop().
+struct ActorBackoffs {
+  absl::Duration register_retry = absl::Milliseconds(500);    // after a failed Register
+  absl::Duration unregistered_poll = absl::Milliseconds(50);  // weights thread, not registered
+  absl::Duration watch_retry = absl::Milliseconds(200);       // WatchWeights failed to open
+  absl::Duration stream_reopen = absl::Milliseconds(100);     // after a weights stream ended
+  absl::Duration no_weights_poll = absl::Milliseconds(20);    // before the first version
+  absl::Duration lease_retry = absl::Milliseconds(300);       // LeasePrompts failed (not NOT_FOUND)
+  absl::Duration min_lease_wait = absl::Milliseconds(10);     // floor on the learner's retry_after
+  absl::Duration submit_retry = absl::Milliseconds(300);      // retryable Submit error
+  absl::Duration heartbeat = absl::Seconds(2);                // when the learner names no interval
+  absl::Duration deregister_timeout = absl::Seconds(5);       // deadline of the final Deregister
+};
+
 struct ActorOptions {
   std::string name = "actor";
   uint64_t seed = 1;                              // sampling seeds derive from it + prompt id
@@ -41,6 +56,7 @@ struct ActorOptions {
   bool log_weight_hashes = false;                 // print "weights: version V hash H" of the
                                                   // model's parameters after each update
   weights::WeightTransportOptions weights;        // receiver side (transport from Register)
+  ActorBackoffs backoffs;
 };
 
 struct ActorStats {

@@ -33,8 +33,14 @@ function(rlhf_torch_pch target)
 endfunction()
 
 # rlhf_test(name SOURCES ... DEPS ... [LABELS ...] [TIMEOUT s])
+# Every test is labelled with its component (the folder under tests/) plus LABELS;
+# label anything over ~30 s `slow` and anything that spawns a whole job `e2e`, so that
+# `ctest -LE "slow|e2e"` stays the fast inner loop.
 function(rlhf_test name)
   cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  get_filename_component(component ${CMAKE_CURRENT_SOURCE_DIR} NAME)
+  list(PREPEND ARG_LABELS ${component})
+  list(REMOVE_DUPLICATES ARG_LABELS)
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)

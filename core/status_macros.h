@@ -9,6 +9,7 @@
 #pragma once
 
 #include <exception>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -36,14 +37,36 @@
 
 namespace rlhf {
 
+namespace status_internal {
+template <typename T>
+struct TorchCallResult {
+  using type = absl::StatusOr<T>;
+};
+template <>
+struct TorchCallResult<void> {
+  using type = absl::Status;
+};
+// A function that already returns a Status/StatusOr keeps its type: its own errors
+// pass through and an exception becomes one more error of the same type.
+template <>
+struct TorchCallResult<absl::Status> {
+  using type = absl::Status;
+};
+template <typename T>
+struct TorchCallResult<absl::StatusOr<T>> {
+  using type = absl::StatusOr<T>;
+};
+}  // namespace status_internal
+
 // Runs `fn` and converts any exception (c10::Error from LibTorch, std::exception from
 // the standard library) into an absl::Status carrying its message. `context` prefixes
-// the message ("loading weights: ..."). Returns StatusOr<R> for non-void fn, Status for
-// void fn.
+// the message ("loading weights: ..."). Returns Status for void fn, StatusOr<R> for a
+// fn returning R; a fn that itself returns Status or StatusOr<T> gives the same type
+// back (no nesting), so Status-returning helpers can be called inside `fn` without
+// converting their errors to exceptions and back.
 template <typename Fn>
-auto TorchCall(Fn&& fn, const char* context = "torch")
-    -> std::conditional_t<std::is_void_v<std::invoke_result_t<Fn>>, absl::Status,
-                          absl::StatusOr<std::invoke_result_t<Fn>>> {
+auto TorchCall(Fn&& fn, const char* context = "torch") ->
+    typename status_internal::TorchCallResult<std::invoke_result_t<Fn>>::type {
   try {
     if constexpr (std::is_void_v<std::invoke_result_t<Fn>>) {
       fn();

@@ -13,27 +13,10 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/util/file_util.h"
 
 namespace rlhf::learner {
 namespace {
-
-absl::Status ErrnoStatus(const std::string& what) {
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
-}
-
-absl::Status FsyncPath(const std::string& path, int flags) {
-  int fd = ::open(path.c_str(), flags);
-  if (fd < 0) return ErrnoStatus(absl::StrCat("open ", path));
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return ErrnoStatus(absl::StrCat("fsync ", path));
-  return absl::OkStatus();
-}
-
-std::string DirName(const std::string& path) {
-  auto slash = path.rfind('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
-}
 
 template <typename C>
 absl::Status CheckFinite(const C& values, const std::string& field) {
@@ -49,28 +32,9 @@ absl::Status CheckFinite(const C& values, const std::string& field) {
 }  // namespace
 
 absl::Status FileStateStore::Write(const rlhf::v1::LearnerState& state) {
-  const std::string tmp = path_ + ".tmp";
   std::string bytes;
   if (!state.SerializeToString(&bytes)) return absl::InternalError("serializing learner state");
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return ErrnoStatus(absl::StrCat("open ", tmp));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      return ErrnoStatus(absl::StrCat("write ", tmp));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    ::close(fd);
-    return ErrnoStatus(absl::StrCat("fsync ", tmp));
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) return ErrnoStatus(absl::StrCat("rename ", tmp));
-  return FsyncPath(DirName(path_), O_RDONLY | O_DIRECTORY);
+  return WriteFileAtomically(path_, bytes, kDurable);
 }
 
 absl::StatusOr<std::optional<rlhf::v1::LearnerState>> FileStateStore::Read() {

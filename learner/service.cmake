@@ -2,7 +2,7 @@
 # + fake) and the rlhf-learner binary.
 rlhf_library(rlhf_learner_handler
   SOURCES learner_handler.cc
-  DEPS rlhf_proto absl::status absl::statusor absl::strings absl::str_format
+  DEPS rlhf_proto rlhf_util absl::status absl::statusor absl::strings absl::str_format
        absl::synchronization absl::time absl::random_random)
 # What another component links to talk to a learner: the interface, the gRPC client and
 # (fake_learner_client.h) the in-process fake over a LearnerHandler.

@@ -15,6 +15,7 @@
 #include "core/model/checkpoint.h"
 #include "core/model/tokenizer.h"
 #include "reference_server/reference_server.h"
+#include "services/batching_defaults.h"
 #include "services/metrics.h"
 #include "services/serve.h"
 #include "services/server.h"
@@ -30,11 +31,16 @@ ABSL_FLAG(std::string, preset, "", "serve a freshly initialised model of this pr
 ABSL_FLAG(int, seed, 0, "seed for --preset initialisation");
 ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer (its PAD id pads batches)");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's");
-ABSL_FLAG(int, max_sequences_per_request, 256, "sequences per request limit");
-ABSL_FLAG(int64_t, max_batch_tokens, 16384, "padded tokens per batched forward");
-ABSL_FLAG(int, max_batch_sequences, 64, "sequences per batched forward (1 = no batching)");
-ABSL_FLAG(double, max_wait_ms, 2.0, "how long a request waits for company, ms");
-ABSL_FLAG(int64_t, max_queue_sequences, 4096, "queued sequences before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
+          "sequences per request limit");
+ABSL_FLAG(int64_t, max_batch_tokens, rlhf::services::kDefaultMaxBatchTokens,
+          "padded tokens per batched forward");
+ABSL_FLAG(int, max_batch_sequences, rlhf::services::kDefaultMaxBatchSequences,
+          "sequences per batched forward (1 = no batching)");
+ABSL_FLAG(double, max_wait_ms, rlhf::services::kDefaultMaxWaitMs,
+          "how long a request waits for company, ms");
+ABSL_FLAG(int64_t, max_queue_sequences, rlhf::services::kDefaultMaxQueueSequences,
+          "queued sequences before RESOURCE_EXHAUSTED");
 ABSL_FLAG(std::string, token_file, "", "file holding the shared bearer token");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (enables TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM server key");

@@ -32,7 +32,7 @@ namespace rlhf::reference {
 
 struct ReferenceHandlerOptions {
   int32_t pad_id = 258;               // ByteTokenizer PAD
-  int max_sequences_per_request = 256;
+  int max_sequences_per_request = services::kDefaultMaxSequencesPerRequest;
   int64_t max_seq_len = 0;            // 0 = the model's max_seq_len
   services::BatcherOptions batcher;
 };

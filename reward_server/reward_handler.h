@@ -35,7 +35,7 @@ struct WeightedScorer {
 struct RewardHandlerOptions {
   int64_t vocab_size = 259;          // token ids must be < this
   int64_t max_seq_len = 256;         // prompt + response tokens
-  int max_sequences_per_request = 256;
+  int max_sequences_per_request = services::kDefaultMaxSequencesPerRequest;
   services::BatcherOptions batcher;
 };
 

@@ -36,14 +36,16 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "services/batching_defaults.h"
 
 namespace rlhf::services {
 
+// Defaults: services/batching_defaults.h (shared with the job config and the flags).
 struct BatcherOptions {
-  int64_t max_batch_tokens = 16384;  // padded tokens (longest length x count) per forward
-  int max_batch_sequences = 64;      // items per forward
-  absl::Duration max_wait = absl::Milliseconds(2);  // oldest request's wait for company
-  int64_t max_queue_sequences = 4096;  // queued items beyond this: RESOURCE_EXHAUSTED
+  int64_t max_batch_tokens = kDefaultMaxBatchTokens;  // padded tokens (longest x count)
+  int max_batch_sequences = kDefaultMaxBatchSequences;  // items per forward
+  absl::Duration max_wait = absl::Milliseconds(kDefaultMaxWaitMs);  // oldest item's wait
+  int64_t max_queue_sequences = kDefaultMaxQueueSequences;  // beyond: RESOURCE_EXHAUSTED
 };
 
 absl::Status ValidateBatcherOptions(const BatcherOptions& options);

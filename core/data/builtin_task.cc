@@ -14,20 +14,17 @@
 #include "core/data/gold_labeler.h"
 #include "core/data/jsonl.h"
 #include "core/status_macros.h"
+#include "core/util/splitmix.h"
 
 namespace rlhf {
 namespace {
 
-// splitmix64: tiny, fast, and identical on every platform (std distributions are not).
+// splitmix64 (core/util/splitmix.h): identical on every platform (std distributions
+// are not).
 class Rng {
  public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
+  explicit Rng(uint64_t seed) : gen_(seed) {}
+  uint64_t Next() { return gen_.Next(); }
   int Uniform(int n) { return static_cast<int>(Next() % static_cast<uint64_t>(n)); }
   double Unit() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
   bool Bernoulli(double p) { return Unit() < p; }
@@ -39,7 +36,7 @@ class Rng {
   }
 
  private:
-  uint64_t state_;
+  SplitMix64Rng gen_;
 };
 
 const std::vector<std::string>& Categories() {

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "core/util/file_util.h"
 
 namespace rlhf {
 namespace {
@@ -133,21 +134,12 @@ absl::Status ParseRanked(const json& obj, const std::string& where, RankedRecord
 }
 
 absl::Status WriteLines(const std::string& path, const std::vector<json>& lines) {
-  const std::string tmp = absl::StrCat(path, ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return absl::InternalError(absl::StrCat(tmp, ": cannot open for writing: ", std::strerror(errno)));
-    for (const json& j : lines) {
-      // Invalid UTF-8 is replaced rather than thrown: model samples can contain any byte.
-      out << j.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
-    }
-    out.flush();
-    if (!out) return absl::DataLossError(absl::StrCat(tmp, ": write failed"));
+  std::string text;
+  for (const json& j : lines) {
+    // Invalid UTF-8 is replaced rather than thrown: model samples can contain any byte.
+    absl::StrAppend(&text, j.dump(-1, ' ', false, json::error_handler_t::replace), "\n");
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("rename ", tmp, " -> ", path, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, text, kNotDurable);
 }
 
 template <typename T, typename Fn>

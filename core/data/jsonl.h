@@ -79,7 +79,8 @@ absl::StatusOr<std::vector<TextRecord>> ReadTextJsonl(const std::string& path,
 // ("rank 2 appears twice", "rank 7 out of range [0, 4)").
 absl::Status ValidateRanking(const std::vector<int>& ranking, int k);
 
-// Writers: one compact JSON object per line, written to "<path>.tmp" and renamed.
+// Writers: one compact JSON object per line, replacing the file atomically
+// (core/util/file_util.h).
 absl::Status WriteSftJsonl(const std::string& path, const std::vector<SftRecord>& records);
 absl::Status WriteRankedJsonl(const std::string& path, const std::vector<RankedRecord>& records);
 absl::Status WritePairJsonl(const std::string& path, const std::vector<PairRecord>& records);

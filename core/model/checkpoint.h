@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/model/model.h"
+#include "core/util/file_util.h"
 
 namespace rlhf {
 
@@ -49,8 +50,7 @@ absl::StatusOr<std::string> SerializeSafetensors(const NamedTensors& tensors,
 absl::StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes);
 absl::StatusOr<SafetensorsContents> ReadSafetensors(const std::string& path);
 
-// Atomic whole-file write (tmp + fsync + rename), shared by the checkpoint writers.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
+// WriteFileAtomically (tmp + fsync + rename) lives in core/util/file_util.h.
 
 struct LoadWeightsOptions {
   // Missing "scalar_head.*" tensors keep the model's initial values (a reward model or

@@ -8,16 +8,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "core/util/splitmix.h"
 
 namespace rlhf {
 namespace {
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
 
 // Counter-based uniform in (0, 1] for (seed, step): no generator state, so a row's draws
 // depend on nothing but its own seed and position. Never 0, so the inverse-CDF draw below

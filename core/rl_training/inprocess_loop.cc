@@ -13,17 +13,10 @@
 #include "absl/time/time.h"
 #include "core/model/logprobs.h"
 #include "core/status_macros.h"
+#include "core/util/splitmix.h"
 
 namespace rlhf {
 namespace {
-
-// splitmix64: sampling seeds from (seed, step, index) without shared state.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 std::string FormatDuration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -145,7 +138,7 @@ absl::StatusOr<std::unique_ptr<InProcessLoop>> InProcessLoop::Create(
 std::vector<int64_t> InProcessLoop::Permutation(int64_t epoch) const {
   std::vector<int64_t> order(prompts_.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-  std::mt19937_64 rng(Mix(options_.seed * 7919 + static_cast<uint64_t>(epoch)));
+  std::mt19937_64 rng(SplitMix64(options_.seed * 7919 + static_cast<uint64_t>(epoch)));
   // Own Fisher-Yates: std::shuffle's algorithm is implementation-defined.
   for (size_t i = order.size(); i > 1; --i) {
     const size_t j = static_cast<size_t>(rng() % i);
@@ -192,10 +185,10 @@ absl::StatusOr<LoopStepStats> InProcessLoop::RunStep() {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<uint64_t> seeds;
   std::vector<int64_t> groups;
-  const uint64_t step_key = Mix(options_.seed ^ Mix(static_cast<uint64_t>(trainer_->step())));
+  const uint64_t step_key = SplitMix64(options_.seed ^ SplitMix64(static_cast<uint64_t>(trainer_->step())));
   for (size_t i = 0; i < step_prompts.size(); ++i) {
     for (int64_t s = 0; s < g; ++s) {
-      seeds.push_back(Mix(step_key + prompts.size()));
+      seeds.push_back(SplitMix64(step_key + prompts.size()));
       prompts.push_back(step_prompts[i]);
       groups.push_back(static_cast<int64_t>(i));
     }

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -305,236 +307,284 @@ absl::StatusOr<std::vector<std::vector<float>>> Trainer::ResponseLogProbsOf(
   });
 }
 
+// What Step() derives from the batch before touching the models.
+struct Trainer::PackedBatch {
+  int64_t n = 0;                             // trajectories
+  SequenceBatch sb;                          // prompt+response rows
+  torch::Tensor blogp, rlogp;                // [B, T] behaviour / reference log-probs
+  std::vector<float> scores;                 // [B] reward-model scores
+  std::vector<std::vector<int64_t>> groups;  // rows sharing a group_id, first-appearance order
+  double staleness = 0;                      // mean policy_version - trajectory version
+  std::optional<SequenceBatch> ptx;          // pretraining texts when PPO-ptx is on
+};
+
+// The per-token targets of the update, fixed before the first optimizer step.
+struct Trainer::Targets {
+  double beta = 0;              // β of this batch
+  torch::Tensor advantages;     // [B, T]
+  torch::Tensor old_values;     // [B, T] PPO: V of the behaviour-time states
+  torch::Tensor value_targets;  // [B, T] PPO: GAE returns
+};
+
+// Sums over the optimizer steps (and micro-batches) of one Step(); TrainStats holds
+// their means.
+struct Trainer::UpdateTotals {
+  int64_t optimizer_steps = 0;
+  double policy_loss = 0, value_loss = 0, ptx_loss = 0, clip = 0, value_clip = 0,
+         approx_kl = 0, grad_norm = 0, entropy = 0;
+  int64_t entropy_tokens = 0;
+  int64_t tokens_processed = 0;
+  double lr = 0;  // at the last optimizer step
+};
+
 absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
                                          const std::vector<std::vector<int32_t>>& pretrain) {
   RLHF_RETURN_IF_ERROR(ValidateBatch(batch, pretrain));
   const absl::Time start = absl::Now();
-  const int64_t n = static_cast<int64_t>(batch.size());
-
-  std::vector<std::vector<int32_t>> prompts, responses;
-  std::vector<std::vector<float>> blogp_v, rlogp_v;
-  std::vector<float> scores;
-  double staleness = 0;
-  for (const Trajectory& t : batch) {
-    prompts.push_back(t.prompt);
-    responses.push_back(t.response);
-    blogp_v.push_back(t.behaviour_logprobs);
-    rlogp_v.push_back(t.reference_logprobs);
-    scores.push_back(t.reward);
-    staleness += static_cast<double>(policy_version_ - t.policy_version) / n;
-  }
-  SequenceBatchOptions sbo;
-  sbo.pad_id = options_.pad_id;
-  sbo.max_len = policy_->config().max_seq_len;
-  RLHF_ASSIGN_OR_RETURN(const SequenceBatch sb, MakeSequenceBatch(prompts, responses, sbo));
-  RLHF_ASSIGN_OR_RETURN(const torch::Tensor blogp, ScatterResponseValues(blogp_v, sb));
-  RLHF_ASSIGN_OR_RETURN(const torch::Tensor rlogp, ScatterResponseValues(rlogp_v, sb));
-  const torch::Tensor& mask = sb.response_mask;
-
-  // Group membership for RLOO / GRPO, in first-appearance order.
-  std::vector<std::vector<int64_t>> groups;
-  {
-    std::map<int64_t, size_t> index;
-    for (int64_t i = 0; i < n; ++i) {
-      auto [it, inserted] = index.emplace(batch[i].group_id, groups.size());
-      if (inserted) groups.emplace_back();
-      groups[it->second].push_back(i);
-    }
-  }
-
+  RLHF_ASSIGN_OR_RETURN(const PackedBatch packed, Pack(batch, pretrain));
   TrainStats stats;
-  const absl::Status status = TorchCall([&] {
-    const torch::Tensor score = torch::tensor(scores, torch::kFloat32);
-    const torch::Tensor kl = at::where(mask > 0, PerTokenKl(blogp, rlogp, options_.kl_estimator),
-                                       torch::zeros_like(blogp));
-    const torch::Tensor kl_seq = kl.sum(1);
-    const double beta = kl_.beta();
-    const bool kl_in_reward = options_.kl_placement == KlPlacementMode::kInReward;
-    const torch::Tensor token_rewards =
-        KlPenalizedTokenRewards(score, kl, mask, kl_in_reward ? beta : 0.0);
-    const torch::Tensor seq_returns = SequenceReturns(token_rewards, mask, options_.gamma);
-
-    torch::Tensor advantages;  // [B, T]
-    torch::Tensor old_values, value_targets;
-    switch (options_.algorithm) {
-      case RlAlgorithm::kReinforce: {
-        if (!baseline_.initialized()) baseline_.Update(seq_returns);
-        advantages = ReinforceAdvantages(seq_returns, baseline_.value()).unsqueeze(1) * mask;
-        baseline_.Update(seq_returns);
-        break;
-      }
-      case RlAlgorithm::kRloo:
-      case RlAlgorithm::kGrpo: {
-        torch::Tensor seq_adv = torch::zeros({n});
-        for (const auto& g : groups) {
-          const torch::Tensor idx = torch::tensor(g, torch::kLong);
-          const torch::Tensor r = seq_returns.index_select(0, idx).unsqueeze(0);
-          absl::StatusOr<torch::Tensor> a = options_.algorithm == RlAlgorithm::kRloo
-                                                ? RlooAdvantages(r)
-                                                : GrpoAdvantages(r, options_.grpo_eps);
-          TORCH_CHECK(a.ok(), std::string(a.status().message()));
-          seq_adv.index_copy_(0, idx, a->squeeze(0));
-        }
-        advantages = seq_adv.unsqueeze(1) * mask;
-        break;
-      }
-      case RlAlgorithm::kPpo: {
-        torch::NoGradGuard no_grad;
-        const ForwardOutput vo = value_->forward(sb.ids, sb.attention_mask, sb.position_ids);
-        old_values = ShiftRight(vo.scalar.to(torch::kFloat32)) * mask;
-        GaeResult gae = Gae(token_rewards, old_values, mask, options_.gamma, options_.lam);
-        advantages = gae.advantages;
-        value_targets = gae.returns;
-        stats.explained_variance = ExplainedVariance(old_values, value_targets, mask);
-        break;
-      }
-    }
-    if (options_.whiten_advantages) advantages = MaskedWhiten(advantages, mask);
-
-    stats.beta = beta;
-    stats.num_sequences = n;
-    stats.response_tokens = mask.sum().item<int64_t>();
-    stats.kl_mean = kl_seq.mean().item<double>();
-    stats.kl_max = kl_seq.max().item<double>();
-    stats.reward_mean = score.mean().item<double>();
-    stats.reward_std = n > 1 ? score.std().item<double>() : 0.0;
-    stats.advantage_mean = MaskedMean(advantages, mask).item<double>();
-    stats.return_mean = seq_returns.mean().item<double>();
-    stats.mean_staleness = staleness;
-
-    // Pretraining batch (prompt = first token, "response" = the rest: every next-token
-    // prediction of the text is scored).
-    SequenceBatch ptx;
-    const bool use_ptx = options_.ptx_coef > 0 && !pretrain.empty();
-    if (use_ptx) {
-      std::vector<std::vector<int32_t>> heads, tails;
-      for (const auto& text : pretrain) {
-        heads.emplace_back(text.begin(), text.begin() + 1);
-        tails.emplace_back(text.begin() + 1, text.end());
-      }
-      absl::StatusOr<SequenceBatch> p = MakeSequenceBatch(heads, tails, sbo);
-      TORCH_CHECK(p.ok(), std::string(p.status().message()));
-      ptx = *std::move(p);
-    }
-
-    const double temp = options_.temperature;
-    int64_t opt_steps_this_call = 0;
-    double sum_policy_loss = 0, sum_value_loss = 0, sum_ptx = 0, sum_clip = 0, sum_vclip = 0,
-           sum_approx_kl = 0, sum_grad_norm = 0, sum_entropy = 0;
-    int64_t entropy_count = 0;
-    for (int epoch = 0; epoch < options_.epochs; ++epoch) {
-      const torch::Tensor perm = at::randperm(n, shuffle_gen_, torch::kLong);
-      for (int64_t mb_start = 0; mb_start < n; mb_start += options_.minibatch_size) {
-        const int64_t mb_end = std::min<int64_t>(n, mb_start + options_.minibatch_size);
-        const torch::Tensor mb_rows = perm.slice(0, mb_start, mb_end);
-        const torch::Tensor mb_mask = mask.index_select(0, mb_rows);
-        const double mb_tokens = std::max(1.0, mb_mask.sum().item<double>());
-        const double mb_seqs = std::max(1.0, (mb_mask.sum(1) > 0).sum().item<double>());
-        policy_opt_->zero_grad();
-        if (value_opt_) value_opt_->zero_grad();
-        const int64_t mb_n = mb_end - mb_start;
-        const int64_t micro = (mb_n + options_.grad_accum - 1) / options_.grad_accum;
-        double mb_policy_loss = 0, mb_value_loss = 0;
-        for (int64_t m_start = 0; m_start < mb_n; m_start += micro) {
-          const torch::Tensor rows = mb_rows.slice(0, m_start, std::min(mb_n, m_start + micro));
-          const SequenceBatch sub = SliceBatch(sb, rows);
-          const int64_t len = sub.ids.size(1);
-          const torch::Tensor m = sub.response_mask;
-          // Share of this micro-batch in the minibatch's aggregate, so that accumulated
-          // gradients equal the full-minibatch gradient.
-          const double weight = options_.aggregation == LossAggregation::kTokenMean
-                                    ? m.sum().item<double>() / mb_tokens
-                                    : (m.sum(1) > 0).sum().item<double>() / mb_seqs;
-          if (weight == 0) continue;
-          const torch::Tensor b_c = Rows(blogp, rows, len);
-          const torch::Tensor a_c = Rows(advantages, rows, len);
-          const ForwardOutput out = policy_->forward(sub.ids, sub.attention_mask, sub.position_ids);
-          const torch::Tensor logp = ResponseLogProbs(out.logits, sub, temp);
-          PolicyLossOutput pl =
-              options_.algorithm == RlAlgorithm::kPpo
-                  ? PpoClipLoss(logp, b_c, a_c, m, options_.clip_eps, options_.aggregation)
-                  : TruncatedIsPolicyLoss(logp, b_c, a_c, m, options_.is_truncation,
-                                          options_.aggregation);
-          torch::Tensor loss = pl.loss;
-          if (!kl_in_reward && beta > 0) {
-            loss = loss + beta * KlPenaltyLoss(logp, Rows(rlogp, rows, len), m, options_.aggregation);
-          }
-          // Entropy of the distribution each response token was drawn from.
-          if (options_.entropy_coef > 0) {
-            const torch::Tensor ent = ShiftRight(EntropyFromLogits(out.logits / temp));
-            loss = loss - options_.entropy_coef * AggregateLoss(ent, m, options_.aggregation);
-            if (epoch == 0) {
-              sum_entropy += (ent.detach() * m).sum().item<double>();
-              entropy_count += m.sum().item<int64_t>();
-            }
-          } else if (epoch == 0) {
-            torch::NoGradGuard no_grad;
-            const torch::Tensor ent = ShiftRight(EntropyFromLogits(out.logits.detach() / temp));
-            sum_entropy += (ent * m).sum().item<double>();
-            entropy_count += m.sum().item<int64_t>();
-          }
-          (loss * weight).backward();
-          stats.tokens_processed += sub.ids.numel();
-          mb_policy_loss += pl.loss.item<double>() * weight;
-          sum_clip += pl.clip_fraction.item<double>() * weight;
-          sum_approx_kl += pl.approx_kl.item<double>() * weight;
-          if (options_.algorithm == RlAlgorithm::kPpo) {
-            const ForwardOutput vo = value_->forward(sub.ids, sub.attention_mask, sub.position_ids);
-            const torch::Tensor values = ShiftRight(vo.scalar.to(torch::kFloat32));
-            ValueLossOutput vl =
-                ClippedValueLoss(values, Rows(old_values, rows, len), Rows(value_targets, rows, len),
-                                 m, options_.value_clip_eps, options_.aggregation);
-            (vl.loss * (options_.value_coef * weight)).backward();
-            stats.tokens_processed += sub.ids.numel();
-            mb_value_loss += vl.loss.item<double>() * weight;
-            sum_vclip += vl.clip_fraction.item<double>() * weight;
-          }
-        }
-        if (use_ptx) {
-          const ForwardOutput out = policy_->forward(ptx.ids, ptx.attention_mask, ptx.position_ids);
-          const torch::Tensor logp = ResponseLogProbs(out.logits, ptx, 1.0);
-          const torch::Tensor l = PtxLoss(logp, ptx.response_mask, options_.ptx_coef);
-          l.backward();
-          stats.tokens_processed += ptx.ids.numel();
-          sum_ptx += -MaskedMean(logp.detach(), ptx.response_mask).item<double>();
-        }
-        const double lr = LearningRate();
-        for (auto& group : policy_opt_->param_groups()) group.options().set_lr(lr);
-        const double max_norm =
-            options_.grad_clip > 0 ? options_.grad_clip : std::numeric_limits<double>::infinity();
-        sum_grad_norm += torch::nn::utils::clip_grad_norm_(policy_->parameters(), max_norm);
-        policy_opt_->step();
-        if (value_opt_) {
-          for (auto& group : value_opt_->param_groups()) group.options().set_lr(lr);
-          torch::nn::utils::clip_grad_norm_(value_->parameters(), max_norm);
-          value_opt_->step();
-        }
-        stats.lr = lr;
-        ++optimizer_steps_;
-        ++opt_steps_this_call;
-        sum_policy_loss += mb_policy_loss;
-        sum_value_loss += mb_value_loss;
-      }
-    }
-    const double k = std::max<int64_t>(1, opt_steps_this_call);
-    stats.optimizer_steps = opt_steps_this_call;
-    stats.policy_loss = sum_policy_loss / k;
-    stats.value_loss = sum_value_loss / k;
-    stats.ptx_loss = sum_ptx / k;
-    stats.clip_fraction = sum_clip / k;
-    stats.value_clip_fraction = sum_vclip / k;
-    stats.approx_kl = sum_approx_kl / k;
-    stats.grad_norm = sum_grad_norm / k;
-    stats.entropy = entropy_count > 0 ? sum_entropy / entropy_count : 0.0;
-    stats.next_beta = kl_.Update(stats.kl_mean, n);
-  }, "trainer step");
-  RLHF_RETURN_IF_ERROR(status);
+  RLHF_ASSIGN_OR_RETURN(const Targets targets, TorchCall([&] {
+    return ComputeTargets(packed, &stats);
+  }, "trainer step"));
+  RLHF_ASSIGN_OR_RETURN(const UpdateTotals totals, TorchCall([&] {
+    return Update(packed, targets);
+  }, "trainer step"));
+  const double k = std::max<int64_t>(1, totals.optimizer_steps);
+  stats.tokens_processed = totals.tokens_processed;
+  stats.optimizer_steps = totals.optimizer_steps;
+  stats.policy_loss = totals.policy_loss / k;
+  stats.value_loss = totals.value_loss / k;
+  stats.ptx_loss = totals.ptx_loss / k;
+  stats.clip_fraction = totals.clip / k;
+  stats.value_clip_fraction = totals.value_clip / k;
+  stats.approx_kl = totals.approx_kl / k;
+  stats.grad_norm = totals.grad_norm / k;
+  stats.lr = totals.lr;
+  stats.entropy = totals.entropy_tokens > 0 ? totals.entropy / totals.entropy_tokens : 0.0;
+  stats.next_beta = kl_.Update(stats.kl_mean, packed.n);
   ++step_;
   ++policy_version_;
   stats.step = step_;
   stats.policy_version = policy_version_;
   stats.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return stats;
+}
+
+absl::StatusOr<Trainer::PackedBatch> Trainer::Pack(
+    const std::vector<Trajectory>& batch, const std::vector<std::vector<int32_t>>& pretrain) const {
+  PackedBatch p;
+  p.n = static_cast<int64_t>(batch.size());
+  std::vector<std::vector<int32_t>> prompts, responses;
+  std::vector<std::vector<float>> blogp_v, rlogp_v;
+  for (const Trajectory& t : batch) {
+    prompts.push_back(t.prompt);
+    responses.push_back(t.response);
+    blogp_v.push_back(t.behaviour_logprobs);
+    rlogp_v.push_back(t.reference_logprobs);
+    p.scores.push_back(t.reward);
+    p.staleness += static_cast<double>(policy_version_ - t.policy_version) / p.n;
+  }
+  SequenceBatchOptions sbo;
+  sbo.pad_id = options_.pad_id;
+  sbo.max_len = policy_->config().max_seq_len;
+  RLHF_ASSIGN_OR_RETURN(p.sb, MakeSequenceBatch(prompts, responses, sbo));
+  RLHF_ASSIGN_OR_RETURN(p.blogp, ScatterResponseValues(blogp_v, p.sb));
+  RLHF_ASSIGN_OR_RETURN(p.rlogp, ScatterResponseValues(rlogp_v, p.sb));
+
+  std::map<int64_t, size_t> index;
+  for (int64_t i = 0; i < p.n; ++i) {
+    auto [it, inserted] = index.emplace(batch[i].group_id, p.groups.size());
+    if (inserted) p.groups.emplace_back();
+    p.groups[it->second].push_back(i);
+  }
+
+  // Pretraining batch (prompt = first token, "response" = the rest: every next-token
+  // prediction of the text is scored).
+  if (options_.ptx_coef > 0 && !pretrain.empty()) {
+    std::vector<std::vector<int32_t>> heads, tails;
+    for (const auto& text : pretrain) {
+      heads.emplace_back(text.begin(), text.begin() + 1);
+      tails.emplace_back(text.begin() + 1, text.end());
+    }
+    RLHF_ASSIGN_OR_RETURN(p.ptx, MakeSequenceBatch(heads, tails, sbo));
+  }
+  return p;
+}
+
+absl::StatusOr<Trainer::Targets> Trainer::ComputeTargets(const PackedBatch& p, TrainStats* stats) {
+  const torch::Tensor& mask = p.sb.response_mask;
+  const torch::Tensor score = torch::tensor(p.scores, torch::kFloat32);
+  const torch::Tensor kl = at::where(mask > 0, PerTokenKl(p.blogp, p.rlogp, options_.kl_estimator),
+                                     torch::zeros_like(p.blogp));
+  const torch::Tensor kl_seq = kl.sum(1);
+  Targets t;
+  t.beta = kl_.beta();
+  const bool kl_in_reward = options_.kl_placement == KlPlacementMode::kInReward;
+  const torch::Tensor token_rewards =
+      KlPenalizedTokenRewards(score, kl, mask, kl_in_reward ? t.beta : 0.0);
+  const torch::Tensor seq_returns = SequenceReturns(token_rewards, mask, options_.gamma);
+
+  switch (options_.algorithm) {
+    case RlAlgorithm::kReinforce: {
+      if (!baseline_.initialized()) baseline_.Update(seq_returns);
+      t.advantages = ReinforceAdvantages(seq_returns, baseline_.value()).unsqueeze(1) * mask;
+      baseline_.Update(seq_returns);
+      break;
+    }
+    case RlAlgorithm::kRloo:
+    case RlAlgorithm::kGrpo: {
+      torch::Tensor seq_adv = torch::zeros({p.n});
+      for (const auto& g : p.groups) {
+        const torch::Tensor idx = torch::tensor(g, torch::kLong);
+        const torch::Tensor r = seq_returns.index_select(0, idx).unsqueeze(0);
+        RLHF_ASSIGN_OR_RETURN(const torch::Tensor a, options_.algorithm == RlAlgorithm::kRloo
+                                                         ? RlooAdvantages(r)
+                                                         : GrpoAdvantages(r, options_.grpo_eps));
+        seq_adv.index_copy_(0, idx, a.squeeze(0));
+      }
+      t.advantages = seq_adv.unsqueeze(1) * mask;
+      break;
+    }
+    case RlAlgorithm::kPpo: {
+      torch::NoGradGuard no_grad;
+      const ForwardOutput vo = value_->forward(p.sb.ids, p.sb.attention_mask, p.sb.position_ids);
+      t.old_values = ShiftRight(vo.scalar.to(torch::kFloat32)) * mask;
+      GaeResult gae = Gae(token_rewards, t.old_values, mask, options_.gamma, options_.lam);
+      t.advantages = gae.advantages;
+      t.value_targets = gae.returns;
+      stats->explained_variance = ExplainedVariance(t.old_values, t.value_targets, mask);
+      break;
+    }
+  }
+  if (options_.whiten_advantages) t.advantages = MaskedWhiten(t.advantages, mask);
+
+  stats->beta = t.beta;
+  stats->num_sequences = p.n;
+  stats->response_tokens = mask.sum().item<int64_t>();
+  stats->kl_mean = kl_seq.mean().item<double>();
+  stats->kl_max = kl_seq.max().item<double>();
+  stats->reward_mean = score.mean().item<double>();
+  stats->reward_std = p.n > 1 ? score.std().item<double>() : 0.0;
+  stats->advantage_mean = MaskedMean(t.advantages, mask).item<double>();
+  stats->return_mean = seq_returns.mean().item<double>();
+  stats->mean_staleness = p.staleness;
+  return t;
+}
+
+Trainer::UpdateTotals Trainer::Update(const PackedBatch& p, const Targets& t) {
+  UpdateTotals totals;
+  const torch::Tensor& mask = p.sb.response_mask;
+  for (int epoch = 0; epoch < options_.epochs; ++epoch) {
+    const torch::Tensor perm = at::randperm(p.n, shuffle_gen_, torch::kLong);
+    for (int64_t mb_start = 0; mb_start < p.n; mb_start += options_.minibatch_size) {
+      const int64_t mb_end = std::min<int64_t>(p.n, mb_start + options_.minibatch_size);
+      const torch::Tensor mb_rows = perm.slice(0, mb_start, mb_end);
+      const torch::Tensor mb_mask = mask.index_select(0, mb_rows);
+      MinibatchScale scale;
+      scale.tokens = std::max(1.0, mb_mask.sum().item<double>());
+      scale.sequences = std::max(1.0, (mb_mask.sum(1) > 0).sum().item<double>());
+      policy_opt_->zero_grad();
+      if (value_opt_) value_opt_->zero_grad();
+      const int64_t mb_n = mb_end - mb_start;
+      const int64_t micro = (mb_n + options_.grad_accum - 1) / options_.grad_accum;
+      MinibatchLosses losses;
+      for (int64_t m_start = 0; m_start < mb_n; m_start += micro) {
+        const torch::Tensor rows = mb_rows.slice(0, m_start, std::min(mb_n, m_start + micro));
+        AccumulateMicroBatch(p, t, rows, scale, /*first_epoch=*/epoch == 0, &losses, &totals);
+      }
+      if (p.ptx) AccumulatePtx(*p.ptx, &totals);
+      OptimizerStep(&totals);
+      totals.policy_loss += losses.policy;
+      totals.value_loss += losses.value;
+    }
+  }
+  return totals;
+}
+
+void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
+                                   const torch::Tensor& rows, const MinibatchScale& scale,
+                                   bool first_epoch, MinibatchLosses* losses,
+                                   UpdateTotals* totals) {
+  const SequenceBatch sub = SliceBatch(p.sb, rows);
+  const int64_t len = sub.ids.size(1);
+  const torch::Tensor m = sub.response_mask;
+  // Share of this micro-batch in the minibatch's aggregate, so that accumulated
+  // gradients equal the full-minibatch gradient.
+  const double weight = options_.aggregation == LossAggregation::kTokenMean
+                            ? m.sum().item<double>() / scale.tokens
+                            : (m.sum(1) > 0).sum().item<double>() / scale.sequences;
+  if (weight == 0) return;
+  const double temp = options_.temperature;
+  const torch::Tensor b_c = Rows(p.blogp, rows, len);
+  const torch::Tensor a_c = Rows(t.advantages, rows, len);
+  const ForwardOutput out = policy_->forward(sub.ids, sub.attention_mask, sub.position_ids);
+  const torch::Tensor logp = ResponseLogProbs(out.logits, sub, temp);
+  PolicyLossOutput pl =
+      options_.algorithm == RlAlgorithm::kPpo
+          ? PpoClipLoss(logp, b_c, a_c, m, options_.clip_eps, options_.aggregation)
+          : TruncatedIsPolicyLoss(logp, b_c, a_c, m, options_.is_truncation,
+                                  options_.aggregation);
+  torch::Tensor loss = pl.loss;
+  if (options_.kl_placement == KlPlacementMode::kInLoss && t.beta > 0) {
+    loss = loss + t.beta * KlPenaltyLoss(logp, Rows(p.rlogp, rows, len), m, options_.aggregation);
+  }
+  // Entropy of the distribution each response token was drawn from.
+  if (options_.entropy_coef > 0) {
+    const torch::Tensor ent = ShiftRight(EntropyFromLogits(out.logits / temp));
+    loss = loss - options_.entropy_coef * AggregateLoss(ent, m, options_.aggregation);
+    if (first_epoch) {
+      totals->entropy += (ent.detach() * m).sum().item<double>();
+      totals->entropy_tokens += m.sum().item<int64_t>();
+    }
+  } else if (first_epoch) {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor ent = ShiftRight(EntropyFromLogits(out.logits.detach() / temp));
+    totals->entropy += (ent * m).sum().item<double>();
+    totals->entropy_tokens += m.sum().item<int64_t>();
+  }
+  (loss * weight).backward();
+  totals->tokens_processed += sub.ids.numel();
+  losses->policy += pl.loss.item<double>() * weight;
+  totals->clip += pl.clip_fraction.item<double>() * weight;
+  totals->approx_kl += pl.approx_kl.item<double>() * weight;
+  if (options_.algorithm == RlAlgorithm::kPpo) {
+    const ForwardOutput vo = value_->forward(sub.ids, sub.attention_mask, sub.position_ids);
+    const torch::Tensor values = ShiftRight(vo.scalar.to(torch::kFloat32));
+    ValueLossOutput vl =
+        ClippedValueLoss(values, Rows(t.old_values, rows, len), Rows(t.value_targets, rows, len),
+                         m, options_.value_clip_eps, options_.aggregation);
+    (vl.loss * (options_.value_coef * weight)).backward();
+    totals->tokens_processed += sub.ids.numel();
+    losses->value += vl.loss.item<double>() * weight;
+    totals->value_clip += vl.clip_fraction.item<double>() * weight;
+  }
+}
+
+void Trainer::AccumulatePtx(const SequenceBatch& ptx, UpdateTotals* totals) {
+  const ForwardOutput out = policy_->forward(ptx.ids, ptx.attention_mask, ptx.position_ids);
+  const torch::Tensor logp = ResponseLogProbs(out.logits, ptx, 1.0);
+  const torch::Tensor l = PtxLoss(logp, ptx.response_mask, options_.ptx_coef);
+  l.backward();
+  totals->tokens_processed += ptx.ids.numel();
+  totals->ptx_loss += -MaskedMean(logp.detach(), ptx.response_mask).item<double>();
+}
+
+void Trainer::OptimizerStep(UpdateTotals* totals) {
+  const double lr = LearningRate();
+  for (auto& group : policy_opt_->param_groups()) group.options().set_lr(lr);
+  const double max_norm =
+      options_.grad_clip > 0 ? options_.grad_clip : std::numeric_limits<double>::infinity();
+  const double grad_norm = torch::nn::utils::clip_grad_norm_(policy_->parameters(), max_norm);
+  policy_opt_->step();
+  if (value_opt_) {
+    for (auto& group : value_opt_->param_groups()) group.options().set_lr(lr);
+    torch::nn::utils::clip_grad_norm_(value_->parameters(), max_norm);
+    value_opt_->step();
+  }
+  ++optimizer_steps_;
+  ++totals->optimizer_steps;
+  totals->grad_norm += grad_norm;
+  totals->lr = lr;
 }
 
 TrainerState Trainer::ExportState() const {

@@ -50,6 +50,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/model/checkpoint.h"
+#include "core/model/logprobs.h"
 #include "core/model/model.h"
 #include "core/rl/advantages.h"
 #include "core/rl/kl.h"
@@ -200,8 +201,36 @@ class Trainer {
  private:
   Trainer(const TrainerOptions& options, TransformerLM policy, TransformerLM value_model);
 
+  // The named steps of Step(), in order (defined in trainer.cc).
+  struct PackedBatch;
+  struct Targets;
+  struct UpdateTotals;
+  struct MinibatchScale {  // the minibatch's aggregate that micro-batch losses share
+    double tokens = 1;
+    double sequences = 1;
+  };
+  struct MinibatchLosses {  // weighted sums over the micro-batches of one minibatch
+    double policy = 0;
+    double value = 0;
+  };
+
+  // 1. Validation: no state changes on error.
   absl::Status ValidateBatch(const std::vector<Trajectory>& batch,
                              const std::vector<std::vector<int32_t>>& pretrain) const;
+  // 2. Packing into the [B, T] prompt+response frame, groups, the pretraining batch.
+  absl::StatusOr<PackedBatch> Pack(const std::vector<Trajectory>& batch,
+                                   const std::vector<std::vector<int32_t>>& pretrain) const;
+  // 3-4. KL-shaped rewards and advantages (updates the REINFORCE baseline); fills the
+  // batch statistics of `stats`. May throw c10::Error (Step converts it).
+  absl::StatusOr<Targets> ComputeTargets(const PackedBatch& packed, TrainStats* stats);
+  // 5. Epochs x minibatches of optimizer steps. Throws c10::Error (Step converts it).
+  UpdateTotals Update(const PackedBatch& packed, const Targets& targets);
+  void AccumulateMicroBatch(const PackedBatch& packed, const Targets& targets,
+                            const torch::Tensor& rows, const MinibatchScale& scale,
+                            bool first_epoch, MinibatchLosses* losses, UpdateTotals* totals);
+  void AccumulatePtx(const SequenceBatch& ptx, UpdateTotals* totals);
+  // LR schedule, global-norm clipping and the AdamW steps of one minibatch.
+  void OptimizerStep(UpdateTotals* totals);
   double LearningRate() const;  // for the next optimizer step
 
   TrainerOptions options_;

@@ -26,6 +26,8 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "core/status_macros.h"
+#include "core/util/file_util.h"
+#include "services/batching_defaults.h"
 
 namespace rlhf::config {
 namespace {
@@ -591,10 +593,10 @@ JobConfig DefaultJobConfig() {
     e->set_threads(threads);
   };
   auto batching = [](rlhf::v1::BatchingConfig* b) {
-    b->set_max_batch_tokens(8192);
-    b->set_max_wait_ms(5);
-    b->set_max_queue(1024);
-    b->set_max_sequences_per_request(512);
+    b->set_max_batch_tokens(static_cast<int32_t>(services::kDefaultMaxBatchTokens));
+    b->set_max_wait_ms(services::kDefaultMaxWaitMs);
+    b->set_max_queue(static_cast<int32_t>(services::kDefaultMaxQueueSequences));
+    b->set_max_sequences_per_request(services::kDefaultMaxSequencesPerRequest);
   };
   endpoint(c.mutable_reward_server()->mutable_endpoint(), 1);
   batching(c.mutable_reward_server()->mutable_batching());
@@ -914,19 +916,8 @@ std::string JobConfigToYaml(const JobConfig& config) {
 }
 
 absl::Status WriteJobConfig(const JobConfig& config, const std::string& path) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) {
-      return absl::InternalError(
-          absl::StrCat("writing config '", tmp, "': ", std::strerror(errno)));
-    }
-    out << JobConfigToYaml(config);
-    if (!out.good()) return absl::InternalError(absl::StrCat("writing config '", tmp, "'"));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("renaming to '", path, "': ", ec.message()));
+  absl::Status s = WriteFileAtomically(path, JobConfigToYaml(config));
+  if (!s.ok()) return absl::InternalError(absl::StrCat("writing config: ", s.message()));
   return absl::OkStatus();
 }
 

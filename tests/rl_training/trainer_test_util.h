@@ -10,27 +10,13 @@
 #include "core/model/logprobs.h"
 #include "core/model/model.h"
 #include "core/rl_training/trainer.h"
+#include "tests/testing/tiny_model.h"
 
 namespace rlhf::testing {
 
-inline ModelConfig TinyConfig(bool scalar_head = false) {
-  ModelConfig c;
-  c.d_model = 32;
-  c.n_layers = 2;
-  c.n_heads = 2;
-  c.n_kv_heads = 2;
-  c.d_ff = 64;
-  c.max_seq_len = 32;
-  c.vocab_size = 259;
-  c.scalar_head = scalar_head;
-  c.lm_head = !scalar_head;
-  return c;
-}
-
-inline TransformerLM TinyModel(uint64_t seed, bool scalar_head = false) {
-  torch::manual_seed(seed);
-  return TransformerLM(TinyConfig(scalar_head));
-}
+// The shared tiny model (tests/testing/tiny_model.h).
+inline ModelConfig TinyConfig(bool scalar_head = false) { return TinyModelConfig(scalar_head); }
+using ::rlhf::testing::TinyModel;
 
 // Per-token log-probs of responses under `model` (no grad).
 inline std::vector<std::vector<float>> LogProbs(TransformerLM& model,

@@ -7,13 +7,6 @@
 
 namespace rlhf::testing {
 
-std::string MakeTempDir(const std::string& prefix) {
-  const char* tmp = std::getenv("TMPDIR");
-  std::string templ = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", prefix, "XXXXXX");
-  char* dir = mkdtemp(templ.data());
-  return dir == nullptr ? std::string() : std::string(dir);
-}
-
 namespace {
 
 absl::Status Run(const std::string& command) {

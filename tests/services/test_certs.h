@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "tests/testing/temp_dir.h"  // MakeTempDir, used with the certs
 
 namespace rlhf::testing {
 
@@ -16,8 +17,5 @@ struct TestCerts {
 };
 
 absl::StatusOr<TestCerts> GenerateTestCerts();
-
-// A fresh empty directory under $TMPDIR (or /tmp).
-std::string MakeTempDir(const std::string& prefix);
 
 }  // namespace rlhf::testing

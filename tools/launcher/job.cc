@@ -22,14 +22,16 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
+#include "core/util/file_util.h"
 #include "services/config/config.h"
 #include "services/metrics.h"
 #include "tools/launcher/http.h"
-#include "tools/launcher/paired_gain.h"
 #include "tools/launcher/process.h"
 #include "tools/launcher/prometheus.h"
 #include "tools/launcher/ready.h"
+#include "tools/launcher/stage_argv.h"
 #include "tools/launcher/status.h"
+#include "tools/launcher/summary.h"
 #include "tools/launcher/supervisor.h"
 
 #ifndef RLHF_DEPLOY_DIR
@@ -95,6 +97,7 @@ class Job {
     run_dir_ = config_.run_dir();
     logs_ = run_dir_ + "/logs";
     ports_ = run_dir_ + "/ports";
+    paths_ = {bin_dir_, run_dir_};
   }
 
   absl::Status Run();
@@ -124,7 +127,6 @@ class Job {
   void WriteMetricsSnapshot(const std::string& name, const std::string& body);
   void FinalLearnerRecord();
   ChildSpec ActorSpec(int index);
-  std::vector<std::string> SecurityArgs() const;
   absl::Status StartPrometheus(Supervisor& sup);
   void UpdateTargets();
   void WriteProcesses(const Supervisor& sup);
@@ -134,6 +136,7 @@ class Job {
   RunOptions options_;
   JobConfig config_;
   std::string bin_dir_, run_dir_, logs_, ports_;
+  JobPaths paths_;
   Json summary_ = Json::object();
   absl::Time job_start_ = absl::Now();
 
@@ -190,13 +193,7 @@ absl::Status Job::Data() {
         "data.dir: '", d.dir(), "' has no rl_heldout.jsonl and data.task is '", d.task(),
         "' (only 'builtin' can be generated)"));
   }
-  return RunStage("data", {Bin("rlhf"), "data", "--task=builtin", "--out=" + d.dir(),
-                           absl::StrCat("--seed=", d.seed()),
-                           absl::StrCat("--num_sft=", d.num_sft()),
-                           absl::StrCat("--num_rank=", d.num_rank()),
-                           absl::StrCat("--num_rl_train=", d.num_rl_train()),
-                           absl::StrCat("--num_rl_heldout=", d.num_rl_heldout()),
-                           absl::StrCat("--num_pretrain=", d.num_pretrain())});
+  return RunStage("data", DataArgv(config_, paths_));
 }
 
 absl::Status Job::Sft() {
@@ -205,21 +202,7 @@ absl::Status Job::Sft() {
     Say(absl::StrCat("[run] sft: using checkpoint ", out));
     return absl::OkStatus();
   }
-  const auto& s = config_.sft();
-  const std::string data = config_.data().dir();
-  std::vector<std::string> argv = {
-      Bin("rlhf"), "sft", "--data=" + data + "/sft.jsonl",
-      "--heldout=" + data + "/sft_heldout.jsonl", "--out=" + out,
-      "--preset=" + config_.model().preset(),
-      absl::StrCat("--max_seq_len=", config_.model().max_seq_len()),
-      absl::StrCat("--steps=", s.steps()), absl::StrCat("--batch_size=", s.batch_size()),
-      absl::StrCat("--lr=", s.lr()), absl::StrCat("--warmup_steps=", s.warmup_steps()),
-      absl::StrCat("--eval_every=", s.eval_every()),
-      absl::StrCat("--checkpoint_every=", s.checkpoint_every()),
-      absl::StrCat("--seed=", config_.seed()), "--threads=2", "--resume",
-      "--json_out=" + run_dir_ + "/sft.json"};
-  if (s.train_on_prompt()) argv.push_back("--train_on_prompt");
-  return RunStage("sft", argv);
+  return RunStage("sft", SftArgv(config_, paths_));
 }
 
 absl::Status Job::Rm() {
@@ -243,43 +226,11 @@ absl::Status Job::Rm() {
     if (fs::exists(labelled)) {
       Say(absl::StrCat("[run] label: using ", labelled));
     } else {
-      RLHF_RETURN_IF_ERROR(RunStage(
-          "label", {Bin("rlhf"), "label", "--policy=" + config_.model().sft_checkpoint(),
-                    "--prompts=" + data + "/rank.jsonl," + data + "/sft.jsonl",
-                    "--out=" + labelled, absl::StrCat("--max_prompts=", r.label_prompts()),
-                    absl::StrCat("--label_samples=", r.label_samples_per_prompt()),
-                    absl::StrCat("--min_gold_gap=", r.label_min_gold_gap()),
-                    absl::StrCat("--temperature=", config_.sampling().temperature() > 0
-                                                       ? config_.sampling().temperature()
-                                                       : 1.0f),
-                    absl::StrCat("--max_new_tokens=", config_.sampling().max_new_tokens()),
-                    absl::StrCat("--seed=", config_.seed()), "--threads=2",
-                    "--json_out=" + run_dir_ + "/label.json"}));
+      RLHF_RETURN_IF_ERROR(RunStage("label", LabelArgv(config_, paths_, labelled)));
     }
     absl::StrAppend(&rank_files, ",", labelled);
   }
-  return RunStage("rm", {Bin("rlhf"), "rm", "--data=" + rank_files,
-                         "--heldout=" + data + "/rank_heldout.jsonl",
-                         "--init=" + config_.model().sft_checkpoint(), "--out=" + out,
-                         absl::StrCat("--steps=", r.steps()),
-                         absl::StrCat("--batch_size=", r.prompts_per_batch()),
-                         absl::StrCat("--lr=", r.lr()),
-                         absl::StrCat("--warmup_steps=", r.warmup_steps()),
-                         absl::StrCat("--eval_every=", r.eval_every()),
-                         absl::StrCat("--seed=", config_.seed()), "--threads=2", "--resume",
-                         "--json_out=" + run_dir_ + "/rm.json"});
-}
-
-std::vector<std::string> Job::SecurityArgs() const {
-  std::vector<std::string> a;
-  const auto& s = config_.security();
-  if (!s.token_file().empty()) a.push_back("--token_file=" + s.token_file());
-  if (!s.tls_cert().empty()) a.push_back("--tls_cert=" + s.tls_cert());
-  if (!s.tls_key().empty()) a.push_back("--tls_key=" + s.tls_key());
-  if (!s.tls_ca().empty()) a.push_back("--tls_ca=" + s.tls_ca());
-  if (s.require_client_cert()) a.push_back("--require_client_cert");
-  if (s.allow_insecure()) a.push_back("--allow_insecure");
-  return a;
+  return RunStage("rm", RmArgv(config_, paths_, rank_files));
 }
 
 absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const std::string& binary,
@@ -300,7 +251,7 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
                        absl::StrCat("--metrics_port=", metrics_port)};
   for (auto& a : args) spec.process.argv.push_back(std::move(a));
   if (security_flags) {
-    for (auto& a : SecurityArgs()) spec.process.argv.push_back(std::move(a));
+    for (auto& a : ServerSecurityArgs(config_.security())) spec.process.argv.push_back(std::move(a));
   }
   spec.process.log_path = Log(name);
   spec.process.env = {"OMP_NUM_THREADS=" + std::to_string(std::max(1, endpoint.threads()))};
@@ -335,22 +286,14 @@ ChildSpec Job::ActorSpec(int index) {
   const std::string name = absl::StrCat("actor-", index);
   ChildSpec spec;
   spec.process.name = name;
-  spec.process.argv = {Bin("rlhf-actor"),
-                       absl::StrCat("--actor_name=", name),
-                       "--learner_address=" + learner_addr_,
-                       "--reward_address=" + reward_addr_,
-                       "--reference_address=" + reference_addr_,
-                       absl::StrCat("--seed=", config_.seed() * 1000 + index),
-                       absl::StrCat("--threads=", config_.actors().threads())};
   auto metrics_port = PickFreePort();
   if (metrics_port.ok()) {
-    spec.process.argv.push_back(absl::StrCat("--metrics_port=", *metrics_port));
     targets_.push_back({absl::StrCat("127.0.0.1:", *metrics_port),
                         {{"component", "actor"}, {"actor_id", std::to_string(index)}}});
   }
-  const auto& sec = config_.security();
-  if (!sec.token_file().empty()) spec.process.argv.push_back("--token_file=" + sec.token_file());
-  if (!sec.tls_ca().empty()) spec.process.argv.push_back("--tls_ca=" + sec.tls_ca());
+  spec.process.argv = ActorArgv(config_, paths_, index,
+                                {learner_addr_, reward_addr_, reference_addr_},
+                                metrics_port.ok() ? *metrics_port : -1);
   spec.process.log_path = Log(name);
   spec.process.env = {"OMP_NUM_THREADS=" + std::to_string(config_.actors().threads())};
   spec.component = "actor";
@@ -362,44 +305,14 @@ ChildSpec Job::ActorSpec(int index) {
 }
 
 absl::Status Job::StartRlChildren(Supervisor& sup) {
-  const auto& rs = config_.reward_server();
-  std::vector<std::string> scorer_specs;
-  bool normalize = false;
-  for (const auto& sc : rs.scorers()) {
-    if (sc.type() == "gold") {
-      scorer_specs.push_back(absl::StrCat("gold:", sc.weight()));
-    } else {
-      scorer_specs.push_back(absl::StrCat("rm:", sc.checkpoint(), ":", sc.weight()));
-      normalize |= sc.normalize();
-    }
-  }
-  std::vector<std::string> reward_args = {
-      "--scorers=" + absl::StrJoin(scorer_specs, ","),
-      absl::StrCat("--threads=", rs.endpoint().threads()),
-      absl::StrCat("--max_batch_tokens=", rs.batching().max_batch_tokens()),
-      absl::StrCat("--max_wait_ms=", rs.batching().max_wait_ms()),
-      absl::StrCat("--max_queue_sequences=", rs.batching().max_queue()),
-      absl::StrCat("--max_sequences_per_request=", rs.batching().max_sequences_per_request()),
-      absl::StrCat("--max_seq_len=", config_.model().max_seq_len())};
-  if (normalize) reward_args.push_back("--normalize");
-  RLHF_RETURN_IF_ERROR(StartServer(sup, "reward_server", "rlhf-reward-server", rs.endpoint(),
-                                   reward_args, 2, true, &reward_addr_));
-
-  const auto& ref = config_.reference_server();
-  RLHF_RETURN_IF_ERROR(StartServer(
-      sup, "reference_server", "rlhf-reference-server", ref.endpoint(),
-      {"--checkpoint=" + ref.checkpoint(), absl::StrCat("--threads=", ref.endpoint().threads()),
-       absl::StrCat("--max_batch_tokens=", ref.batching().max_batch_tokens()),
-       absl::StrCat("--max_wait_ms=", ref.batching().max_wait_ms()),
-       absl::StrCat("--max_queue_sequences=", ref.batching().max_queue()),
-       absl::StrCat("--max_sequences_per_request=", ref.batching().max_sequences_per_request()),
-       absl::StrCat("--max_seq_len=", config_.model().max_seq_len())},
-      2, true, &reference_addr_));
-
-  RLHF_RETURN_IF_ERROR(StartServer(
-      sup, "learner", "rlhf-learner", config_.learner().endpoint(),
-      {"--config=" + run_dir_ + "/config.yaml", "--checkpoint_dir=" + run_dir_ + "/learner"},
-      1, false, &learner_addr_));
+  RLHF_RETURN_IF_ERROR(StartServer(sup, "reward_server", "rlhf-reward-server",
+                                   config_.reward_server().endpoint(), RewardServerArgs(config_),
+                                   2, true, &reward_addr_));
+  RLHF_RETURN_IF_ERROR(StartServer(sup, "reference_server", "rlhf-reference-server",
+                                   config_.reference_server().endpoint(),
+                                   ReferenceServerArgs(config_), 2, true, &reference_addr_));
+  RLHF_RETURN_IF_ERROR(StartServer(sup, "learner", "rlhf-learner", config_.learner().endpoint(),
+                                   LearnerArgs(paths_), 1, false, &learner_addr_));
   // The learner's exit code 0 means "rl.steps done": the job completed.
   for (int i = 0; i < config_.actors().count(); ++i) {
     Say(absl::StrCat("[run] starting actor-", i));
@@ -529,12 +442,7 @@ void Job::SnapshotMetrics() {
 void Job::WriteMetricsSnapshot(const std::string& name, const std::string& body) {
   std::error_code ec;
   fs::create_directories(run_dir_ + "/metrics", ec);
-  const std::string path = run_dir_ + "/metrics/" + name + ".prom";
-  {
-    std::ofstream out(path + ".tmp");
-    out << body;
-  }
-  fs::rename(path + ".tmp", path, ec);
+  (void)WriteFileAtomically(run_dir_ + "/metrics/" + name + ".prom", body, kNotDurable);
 }
 
 // <run_dir>/processes.json: the job's processes now (name, component, pid, up,
@@ -550,13 +458,7 @@ void Job::WriteProcesses(const Supervisor& sup) {
                     {"restarts", c.restarts},
                     {"gave_up", c.gave_up}});
   }
-  const std::string tmp = run_dir_ + "/processes.json.tmp";
-  {
-    std::ofstream out(tmp);
-    out << list.dump(2) << "\n";
-  }
-  std::error_code ec;
-  fs::rename(tmp, run_dir_ + "/processes.json", ec);
+  (void)WriteFileAtomically(run_dir_ + "/processes.json", list.dump(2) + "\n", kNotDurable);
 }
 
 // The final policy of an RL run: the newest learner checkpoint's policy
@@ -670,7 +572,6 @@ absl::Status Job::Rl() {
 
 absl::Status Job::Eval() {
   // Evaluate the SFT policy and the final RL policy on the held-out prompts.
-  const std::string data = config_.data().dir() + "/rl_heldout.jsonl";
   // Without an rl stage in this run (`--stages eval`), the policy of an earlier run in
   // the same run_dir: distributed, or `rlhf rl` in one process.
   if (rl_checkpoint_.empty()) rl_checkpoint_ = NewestLearnerPolicy(run_dir_);
@@ -678,24 +579,14 @@ absl::Status Job::Eval() {
       {"sft", config_.model().sft_checkpoint()}};
   if (!rl_checkpoint_.empty()) policies.push_back({"rl", rl_checkpoint_});
   for (const auto& [name, ckpt] : policies) {
-    std::vector<std::string> argv = {
-        Bin("rlhf"), "eval", "--policy=" + ckpt, "--reference=" + config_.model().sft_checkpoint(),
-        "--prompts=" + data, "--json_out=" + run_dir_ + "/eval_" + name + ".json",
-        absl::StrCat("--temperature=", config_.sampling().temperature()),
-        absl::StrCat("--max_new_tokens=", config_.sampling().max_new_tokens()),
-        absl::StrCat("--samples_per_prompt=", config_.eval().samples_per_prompt()),
-        absl::StrCat("--show=", config_.eval().num_examples()),
-        absl::StrCat("--seed=", config_.seed()), "--threads=2"};
+    std::string rm;
     for (const auto& sc : config_.reward_server().scorers()) {
       if (sc.type() == "rm" && fs::exists(sc.checkpoint() + "/config.json")) {
-        argv.push_back("--rm=" + sc.checkpoint());
+        rm = sc.checkpoint();
         break;
       }
     }
-    if (config_.eval().num_prompts() > 0) {
-      argv.push_back(absl::StrCat("--max_prompts=", config_.eval().num_prompts()));
-    }
-    RLHF_RETURN_IF_ERROR(RunStage("eval_" + name, argv));
+    RLHF_RETURN_IF_ERROR(RunStage("eval_" + name, EvalArgv(config_, paths_, name, ckpt, rm)));
   }
   return absl::OkStatus();
 }
@@ -707,135 +598,13 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
   summary_["state"] = state;
   if (!message.empty()) summary_["message"] = message;
   summary_["wall_seconds"]["total"] = absl::ToDoubleSeconds(absl::Now() - job_start_);
-  auto read_json = [](const std::string& path) -> std::optional<Json> {
-    std::ifstream in(path);
-    if (!in) return std::nullopt;
-    Json j = Json::parse(in, nullptr, false);
-    if (j.is_discarded()) return std::nullopt;
-    return j;
-  };
-  if (auto sft = read_json(run_dir_ + "/sft.json")) summary_["sft"]["train"] = *sft;
-  if (auto rm = read_json(run_dir_ + "/rm.json")) {
-    summary_["rm"]["train"] = *rm;
-    if (rm->contains("heldout_accuracy")) {
-      summary_["rm"]["heldout_pair_accuracy"] = (*rm)["heldout_accuracy"];
-    }
-  }
-  if (auto label = read_json(run_dir_ + "/label.json")) summary_["rm"]["policy_rankings"] = *label;
-  std::map<std::string, std::vector<std::pair<std::string, double>>> gold_samples;
-  for (const char* name : {"sft", "rl"}) {
-    auto e = read_json(absl::StrCat(run_dir_, "/eval_", name, ".json"));
-    if (!e) continue;
-    Json samples = e->value("samples", Json::array());
-    for (const Json& s : samples) {
-      if (s.contains("prompt") && s.contains("gold") && s["gold"].is_number()) {
-        gold_samples[name].emplace_back(s["prompt"].get<std::string>(),
-                                        s["gold"].get<double>());
-      }
-    }
-    e->erase("samples");
-    summary_[name]["eval"] = *e;
-    if (samples.is_array() && !samples.empty()) {
-      // One sample from each of the first prompts (eval samples each prompt
-      // samples_per_prompt times in a row), so the table shows different prompts.
-      const size_t stride = std::max(1, config_.eval().samples_per_prompt());
-      Json few = Json::array();
-      for (size_t i = 0; i * stride < samples.size() && i < 5; ++i) {
-        few.push_back(samples[i * stride]);
-      }
-      summary_[name]["samples"] = few;
-    }
-    auto num = [&](const char* key) -> std::optional<double> {
-      if (!e->contains(key) || !(*e)[key].is_number()) return std::nullopt;
-      return (*e)[key].get<double>();
-    };
-    if (auto g = num("gold_mean")) {
-      summary_[name]["gold_score"] = *g;
-      if (auto hw = num("gold_ci95")) summary_[name]["gold_score_ci95"] = {*g - *hw, *g + *hw};
-    }
-    if (auto r = num("rm_mean")) summary_[name]["rm_score"] = *r;
-    if (auto k = num("kl_mean")) summary_[name]["kl_to_sft"] = *k;
-    if (auto n = num("n")) summary_[name]["eval_samples"] = *n;
-  }
-  // RL minus SFT on the same prompts, with the interval of the paired difference.
-  if (auto gain = PairedPromptGain(gold_samples["sft"], gold_samples["rl"]); gain.ok()) {
-    summary_["rl"]["gold_gain_over_sft"] = gain->mean;
-    summary_["rl"]["gold_gain_over_sft_ci95"] = {gain->mean - gain->half_width,
-                                                 gain->mean + gain->half_width};
-    summary_["rl"]["gold_gain_prompts"] = gain->prompts;
-  }
-  const std::string tmp = run_dir_ + "/summary.json.tmp";
-  {
-    std::ofstream out(tmp);
-    out << summary_.dump(2) << "\n";
-  }
-  std::error_code ec;
-  fs::rename(tmp, run_dir_ + "/summary.json", ec);
-  if (ec) return absl::InternalError(absl::StrCat("writing summary.json: ", ec.message()));
-  return absl::OkStatus();
+  AddStageResults(run_dir_, config_.eval().samples_per_prompt(), &summary_);
+  return WriteFileAtomically(run_dir_ + "/summary.json", summary_.dump(2) + "\n");
 }
 
 void Job::PrintTable() {
-  auto get = [&](const char* who, const char* key) -> std::string {
-    if (!summary_.contains(who) || !summary_[who].contains(key)) return "-";
-    const Json& v = summary_[who][key];
-    if (v.is_number()) return Fmt(v.get<double>());
-    if (v.is_array() && v.size() == 2 && v[0].is_number()) {
-      return absl::StrCat("[", Fmt(v[0].get<double>()), ", ", Fmt(v[1].get<double>()), "]");
-    }
-    return v.dump();
-  };
-  std::string out = "\n";
-  absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", "", "SFT policy", "RL policy"));
-  for (const auto& [label, key] : std::vector<std::pair<std::string, std::string>>{
-           {"gold score", "gold_score"},
-           {"  95% interval", "gold_score_ci95"},
-           {"reward-model score", "rm_score"},
-           {"KL to SFT (nats)", "kl_to_sft"}}) {
-    absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", label, get("sft", key.c_str()),
-                                          get("rl", key.c_str())));
-  }
-  if (summary_.contains("rl") && summary_["rl"].contains("gold_gain_over_sft")) {
-    const double gain = summary_["rl"]["gold_gain_over_sft"].get<double>();
-    const Json& ci = summary_["rl"]["gold_gain_over_sft_ci95"];
-    const bool clear = ci[0].get<double>() > 0;
-    absl::StrAppend(
-        &out, absl::StrFormat("%-22s %-26s %s\n", "gold gain RL - SFT", "",
-                              absl::StrCat(gain >= 0 ? "+" : "", Fmt(gain), " ", get("rl", "gold_gain_over_sft_ci95"),
-                                           clear ? " (RL better)" : " (not significant)")));
-    absl::StrAppend(&out, "  (paired by prompt over ",
-                    summary_["rl"].value("gold_gain_prompts", 0), " held-out prompts)\n");
-  }
-  if (summary_.contains("sft") && summary_["sft"].contains("samples")) {
-    const Json& before = summary_["sft"]["samples"];
-    const Json* after = summary_.contains("rl") && summary_["rl"].contains("samples")
-                            ? &summary_["rl"]["samples"]
-                            : nullptr;
-    absl::StrAppend(&out, "\nsample responses (held-out prompts):\n");
-    const size_t n = std::min<size_t>(before.size(), config_.eval().num_examples());
-    for (size_t i = 0; i < n; ++i) {
-      absl::StrAppend(&out, "  prompt: ", before[i].value("prompt", ""), "\n");
-      absl::StrAppend(&out, "    SFT [gold ", Fmt(before[i].value("gold", 0.0), 2), "]: ",
-                      before[i].value("response", ""), "\n");
-      if (after != nullptr && i < after->size() &&
-          (*after)[i].value("prompt", "") == before[i].value("prompt", "")) {
-        absl::StrAppend(&out, "    RL  [gold ", Fmt((*after)[i].value("gold", 0.0), 2), "]: ",
-                        (*after)[i].value("response", ""), "\n");
-      }
-    }
-  }
-  if (summary_.contains("rm") && summary_["rm"].contains("heldout_pair_accuracy")) {
-    absl::StrAppend(&out, "reward model held-out pair accuracy: ",
-                    Fmt(summary_["rm"]["heldout_pair_accuracy"].get<double>()), "\n");
-  }
-  if (summary_.contains("wall_seconds")) {
-    std::vector<std::string> parts;
-    for (auto it = summary_["wall_seconds"].begin(); it != summary_["wall_seconds"].end(); ++it) {
-      parts.push_back(absl::StrCat(it.key(), " ", Fmt(it.value().get<double>(), 1), "s"));
-    }
-    absl::StrAppend(&out, "wall time: ", absl::StrJoin(parts, ", "), "\n");
-  }
-  std::fprintf(stdout, "%s", out.c_str());
+  std::fprintf(stdout, "%s",
+               FormatSummaryTable(summary_, config_.eval().num_examples()).c_str());
   std::fflush(stdout);
 }
 

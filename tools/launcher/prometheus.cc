@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/util/file_util.h"
 #include "tools/launcher/http.h"
 
 namespace rlhf::launcher {
@@ -53,16 +54,7 @@ std::string FileSdJson(const std::vector<ScrapeTarget>& targets) {
 }
 
 absl::Status WriteFileSd(const std::string& path, const std::vector<ScrapeTarget>& targets) {
-  const std::string tmp = absl::StrCat(path, ".tmp");
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-    out << FileSdJson(targets);
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError(absl::StrCat("rename to ", path, ": ", ec.message()));
-  return absl::OkStatus();
+  return WriteFileAtomically(path, FileSdJson(targets), kNotDurable);
 }
 
 std::string PrometheusConfigYaml(const PrometheusJobOptions& o) {

@@ -84,9 +84,8 @@ TrainingStatus StatusTracker::Update(const std::optional<nlohmann::json>& record
     if (auto v = JsonNumber(j, {"reward", "reward_mean", "score_mean", "rm_score"})) s.reward = v;
     if (auto v = JsonNumber(j, {"kl", "kl_mean", "kl_to_ref", "kl_seq"})) s.kl = v;
     if (auto v = JsonNumber(j, {"beta", "kl_beta", "kl_coef"})) s.beta = v;
-    if (auto v = JsonNumber(j, {"trajectories_per_s", "trajectories_per_second"})) {
-      s.trajectories_per_s = v;
-    }
+    const auto reported_rate = JsonNumber(j, {"trajectories_per_s", "trajectories_per_second"});
+    if (reported_rate.has_value()) s.trajectories_per_s = reported_rate;
     const auto total_traj = JsonNumber(j, {"trajectories_total", "trajectories_trained_total",
                                            "trajectories_seen", "trajectories"});
     if (s.step.has_value()) {
@@ -101,7 +100,9 @@ TrainingStatus StatusTracker::Update(const std::optional<nlohmann::json>& record
           s.eta = absl::Seconds(per_step * static_cast<double>(std::max<int64_t>(
                                                0, total_steps_ - *s.step)));
         }
-        if (!s.trajectories_per_s.has_value() && total_traj.has_value() &&
+        // Recomputed at every update (the previous line's rate is only a fallback):
+        // the mean rate since the first step seen.
+        if (!reported_rate.has_value() && total_traj.has_value() &&
             first_trajectories_.has_value() && elapsed > 0) {
           s.trajectories_per_s = (*total_traj - *first_trajectories_) / elapsed;
         }

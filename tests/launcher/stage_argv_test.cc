@@ -1,0 +1,178 @@
+// The command lines `rlhf run` starts, against hand-written expected argv.
+#include "tools/launcher/stage_argv.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace rlhf::launcher {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+
+rlhf::v1::JobConfig Config() {
+  rlhf::v1::JobConfig c;
+  c.set_seed(7);
+  c.mutable_data()->set_dir("/d");
+  c.mutable_data()->set_seed(3);
+  c.mutable_data()->set_num_sft(10);
+  c.mutable_data()->set_num_rank(11);
+  c.mutable_data()->set_num_rl_train(12);
+  c.mutable_data()->set_num_rl_heldout(13);
+  c.mutable_data()->set_num_pretrain(14);
+  c.mutable_model()->set_sft_checkpoint("/m/sft");
+  c.mutable_model()->set_rm_checkpoint("/m/rm");
+  c.mutable_model()->set_preset("tiny");
+  c.mutable_model()->set_max_seq_len(96);
+  auto* s = c.mutable_sft();
+  s->set_steps(100);
+  s->set_batch_size(8);
+  s->set_lr(0.001f);
+  s->set_warmup_steps(5);
+  s->set_eval_every(20);
+  s->set_checkpoint_every(50);
+  c.mutable_sampling()->set_temperature(0.0f);
+  c.mutable_sampling()->set_max_new_tokens(24);
+  auto* r = c.mutable_rm();
+  r->set_label_prompts(40);
+  r->set_label_samples_per_prompt(4);
+  r->set_label_min_gold_gap(0.25f);
+  r->set_steps(60);
+  r->set_prompts_per_batch(16);
+  r->set_lr(0.0005f);
+  r->set_warmup_steps(2);
+  r->set_eval_every(30);
+  auto* rs = c.mutable_reward_server();
+  rs->mutable_endpoint()->set_threads(2);
+  rs->mutable_batching()->set_max_batch_tokens(1000);
+  rs->mutable_batching()->set_max_wait_ms(3);
+  rs->mutable_batching()->set_max_queue(50);
+  rs->mutable_batching()->set_max_sequences_per_request(60);
+  auto* gold = rs->add_scorers();
+  gold->set_type("gold");
+  gold->set_weight(0.5f);
+  auto* rm = rs->add_scorers();
+  rm->set_type("rm");
+  rm->set_checkpoint("/m/rm");
+  rm->set_weight(1.0f);
+  rm->set_normalize(true);
+  auto* ref = c.mutable_reference_server();
+  ref->set_checkpoint("/m/sft");
+  ref->mutable_endpoint()->set_threads(1);
+  ref->mutable_batching()->set_max_batch_tokens(2000);
+  ref->mutable_batching()->set_max_wait_ms(4);
+  ref->mutable_batching()->set_max_queue(70);
+  ref->mutable_batching()->set_max_sequences_per_request(80);
+  c.mutable_actors()->set_threads(2);
+  c.mutable_eval()->set_samples_per_prompt(3);
+  c.mutable_eval()->set_num_examples(2);
+  return c;
+}
+
+const JobPaths kPaths{"/bin", "/run"};
+
+TEST(StageArgv, Data) {
+  EXPECT_THAT(DataArgv(Config(), kPaths),
+              ElementsAre("/bin/rlhf", "data", "--task=builtin", "--out=/d", "--seed=3",
+                          "--num_sft=10", "--num_rank=11", "--num_rl_train=12",
+                          "--num_rl_heldout=13", "--num_pretrain=14"));
+}
+
+TEST(StageArgv, SftAddsTrainOnPromptOnlyWhenSet) {
+  rlhf::v1::JobConfig c = Config();
+  const std::vector<std::string> expected = {
+      "/bin/rlhf", "sft", "--data=/d/sft.jsonl", "--heldout=/d/sft_heldout.jsonl",
+      "--out=/m/sft", "--preset=tiny", "--max_seq_len=96", "--steps=100", "--batch_size=8",
+      "--lr=0.001", "--warmup_steps=5", "--eval_every=20", "--checkpoint_every=50", "--seed=7",
+      "--threads=2", "--resume", "--json_out=/run/sft.json"};
+  EXPECT_THAT(SftArgv(c, kPaths), ElementsAreArray(expected));
+  c.mutable_sft()->set_train_on_prompt(true);
+  std::vector<std::string> with = expected;
+  with.push_back("--train_on_prompt");
+  EXPECT_THAT(SftArgv(c, kPaths), ElementsAreArray(with));
+}
+
+TEST(StageArgv, LabelSamplesAtTemperatureOneWhenSamplingIsGreedy) {
+  EXPECT_THAT(LabelArgv(Config(), kPaths, "/run/rank_policy.jsonl"),
+              ElementsAre("/bin/rlhf", "label", "--policy=/m/sft",
+                          "--prompts=/d/rank.jsonl,/d/sft.jsonl", "--out=/run/rank_policy.jsonl",
+                          "--max_prompts=40", "--label_samples=4", "--min_gold_gap=0.25",
+                          "--temperature=1", "--max_new_tokens=24", "--seed=7", "--threads=2",
+                          "--json_out=/run/label.json"));
+}
+
+TEST(StageArgv, Rm) {
+  EXPECT_THAT(RmArgv(Config(), kPaths, "/d/rank.jsonl,/run/rank_policy.jsonl"),
+              ElementsAre("/bin/rlhf", "rm", "--data=/d/rank.jsonl,/run/rank_policy.jsonl",
+                          "--heldout=/d/rank_heldout.jsonl", "--init=/m/sft", "--out=/m/rm",
+                          "--steps=60", "--batch_size=16", "--lr=0.0005", "--warmup_steps=2",
+                          "--eval_every=30", "--seed=7", "--threads=2", "--resume",
+                          "--json_out=/run/rm.json"));
+}
+
+TEST(StageArgv, EvalWithAndWithoutRewardModelAndPromptLimit) {
+  rlhf::v1::JobConfig c = Config();
+  const std::vector<std::string> base = {
+      "/bin/rlhf", "eval", "--policy=/run/learner/step-00000004/policy", "--reference=/m/sft",
+      "--prompts=/d/rl_heldout.jsonl", "--json_out=/run/eval_rl.json", "--temperature=0",
+      "--max_new_tokens=24", "--samples_per_prompt=3", "--show=2", "--seed=7", "--threads=2"};
+  EXPECT_THAT(EvalArgv(c, kPaths, "rl", "/run/learner/step-00000004/policy", ""),
+              ElementsAreArray(base));
+  c.mutable_eval()->set_num_prompts(9);
+  std::vector<std::string> full = base;
+  full.push_back("--rm=/m/rm");
+  full.push_back("--max_prompts=9");
+  EXPECT_THAT(EvalArgv(c, kPaths, "rl", "/run/learner/step-00000004/policy", "/m/rm"),
+              ElementsAreArray(full));
+}
+
+TEST(ServerArgs, RewardServerScorersBatchingAndNormalize) {
+  EXPECT_THAT(RewardServerArgs(Config()),
+              ElementsAre("--scorers=gold:0.5,rm:/m/rm:1", "--threads=2",
+                          "--max_batch_tokens=1000", "--max_wait_ms=3",
+                          "--max_queue_sequences=50", "--max_sequences_per_request=60",
+                          "--max_seq_len=96", "--normalize"));
+}
+
+TEST(ServerArgs, ReferenceServerAndLearner) {
+  EXPECT_THAT(ReferenceServerArgs(Config()),
+              ElementsAre("--checkpoint=/m/sft", "--threads=1", "--max_batch_tokens=2000",
+                          "--max_wait_ms=4", "--max_queue_sequences=70",
+                          "--max_sequences_per_request=80", "--max_seq_len=96"));
+  EXPECT_THAT(LearnerArgs(kPaths),
+              ElementsAre("--config=/run/config.yaml", "--checkpoint_dir=/run/learner"));
+}
+
+TEST(ServerArgs, SecurityFlagsOnlyForWhatIsSet) {
+  rlhf::v1::SecurityConfig s;
+  EXPECT_TRUE(ServerSecurityArgs(s).empty());
+  s.set_token_file("/t");
+  s.set_tls_cert("/c.pem");
+  s.set_tls_key("/k.pem");
+  s.set_tls_ca("/ca.pem");
+  s.set_require_client_cert(true);
+  s.set_allow_insecure(true);
+  EXPECT_THAT(ServerSecurityArgs(s),
+              ElementsAre("--token_file=/t", "--tls_cert=/c.pem", "--tls_key=/k.pem",
+                          "--tls_ca=/ca.pem", "--require_client_cert", "--allow_insecure"));
+}
+
+TEST(ActorArgv, AddressesSeedMetricsAndClientSecurity) {
+  rlhf::v1::JobConfig c = Config();
+  const ActorAddresses a{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"};
+  EXPECT_THAT(ActorArgv(c, kPaths, 1, a, -1),
+              ElementsAre("/bin/rlhf-actor", "--actor_name=actor-1",
+                          "--learner_address=127.0.0.1:1", "--reward_address=127.0.0.1:2",
+                          "--reference_address=127.0.0.1:3", "--seed=7001", "--threads=2"));
+  c.mutable_security()->set_token_file("/t");
+  c.mutable_security()->set_tls_ca("/ca.pem");
+  c.mutable_security()->set_tls_cert("/server-only.pem");
+  EXPECT_THAT(ActorArgv(c, kPaths, 0, a, 9100),
+              ElementsAre("/bin/rlhf-actor", "--actor_name=actor-0",
+                          "--learner_address=127.0.0.1:1", "--reward_address=127.0.0.1:2",
+                          "--reference_address=127.0.0.1:3", "--seed=7000", "--threads=2",
+                          "--metrics_port=9100", "--token_file=/t", "--tls_ca=/ca.pem"));
+}
+
+}  // namespace
+}  // namespace rlhf::launcher

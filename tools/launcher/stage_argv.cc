@@ -1,0 +1,176 @@
+#include "tools/launcher/stage_argv.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace rlhf::launcher {
+
+Argv DataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p) {
+  const auto& d = c.data();
+  return {p.Bin("rlhf"),
+          "data",
+          "--task=builtin",
+          "--out=" + d.dir(),
+          absl::StrCat("--seed=", d.seed()),
+          absl::StrCat("--num_sft=", d.num_sft()),
+          absl::StrCat("--num_rank=", d.num_rank()),
+          absl::StrCat("--num_rl_train=", d.num_rl_train()),
+          absl::StrCat("--num_rl_heldout=", d.num_rl_heldout()),
+          absl::StrCat("--num_pretrain=", d.num_pretrain())};
+}
+
+Argv SftArgv(const rlhf::v1::JobConfig& c, const JobPaths& p) {
+  const auto& s = c.sft();
+  const std::string data = c.data().dir();
+  Argv argv = {p.Bin("rlhf"),
+               "sft",
+               "--data=" + data + "/sft.jsonl",
+               "--heldout=" + data + "/sft_heldout.jsonl",
+               "--out=" + c.model().sft_checkpoint(),
+               "--preset=" + c.model().preset(),
+               absl::StrCat("--max_seq_len=", c.model().max_seq_len()),
+               absl::StrCat("--steps=", s.steps()),
+               absl::StrCat("--batch_size=", s.batch_size()),
+               absl::StrCat("--lr=", s.lr()),
+               absl::StrCat("--warmup_steps=", s.warmup_steps()),
+               absl::StrCat("--eval_every=", s.eval_every()),
+               absl::StrCat("--checkpoint_every=", s.checkpoint_every()),
+               absl::StrCat("--seed=", c.seed()),
+               "--threads=2",
+               "--resume",
+               "--json_out=" + p.run_dir + "/sft.json"};
+  if (s.train_on_prompt()) argv.push_back("--train_on_prompt");
+  return argv;
+}
+
+Argv LabelArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& out) {
+  const auto& r = c.rm();
+  const std::string data = c.data().dir();
+  return {p.Bin("rlhf"),
+          "label",
+          "--policy=" + c.model().sft_checkpoint(),
+          "--prompts=" + data + "/rank.jsonl," + data + "/sft.jsonl",
+          "--out=" + out,
+          absl::StrCat("--max_prompts=", r.label_prompts()),
+          absl::StrCat("--label_samples=", r.label_samples_per_prompt()),
+          absl::StrCat("--min_gold_gap=", r.label_min_gold_gap()),
+          absl::StrCat("--temperature=",
+                       c.sampling().temperature() > 0 ? c.sampling().temperature() : 1.0f),
+          absl::StrCat("--max_new_tokens=", c.sampling().max_new_tokens()),
+          absl::StrCat("--seed=", c.seed()),
+          "--threads=2",
+          "--json_out=" + p.run_dir + "/label.json"};
+}
+
+Argv RmArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& rank_files) {
+  const auto& r = c.rm();
+  return {p.Bin("rlhf"),
+          "rm",
+          "--data=" + rank_files,
+          "--heldout=" + c.data().dir() + "/rank_heldout.jsonl",
+          "--init=" + c.model().sft_checkpoint(),
+          "--out=" + c.model().rm_checkpoint(),
+          absl::StrCat("--steps=", r.steps()),
+          absl::StrCat("--batch_size=", r.prompts_per_batch()),
+          absl::StrCat("--lr=", r.lr()),
+          absl::StrCat("--warmup_steps=", r.warmup_steps()),
+          absl::StrCat("--eval_every=", r.eval_every()),
+          absl::StrCat("--seed=", c.seed()),
+          "--threads=2",
+          "--resume",
+          "--json_out=" + p.run_dir + "/rm.json"};
+}
+
+Argv EvalArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& name,
+              const std::string& policy, const std::string& rm_checkpoint) {
+  Argv argv = {p.Bin("rlhf"),
+               "eval",
+               "--policy=" + policy,
+               "--reference=" + c.model().sft_checkpoint(),
+               "--prompts=" + c.data().dir() + "/rl_heldout.jsonl",
+               "--json_out=" + p.run_dir + "/eval_" + name + ".json",
+               absl::StrCat("--temperature=", c.sampling().temperature()),
+               absl::StrCat("--max_new_tokens=", c.sampling().max_new_tokens()),
+               absl::StrCat("--samples_per_prompt=", c.eval().samples_per_prompt()),
+               absl::StrCat("--show=", c.eval().num_examples()),
+               absl::StrCat("--seed=", c.seed()),
+               "--threads=2"};
+  if (!rm_checkpoint.empty()) argv.push_back("--rm=" + rm_checkpoint);
+  if (c.eval().num_prompts() > 0) {
+    argv.push_back(absl::StrCat("--max_prompts=", c.eval().num_prompts()));
+  }
+  return argv;
+}
+
+namespace {
+
+void AppendBatching(const rlhf::v1::BatchingConfig& b, Argv* argv) {
+  argv->push_back(absl::StrCat("--max_batch_tokens=", b.max_batch_tokens()));
+  argv->push_back(absl::StrCat("--max_wait_ms=", b.max_wait_ms()));
+  argv->push_back(absl::StrCat("--max_queue_sequences=", b.max_queue()));
+  argv->push_back(absl::StrCat("--max_sequences_per_request=", b.max_sequences_per_request()));
+}
+
+}  // namespace
+
+Argv RewardServerArgs(const rlhf::v1::JobConfig& c) {
+  const auto& rs = c.reward_server();
+  std::vector<std::string> scorer_specs;
+  bool normalize = false;
+  for (const auto& sc : rs.scorers()) {
+    if (sc.type() == "gold") {
+      scorer_specs.push_back(absl::StrCat("gold:", sc.weight()));
+    } else {
+      scorer_specs.push_back(absl::StrCat("rm:", sc.checkpoint(), ":", sc.weight()));
+      normalize |= sc.normalize();
+    }
+  }
+  Argv argv = {"--scorers=" + absl::StrJoin(scorer_specs, ","),
+               absl::StrCat("--threads=", rs.endpoint().threads())};
+  AppendBatching(rs.batching(), &argv);
+  argv.push_back(absl::StrCat("--max_seq_len=", c.model().max_seq_len()));
+  if (normalize) argv.push_back("--normalize");
+  return argv;
+}
+
+Argv ReferenceServerArgs(const rlhf::v1::JobConfig& c) {
+  const auto& ref = c.reference_server();
+  Argv argv = {"--checkpoint=" + ref.checkpoint(),
+               absl::StrCat("--threads=", ref.endpoint().threads())};
+  AppendBatching(ref.batching(), &argv);
+  argv.push_back(absl::StrCat("--max_seq_len=", c.model().max_seq_len()));
+  return argv;
+}
+
+Argv LearnerArgs(const JobPaths& p) {
+  return {"--config=" + p.run_dir + "/config.yaml", "--checkpoint_dir=" + p.run_dir + "/learner"};
+}
+
+Argv ServerSecurityArgs(const rlhf::v1::SecurityConfig& s) {
+  Argv a;
+  if (!s.token_file().empty()) a.push_back("--token_file=" + s.token_file());
+  if (!s.tls_cert().empty()) a.push_back("--tls_cert=" + s.tls_cert());
+  if (!s.tls_key().empty()) a.push_back("--tls_key=" + s.tls_key());
+  if (!s.tls_ca().empty()) a.push_back("--tls_ca=" + s.tls_ca());
+  if (s.require_client_cert()) a.push_back("--require_client_cert");
+  if (s.allow_insecure()) a.push_back("--allow_insecure");
+  return a;
+}
+
+Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
+               const ActorAddresses& addresses, int metrics_port) {
+  Argv argv = {p.Bin("rlhf-actor"),
+               absl::StrCat("--actor_name=actor-", index),
+               "--learner_address=" + addresses.learner,
+               "--reward_address=" + addresses.reward,
+               "--reference_address=" + addresses.reference,
+               absl::StrCat("--seed=", c.seed() * 1000 + index),
+               absl::StrCat("--threads=", c.actors().threads())};
+  if (metrics_port >= 0) argv.push_back(absl::StrCat("--metrics_port=", metrics_port));
+  const auto& sec = c.security();
+  if (!sec.token_file().empty()) argv.push_back("--token_file=" + sec.token_file());
+  if (!sec.tls_ca().empty()) argv.push_back("--tls_ca=" + sec.tls_ca());
+  return argv;
+}
+
+}  // namespace rlhf::launcher

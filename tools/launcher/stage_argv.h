@@ -1,0 +1,51 @@
+// The command lines `rlhf run` starts, as pure functions of the job config: no files,
+// no processes, no ports chosen here (callers pass what they picked). Each child's flags
+// are spelled in exactly one place, and tests/launcher/stage_argv_test.cc checks them
+// against expected argv.
+//
+// Stage commands (`rlhf data|sft|label|rm|eval`) get the full argv including the binary;
+// server commands get the arguments after the common --host/--port/--port_file/
+// --metrics_port prefix, which the supervisor-facing code adds.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "rlhf/v1/config.pb.h"
+
+namespace rlhf::launcher {
+
+using Argv = std::vector<std::string>;
+
+// Where the job's files live; all paths are used as given.
+struct JobPaths {
+  std::string bin_dir;  // rlhf, rlhf-actor, rlhf-learner, ... live here
+  std::string run_dir;  // <run_dir>/config.yaml, <run_dir>/learner, <run_dir>/*.json
+  std::string Bin(const std::string& name) const { return bin_dir + "/" + name; }
+};
+
+Argv DataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p);
+Argv SftArgv(const rlhf::v1::JobConfig& c, const JobPaths& p);
+// `rlhf label`: the SFT policy's samples ranked by the gold labeller, into `out`.
+Argv LabelArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& out);
+// rank_files: comma-separated ranking files (rank.jsonl[,rank_policy.jsonl]).
+Argv RmArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& rank_files);
+// `rlhf eval` of `policy` as `name` ("sft" or "rl"); rm_checkpoint "" = no RM column.
+Argv EvalArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& name,
+              const std::string& policy, const std::string& rm_checkpoint);
+
+// Server-specific arguments (after the common prefix).
+Argv RewardServerArgs(const rlhf::v1::JobConfig& c);
+Argv ReferenceServerArgs(const rlhf::v1::JobConfig& c);
+Argv LearnerArgs(const JobPaths& p);
+// The TLS / token flags every server gets from security.*.
+Argv ServerSecurityArgs(const rlhf::v1::SecurityConfig& s);
+
+struct ActorAddresses {
+  std::string learner, reward, reference;
+};
+// Actor `index` (its name is "actor-<index>"); metrics_port < 0 = no --metrics_port.
+Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
+               const ActorAddresses& addresses, int metrics_port);
+
+}  // namespace rlhf::launcher
