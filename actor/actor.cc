@@ -411,8 +411,8 @@ absl::Status Actor::Run() {
         done_.store(true);
         break;
       }
-      Backoff(std::max(options_.backoffs.min_lease_wait,
-                      absl::Milliseconds(lease->retry_after_ms())));
+      Backoff(
+          std::max(options_.backoffs.min_lease_wait, absl::Milliseconds(lease->retry_after_ms())));
       const double waited = absl::ToDoubleSeconds(absl::Now() - wait_start);
       if (metrics_) metrics_->wait_seconds_.Increment(waited);
       absl::MutexLock l(&mu_);

@@ -153,8 +153,8 @@ class LearnerHandler {
   void RememberLocked(std::deque<std::string>& order, std::set<std::string>& set,
                       const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropStaleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool BatchReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  int64_t EffectiveVersionLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool BatchReadyLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  int64_t EffectiveVersionLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status ValidateLocked(const rlhf::v1::SubmitTrajectoriesRequest& request,
                               const rlhf::v1::LearnerState::Lease& lease) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -2,17 +2,18 @@
 //
 //   rlhf-reference-server --checkpoint=/ckpt/sft --port=50052
 //   rlhf-reference-server --preset=tiny --port=0 --port_file=/tmp/ref.port   (tests)
-#include <c10/util/Logging.h>
 #include <cstdio>
 #include <memory>
 #include <string>
 
 #include <ATen/Parallel.h>
+#include <c10/util/Logging.h>
 #include <torch/utils.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "core/model/checkpoint.h"
+#include "core/model/threads.h"
 #include "core/model/tokenizer.h"
 #include "reference_server/reference_server.h"
 #include "services/batching_defaults.h"
@@ -20,7 +21,6 @@
 #include "services/serve.h"
 #include "services/server.h"
 #include "services/shutdown.h"
-#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1", "listen address (non-loopback needs TLS or a token)");
 ABSL_FLAG(int, port, 0, "gRPC port; 0 = any free port");

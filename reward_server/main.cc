@@ -2,17 +2,18 @@
 //
 //   rlhf-reward-server --scorers=rm:/ckpt/rm:1.0,gold:0.5 --normalize --port=50051
 //   rlhf-reward-server --preset=tiny --port=0 --port_file=/tmp/rm.port   (tests)
-#include <c10/util/Logging.h>
 #include <cstdio>
 #include <memory>
 #include <string>
 
 #include <ATen/Parallel.h>
+#include <c10/util/Logging.h>
 #include <torch/utils.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "core/model/threads.h"
 #include "core/model/tokenizer.h"
 #include "reward_server/reward_server.h"
 #include "services/batching_defaults.h"
@@ -20,7 +21,6 @@
 #include "services/serve.h"
 #include "services/server.h"
 #include "services/shutdown.h"
-#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1", "listen address (non-loopback needs TLS or a token)");
 ABSL_FLAG(int, port, 0, "gRPC port; 0 = any free port");

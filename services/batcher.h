@@ -42,10 +42,10 @@ namespace rlhf::services {
 
 // Defaults: services/batching_defaults.h (shared with the job config and the flags).
 struct BatcherOptions {
-  int64_t max_batch_tokens = kDefaultMaxBatchTokens;  // padded tokens (longest x count)
+  int64_t max_batch_tokens = kDefaultMaxBatchTokens;    // padded tokens (longest x count)
   int max_batch_sequences = kDefaultMaxBatchSequences;  // items per forward
   absl::Duration max_wait = absl::Milliseconds(kDefaultMaxWaitMs);  // oldest item's wait
-  int64_t max_queue_sequences = kDefaultMaxQueueSequences;  // beyond: RESOURCE_EXHAUSTED
+  int64_t max_queue_sequences = kDefaultMaxQueueSequences;          // beyond: RESOURCE_EXHAUSTED
 };
 
 absl::Status ValidateBatcherOptions(const BatcherOptions& options);

@@ -9,10 +9,10 @@
 
 namespace rlhf::services {
 
-inline constexpr int64_t kDefaultMaxBatchTokens = 8192;      // padded tokens per forward
-inline constexpr int kDefaultMaxBatchSequences = 64;         // sequences per forward
-inline constexpr int kDefaultMaxWaitMs = 5;                  // oldest request's wait, ms
-inline constexpr int64_t kDefaultMaxQueueSequences = 1024;   // beyond: RESOURCE_EXHAUSTED
-inline constexpr int kDefaultMaxSequencesPerRequest = 512;   // per Score request
+inline constexpr int64_t kDefaultMaxBatchTokens = 8192;     // padded tokens per forward
+inline constexpr int kDefaultMaxBatchSequences = 64;        // sequences per forward
+inline constexpr int kDefaultMaxWaitMs = 5;                 // oldest request's wait, ms
+inline constexpr int64_t kDefaultMaxQueueSequences = 1024;  // beyond: RESOURCE_EXHAUSTED
+inline constexpr int kDefaultMaxSequencesPerRequest = 512;  // per Score request
 
 }  // namespace rlhf::services

@@ -29,4 +29,11 @@ int WaitForShutdownSignal() {
   return sig;
 }
 
+int PollShutdownSignal() {
+  const sigset_t set = ShutdownSignals();
+  const timespec zero{0, 0};
+  const int sig = sigtimedwait(&set, nullptr, &zero);
+  return sig > 0 ? sig : 0;
+}
+
 }  // namespace rlhf::services

@@ -1,4 +1,5 @@
-// Graceful shutdown on SIGTERM / SIGINT for main.cc:
+// Graceful shutdown on SIGTERM / SIGINT for main.cc (the one signal scheme of every
+// binary; a polling loop uses PollShutdownSignal instead of waiting):
 //
 //   int main(int argc, char** argv) {
 //     rlhf::services::BlockShutdownSignals();   // first, before any thread exists
@@ -19,5 +20,9 @@ namespace rlhf::services {
 void BlockShutdownSignals();
 // Waits for SIGINT or SIGTERM (must have been blocked); returns the signal number.
 int WaitForShutdownSignal();
+// Non-blocking: consumes a pending SIGINT/SIGTERM (must have been blocked) and returns
+// its number, or 0 when none is pending. For loops that poll (the `rlhf run` launcher
+// supervising its children).
+int PollShutdownSignal();
 
 }  // namespace rlhf::services

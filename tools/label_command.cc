@@ -1,5 +1,6 @@
 #include "tools/label_command.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -68,6 +69,20 @@ int RunLabelCommand(const std::vector<std::string>& args) {
                static_cast<long long>(options.samples_per_prompt),
                absl::GetFlag(FLAGS_policy).c_str());
   const auto t0 = std::chrono::steady_clock::now();
+  // Sampling thousands of responses takes minutes: a line per ~10% (and the last batch)
+  // with the rate and ETA, so `rlhf run` shows the label stage moving.
+  int64_t next_report = 0;
+  options.on_progress = [&](int64_t done, int64_t total) {
+    if (done < next_report && done < total) return;
+    next_report = done + std::max<int64_t>(1, total / 10);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double rate = secs > 0 ? done / secs : 0.0;
+    std::fprintf(stderr, "label: %lld/%lld samples, %.1f samples/s, ETA %.0fs\n",
+                 static_cast<long long>(done), static_cast<long long>(total), rate,
+                 rate > 0 ? (total - done) / rate : 0.0);
+    std::fflush(stderr);
+  };
   ByteTokenizer tokenizer;
   PolicyLabelStats stats;
   auto ranked = RankPolicySamples(policy->model, tokenizer, prompts, options, &stats);

@@ -185,7 +185,8 @@ absl::StatusOr<LoopStepStats> InProcessLoop::RunStep() {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<uint64_t> seeds;
   std::vector<int64_t> groups;
-  const uint64_t step_key = SplitMix64(options_.seed ^ SplitMix64(static_cast<uint64_t>(trainer_->step())));
+  const uint64_t step_key =
+      SplitMix64(options_.seed ^ SplitMix64(static_cast<uint64_t>(trainer_->step())));
   for (size_t i = 0; i < step_prompts.size(); ++i) {
     for (int64_t s = 0; s < g; ++s) {
       seeds.push_back(SplitMix64(step_key + prompts.size()));

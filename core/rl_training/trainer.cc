@@ -330,8 +330,8 @@ struct Trainer::Targets {
 // their means.
 struct Trainer::UpdateTotals {
   int64_t optimizer_steps = 0;
-  double policy_loss = 0, value_loss = 0, ptx_loss = 0, clip = 0, value_clip = 0,
-         approx_kl = 0, grad_norm = 0, entropy = 0;
+  double policy_loss = 0, value_loss = 0, ptx_loss = 0, clip = 0, value_clip = 0, approx_kl = 0,
+         grad_norm = 0, entropy = 0;
   int64_t entropy_tokens = 0;
   int64_t tokens_processed = 0;
   double lr = 0;  // at the last optimizer step
@@ -343,12 +343,10 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
   const absl::Time start = absl::Now();
   RLHF_ASSIGN_OR_RETURN(const PackedBatch packed, Pack(batch, pretrain));
   TrainStats stats;
-  RLHF_ASSIGN_OR_RETURN(const Targets targets, TorchCall([&] {
-    return ComputeTargets(packed, &stats);
-  }, "trainer step"));
-  RLHF_ASSIGN_OR_RETURN(const UpdateTotals totals, TorchCall([&] {
-    return Update(packed, targets);
-  }, "trainer step"));
+  RLHF_ASSIGN_OR_RETURN(const Targets targets,
+                        TorchCall([&] { return ComputeTargets(packed, &stats); }, "trainer step"));
+  RLHF_ASSIGN_OR_RETURN(const UpdateTotals totals,
+                        TorchCall([&] { return Update(packed, targets); }, "trainer step"));
   const double k = std::max<int64_t>(1, totals.optimizer_steps);
   stats.tokens_processed = totals.tokens_processed;
   stats.optimizer_steps = totals.optimizer_steps;
@@ -522,8 +520,7 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
   PolicyLossOutput pl =
       options_.algorithm == RlAlgorithm::kPpo
           ? PpoClipLoss(logp, b_c, a_c, m, options_.clip_eps, options_.aggregation)
-          : TruncatedIsPolicyLoss(logp, b_c, a_c, m, options_.is_truncation,
-                                  options_.aggregation);
+          : TruncatedIsPolicyLoss(logp, b_c, a_c, m, options_.is_truncation, options_.aggregation);
   torch::Tensor loss = pl.loss;
   if (options_.kl_placement == KlPlacementMode::kInLoss && t.beta > 0) {
     loss = loss + t.beta * KlPenaltyLoss(logp, Rows(p.rlogp, rows, len), m, options_.aggregation);
@@ -551,8 +548,8 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
     const ForwardOutput vo = value_->forward(sub.ids, sub.attention_mask, sub.position_ids);
     const torch::Tensor values = ShiftRight(vo.scalar.to(torch::kFloat32));
     ValueLossOutput vl =
-        ClippedValueLoss(values, Rows(t.old_values, rows, len), Rows(t.value_targets, rows, len),
-                         m, options_.value_clip_eps, options_.aggregation);
+        ClippedValueLoss(values, Rows(t.old_values, rows, len), Rows(t.value_targets, rows, len), m,
+                         options_.value_clip_eps, options_.aggregation);
     (vl.loss * (options_.value_coef * weight)).backward();
     totals->tokens_processed += sub.ids.numel();
     losses->value += vl.loss.item<double>() * weight;

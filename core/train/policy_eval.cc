@@ -129,6 +129,9 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
       finished += s.finished;
       report.samples.push_back(std::move(s));
     }
+    if (options.on_progress) {
+      options.on_progress(static_cast<int64_t>(end), static_cast<int64_t>(prompts.size()));
+    }
   }
   report.n = static_cast<int64_t>(report.samples.size());
   report.gold = MeanInterval(golds);

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct PolicyEvalOptions {
   int64_t samples_per_prompt = 1;
   int64_t max_prompts = -1;     // -1 = all
   double rm_mean = 0, rm_std = 1;  // reward normalisation
+  // Called after each generation batch with (samples done, samples in total), on the
+  // calling thread; for progress lines of long runs. May be empty.
+  std::function<void(int64_t done, int64_t total)> on_progress;
 };
 
 struct PolicyEvalSample {

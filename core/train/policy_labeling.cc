@@ -30,6 +30,7 @@ absl::StatusOr<std::vector<RankedRecord>> RankPolicySamples(
   sampling.max_new_tokens = options.max_new_tokens;
   sampling.seed = options.seed;
   sampling.batch_size = options.batch_size;
+  sampling.on_progress = options.on_progress;
   // EvaluatePolicy samples each prompt samples_per_prompt times, consecutively.
   RLHF_ASSIGN_OR_RETURN(PolicyEvalReport report,
                         EvaluatePolicy(policy, nullptr, nullptr, tokenizer, prompts, sampling));

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,8 @@ struct PolicyLabelOptions {
                                    // fell from +0.040 to +0.023, not significant)
   uint64_t seed = 1;
   int64_t batch_size = 64;         // sequences per generation batch
+  // Progress of the sampling: (samples done, samples in total) after each batch.
+  std::function<void(int64_t done, int64_t total)> on_progress;
 };
 
 struct PolicyLabelStats {

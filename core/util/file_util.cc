@@ -57,7 +57,9 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
   if (options.durable) {
     // Make the rename itself durable.
     const size_t slash = path.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    const std::string dir = slash == std::string::npos ? "."
+                            : slash == 0               ? "/"
+                                                       : path.substr(0, slash);
     const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return Errno("open", dir, errno);
     const int rc = ::fsync(dfd);

@@ -163,8 +163,8 @@ class TestLearnerClient final : public learner::LearnerClient {
     ++leases_;
     return fake_.LeasePrompts(r, d);
   }
-  absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> Submit(
-      const SubmitTrajectoriesRequest& r, absl::Time d) override {
+  absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> Submit(const SubmitTrajectoriesRequest& r,
+                                                              absl::Time d) override {
     auto resp = fake_.Submit(r, d);
     absl::MutexLock l(&mu_);
     submissions_.push_back({r, resp.status()});
@@ -249,8 +249,8 @@ class ActorTest : public ::testing::Test {
     handler_ = std::move(*h);
     ASSERT_TRUE(handler_->Restore(0, 0).ok());
     learner_ = std::make_unique<TestLearnerClient>(handler_.get(), &feed_);
-    reward_ = std::make_unique<SwitchableRewardClient>(
-        [nan_reward](const rlhf::v1::TokenSequence& s) {
+    reward_ =
+        std::make_unique<SwitchableRewardClient>([nan_reward](const rlhf::v1::TokenSequence& s) {
           return nan_reward ? std::numeric_limits<float>::quiet_NaN()
                             : static_cast<float>(s.response_size());
         });

@@ -80,11 +80,23 @@ TEST(StageArgv, Data) {
 
 TEST(StageArgv, SftAddsTrainOnPromptOnlyWhenSet) {
   rlhf::v1::JobConfig c = Config();
-  const std::vector<std::string> expected = {
-      "/bin/rlhf", "sft", "--data=/d/sft.jsonl", "--heldout=/d/sft_heldout.jsonl",
-      "--out=/m/sft", "--preset=tiny", "--max_seq_len=96", "--steps=100", "--batch_size=8",
-      "--lr=0.001", "--warmup_steps=5", "--eval_every=20", "--checkpoint_every=50", "--seed=7",
-      "--threads=2", "--resume", "--json_out=/run/sft.json"};
+  const std::vector<std::string> expected = {"/bin/rlhf",
+                                             "sft",
+                                             "--data=/d/sft.jsonl",
+                                             "--heldout=/d/sft_heldout.jsonl",
+                                             "--out=/m/sft",
+                                             "--preset=tiny",
+                                             "--max_seq_len=96",
+                                             "--steps=100",
+                                             "--batch_size=8",
+                                             "--lr=0.001",
+                                             "--warmup_steps=5",
+                                             "--eval_every=20",
+                                             "--checkpoint_every=50",
+                                             "--seed=7",
+                                             "--threads=2",
+                                             "--resume",
+                                             "--json_out=/run/sft.json"};
   EXPECT_THAT(SftArgv(c, kPaths), ElementsAreArray(expected));
   c.mutable_sft()->set_train_on_prompt(true);
   std::vector<std::string> with = expected;
@@ -93,29 +105,37 @@ TEST(StageArgv, SftAddsTrainOnPromptOnlyWhenSet) {
 }
 
 TEST(StageArgv, LabelSamplesAtTemperatureOneWhenSamplingIsGreedy) {
-  EXPECT_THAT(LabelArgv(Config(), kPaths, "/run/rank_policy.jsonl"),
-              ElementsAre("/bin/rlhf", "label", "--policy=/m/sft",
-                          "--prompts=/d/rank.jsonl,/d/sft.jsonl", "--out=/run/rank_policy.jsonl",
-                          "--max_prompts=40", "--label_samples=4", "--min_gold_gap=0.25",
-                          "--temperature=1", "--max_new_tokens=24", "--seed=7", "--threads=2",
-                          "--json_out=/run/label.json"));
+  EXPECT_THAT(
+      LabelArgv(Config(), kPaths, "/run/rank_policy.jsonl"),
+      ElementsAre("/bin/rlhf", "label", "--policy=/m/sft", "--prompts=/d/rank.jsonl,/d/sft.jsonl",
+                  "--out=/run/rank_policy.jsonl", "--max_prompts=40", "--label_samples=4",
+                  "--min_gold_gap=0.25", "--temperature=1", "--max_new_tokens=24", "--seed=7",
+                  "--threads=2", "--json_out=/run/label.json"));
 }
 
 TEST(StageArgv, Rm) {
-  EXPECT_THAT(RmArgv(Config(), kPaths, "/d/rank.jsonl,/run/rank_policy.jsonl"),
-              ElementsAre("/bin/rlhf", "rm", "--data=/d/rank.jsonl,/run/rank_policy.jsonl",
-                          "--heldout=/d/rank_heldout.jsonl", "--init=/m/sft", "--out=/m/rm",
-                          "--steps=60", "--batch_size=16", "--lr=0.0005", "--warmup_steps=2",
-                          "--eval_every=30", "--seed=7", "--threads=2", "--resume",
-                          "--json_out=/run/rm.json"));
+  EXPECT_THAT(
+      RmArgv(Config(), kPaths, "/d/rank.jsonl,/run/rank_policy.jsonl"),
+      ElementsAre("/bin/rlhf", "rm", "--data=/d/rank.jsonl,/run/rank_policy.jsonl",
+                  "--heldout=/d/rank_heldout.jsonl", "--init=/m/sft", "--out=/m/rm", "--steps=60",
+                  "--batch_size=16", "--lr=0.0005", "--warmup_steps=2", "--eval_every=30",
+                  "--seed=7", "--threads=2", "--resume", "--json_out=/run/rm.json"));
 }
 
 TEST(StageArgv, EvalWithAndWithoutRewardModelAndPromptLimit) {
   rlhf::v1::JobConfig c = Config();
-  const std::vector<std::string> base = {
-      "/bin/rlhf", "eval", "--policy=/run/learner/step-00000004/policy", "--reference=/m/sft",
-      "--prompts=/d/rl_heldout.jsonl", "--json_out=/run/eval_rl.json", "--temperature=0",
-      "--max_new_tokens=24", "--samples_per_prompt=3", "--show=2", "--seed=7", "--threads=2"};
+  const std::vector<std::string> base = {"/bin/rlhf",
+                                         "eval",
+                                         "--policy=/run/learner/step-00000004/policy",
+                                         "--reference=/m/sft",
+                                         "--prompts=/d/rl_heldout.jsonl",
+                                         "--json_out=/run/eval_rl.json",
+                                         "--temperature=0",
+                                         "--max_new_tokens=24",
+                                         "--samples_per_prompt=3",
+                                         "--show=2",
+                                         "--seed=7",
+                                         "--threads=2"};
   EXPECT_THAT(EvalArgv(c, kPaths, "rl", "/run/learner/step-00000004/policy", ""),
               ElementsAreArray(base));
   c.mutable_eval()->set_num_prompts(9);
@@ -128,10 +148,9 @@ TEST(StageArgv, EvalWithAndWithoutRewardModelAndPromptLimit) {
 
 TEST(ServerArgs, RewardServerScorersBatchingAndNormalize) {
   EXPECT_THAT(RewardServerArgs(Config()),
-              ElementsAre("--scorers=gold:0.5,rm:/m/rm:1", "--threads=2",
-                          "--max_batch_tokens=1000", "--max_wait_ms=3",
-                          "--max_queue_sequences=50", "--max_sequences_per_request=60",
-                          "--max_seq_len=96", "--normalize"));
+              ElementsAre("--scorers=gold:0.5,rm:/m/rm:1", "--threads=2", "--max_batch_tokens=1000",
+                          "--max_wait_ms=3", "--max_queue_sequences=50",
+                          "--max_sequences_per_request=60", "--max_seq_len=96", "--normalize"));
 }
 
 TEST(ServerArgs, ReferenceServerAndLearner) {
@@ -167,11 +186,11 @@ TEST(ActorArgv, AddressesSeedMetricsAndClientSecurity) {
   c.mutable_security()->set_token_file("/t");
   c.mutable_security()->set_tls_ca("/ca.pem");
   c.mutable_security()->set_tls_cert("/server-only.pem");
-  EXPECT_THAT(ActorArgv(c, kPaths, 0, a, 9100),
-              ElementsAre("/bin/rlhf-actor", "--actor_name=actor-0",
-                          "--learner_address=127.0.0.1:1", "--reward_address=127.0.0.1:2",
-                          "--reference_address=127.0.0.1:3", "--seed=7000", "--threads=2",
-                          "--metrics_port=9100", "--token_file=/t", "--tls_ca=/ca.pem"));
+  EXPECT_THAT(
+      ActorArgv(c, kPaths, 0, a, 9100),
+      ElementsAre("/bin/rlhf-actor", "--actor_name=actor-0", "--learner_address=127.0.0.1:1",
+                  "--reward_address=127.0.0.1:2", "--reference_address=127.0.0.1:3", "--seed=7000",
+                  "--threads=2", "--metrics_port=9100", "--token_file=/t", "--tls_ca=/ca.pem"));
 }
 
 }  // namespace

@@ -14,9 +14,8 @@
 
 namespace rlhf::testing {
 
-// The shared tiny model (tests/testing/tiny_model.h).
+// The shared tiny model (tests/testing/tiny_model.h; TinyModel comes from there too).
 inline ModelConfig TinyConfig(bool scalar_head = false) { return TinyModelConfig(scalar_head); }
-using ::rlhf::testing::TinyModel;
 
 // Per-token log-probs of responses under `model` (no grad).
 inline std::vector<std::vector<float>> LogProbs(TransformerLM& model,

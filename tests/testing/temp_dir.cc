@@ -9,8 +9,8 @@ namespace rlhf::testing {
 
 std::string MakeTempDir(const std::string& prefix) {
   const char* tmp = std::getenv("TMPDIR");
-  std::string templ = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", prefix,
-                                   "XXXXXX");
+  std::string templ =
+      absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", prefix, "XXXXXX");
   char* dir = ::mkdtemp(templ.data());
   return dir == nullptr ? std::string() : std::string(dir);
 }

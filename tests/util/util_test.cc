@@ -82,13 +82,11 @@ TEST(TorchCall, ConvertsExceptionsAndKeepsStatusErrors) {
   // nested in a StatusOr<Status>).
   absl::Status s = TorchCall([] { return absl::InvalidArgumentError("bad field"); });
   EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument, "bad field"));
-  absl::StatusOr<int> so = TorchCall([]() -> absl::StatusOr<int> {
-    return absl::NotFoundError("missing");
-  });
+  absl::StatusOr<int> so =
+      TorchCall([]() -> absl::StatusOr<int> { return absl::NotFoundError("missing"); });
   EXPECT_THAT(so, StatusIs(absl::StatusCode::kNotFound, "missing"));
-  absl::StatusOr<int> thrown = TorchCall([]() -> absl::StatusOr<int> {
-    throw std::runtime_error("inner");
-  }, "step");
+  absl::StatusOr<int> thrown =
+      TorchCall([]() -> absl::StatusOr<int> { throw std::runtime_error("inner"); }, "step");
   EXPECT_THAT(thrown, StatusIs(absl::StatusCode::kInternal, "step: inner"));
 }
 

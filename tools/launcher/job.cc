@@ -25,6 +25,7 @@
 #include "core/util/file_util.h"
 #include "services/config/config.h"
 #include "services/metrics.h"
+#include "services/shutdown.h"
 #include "tools/launcher/http.h"
 #include "tools/launcher/process.h"
 #include "tools/launcher/prometheus.h"
@@ -45,10 +46,13 @@ namespace fs = std::filesystem;
 using Json = nlohmann::json;
 using rlhf::v1::JobConfig;
 
-volatile sig_atomic_t g_signals = 0;
-void OnSignal(int) { g_signals = g_signals + 1; }
-
-bool StopRequested() { return g_signals > 0; }
+// SIGINT/SIGTERM are blocked in every thread (services/shutdown.h, from RunJob) and
+// consumed here by polling; once seen, the stop request stays.
+bool g_stop_requested = false;
+bool StopRequested() {
+  if (!g_stop_requested && services::PollShutdownSignal() != 0) g_stop_requested = true;
+  return g_stop_requested;
+}
 
 void Say(const std::string& line) {
   std::fprintf(stderr, "%s\n", line.c_str());
@@ -251,7 +255,8 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
                        absl::StrCat("--metrics_port=", metrics_port)};
   for (auto& a : args) spec.process.argv.push_back(std::move(a));
   if (security_flags) {
-    for (auto& a : ServerSecurityArgs(config_.security())) spec.process.argv.push_back(std::move(a));
+    for (auto& a : ServerSecurityArgs(config_.security()))
+      spec.process.argv.push_back(std::move(a));
   }
   spec.process.log_path = Log(name);
   spec.process.env = {"OMP_NUM_THREADS=" + std::to_string(std::max(1, endpoint.threads()))};
@@ -291,9 +296,9 @@ ChildSpec Job::ActorSpec(int index) {
     targets_.push_back({absl::StrCat("127.0.0.1:", *metrics_port),
                         {{"component", "actor"}, {"actor_id", std::to_string(index)}}});
   }
-  spec.process.argv = ActorArgv(config_, paths_, index,
-                                {learner_addr_, reward_addr_, reference_addr_},
-                                metrics_port.ok() ? *metrics_port : -1);
+  spec.process.argv =
+      ActorArgv(config_, paths_, index, {learner_addr_, reward_addr_, reference_addr_},
+                metrics_port.ok() ? *metrics_port : -1);
   spec.process.log_path = Log(name);
   spec.process.env = {"OMP_NUM_THREADS=" + std::to_string(config_.actors().threads())};
   spec.component = "actor";
@@ -306,8 +311,8 @@ ChildSpec Job::ActorSpec(int index) {
 
 absl::Status Job::StartRlChildren(Supervisor& sup) {
   RLHF_RETURN_IF_ERROR(StartServer(sup, "reward_server", "rlhf-reward-server",
-                                   config_.reward_server().endpoint(), RewardServerArgs(config_),
-                                   2, true, &reward_addr_));
+                                   config_.reward_server().endpoint(), RewardServerArgs(config_), 2,
+                                   true, &reward_addr_));
   RLHF_RETURN_IF_ERROR(StartServer(sup, "reference_server", "rlhf-reference-server",
                                    config_.reference_server().endpoint(),
                                    ReferenceServerArgs(config_), 2, true, &reference_addr_));
@@ -603,8 +608,7 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
 }
 
 void Job::PrintTable() {
-  std::fprintf(stdout, "%s",
-               FormatSummaryTable(summary_, config_.eval().num_examples()).c_str());
+  std::fprintf(stdout, "%s", FormatSummaryTable(summary_, config_.eval().num_examples()).c_str());
   std::fflush(stdout);
 }
 
@@ -662,16 +666,13 @@ absl::Status Job::Run() {
 }  // namespace
 
 absl::Status RunJob(const RunOptions& options) {
+  // First, before any thread exists (the metrics exposer, the supervisor's): every
+  // thread inherits the mask; children get it cleared again (process.cc).
+  services::BlockShutdownSignals();
+  signal(SIGPIPE, SIG_IGN);
   config::LoadOptions lo;
   lo.overrides = options.overrides;
   RLHF_ASSIGN_OR_RETURN(JobConfig config, config::LoadJobConfig(options.config_path, lo));
-
-  struct sigaction sa {};
-  sa.sa_handler = OnSignal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  signal(SIGPIPE, SIG_IGN);
   BecomeSubreaper();
 
   Job job(options, std::move(config));

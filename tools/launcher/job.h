@@ -13,8 +13,9 @@
 // SIGINT/SIGTERM stop the job in order (actors, learner, servers, Prometheus) with no
 // process left behind.
 //
-// Thread-safety: RunJob is called once per process from the main thread (it installs
-// signal handlers and becomes the child subreaper).
+// Thread-safety: RunJob is called once per process from the main thread, before any
+// other thread exists (it blocks SIGINT/SIGTERM for every thread, services/shutdown.h,
+// polls for them, and becomes the child subreaper).
 #pragma once
 
 #include <string>

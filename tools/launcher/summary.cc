@@ -94,11 +94,11 @@ std::string FormatSummaryTable(const Json& summary, int num_examples) {
   };
   std::string out = "\n";
   absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", "", "SFT policy", "RL policy"));
-  for (const auto& [label, key] : std::vector<std::pair<std::string, std::string>>{
-           {"gold score", "gold_score"},
-           {"  95% interval", "gold_score_ci95"},
-           {"reward-model score", "rm_score"},
-           {"KL to SFT (nats)", "kl_to_sft"}}) {
+  for (const auto& [label, key] :
+       std::vector<std::pair<std::string, std::string>>{{"gold score", "gold_score"},
+                                                        {"  95% interval", "gold_score_ci95"},
+                                                        {"reward-model score", "rm_score"},
+                                                        {"KL to SFT (nats)", "kl_to_sft"}}) {
     absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", label, get("sft", key.c_str()),
                                           get("rl", key.c_str())));
   }
@@ -106,13 +106,13 @@ std::string FormatSummaryTable(const Json& summary, int num_examples) {
     const double gain = summary["rl"]["gold_gain_over_sft"].get<double>();
     const Json& ci = summary["rl"]["gold_gain_over_sft_ci95"];
     const bool clear = ci[0].get<double>() > 0;
-    absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %s\n", "gold gain RL - SFT", "",
-                                          absl::StrCat(gain >= 0 ? "+" : "", Fmt(gain), " ",
-                                                       get("rl", "gold_gain_over_sft_ci95"),
-                                                       clear ? " (RL better)"
-                                                             : " (not significant)")));
-    absl::StrAppend(&out, "  (paired by prompt over ",
-                    summary["rl"].value("gold_gain_prompts", 0), " held-out prompts)\n");
+    absl::StrAppend(&out,
+                    absl::StrFormat("%-22s %-26s %s\n", "gold gain RL - SFT", "",
+                                    absl::StrCat(gain >= 0 ? "+" : "", Fmt(gain), " ",
+                                                 get("rl", "gold_gain_over_sft_ci95"),
+                                                 clear ? " (RL better)" : " (not significant)")));
+    absl::StrAppend(&out, "  (paired by prompt over ", summary["rl"].value("gold_gain_prompts", 0),
+                    " held-out prompts)\n");
   }
   if (summary.contains("sft") && summary["sft"].contains("samples")) {
     const Json& before = summary["sft"]["samples"];
@@ -123,12 +123,12 @@ std::string FormatSummaryTable(const Json& summary, int num_examples) {
     const size_t n = std::min<size_t>(before.size(), std::max(0, num_examples));
     for (size_t i = 0; i < n; ++i) {
       absl::StrAppend(&out, "  prompt: ", before[i].value("prompt", ""), "\n");
-      absl::StrAppend(&out, "    SFT [gold ", Fmt(before[i].value("gold", 0.0), 2), "]: ",
-                      before[i].value("response", ""), "\n");
+      absl::StrAppend(&out, "    SFT [gold ", Fmt(before[i].value("gold", 0.0), 2),
+                      "]: ", before[i].value("response", ""), "\n");
       if (after != nullptr && i < after->size() &&
           (*after)[i].value("prompt", "") == before[i].value("prompt", "")) {
-        absl::StrAppend(&out, "    RL  [gold ", Fmt((*after)[i].value("gold", 0.0), 2), "]: ",
-                        (*after)[i].value("response", ""), "\n");
+        absl::StrAppend(&out, "    RL  [gold ", Fmt((*after)[i].value("gold", 0.0), 2),
+                        "]: ", (*after)[i].value("response", ""), "\n");
       }
     }
   }
