@@ -69,14 +69,8 @@ absl::StatusOr<std::vector<float>> ModelRewardScorer::Score(
         c10::InferenceMode guard;
         ForwardOutput out = model_->forward(packed.ids, packed.attention_mask,
                                             packed.position_ids);
-        // Right padding: the last real token of row b is at length - 1.
-        std::vector<int64_t> last(batch.size());
-        for (size_t b = 0; b < batch.size(); ++b) {
-          last[b] = packed.prompt_lengths[b] + packed.response_lengths[b] - 1;
-        }
-        torch::Tensor index = torch::tensor(last, torch::kLong).unsqueeze(1);
         torch::Tensor scores =
-            out.scalar.to(torch::kFloat).gather(1, index).squeeze(1).contiguous();
+            ScoreAtLastToken(out.scalar, packed.attention_mask).contiguous();
         if (normalization_.enabled) {
           scores = (scores - normalization_.mean) / normalization_.std;
         }

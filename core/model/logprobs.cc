@@ -153,4 +153,10 @@ absl::StatusOr<torch::Tensor> ScatterResponseValues(const std::vector<std::vecto
   return out;
 }
 
+torch::Tensor ScoreAtLastToken(const torch::Tensor& scalar, const torch::Tensor& attention_mask) {
+  const torch::Tensor last =
+      (attention_mask.sum(1) - 1).clamp_min(0).to(torch::kLong).unsqueeze(1);
+  return scalar.to(torch::kFloat32).gather(1, last).squeeze(1);
+}
+
 }  // namespace rlhf

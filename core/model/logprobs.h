@@ -71,6 +71,13 @@ torch::Tensor ResponseLogProbs(const torch::Tensor& logits, const SequenceBatch&
 torch::Tensor ResponseLogProbRows(const torch::Tensor& logits, const SequenceBatch& batch,
                                   double temperature = 1.0);
 
+// A scalar head's output at each row's last real token (right-padded rows): a reward
+// model's score of prompt + response. The one place that position is computed (reward
+// server scorer, in-process loop, policy eval, RM trainer). scalar: [B, T]
+// (ForwardOutput::scalar, any float dtype); attention_mask: [B, T], 1 = real token.
+// Returns [B] float32; gradients flow to `scalar`.
+torch::Tensor ScoreAtLastToken(const torch::Tensor& scalar, const torch::Tensor& attention_mask);
+
 // [B, T] tensor of per-position values (log-probs, KL, values) -> one vector per
 // sequence with its response positions only (length response_lengths[b]).
 std::vector<std::vector<float>> PerSequenceResponseValues(const torch::Tensor& values,

@@ -51,8 +51,9 @@ RewardFn RewardModelScorer(TransformerLM rm, double mean, double std, int32_t pa
       RLHF_ASSIGN_OR_RETURN(torch::Tensor scores, TorchCall([&] {
         torch::NoGradGuard no_grad;
         const ForwardOutput f = rm->forward(b.ids, b.attention_mask, b.position_ids);
-        const torch::Tensor last = (b.attention_mask.sum(1) - 1).unsqueeze(1);
-        return ((f.scalar.gather(1, last).squeeze(1) - mean) / std).to(torch::kFloat32).contiguous();
+        return ((ScoreAtLastToken(f.scalar, b.attention_mask) - mean) / std)
+            .to(torch::kFloat32)
+            .contiguous();
       }, "reward model"));
       const float* s = scores.data_ptr<float>();
       out.insert(out.end(), s, s + scores.numel());

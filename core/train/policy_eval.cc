@@ -104,8 +104,8 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
                                 auto out = (*reward_model)
                                                ->forward(batch.ids, batch.attention_mask,
                                                          batch.position_ids);
-                                auto last = (batch.attention_mask.sum(1) - 1).unsqueeze(1);
-                                return out.scalar.gather(1, last).squeeze(1).to(torch::kFloat64)
+                                return ScoreAtLastToken(out.scalar, batch.attention_mask)
+                                    .to(torch::kFloat64)
                                     .contiguous();
                               }, "eval rm"));
         auto acc = scores.accessor<double, 1>();

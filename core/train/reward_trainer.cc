@@ -26,7 +26,7 @@ torch::Tensor RewardPairLoss(const torch::Tensor& scores, const std::vector<Inde
 
 torch::Tensor LastTokenScores(TransformerLM& model, const PackedBatch& batch) {
   auto out = model->forward(batch.ids, batch.attention_mask);
-  return out.scalar.gather(1, batch.last_index.unsqueeze(1)).squeeze(1);
+  return ScoreAtLastToken(out.scalar, batch.attention_mask);
 }
 
 absl::StatusOr<TransformerLM> RewardModelFromSft(const LoadedCheckpoint& sft, uint64_t seed) {

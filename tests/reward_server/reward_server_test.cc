@@ -18,7 +18,7 @@
 #include "reward_server/reward_client.h"
 #include "services/health.h"
 #include "services/metrics.h"
-#include "tests/services/http_get.h"
+#include "core/util/http_get.h"
 #include "tests/services/test_certs.h"
 
 namespace rlhf::reward {
@@ -294,7 +294,7 @@ TEST(RewardServerTest, ManyConcurrentClientsLoseNoResponse) {
   // Metrics saw every request and every sequence.
   auto exposer = services::MetricsExposer::Create("127.0.0.1", 0, h.registry);
   ASSERT_TRUE(exposer.ok());
-  auto body = rlhf::testing::HttpGet((*exposer)->port(), "/metrics");
+  auto body = rlhf::HttpGet("127.0.0.1", (*exposer)->port(), "/metrics", absl::Seconds(5));
   ASSERT_TRUE(body.ok()) << body.status();
   EXPECT_NE(body->find(absl::StrCat("rlhf_reward_server_requests_total{code=\"OK\",method=\"Score\"} ",
                                     kThreads * kPerThread)),

@@ -14,7 +14,7 @@
 #include "services/grpc_status.h"
 #include "services/health.h"
 #include "services/metrics.h"
-#include "tests/services/http_get.h"
+#include "core/util/http_get.h"
 #include "tests/services/test_certs.h"
 
 namespace rlhf::services {
@@ -228,7 +228,7 @@ TEST(MetricsExposerTest, PortZeroServesRegistry) {
   auto exposer = MetricsExposer::Create("127.0.0.1", 0, registry);
   ASSERT_TRUE(exposer.ok()) << exposer.status();
   EXPECT_GT((*exposer)->port(), 0);
-  auto body = rlhf::testing::HttpGet((*exposer)->port(), "/metrics");
+  auto body = rlhf::HttpGet("127.0.0.1", (*exposer)->port(), "/metrics", absl::Seconds(5));
   ASSERT_TRUE(body.ok()) << body.status();
   EXPECT_NE(body->find("rlhf_test_requests_total{code=\"INVALID_ARGUMENT\",method=\"Score\"} 1"),
             std::string::npos)

@@ -1,6 +1,5 @@
-// Minimal loopback HTTP/1.0 GET (the launcher's own reads of /metrics and of
-// Prometheus's API; no HTTP client library is in the dependency set), plus a parser
-// for the Prometheus text exposition format good enough to read sample values.
+// A parser for the Prometheus text exposition format good enough to read sample values;
+// HttpGet / UrlEncode (core/util/http_get.h) are re-exported for the launcher's callers.
 //
 // Thread-safety: free functions, no shared state.
 #pragma once
@@ -12,16 +11,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/util/http_get.h"
 
 namespace rlhf::launcher {
 
-// GET http://host:port/path; returns the body of a 200 response. Other statuses,
-// connection errors and timeouts are errors naming the URL.
-absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std::string& path,
-                                    absl::Duration timeout);
-
-// "%XX"-escapes everything but unreserved characters (for PromQL in query strings).
-std::string UrlEncode(const std::string& s);
+using ::rlhf::HttpGet;
+using ::rlhf::UrlEncode;
 
 struct MetricSample {
   std::string name;
