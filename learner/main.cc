@@ -187,15 +187,10 @@ absl::Status Run() {
       return s;
     }
   }
-  // This (main) thread takes the shutdown signals with sigtimedwait, polling for "done".
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  const timespec tick{0, 200 * 1000 * 1000};
+  // This (main) thread takes the shutdown signals (blocked in main), polling for "done".
+  const absl::Duration tick = absl::Milliseconds(200);
   for (;;) {
-    int sig = sigtimedwait(&set, nullptr, &tick);
+    int sig = rlhf::services::PollShutdownSignal(tick);
     if (sig > 0) {
       LOG(INFO) << "learner: signal " << sig << ", shutting down";
       break;
@@ -203,7 +198,7 @@ absl::Status Run() {
     if (absl::GetFlag(FLAGS_exit_when_done) && (*server)->WaitDone(absl::ZeroDuration())) {
       const absl::Time until = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_grace_s));
       while (absl::Now() < until && (*server)->handler().Stats().actors_connected() > 0 &&
-             sigtimedwait(&set, nullptr, &tick) <= 0) {
+             rlhf::services::PollShutdownSignal(tick) == 0) {
       }
       auto stats = (*server)->handler().Stats();
       std::printf("done: %lld steps, version %lld, %lld trajectories trained\n",

@@ -3,6 +3,8 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
+
 namespace rlhf::services {
 namespace {
 
@@ -29,10 +31,10 @@ int WaitForShutdownSignal() {
   return sig;
 }
 
-int PollShutdownSignal() {
+int PollShutdownSignal(absl::Duration timeout) {
   const sigset_t set = ShutdownSignals();
-  const timespec zero{0, 0};
-  const int sig = sigtimedwait(&set, nullptr, &zero);
+  const timespec wait = absl::ToTimespec(std::max(timeout, absl::ZeroDuration()));
+  const int sig = sigtimedwait(&set, nullptr, &wait);
   return sig > 0 ? sig : 0;
 }
 

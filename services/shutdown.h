@@ -14,15 +14,17 @@
 // no async-signal-safety concerns and no handler racing with gRPC or LibTorch threads.
 #pragma once
 
+#include "absl/time/time.h"
+
 namespace rlhf::services {
 
 // Blocks SIGINT and SIGTERM in the calling thread (and threads it creates later).
 void BlockShutdownSignals();
 // Waits for SIGINT or SIGTERM (must have been blocked); returns the signal number.
 int WaitForShutdownSignal();
-// Non-blocking: consumes a pending SIGINT/SIGTERM (must have been blocked) and returns
-// its number, or 0 when none is pending. For loops that poll (the `rlhf run` launcher
-// supervising its children).
-int PollShutdownSignal();
+// Waits up to `timeout` (default: not at all) for SIGINT/SIGTERM (must have been
+// blocked), consumes it and returns its number; 0 when none came. For loops that poll
+// (the `rlhf run` launcher supervising its children, the learner waiting for "done").
+int PollShutdownSignal(absl::Duration timeout = absl::ZeroDuration());
 
 }  // namespace rlhf::services

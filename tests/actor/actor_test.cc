@@ -88,7 +88,7 @@ class WeightsFeed {
     auto flat = weights::Flatten(ModelTensors(model), version);
     ASSERT_TRUE(flat.ok()) << flat.status();
     absl::MutexLock l(&mu_);
-    models_[version] = model;
+    models_.insert_or_assign(version, model);
     latest_ = *flat;
     for (auto& s : streams_) s->Push(Messages(*latest_));
   }
@@ -295,6 +295,8 @@ class ActorTest : public ::testing::Test {
 
   void TearDown() override {
     if (run_.valid()) (void)Finish();
+    stop_training_.store(true);
+    if (trainer_.joinable()) trainer_.join();
   }
 
   absl::Time Now() {
