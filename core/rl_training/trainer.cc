@@ -40,7 +40,8 @@ std::map<std::string, double> TrainStatsByName(const TrainStats& s) {
           {"mean_staleness", s.mean_staleness},
           {"lr", s.lr},
           {"seconds", s.seconds},
-          {"tokens_processed", static_cast<double>(s.tokens_processed)}};
+          {"tokens_processed", static_cast<double>(s.tokens_processed)},
+          {"nonfinite_updates_skipped", static_cast<double>(s.nonfinite_updates_skipped)}};
 }
 namespace {
 
@@ -343,6 +344,7 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
   }
 
   TrainStats stats;
+  const MovingMeanBaseline baseline_before = baseline_;  // restored if the step fails
   const absl::Status status = TorchCall([&] {
     const torch::Tensor score = torch::tensor(scores, torch::kFloat32);
     const torch::Tensor kl = at::where(mask > 0, PerTokenKl(blogp, rlogp, options_.kl_estimator),
@@ -353,6 +355,11 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
     const torch::Tensor token_rewards =
         KlPenalizedTokenRewards(score, kl, mask, kl_in_reward ? beta : 0.0);
     const torch::Tensor seq_returns = SequenceReturns(token_rewards, mask, options_.gamma);
+    // Finite but extreme inputs (rewards near float max) overflow these sums; refusing
+    // the batch here keeps the baseline, β and the weights finite (issue 23).
+    TORCH_CHECK(std::isfinite(seq_returns.sum().item<double>()) &&
+                    std::isfinite(kl_seq.sum().item<double>()),
+                "batch: non-finite returns or KL (rewards or log-probs too large for float32)");
 
     torch::Tensor advantages;  // [B, T]
     torch::Tensor old_values, value_targets;
@@ -390,6 +397,7 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
       }
     }
     if (options_.whiten_advantages) advantages = MaskedWhiten(advantages, mask);
+    TORCH_CHECK(torch::isfinite(advantages).all().item<bool>(), "batch: non-finite advantages");
 
     stats.beta = beta;
     stats.num_sequences = n;
@@ -502,11 +510,22 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
         for (auto& group : policy_opt_->param_groups()) group.options().set_lr(lr);
         const double max_norm =
             options_.grad_clip > 0 ? options_.grad_clip : std::numeric_limits<double>::infinity();
-        sum_grad_norm += torch::nn::utils::clip_grad_norm_(policy_->parameters(), max_norm);
+        const double norm = torch::nn::utils::clip_grad_norm_(policy_->parameters(), max_norm);
+        const double value_norm =
+            value_opt_ ? torch::nn::utils::clip_grad_norm_(value_->parameters(), max_norm) : 0.0;
+        // A non-finite loss or gradient would make every weight NaN: skip the update
+        // (counted; the learner alerts on it), never let it reach the weights.
+        if (!std::isfinite(norm) || !std::isfinite(value_norm) ||
+            !std::isfinite(mb_policy_loss) || !std::isfinite(mb_value_loss)) {
+          policy_opt_->zero_grad();
+          if (value_opt_) value_opt_->zero_grad();
+          ++stats.nonfinite_updates_skipped;
+          continue;
+        }
+        sum_grad_norm += norm;
         policy_opt_->step();
         if (value_opt_) {
           for (auto& group : value_opt_->param_groups()) group.options().set_lr(lr);
-          torch::nn::utils::clip_grad_norm_(value_->parameters(), max_norm);
           value_opt_->step();
         }
         stats.lr = lr;
@@ -528,7 +547,10 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
     stats.entropy = entropy_count > 0 ? sum_entropy / entropy_count : 0.0;
     stats.next_beta = kl_.Update(stats.kl_mean, n);
   }, "trainer step");
-  RLHF_RETURN_IF_ERROR(status);
+  if (!status.ok()) {
+    baseline_ = baseline_before;
+    return status;
+  }
   ++step_;
   ++policy_version_;
   stats.step = step_;

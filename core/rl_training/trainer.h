@@ -19,6 +19,9 @@
 //      gradient equals the full-minibatch gradient; per optimizer step a pretraining
 //      batch adds -γ·mean log π (PPO-ptx) when ptx_coef > 0; global grad-norm clipping,
 //      AdamW, linear warmup then constant or cosine LR;
+//      an optimizer step whose loss or gradient norm is not finite is skipped (zeroed,
+//      counted in nonfinite_updates_skipped) so NaN never reaches the weights; a batch
+//      whose returns, KL or advantages are not finite is refused (InvalidArgument);
 //   6. updates the KL controller with the batch's mean KL per sequence, bumps the
 //      policy version and the step counter.
 //
@@ -139,6 +142,7 @@ struct TrainStats {
   double mean_staleness = 0;       // policy_version - trajectory version (before update)
   double lr = 0;                   // at the last optimizer step
   double seconds = 0;              // wall time of Step()
+  int64_t nonfinite_updates_skipped = 0;  // optimizer steps skipped: non-finite loss/gradient
 };
 
 // The statistics by name (every loss/KL/reward/optimizer figure plus tokens_processed;
