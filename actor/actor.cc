@@ -318,7 +318,9 @@ absl::Status Actor::ProcessJob(Job& job) {
       if (metrics_) metrics_->submitted_.Increment(r->accepted());
       return scored;
     }
-    if (!Retryable(r.status()) || absl::Now() > give_up) {
+    // Stopping (SIGTERM) with the learner unreachable: do not keep the process alive
+    // retrying; the learner expires the lease and re-issues its prompts (issue 23).
+    if (!Retryable(r.status()) || absl::Now() > give_up || stop_.load()) {
       LOG(WARNING) << "actor " << options_.name << ": submit " << job.lease_id << ": " << r.status();
       if (r.status().code() == absl::StatusCode::kInvalidArgument && sub.trajectories_size() > 0) {
         sub.clear_trajectories();  // release the lease so its prompts are re-issued

@@ -19,6 +19,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "actor/actor.h"
+#include "services/flags.h"
 #include "services/channel.h"
 #include "services/metrics.h"
 #include "services/server.h"
@@ -58,11 +59,13 @@ absl::Status Run() {
     if (!t.ok()) return t.status();
     token = *t;
   }
+  auto message_bytes = rlhf::services::MessageBytesFromMiB(absl::GetFlag(FLAGS_max_message_mb));
+  if (!message_bytes.ok()) return message_bytes.status();
   auto channel = [&](const std::string& target) {
     rlhf::services::ChannelOptions c;
     c.target = target;
     c.auth_token = token;
-    c.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+    c.max_message_bytes = *message_bytes;
     c.tls.enabled = !absl::GetFlag(FLAGS_tls_ca).empty();
     c.tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
     c.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
@@ -132,7 +135,10 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   rlhf::services::BlockShutdownSignals();
-  absl::ParseCommandLine(argc, argv);
+  rlhf::services::ParseServerFlags(
+      argc, argv,
+      "rlhf-actor: leases prompts, samples, scores, submits trajectories.\n"
+      "  rlhf-actor --learner_address=H:P --reward_address=H:P --reference_address=H:P");
   absl::Status status = Run();
   if (!status.ok()) {
     std::fprintf(stderr, "rlhf-actor: %s\n", status.ToString().c_str());

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/util/file_util.h"
+#include "core/bounded_echo.h"
 
 namespace rlhf::learner {
 namespace {
@@ -86,7 +87,24 @@ absl::Status LearnerHandler::Restore(int64_t trainer_step, int64_t policy_versio
   if (store_ == nullptr) return absl::OkStatus();
   auto state = store_->Read();
   if (!state.ok()) return state.status();
-  if (!state->has_value()) return absl::OkStatus();
+  // A state we wrote always has a run id; none (or an empty file) next to a trained
+  // checkpoint would silently zero every counter and forget every acknowledged batch.
+  const bool missing = !state->has_value() || (*state)->run_id().empty();
+  if (missing && trainer_step > 0) {
+    const std::string lost = absl::StrCat(
+        "no learner state (", state->has_value() ? "empty" : "missing",
+        ") but the trainer checkpoint is at step ", trainer_step,
+        ": leases, acknowledged trajectories not yet trained and every accounting counter "
+        "of steps 1..", trainer_step, " are lost");
+    if (!options_.allow_state_reset) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          lost, "; put the state file back, or allow the reset explicitly "
+                "(--allow_state_reset) to start the accounting over"));
+    }
+    restore_note_ = lost;
+    return absl::OkStatus();
+  }
+  if (missing) return absl::OkStatus();
   FromProtoLocked(**state);
   // Batches of steps the restored trainer has not seen go back to the buffer's front.
   std::vector<rlhf::v1::TrainedBatch> keep;
@@ -135,6 +153,8 @@ rlhf::v1::LearnerState LearnerHandler::ToProtoLocked() const {
   s.set_next_actor_number(next_actor_number_);
   for (const auto& b : trained_) *s.add_trained_batches() = b;
   s.set_checkpointed_step(checkpointed_step_);
+  for (int64_t src : trained_sources_) s.add_trained_sources(src);
+  s.mutable_completed_owners()->insert(completed_owner_.begin(), completed_owner_.end());
   return s;
 }
 
@@ -157,11 +177,37 @@ void LearnerHandler::FromProtoLocked(const rlhf::v1::LearnerState& s) {
   next_actor_number_ = s.next_actor_number();
   trained_.assign(s.trained_batches().begin(), s.trained_batches().end());
   checkpointed_step_ = s.checkpointed_step();
+  trained_sources_ = {s.trained_sources().begin(), s.trained_sources().end()};
+  completed_owner_ = {s.completed_owners().begin(), s.completed_owners().end()};
 }
 
 absl::Status LearnerHandler::PersistLocked() {
   if (store_ == nullptr) return absl::OkStatus();
-  return store_->Write(ToProtoLocked());
+  absl::Status s = store_->Write(ToProtoLocked());
+  if (s.ok()) return s;
+  const absl::StatusCode code = s.code() == absl::StatusCode::kResourceExhausted
+                                    ? s.code()
+                                    : absl::StatusCode::kUnavailable;
+  return absl::Status(code, absl::StrCat("persisting the learner state: ", s.message()));
+}
+
+LearnerHandler::Snapshot LearnerHandler::SnapshotLocked() const {
+  Snapshot snap;
+  if (store_ == nullptr) return snap;  // nothing can fail to persist
+  snap.state = ToProtoLocked();
+  for (const auto& [id, a] : actors_) snap.last_seen[id] = a.last_seen;
+  return snap;
+}
+
+absl::Status LearnerHandler::CommitLocked(const Snapshot& before) {
+  absl::Status s = PersistLocked();
+  if (s.ok() || !before.state.has_value()) return s;
+  FromProtoLocked(*before.state);
+  for (auto& [id, a] : actors_) {
+    auto it = before.last_seen.find(id);
+    if (it != before.last_seen.end()) a.last_seen = it->second;
+  }
+  return absl::Status(s.code(), absl::StrCat(s.message(), " (nothing changed; retry)"));
 }
 
 bool LearnerHandler::TouchLocked(const std::string& actor_id) {
@@ -177,6 +223,7 @@ void LearnerHandler::RememberLocked(std::deque<std::string>& order, std::set<std
   order.push_back(id);
   while (static_cast<int>(order.size()) > options_.max_remembered_leases) {
     set.erase(order.front());
+    completed_owner_.erase(order.front());
     order.pop_front();
   }
 }
@@ -201,11 +248,16 @@ int64_t LearnerHandler::EffectiveVersionLocked() const {
 
 absl::StatusOr<rlhf::v1::RegisterResponse> LearnerHandler::Register(
     const rlhf::v1::RegisterRequest& request) {
+  if (request.actor_name().size() > options_.max_name_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("actor_name: ", request.actor_name().size(),
+                                                   " bytes > ", options_.max_name_bytes));
+  }
   absl::MutexLock lock(&mu_);
+  const Snapshot before = SnapshotLocked();
   std::string id = absl::StrCat(run_id_, "-A", next_actor_number_++);
   actors_[id] = Actor{request.actor_name(), clock_()};
   stats_.set_actors_registered_total(stats_.actors_registered_total() + 1);
-  if (absl::Status s = PersistLocked(); !s.ok()) return s;
+  if (absl::Status s = CommitLocked(before); !s.ok()) return s;
   rlhf::v1::RegisterResponse response;
   response.set_actor_id(id);
   response.set_lease_timeout_ms(absl::ToInt64Milliseconds(options_.lease_timeout));
@@ -220,7 +272,7 @@ absl::StatusOr<rlhf::v1::HeartbeatResponse> LearnerHandler::Heartbeat(
   absl::MutexLock lock(&mu_);
   if (!TouchLocked(request.actor_id())) {
     return absl::NotFoundError(
-        absl::StrCat("actor_id: unknown actor '", request.actor_id(), "' (re-register)"));
+        absl::StrCat("actor_id: unknown actor ", BoundedEcho(request.actor_id()), " (re-register)"));
   }
   rlhf::v1::HeartbeatResponse response;
   response.mutable_latest_version()->set_version(stats_.policy_version());
@@ -230,15 +282,17 @@ absl::StatusOr<rlhf::v1::HeartbeatResponse> LearnerHandler::Heartbeat(
 
 absl::Status LearnerHandler::Deregister(const rlhf::v1::DeregisterRequest& request) {
   absl::MutexLock lock(&mu_);
+  const Snapshot before = SnapshotLocked();
   if (actors_.erase(request.actor_id()) == 0) {
-    return absl::NotFoundError(absl::StrCat("actor_id: unknown actor '", request.actor_id(), "'"));
+    return absl::NotFoundError(
+        absl::StrCat("actor_id: unknown actor ", BoundedEcho(request.actor_id())));
   }
   std::vector<std::string> mine;
   for (const auto& [id, lease] : leases_) {
     if (lease.actor_id() == request.actor_id()) mine.push_back(id);
   }
   for (const auto& id : mine) ExpireLeaseLocked(id);
-  return PersistLocked();
+  return CommitLocked(before);
 }
 
 absl::StatusOr<rlhf::v1::LeasePromptsResponse> LearnerHandler::LeasePrompts(
@@ -246,7 +300,7 @@ absl::StatusOr<rlhf::v1::LeasePromptsResponse> LearnerHandler::LeasePrompts(
   absl::MutexLock lock(&mu_);
   if (!TouchLocked(request.actor_id())) {
     return absl::NotFoundError(
-        absl::StrCat("actor_id: unknown actor '", request.actor_id(), "' (re-register)"));
+        absl::StrCat("actor_id: unknown actor ", BoundedEcho(request.actor_id()), " (re-register)"));
   }
   if (request.max_prompts() < 0) {
     return absl::InvalidArgumentError("max_prompts: must be >= 0");
@@ -276,6 +330,7 @@ absl::StatusOr<rlhf::v1::LeasePromptsResponse> LearnerHandler::LeasePrompts(
     response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_BATCH_FULL);
     return response;
   }
+  const Snapshot before = SnapshotLocked();
   rlhf::v1::LearnerState::Lease lease;
   lease.set_lease_id(absl::StrCat(run_id_, "-L", next_lease_number_++));
   lease.set_actor_id(request.actor_id());
@@ -296,7 +351,7 @@ absl::StatusOr<rlhf::v1::LeasePromptsResponse> LearnerHandler::LeasePrompts(
   stats_.set_leases_issued(stats_.leases_issued() + 1);
   stats_.set_prompts_leased(stats_.prompts_leased() + n);
   leases_[lease.lease_id()] = lease;
-  if (absl::Status s = PersistLocked(); !s.ok()) return s;
+  if (absl::Status s = CommitLocked(before); !s.ok()) return s;
   response.set_lease_id(lease.lease_id());
   *response.mutable_prompts() = lease.prompts();
   response.set_expires_unix_ms(absl::ToUnixMillis(clock_() + options_.lease_timeout));
@@ -354,6 +409,35 @@ absl::Status LearnerHandler::ValidateLocked(const rlhf::v1::SubmitTrajectoriesRe
     if (!std::isfinite(t.reward())) {
       return absl::InvalidArgumentError(absl::StrCat(f, ".reward: non-finite value ", t.reward()));
     }
+    // What the trainer assumes (it refuses positive log-probs; extreme finite values
+    // overflow its float32 sums into NaN weights).
+    for (const auto* field : {&t.behaviour_logprobs(), &t.ref_logprobs()}) {
+      const char* name = field == &t.behaviour_logprobs() ? "behaviour_logprobs" : "ref_logprobs";
+      for (int j = 0; j < field->size(); ++j) {
+        const float lp = field->Get(j);
+        if (lp > 0) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(f, ".", name, "[", j, "]: ", lp, " is not a log-prob (must be <= 0)"));
+        }
+        if (lp < options_.min_logprob) {
+          return absl::InvalidArgumentError(absl::StrCat(f, ".", name, "[", j, "]: ", lp,
+                                                         " is below the floor ",
+                                                         options_.min_logprob));
+        }
+      }
+    }
+    if (std::abs(t.reward()) > options_.max_abs_reward) {
+      return absl::InvalidArgumentError(absl::StrCat(f, ".reward: ", t.reward(), " outside [",
+                                                     -options_.max_abs_reward, ", ",
+                                                     options_.max_abs_reward, "]"));
+    }
+    for (int j = 0; j < t.kl_size(); ++j) {
+      if (std::abs(t.kl(j)) > options_.max_abs_kl) {
+        return absl::InvalidArgumentError(absl::StrCat(f, ".kl[", j, "]: ", t.kl(j), " outside [",
+                                                       -options_.max_abs_kl, ", ",
+                                                       options_.max_abs_kl, "]"));
+      }
+    }
     const int64_t v = t.version().version();
     if (v < 0 || v > stats_.policy_version()) {
       return absl::InvalidArgumentError(absl::StrCat(f, ".version: ", v, " is not in [0, ",
@@ -378,11 +462,24 @@ absl::Status LearnerHandler::ValidateLocked(const rlhf::v1::SubmitTrajectoriesRe
 
 absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> LearnerHandler::Submit(
     const rlhf::v1::SubmitTrajectoriesRequest& request) {
-  absl::MutexLock lock(&mu_);
-  TouchLocked(request.actor_id());
   rlhf::v1::SubmitTrajectoriesResponse response;
   if (request.lease_id().empty()) return absl::InvalidArgumentError("lease_id: empty");
-  if (completed_.count(request.lease_id())) {
+  if (request.lease_id().size() > options_.max_id_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("lease_id: ", request.lease_id().size(),
+                                                   " bytes > ", options_.max_id_bytes));
+  }
+  const int64_t max_trajectories =
+      int64_t{options_.prompts_per_lease} * options_.samples_per_prompt;
+  if (request.trajectories_size() > max_trajectories) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trajectories: ", request.trajectories_size(), " > ", max_trajectories,
+        " (prompts_per_lease x samples_per_prompt)"));
+  }
+  absl::MutexLock lock(&mu_);
+  TouchLocked(request.actor_id());
+  if (auto owner = completed_owner_.find(request.lease_id());
+      completed_.count(request.lease_id()) &&
+      (owner == completed_owner_.end() || owner->second == request.actor_id())) {
     stats_.set_duplicate_submissions(stats_.duplicate_submissions() + 1);
     response.set_duplicate(true);
     return response;
@@ -394,18 +491,29 @@ absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> LearnerHandler::Submit(
       return absl::FailedPreconditionError(absl::StrCat(
           "lease_id: lease ", request.lease_id(), " expired; its prompts were re-issued"));
     }
-    return absl::InvalidArgumentError(absl::StrCat("lease_id: unknown lease '",
-                                                   request.lease_id(), "'"));
+    if (completed_.count(request.lease_id())) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "actor_id: lease ", request.lease_id(), " was issued to another actor"));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("lease_id: unknown lease ", BoundedEcho(request.lease_id())));
+  }
+  if (it->second.actor_id() != request.actor_id()) {
+    return absl::PermissionDeniedError(absl::StrCat("actor_id: lease ", request.lease_id(),
+                                                    " was issued to another actor, not ",
+                                                    BoundedEcho(request.actor_id())));
   }
   if (request.trajectories_size() == 0) {  // an explicit release: re-issue its prompts
+    const Snapshot before = SnapshotLocked();
     ExpireLeaseLocked(request.lease_id());
-    if (absl::Status s = PersistLocked(); !s.ok()) return s;
+    if (absl::Status s = CommitLocked(before); !s.ok()) return s;
     return response;
   }
   if (absl::Status s = ValidateLocked(request, it->second); !s.ok()) {
     stats_.set_trajectories_rejected(stats_.trajectories_rejected() + request.trajectories_size());
     return s;
   }
+  const Snapshot before = SnapshotLocked();
   // Group by prompt in lease order.
   for (const auto& p : it->second.prompts()) {
     rlhf::v1::BufferedGroup g;
@@ -431,8 +539,9 @@ absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> LearnerHandler::Submit(
   stats_.set_trajectories_accepted(stats_.trajectories_accepted() + response.accepted());
   stats_.set_leases_completed(stats_.leases_completed() + 1);
   RememberLocked(completed_order_, completed_, request.lease_id());
+  completed_owner_[request.lease_id()] = it->second.actor_id();
   leases_.erase(it);
-  if (absl::Status s = PersistLocked(); !s.ok()) return s;  // durable before the ack
+  if (absl::Status s = CommitLocked(before); !s.ok()) return s;  // durable before the ack
   return response;
 }
 
@@ -444,6 +553,7 @@ int LearnerHandler::ExpireSilentActors() {
     if (now - actor.last_seen > options_.lease_timeout) silent.push_back(id);
   }
   if (silent.empty()) return 0;
+  const Snapshot before = SnapshotLocked();
   int expired = 0;
   for (const auto& id : silent) {
     actors_.erase(id);
@@ -454,7 +564,8 @@ int LearnerHandler::ExpireSilentActors() {
     for (const auto& lid : mine) ExpireLeaseLocked(lid);
     expired += static_cast<int>(mine.size());
   }
-  (void)PersistLocked();  // best effort: a crash now re-expires them after restart
+  // Not persisted: nothing changes, and the next poll tries again.
+  if (!CommitLocked(before).ok()) return 0;
   return expired;
 }
 
@@ -522,6 +633,26 @@ void LearnerHandler::OnTrainFailed(const Batch& batch) {
   for (auto it = batch.groups.rbegin(); it != batch.groups.rend(); ++it) buffer_.push_front(*it);
   if (!trained_.empty() && trained_.back().step() == batch.step) trained_.pop_back();
   (void)PersistLocked();
+}
+
+absl::Status LearnerHandler::OnTrainRejected(const Batch& batch, const absl::Status& why) {
+  (void)why;  // the caller logs it; the count is what stays
+  absl::MutexLock lock(&mu_);
+  in_training_.reset();
+  if (!trained_.empty() && trained_.back().step() == batch.step) trained_.pop_back();
+  for (const auto& g : batch.groups) ReissueLocked(g.prompt().source_index());
+  stats_.set_batches_dropped(stats_.batches_dropped() + 1);
+  return PersistLocked();
+}
+
+void LearnerHandler::AddNonfiniteSkipped(int64_t n) {
+  absl::MutexLock lock(&mu_);
+  stats_.set_nonfinite_updates_skipped(stats_.nonfinite_updates_skipped() + n);
+}
+
+std::string LearnerHandler::restore_note() const {
+  absl::MutexLock lock(&mu_);
+  return restore_note_;
 }
 
 absl::Status LearnerHandler::OnCheckpointed(int64_t step) {

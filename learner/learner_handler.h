@@ -21,7 +21,12 @@
 //
 // Durability: with a StateStore, every mutation that an acknowledgement depends on is
 // persisted (the whole LearnerState, atomically) BEFORE the call returns, so an acked
-// trajectory survives a crash. Batches taken by training stay in the state until a
+// trajectory survives a crash. A call whose persist fails changes nothing (the
+// in-memory state is rolled back under the same lock, so no other call sees it) and
+// answers UNAVAILABLE (RESOURCE_EXHAUSTED for a full disk) naming the cause: retriable.
+//
+// Ownership: a lease is submitted or released only by the actor it was issued to
+// (PERMISSION_DENIED otherwise, also for duplicates of completed leases). Batches taken by training stay in the state until a
 // checkpoint covering their step is reported (OnCheckpointed); Restore(step) puts the
 // batches of steps after the restored checkpoint back at the front of the buffer.
 //
@@ -57,6 +62,17 @@ struct LearnerHandlerOptions {
   int32_t vocab_size = 259;        // token ids must be < vocab_size
   int64_t max_seq_len = 128;       // prompt + response tokens
   int max_remembered_leases = 100000;  // completed/expired lease ids kept for dedup
+  // Door checks of what the trainer assumes (issue 23): log-probs in [min_logprob, 0],
+  // |reward| <= max_abs_reward, |kl_t| <= max_abs_kl. Outside: INVALID_ARGUMENT.
+  double max_abs_reward = 1e6;
+  double max_abs_kl = 1e6;
+  double min_logprob = -1e6;
+  size_t max_name_bytes = 256;     // RegisterRequest.actor_name
+  size_t max_id_bytes = 128;       // actor and lease ids (ours are ~20 bytes)
+  // A trainer checkpoint past step 0 with no (or an empty) handler state: false =
+  // Restore refuses (FailedPrecondition); true = the accounting starts over at that
+  // step (restore_note() says what was lost).
+  bool allow_state_reset = false;
 };
 
 // Where the handler's state is persisted. Write must be atomic and durable.
@@ -124,6 +140,14 @@ class LearnerHandler {
                          uint64_t weights_hash = 0);
   // The batch could not be trained: its groups go back to the front of the buffer.
   void OnTrainFailed(const Batch& batch);
+  // The trainer refused the batch (values it cannot use): it is dropped, counted
+  // (batches_dropped) and its prompts re-issued, so it is never retried as it was.
+  // Persists.
+  absl::Status OnTrainRejected(const Batch& batch, const absl::Status& why);
+  // Optimizer steps the trainer skipped for a non-finite loss/gradient (counted).
+  void AddNonfiniteSkipped(int64_t n);
+  // Non-empty when Restore reset the accounting (allow_state_reset): what was lost.
+  std::string restore_note() const;
   // A checkpoint of trainer step `step` is durable: forget batches up to it. Persists.
   absl::Status OnCheckpointed(int64_t step);
 
@@ -145,6 +169,14 @@ class LearnerHandler {
                  StateStore* store, Clock clock);
 
   absl::Status PersistLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The state to roll back to if the next persist fails (empty without a store).
+  struct Snapshot {
+    std::optional<rlhf::v1::LearnerState> state;
+    std::map<std::string, absl::Time> last_seen;
+  };
+  Snapshot SnapshotLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Persists; on failure restores `before` and returns a retriable error.
+  absl::Status CommitLocked(const Snapshot& before) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   rlhf::v1::LearnerState ToProtoLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FromProtoLocked(const rlhf::v1::LearnerState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool TouchLocked(const std::string& actor_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -172,6 +204,7 @@ class LearnerHandler {
   std::deque<int64_t> reissue_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> completed_order_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> completed_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> completed_owner_ ABSL_GUARDED_BY(mu_);  // lease -> actor
   std::deque<std::string> expired_order_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> expired_ ABSL_GUARDED_BY(mu_);
   std::vector<rlhf::v1::TrainedBatch> trained_ ABSL_GUARDED_BY(mu_);  // since checkpoint
@@ -184,6 +217,7 @@ class LearnerHandler {
   int64_t checkpointed_step_ ABSL_GUARDED_BY(mu_) = 0;
   std::set<int64_t> trained_sources_ ABSL_GUARDED_BY(mu_);
   StalenessHook staleness_hook_ ABSL_GUARDED_BY(mu_);
+  std::string restore_note_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace rlhf::learner

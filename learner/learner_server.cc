@@ -7,6 +7,16 @@
 #include "core/status_macros.h"
 
 namespace rlhf::learner {
+namespace {
+
+bool AllFinite(const NamedTensors& tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (!torch::isfinite(t).all().item<bool>()) return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 // Prometheus view of the handler and publisher counters, refreshed by the poll thread
 // (counters advance by the delta since the last refresh).
@@ -36,7 +46,13 @@ class LearnerMetrics {
                           .Add({}, prometheus::Histogram::BucketBoundaries{
                                        0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30})),
         sync_bytes_(prometheus::BuildCounter().Name("rlhf_learner_weight_sync_bytes_total")
-                        .Help("Weight bytes handed to the transport").Register(r).Add({})) {}
+                        .Help("Weight bytes handed to the transport").Register(r).Add({})),
+        batches_dropped_(prometheus::BuildCounter().Name("rlhf_learner_batches_dropped_total")
+                             .Help("Batches the trainer refused; their prompts were re-issued")
+                             .Register(r).Add({})),
+        nonfinite_(prometheus::BuildCounter().Name("rlhf_learner_nonfinite_updates_total")
+                       .Help("Optimizer steps skipped for a non-finite loss or gradient")
+                       .Register(r).Add({})) {}
 
   void ObserveStaleness(int64_t s) { staleness_.Observe(static_cast<double>(s)); }
   void ObserveSync(double seconds) { sync_seconds_.Observe(seconds); }
@@ -56,6 +72,8 @@ class LearnerMetrics {
     Bump(leases_.Add({{"event", "completed"}}), s.leases_completed(), last_.leases_completed());
     Bump(reissued_, s.prompts_reissued(), last_.prompts_reissued());
     Bump(sync_bytes_, p.bytes, last_bytes_);
+    Bump(batches_dropped_, s.batches_dropped(), last_.batches_dropped());
+    Bump(nonfinite_, s.nonfinite_updates_skipped(), last_.nonfinite_updates_skipped());
     last_bytes_ = p.bytes;
     for (const auto& [k, v] : s.last_step_stats()) stat_.Add({{"name", k}}).Set(v);
     last_ = s;
@@ -75,6 +93,8 @@ class LearnerMetrics {
   prometheus::Histogram& staleness_;
   prometheus::Histogram& sync_seconds_;
   prometheus::Counter& sync_bytes_;
+  prometheus::Counter& batches_dropped_;
+  prometheus::Counter& nonfinite_;
   absl::Mutex mu_;
   rlhf::v1::LearnerStats last_;
   int64_t last_bytes_ = 0;
@@ -140,6 +160,9 @@ absl::Status LearnerServer::Start() {
     if (checkpointer_) RLHF_RETURN_IF_ERROR(Checkpoint());  // step 0: restart = same init
   }
   RLHF_RETURN_IF_ERROR(handler_->Restore(trainer_->step(), trainer_->policy_version()));
+  if (std::string note = handler_->restore_note(); !note.empty()) {
+    LOG(WARNING) << "learner: accounting reset (allow_state_reset): " << note;
+  }
 
   RLHF_ASSIGN_OR_RETURN(publisher_, weights::MakeWeightPublisher(options_.weights));
   if (registry_) {
@@ -156,6 +179,7 @@ absl::Status LearnerServer::Start() {
   service_ = std::make_unique<LearnerServiceImpl>(handler_.get(), publisher_.get(), tmpl,
                                                   options_.grpc.auth_token, rpc_metrics_.get());
   services::GrpcServerOptions grpc = options_.grpc;
+  grpc.health_service_names.push_back(rlhf::v1::LearnerService::service_full_name());
   grpc.max_message_bytes =
       std::max(grpc.max_message_bytes, weights::MaxMessageBytesFor(options_.weights.bucket_bytes));
   RLHF_ASSIGN_OR_RETURN(server_, services::GrpcServer::Create(grpc, {service_.get()}));
@@ -182,6 +206,7 @@ absl::Status LearnerServer::Checkpoint() {
                            {"step", trainer_->step()}};
   RLHF_ASSIGN_OR_RETURN(std::string dir, checkpointer_->Save(*trainer_, cursor));
   (void)dir;
+  last_checkpoint_step_ = trainer_->step();
   if (handler_) return handler_->OnCheckpointed(trainer_->step());
   return absl::OkStatus();
 }
@@ -219,16 +244,35 @@ void LearnerServer::TrainLoop() {
     }
     absl::StatusOr<TrainStats> stats = trainer_->Step(trajectories, PtxBatch(trainer_->step()));
     if (!stats.ok()) {
-      LOG(ERROR) << "learner: step " << batch->step << " failed: " << stats.status();
+      // The same batch would fail the same way again (Step is deterministic in its
+      // input and leaves the trainer unchanged on error): drop it, count it and sample
+      // its prompts afresh rather than retrying forever.
+      LOG(ERROR) << "learner: step " << batch->step << " refused its batch (dropped, prompts "
+                 << "re-issued): " << stats.status();
       {
         absl::MutexLock l(&error_mu_);
         last_error_ = std::string(stats.status().message());
       }
-      handler_->OnTrainFailed(*batch);
-      absl::SleepFor(absl::Seconds(1));
+      if (absl::Status s = handler_->OnTrainRejected(*batch, stats.status()); !s.ok()) {
+        LOG(ERROR) << "learner: recording the dropped batch: " << s;
+      }
       continue;
     }
+    if (stats->nonfinite_updates_skipped > 0) {
+      LOG(ERROR) << "learner: step " << stats->step << " skipped "
+                 << stats->nonfinite_updates_skipped
+                 << " optimizer step(s) with a non-finite loss or gradient";
+      handler_->AddNonfiniteSkipped(stats->nonfinite_updates_skipped);
+    }
     const std::map<std::string, double> m = TrainStatsByName(*stats);
+    // Last line of defence: non-finite weights are never published or checkpointed.
+    if (!AllFinite(ModelTensors(trainer_->policy()))) {
+      LOG(ERROR) << "learner: step " << stats->step << " produced non-finite weights; "
+                 << "training stops without publishing them";
+      absl::MutexLock l(&error_mu_);
+      last_error_ = "non-finite weights after step " + std::to_string(stats->step);
+      return;
+    }
     // Version and hash become visible together (GetStats), then the weights go out.
     absl::Time flat_start = absl::Now();
     absl::StatusOr<std::shared_ptr<weights::FlatWeights>> flat =
@@ -275,6 +319,15 @@ void LearnerServer::Shutdown(absl::Time deadline) {
   if (server_) server_->Shutdown(deadline);
   if (train_thread_.joinable()) train_thread_.join();
   if (poll_thread_.joinable()) poll_thread_.join();
+  // A graceful stop keeps every trained step: without this a restart would redo up
+  // to checkpoint_every - 1 of them.
+  if (checkpointer_ && trainer_ && trainer_->step() != last_checkpoint_step_) {
+    if (absl::Status s = Checkpoint(); !s.ok()) {
+      LOG(ERROR) << "learner: final checkpoint at step " << trainer_->step() << ": " << s;
+    } else {
+      LOG(INFO) << "learner: final checkpoint at step " << trainer_->step();
+    }
+  }
   if (publisher_) publisher_->Shutdown();
 }
 

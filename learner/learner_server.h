@@ -7,6 +7,9 @@
 //   server->WaitDone(absl::InfiniteDuration());  // total_steps trained (or Shutdown)
 //   server->Shutdown(absl::Now() + absl::Seconds(5));
 //
+// Shutdown after Start writes a final checkpoint of the last trained step (if newer
+// than the last one), so a graceful stop redoes nothing.
+//
 // Restart: with a checkpoint_dir, Start() restores the newest complete trainer
 // checkpoint (core/rl_training/learner_state.h) and the handler state (leases, buffered
 // trajectories, counters; learner_handler.h) and re-publishes the restored weights.
@@ -106,6 +109,8 @@ class LearnerServer {
   std::unique_ptr<LearnerServiceImpl> service_;
   std::unique_ptr<services::GrpcServer> server_;
   std::atomic<bool> stop_{false};
+  // Step of the newest checkpoint (training thread, then Shutdown after joining it).
+  int64_t last_checkpoint_step_ = -1;
   absl::Notification done_;
   std::thread train_thread_, poll_thread_;
   mutable absl::Mutex error_mu_;

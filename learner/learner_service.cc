@@ -1,8 +1,11 @@
 #include "learner/learner_service.h"
 
 #include <deque>
+#include <functional>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "core/bounded_echo.h"
 #include "services/grpc_status.h"
 #include "services/unary_reactor.h"
 
@@ -64,8 +67,12 @@ class WeightsReactor final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMe
     WeightsReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
   };
 
-  WeightsReactor(weights::WeightPublisher* publisher, std::string actor_id)
-      : publisher_(publisher), actor_id_(std::move(actor_id)), link_(std::make_shared<Link>()) {
+  // stream_key: unique per stream (two streams of one actor are two members, and
+  // closing one never unsubscribes the other). on_done runs once the stream is gone.
+  WeightsReactor(weights::WeightPublisher* publisher, std::string stream_key,
+                 std::function<void()> on_done)
+      : publisher_(publisher), actor_id_(std::move(stream_key)), on_done_(std::move(on_done)),
+        link_(std::make_shared<Link>()) {
     {
       absl::MutexLock l(&link_->mu);
       link_->reactor = this;
@@ -97,6 +104,7 @@ class WeightsReactor final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMe
       absl::MutexLock l(&link_->mu);
       link_->reactor = nullptr;
     }
+    if (on_done_) on_done_();
     delete this;
   }
 
@@ -152,7 +160,8 @@ class WeightsReactor final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMe
   }
 
   weights::WeightPublisher* const publisher_;
-  const std::string actor_id_;
+  const std::string actor_id_;  // the stream key
+  const std::function<void()> on_done_;
   std::shared_ptr<Link> link_;
   absl::Mutex mu_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
@@ -194,7 +203,15 @@ grpc::ServerUnaryReactor* LearnerServiceImpl::Deregister(grpc::CallbackServerCon
       new HandlerReactor<rlhf::v1::DeregisterResponse>(ctx, resp, metrics_, "Deregister");
   if (!reactor->Authorize(auth_)) return reactor;
   absl::Status s = handler_->Deregister(*req);
-  if (s.ok()) publisher_->RemoveMember(req->actor_id());
+  if (s.ok()) {
+    std::vector<std::string> keys;
+    {
+      absl::MutexLock l(&streams_mu_);
+      auto range = streams_.equal_range(req->actor_id());
+      for (auto it = range.first; it != range.second; ++it) keys.push_back(it->second);
+    }
+    for (const auto& k : keys) publisher_->RemoveMember(k);
+  }
   reactor->Complete(s.ok() ? absl::StatusOr<rlhf::v1::DeregisterResponse>(
                                  rlhf::v1::DeregisterResponse())
                            : absl::StatusOr<rlhf::v1::DeregisterResponse>(s));
@@ -221,7 +238,8 @@ grpc::ServerWriteReactor<rlhf::v1::WeightsMessage>* LearnerServiceImpl::WatchWei
     grpc::CallbackServerContext* ctx, const rlhf::v1::WatchWeightsRequest* req) {
   absl::Status s = auth_.Check(*ctx);
   if (s.ok() && !handler_->IsActor(req->actor_id())) {
-    s = absl::NotFoundError("actor_id: unknown actor '" + req->actor_id() + "' (re-register)");
+    s = absl::NotFoundError(
+        absl::StrCat("actor_id: unknown actor ", BoundedEcho(req->actor_id()), " (re-register)"));
   }
   if (!s.ok()) {
     class Failed final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMessage> {
@@ -231,7 +249,22 @@ grpc::ServerWriteReactor<rlhf::v1::WeightsMessage>* LearnerServiceImpl::WatchWei
     };
     return new Failed(s);
   }
-  return new WeightsReactor(publisher_, req->actor_id());
+  const std::string actor = req->actor_id();
+  const std::string key = absl::StrCat(actor, "#", next_stream_.fetch_add(1));
+  {
+    absl::MutexLock l(&streams_mu_);
+    streams_.emplace(actor, key);
+  }
+  return new WeightsReactor(publisher_, key, [this, actor, key] {
+    absl::MutexLock l(&streams_mu_);
+    auto range = streams_.equal_range(actor);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second == key) {
+        streams_.erase(it);
+        break;
+      }
+    }
+  });
 }
 
 grpc::ServerUnaryReactor* LearnerServiceImpl::GetStats(grpc::CallbackServerContext* ctx,

@@ -7,9 +7,13 @@
 // the server that serves this service.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
+#include "absl/synchronization/mutex.h"
 #include "learner/learner_handler.h"
 #include "rlhf/v1/learner.grpc.pb.h"
 #include "services/auth.h"
@@ -54,6 +58,12 @@ class LearnerServiceImpl final : public rlhf::v1::LearnerService::CallbackServic
   const rlhf::v1::RegisterResponse template_;
   const services::BearerTokenAuth auth_;
   services::RpcMetrics* const metrics_;
+  // WatchWeights streams by actor: publisher members are keyed per stream
+  // ("<actor>#<n>"), so a second stream of one actor is its own member; Deregister
+  // removes all of them.
+  std::atomic<int64_t> next_stream_{1};
+  absl::Mutex streams_mu_;
+  std::multimap<std::string, std::string> streams_ ABSL_GUARDED_BY(streams_mu_);
 };
 
 }  // namespace rlhf::learner

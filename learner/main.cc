@@ -27,6 +27,7 @@
 #include "core/model/tokenizer.h"
 #include "core/train/training_common.h"
 #include "learner/learner_server.h"
+#include "services/flags.h"
 #include "services/config/trainer_config.h"
 #include "services/config/config.h"
 #include "services/metrics.h"
@@ -53,6 +54,13 @@ ABSL_FLAG(int, checkpoint_every, 0, "steps between checkpoints; 0 = rl.checkpoin
 ABSL_FLAG(std::string, token_file, "", "bearer token file; empty = security.token_file");
 ABSL_FLAG(double, drain_grace_s, 10.0, "after the last step, wait this long for actors to leave");
 ABSL_FLAG(bool, exit_when_done, true, "exit once rl.steps are trained");
+ABSL_FLAG(std::string, metrics_host, "",
+          "address /metrics listens on; empty = the gRPC listen address");
+ABSL_FLAG(double, max_abs_reward, 1e6, "submissions with |reward| above this are refused");
+ABSL_FLAG(double, max_abs_kl, 1e6, "submissions with a per-token |kl| above this are refused");
+ABSL_FLAG(bool, allow_state_reset, false,
+          "restore even when the learner state file is missing or empty next to a trained "
+          "checkpoint (the accounting starts over; otherwise the learner refuses to start)");
 
 namespace {
 
@@ -123,6 +131,9 @@ absl::Status Run() {
   o.handler.lease_timeout = absl::Milliseconds(job.learner().lease_timeout_ms());
   o.handler.vocab_size = static_cast<int32_t>(mc.vocab_size);
   o.handler.max_seq_len = mc.max_seq_len;
+  o.handler.max_abs_reward = absl::GetFlag(FLAGS_max_abs_reward);
+  o.handler.max_abs_kl = absl::GetFlag(FLAGS_max_abs_kl);
+  o.handler.allow_state_reset = absl::GetFlag(FLAGS_allow_state_reset);
   o.weights = rlhf::weights::OptionsFromConfig(job.weights());
   auto trainer = rlhf::TrainerOptionsFromConfig(rl, job.sampling(), job.seed());
   if (!trainer.ok()) return trainer.status();
@@ -154,7 +165,10 @@ absl::Status Run() {
   if (metrics_port == -2) metrics_port = job.learner().endpoint().metrics_port();
   std::unique_ptr<rlhf::services::MetricsExposer> exposer;
   if (metrics_port >= 0) {
-    auto e = rlhf::services::MetricsExposer::Create(o.grpc.host, metrics_port, registry);
+    const std::string metrics_host = absl::GetFlag(FLAGS_metrics_host).empty()
+                                         ? o.grpc.host
+                                         : absl::GetFlag(FLAGS_metrics_host);
+    auto e = rlhf::services::MetricsExposer::Create(metrics_host, metrics_port, registry);
     if (!e.ok()) return e.status();
     exposer = *std::move(e);
     std::printf("metrics on %s\n", exposer->url().c_str());
@@ -217,7 +231,10 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   rlhf::services::BlockShutdownSignals();
-  absl::ParseCommandLine(argc, argv);
+  rlhf::services::ParseServerFlags(
+      argc, argv,
+      "rlhf-learner: the LearnerService (leases, trajectories, training, weights).\n"
+      "  rlhf-learner --config=job.yaml --checkpoint_dir=runs/x/learner --port=0 --metrics_port=0");
   absl::Status status = Run();
   if (!status.ok()) {
     std::fprintf(stderr, "rlhf-learner: %s\n", status.ToString().c_str());

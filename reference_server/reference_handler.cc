@@ -17,6 +17,10 @@ namespace rlhf::reference {
 
 // Log-probs may round to slightly above 0 in float32.
 constexpr float kMaxLogProb = 1e-3f;
+// A sampled token's log-prob below this (p < 2e-35) cannot come from sampling, and k3 =
+// exp(-d) - 1 + d (d = policy - reference) overflows float32 past exp(88): refusing it
+// keeps every returned KL finite (issue 23).
+constexpr float kMinPolicyLogProb = -80.0f;
 
 absl::StatusOr<KlEstimator> FromProto(rlhf::v1::KlEstimator estimator) {
   switch (estimator) {
@@ -145,6 +149,14 @@ absl::Status ReferenceHandler::Validate(const rlhf::v1::ReferenceScoreRequest& r
                                           /*allow_neg_inf=*/false, kMaxLogProb);
         !s.ok()) {
       return s;
+    }
+    for (int t = 0; t < n; ++t) {
+      if (seq.policy_logprobs(t) < kMinPolicyLogProb) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".policy_logprobs[", t, "]: ",
+                                                       seq.policy_logprobs(t), " < ",
+                                                       kMinPolicyLogProb,
+                                                       " (not a sampled token's log-prob)"));
+      }
     }
     if (seq.policy_distributions_size() != 0 && seq.policy_distributions_size() != n) {
       return absl::InvalidArgumentError(absl::StrCat(

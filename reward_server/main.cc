@@ -17,6 +17,7 @@
 #include "core/model/tokenizer.h"
 #include "reward_server/reward_server.h"
 #include "services/batching_defaults.h"
+#include "services/flags.h"
 #include "services/metrics.h"
 #include "services/serve.h"
 #include "services/server.h"
@@ -26,6 +27,9 @@ ABSL_FLAG(std::string, host, "127.0.0.1", "listen address (non-loopback needs TL
 ABSL_FLAG(int, port, 0, "gRPC port; 0 = any free port");
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port here once serving");
 ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = off");
+ABSL_FLAG(std::string, metrics_host, "",
+          "address /metrics listens on; empty = --host (it has no TLS or token: keep it "
+          "on a private address when gRPC is exposed)");
 ABSL_FLAG(std::string, checkpoint, "", "reward-model checkpoint dir (= --scorers=rm:DIR)");
 ABSL_FLAG(std::string, preset, "", "serve a freshly initialised reward model of this preset");
 ABSL_FLAG(int, seed, 0, "seed for --preset initialisation");
@@ -118,7 +122,9 @@ absl::Status Run() {
   options.grpc.name = "reward-server";
   options.grpc.host = absl::GetFlag(FLAGS_host);
   options.grpc.port = absl::GetFlag(FLAGS_port);
-  options.grpc.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  auto message_bytes = rlhf::services::MessageBytesFromMiB(absl::GetFlag(FLAGS_max_message_mb));
+  if (!message_bytes.ok()) return message_bytes.status();
+  options.grpc.max_message_bytes = *message_bytes;
   options.grpc.allow_insecure = absl::GetFlag(FLAGS_allow_insecure);
   options.grpc.tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.grpc.tls.key_file = absl::GetFlag(FLAGS_tls_key);
@@ -143,7 +149,9 @@ absl::Status Run() {
   auto server = rlhf::reward::RewardServer::Create(options, std::move(deps));
   if (!server.ok()) return server.status();
   auto exposer = rlhf::services::StartMetricsExposer(
-      options.grpc.host, absl::GetFlag(FLAGS_metrics_port), registry);
+      absl::GetFlag(FLAGS_metrics_host).empty() ? options.grpc.host
+                                                : absl::GetFlag(FLAGS_metrics_host),
+      absl::GetFlag(FLAGS_metrics_port), registry);
   if (!exposer.ok()) return exposer.status();
   return rlhf::services::ServeUntilSignal(
       **server, {"reward-server", absl::GetFlag(FLAGS_port_file),
@@ -154,7 +162,10 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   rlhf::services::BlockShutdownSignals();
-  absl::ParseCommandLine(argc, argv);
+  rlhf::services::ParseServerFlags(
+      argc, argv,
+      "rlhf-reward-server: serves RewardService.Score over gRPC.\n"
+      "  rlhf-reward-server --scorers=rm:/ckpt/rm:1.0,gold:0.5 --port=50051");
   absl::Status status = Run();
   if (!status.ok()) {
     std::fprintf(stderr, "rlhf-reward-server: %s\n", status.ToString().c_str());

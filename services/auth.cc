@@ -22,8 +22,9 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 
 absl::Status BearerTokenAuth::CheckHeader(absl::string_view authorization) const {
   if (token_.empty()) return absl::OkStatus();
+  // RFC 6750 / RFC 7235: the auth scheme is case-insensitive ("bearer", "BEARER").
   constexpr absl::string_view kPrefix = "Bearer ";
-  if (!absl::StartsWith(authorization, kPrefix)) {
+  if (!absl::StartsWithIgnoreCase(authorization, kPrefix)) {
     return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
   }
   if (!ConstantTimeEquals(authorization.substr(kPrefix.size()), token_)) {

@@ -3,8 +3,9 @@
 // Server side: each service adapter holds a BearerTokenAuth built from the server's
 // token and calls Check(context) first in every RPC method; a missing or wrong
 // "authorization: Bearer <token>" header is UNAUTHENTICATED. (An AuthMetadataProcessor
-// would cover only TLS servers; this works over plaintext loopback too. Health and
-// reflection stay open so that probes work.)
+// would cover only TLS servers; this works over plaintext loopback too. Health stays
+// open so that probes work; a server with a token serves no reflection at all, see
+// server.h.) The scheme is matched case-insensitively (RFC 6750).
 //
 // Client side: AddBearerToken(context, token) (PrepareContext in channel.h calls it).
 //

@@ -9,10 +9,12 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include <prometheus/text_serializer.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "services/server.h"
 
 namespace rlhf::services {
@@ -73,29 +75,84 @@ MetricsExposer::~MetricsExposer() {
   close(fd_);
 }
 
+namespace {
+
+// One scrape connection of the event loop.
+struct Conn {
+  int fd;
+  absl::Time deadline;   // the whole request/response must be done by then
+  std::string in, out;   // request read so far; response left to send
+  size_t sent = 0;
+};
+
+}  // namespace
+
+// One thread, non-blocking sockets, poll(): a slow or idle client holds one slot and
+// its own deadline, never the loop, so other scrapes are answered at once. At most
+// kMaxConnections are open; more are closed on accept.
 void MetricsExposer::Serve() {
+  constexpr size_t kMaxConnections = 64;
+  constexpr size_t kMaxRequestBytes = 16384;
+  const absl::Duration kDeadline = absl::Seconds(2);
+  std::vector<Conn> conns;
   while (!stop_) {
-    pollfd p{fd_, POLLIN, 0};
-    // Wake up regularly to notice stop_.
-    if (poll(&p, 1, 100) <= 0) continue;
-    const int conn = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (conn < 0) continue;
-    HandleConnection(conn);
-    close(conn);
+    std::vector<pollfd> fds;
+    fds.push_back({fd_, POLLIN, 0});
+    for (const Conn& c : conns) {
+      fds.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+    }
+    // Wake up regularly to notice stop_ and deadlines.
+    const int ready = poll(fds.data(), fds.size(), 100);
+    const absl::Time now = absl::Now();
+    if (ready > 0 && (fds[0].revents & POLLIN)) {
+      for (;;) {
+        const int conn = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (conn < 0) break;
+        if (conns.size() >= kMaxConnections) {
+          close(conn);
+          continue;
+        }
+        conns.push_back(Conn{conn, now + kDeadline, "", ""});
+      }
+    }
+    std::vector<Conn> keep;
+    for (size_t i = 0; i < conns.size(); ++i) {
+      Conn& c = conns[i];
+      const short revents = i + 1 < fds.size() && fds[i + 1].fd == c.fd ? fds[i + 1].revents : 0;
+      bool done = now >= c.deadline || (revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+      if (!done && c.out.empty() && (revents & POLLIN)) {
+        char buf[2048];
+        const ssize_t n = read(c.fd, buf, sizeof(buf));
+        if (n <= 0) {
+          done = true;
+        } else {
+          c.in.append(buf, static_cast<size_t>(n));
+          if (c.in.find("\r\n\r\n") != std::string::npos || c.in.size() >= kMaxRequestBytes) {
+            c.out = Respond(c.in);
+          }
+        }
+      }
+      if (!done && !c.out.empty() && (revents & POLLOUT)) {
+        const ssize_t n = send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+        if (n <= 0) {
+          done = true;
+        } else {
+          c.sent += static_cast<size_t>(n);
+          done = c.sent >= c.out.size();
+        }
+      }
+      if (done) {
+        close(c.fd);
+      } else {
+        keep.push_back(std::move(c));
+      }
+    }
+    conns = std::move(keep);
   }
+  for (const Conn& c : conns) close(c.fd);
 }
 
-void MetricsExposer::HandleConnection(int fd) {
-  timeval tv{2, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  std::string request;
-  char buf[2048];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) break;
-    request.append(buf, n);
-  }
+std::string MetricsExposer::Respond(const std::string& request) const {
   std::string status = "200 OK", body;
   if (request.rfind("GET /metrics", 0) == 0) {
     body = prometheus::TextSerializer().Serialize(registry_->Collect());
@@ -103,15 +160,8 @@ void MetricsExposer::HandleConnection(int fd) {
     status = "404 Not Found";
     body = "try /metrics\n";
   }
-  const std::string response =
-      absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Type: text/plain; version=0.0.4\r\n",
-                   "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
-  size_t sent = 0;
-  while (sent < response.size()) {
-    const ssize_t n = send(fd, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += n;
-  }
+  return absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Type: text/plain; version=0.0.4\r\n",
+                      "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
 }
 
 std::string MetricsExposer::url() const {

@@ -24,10 +24,14 @@ namespace rlhf::services {
 // Serves `registry` at http://host:port/metrics in the Prometheus text format. port 0 =
 // any free port, read back with port().
 //
-// A small built-in HTTP/1.0 server (one thread, one request per connection) instead of
-// prometheus-cpp's civetweb Exposer: civetweb starts its workers with a fixed small
-// thread stack, and in processes that load LibTorch (large static TLS) pthread_create
-// fails ("Cannot create threads: error 0"), so the Exposer cannot start in our servers.
+// A small built-in HTTP/1.0 server instead of prometheus-cpp's civetweb Exposer:
+// civetweb starts its workers with a fixed small thread stack, and in processes that
+// load LibTorch (large static TLS) pthread_create fails ("Cannot create threads: error
+// 0"), so the Exposer cannot start in our servers. One thread runs a poll() loop over
+// non-blocking sockets: every connection has a 2 s deadline for the whole exchange and
+// at most 64 are open, so idle or slow clients (one byte at a time) never delay other
+// scrapes. Bind it to its own address (--metrics_host) to keep it off the network the
+// gRPC port serves: it has no TLS and no token.
 // Thread-safety: immutable after Create; the destructor stops the thread.
 class MetricsExposer {
  public:
@@ -41,7 +45,7 @@ class MetricsExposer {
  private:
   MetricsExposer(int fd, std::string host, int port, std::shared_ptr<prometheus::Registry> r);
   void Serve();
-  void HandleConnection(int fd);
+  std::string Respond(const std::string& request) const;  // the whole HTTP response
 
   std::shared_ptr<prometheus::Registry> registry_;
   int fd_;

@@ -1,5 +1,6 @@
 #include "services/server.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/impl/server_builder_option.h>
 #include <grpcpp/server_builder.h>
 
 #include "absl/strings/ascii.h"
@@ -57,6 +59,31 @@ absl::Status WritePortFile(const std::string& path, int port) {
   return WriteFileAtomically(path, absl::StrCat(port, "\n"), kNotDurable);
 }
 
+absl::StatusOr<int> MessageBytesFromMiB(int64_t mib, const std::string& flag) {
+  constexpr int64_t kMaxMiB = (int64_t{1} << 31) / (1 << 20) - 1;  // 2047: fits an int
+  if (mib < 1 || mib > kMaxMiB) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": ", mib, " MiB not in [1, ", kMaxMiB, "] (gRPC sizes are int32)"));
+  }
+  return static_cast<int>(mib << 20);
+}
+
+namespace {
+
+// A file that is not PEM at all gets a message naming it, instead of gRPC's later
+// "could not listen".
+absl::Status CheckPem(const std::string& pem, const std::string& field, const std::string& path,
+                      absl::string_view kind) {
+  if (pem.find("-----BEGIN ") == std::string::npos || !absl::StrContains(pem, kind)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", path, " is not a PEM ", kind, " (no '-----BEGIN ...", kind,
+                     "-----' block)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Create(
     const GrpcServerOptions& options, std::vector<grpc::Service*> services) {
   if (options.port < 0 || options.port > 65535) {
@@ -84,10 +111,19 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Create(
     if (!k.ok()) return k.status();
     cert = *std::move(c);
     key = *std::move(k);
+    if (auto st = CheckPem(cert, "tls.cert_file", options.tls.cert_file, "CERTIFICATE"); !st.ok()) {
+      return st;
+    }
+    if (auto st = CheckPem(key, "tls.key_file", options.tls.key_file, "PRIVATE KEY"); !st.ok()) {
+      return st;
+    }
     if (!options.tls.ca_file.empty()) {
       auto a = ReadFileToString(options.tls.ca_file);
       if (!a.ok()) return a.status();
       ca = *std::move(a);
+      if (auto st = CheckPem(ca, "tls.ca_file", options.tls.ca_file, "CERTIFICATE"); !st.ok()) {
+        return st;
+      }
     }
     if (options.tls.require_client_cert && ca.empty()) {
       return absl::InvalidArgumentError(
@@ -100,6 +136,23 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Create(
                                                     std::move(cert), std::move(key),
                                                     std::move(ca)));
 }
+
+namespace {
+
+// Drops the (process-wide) reflection plugin from one builder.
+class WithoutReflection : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+                                    return p->name() == "proto_server_reflection";
+                                  }),
+                   plugins->end());
+  }
+};
+
+}  // namespace
 
 GrpcServer::~GrpcServer() { Shutdown(absl::Now()); }
 
@@ -127,6 +180,11 @@ absl::Status GrpcServer::Start() {
   }
 
   grpc::ServerBuilder builder;
+  if (!options_.auth_token.empty()) {
+    // Reflection is a gRPC-internal service our per-call token check cannot guard, and
+    // it would describe every method to anyone: a token-protected server omits it.
+    builder.SetOption(std::make_unique<WithoutReflection>());
+  }
   int bound_port = 0;
   builder.AddListeningPort(JoinHostPort(options_.host, options_.port), creds, &bound_port);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
@@ -151,8 +209,12 @@ absl::Status GrpcServer::Start() {
   for (grpc::Service* service : services_) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0) {
-    return absl::UnavailableError(absl::StrCat(options_.name, ": could not listen on ",
-                                               JoinHostPort(options_.host, options_.port)));
+    return absl::UnavailableError(absl::StrCat(
+        options_.name, ": could not listen on ", JoinHostPort(options_.host, options_.port),
+        options_.tls.enabled()
+            ? " (the port may be taken, or gRPC rejected the TLS certificate/key: check that "
+              "the key belongs to the certificate)"
+            : " (is the port taken?)"));
   }
   port_ = bound_port;
   server_ = std::move(server);

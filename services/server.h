@@ -97,6 +97,10 @@ class GrpcServer {
   int port_ = 0;
 };
 
+// --max_message_mb -> bytes: 1..2047 MiB (gRPC sizes are int; 2048 MiB overflows).
+// InvalidArgument naming `flag` otherwise.
+absl::StatusOr<int> MessageBytesFromMiB(int64_t mib, const std::string& flag = "max_message_mb");
+
 // Reads a whole file (PEMs, tokens). NotFound / PermissionDenied name the path.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 // Reads a bearer token file: its contents with surrounding whitespace removed; empty

@@ -42,7 +42,8 @@ std::map<std::string, double> TrainStatsByName(const TrainStats& s) {
           {"mean_staleness", s.mean_staleness},
           {"lr", s.lr},
           {"seconds", s.seconds},
-          {"tokens_processed", static_cast<double>(s.tokens_processed)}};
+          {"tokens_processed", static_cast<double>(s.tokens_processed)},
+          {"nonfinite_updates_skipped", static_cast<double>(s.nonfinite_updates_skipped)}};
 }
 namespace {
 
@@ -334,6 +335,7 @@ struct Trainer::UpdateTotals {
          grad_norm = 0, entropy = 0;
   int64_t entropy_tokens = 0;
   int64_t tokens_processed = 0;
+  int64_t nonfinite_updates_skipped = 0;  // optimizer steps skipped: non-finite loss/gradient
   double lr = 0;  // at the last optimizer step
 };
 
@@ -343,10 +345,17 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
   const absl::Time start = absl::Now();
   RLHF_ASSIGN_OR_RETURN(const PackedBatch packed, Pack(batch, pretrain));
   TrainStats stats;
-  RLHF_ASSIGN_OR_RETURN(const Targets targets,
-                        TorchCall([&] { return ComputeTargets(packed, &stats); }, "trainer step"));
+  // A refused batch leaves the trainer as it was: the REINFORCE baseline is the only
+  // state ComputeTargets() moves before the update.
+  const MovingMeanBaseline baseline_before = baseline_;
+  absl::StatusOr<Targets> targets =
+      TorchCall([&] { return ComputeTargets(packed, &stats); }, "trainer step");
+  if (!targets.ok()) {
+    baseline_ = baseline_before;
+    return targets.status();
+  }
   RLHF_ASSIGN_OR_RETURN(const UpdateTotals totals,
-                        TorchCall([&] { return Update(packed, targets); }, "trainer step"));
+                        TorchCall([&] { return Update(packed, *targets); }, "trainer step"));
   const double k = std::max<int64_t>(1, totals.optimizer_steps);
   stats.tokens_processed = totals.tokens_processed;
   stats.optimizer_steps = totals.optimizer_steps;
@@ -358,6 +367,7 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
   stats.approx_kl = totals.approx_kl / k;
   stats.grad_norm = totals.grad_norm / k;
   stats.lr = totals.lr;
+  stats.nonfinite_updates_skipped = totals.nonfinite_updates_skipped;
   stats.entropy = totals.entropy_tokens > 0 ? totals.entropy / totals.entropy_tokens : 0.0;
   stats.next_beta = kl_.Update(stats.kl_mean, packed.n);
   ++step_;
@@ -421,6 +431,13 @@ absl::StatusOr<Trainer::Targets> Trainer::ComputeTargets(const PackedBatch& p, T
   const torch::Tensor token_rewards =
       KlPenalizedTokenRewards(score, kl, mask, kl_in_reward ? t.beta : 0.0);
   const torch::Tensor seq_returns = SequenceReturns(token_rewards, mask, options_.gamma);
+  // Finite but extreme inputs (rewards near float max) overflow these sums; refusing the
+  // batch here keeps the baseline, β and the weights finite (issue 23).
+  if (!std::isfinite(seq_returns.sum().item<double>()) ||
+      !std::isfinite(kl_seq.sum().item<double>())) {
+    return absl::InvalidArgumentError(
+        "batch: non-finite returns or KL (rewards or log-probs too large for float32)");
+  }
 
   switch (options_.algorithm) {
     case RlAlgorithm::kReinforce: {
@@ -455,6 +472,9 @@ absl::StatusOr<Trainer::Targets> Trainer::ComputeTargets(const PackedBatch& p, T
     }
   }
   if (options_.whiten_advantages) t.advantages = MaskedWhiten(t.advantages, mask);
+  if (!torch::isfinite(t.advantages).all().item<bool>()) {
+    return absl::InvalidArgumentError("batch: non-finite advantages");
+  }
 
   stats->beta = t.beta;
   stats->num_sequences = p.n;
@@ -491,7 +511,7 @@ Trainer::UpdateTotals Trainer::Update(const PackedBatch& p, const Targets& t) {
         AccumulateMicroBatch(p, t, rows, scale, /*first_epoch=*/epoch == 0, &losses, &totals);
       }
       if (p.ptx) AccumulatePtx(*p.ptx, &totals);
-      OptimizerStep(&totals);
+      if (!OptimizerStep(losses, &totals)) continue;
       totals.policy_loss += losses.policy;
       totals.value_loss += losses.value;
     }
@@ -566,22 +586,33 @@ void Trainer::AccumulatePtx(const SequenceBatch& ptx, UpdateTotals* totals) {
   totals->ptx_loss += -MaskedMean(logp.detach(), ptx.response_mask).item<double>();
 }
 
-void Trainer::OptimizerStep(UpdateTotals* totals) {
+bool Trainer::OptimizerStep(const MinibatchLosses& losses, UpdateTotals* totals) {
   const double lr = LearningRate();
   for (auto& group : policy_opt_->param_groups()) group.options().set_lr(lr);
   const double max_norm =
       options_.grad_clip > 0 ? options_.grad_clip : std::numeric_limits<double>::infinity();
   const double grad_norm = torch::nn::utils::clip_grad_norm_(policy_->parameters(), max_norm);
+  const double value_norm =
+      value_opt_ ? torch::nn::utils::clip_grad_norm_(value_->parameters(), max_norm) : 0.0;
+  // A non-finite loss or gradient would make every weight NaN: skip the update (counted;
+  // the learner alerts on it), never let it reach the weights.
+  if (!std::isfinite(grad_norm) || !std::isfinite(value_norm) || !std::isfinite(losses.policy) ||
+      !std::isfinite(losses.value)) {
+    policy_opt_->zero_grad();
+    if (value_opt_) value_opt_->zero_grad();
+    ++totals->nonfinite_updates_skipped;
+    return false;
+  }
   policy_opt_->step();
   if (value_opt_) {
     for (auto& group : value_opt_->param_groups()) group.options().set_lr(lr);
-    torch::nn::utils::clip_grad_norm_(value_->parameters(), max_norm);
     value_opt_->step();
   }
   ++optimizer_steps_;
   ++totals->optimizer_steps;
   totals->grad_norm += grad_norm;
   totals->lr = lr;
+  return true;
 }
 
 TrainerState Trainer::ExportState() const {

@@ -19,6 +19,9 @@
 //      gradient equals the full-minibatch gradient; per optimizer step a pretraining
 //      batch adds -γ·mean log π (PPO-ptx) when ptx_coef > 0; global grad-norm clipping,
 //      AdamW, linear warmup then constant or cosine LR;
+//      an optimizer step whose loss or gradient norm is not finite is skipped (zeroed,
+//      counted in nonfinite_updates_skipped) so NaN never reaches the weights; a batch
+//      whose returns, KL or advantages are not finite is refused (InvalidArgument);
 //   6. updates the KL controller with the batch's mean KL per sequence, bumps the
 //      policy version and the step counter.
 //
@@ -140,6 +143,7 @@ struct TrainStats {
   double mean_staleness = 0;       // policy_version - trajectory version (before update)
   double lr = 0;                   // at the last optimizer step
   double seconds = 0;              // wall time of Step()
+  int64_t nonfinite_updates_skipped = 0;  // optimizer steps skipped: non-finite loss/gradient
 };
 
 // The statistics by name (every loss/KL/reward/optimizer figure plus tokens_processed;
@@ -221,7 +225,8 @@ class Trainer {
   absl::StatusOr<PackedBatch> Pack(const std::vector<Trajectory>& batch,
                                    const std::vector<std::vector<int32_t>>& pretrain) const;
   // 3-4. KL-shaped rewards and advantages (updates the REINFORCE baseline); fills the
-  // batch statistics of `stats`. May throw c10::Error (Step converts it).
+  // batch statistics of `stats`. InvalidArgument when returns, KL or advantages are not
+  // finite. May throw c10::Error (Step converts it).
   absl::StatusOr<Targets> ComputeTargets(const PackedBatch& packed, TrainStats* stats);
   // 5. Epochs x minibatches of optimizer steps. Throws c10::Error (Step converts it).
   UpdateTotals Update(const PackedBatch& packed, const Targets& targets);
@@ -229,8 +234,9 @@ class Trainer {
                             const torch::Tensor& rows, const MinibatchScale& scale,
                             bool first_epoch, MinibatchLosses* losses, UpdateTotals* totals);
   void AccumulatePtx(const SequenceBatch& ptx, UpdateTotals* totals);
-  // LR schedule, global-norm clipping and the AdamW steps of one minibatch.
-  void OptimizerStep(UpdateTotals* totals);
+  // LR schedule, global-norm clipping and the AdamW steps of one minibatch. A non-finite
+  // loss or gradient norm skips the step (gradients zeroed, counted): returns false.
+  bool OptimizerStep(const MinibatchLosses& losses, UpdateTotals* totals);
   double LearningRate() const;  // for the next optimizer step
 
   TrainerOptions options_;

@@ -14,8 +14,13 @@
 namespace rlhf {
 namespace {
 
+// I/O failures are usually the disk's state (full, quota, a dying mount), not the
+// caller's input: RESOURCE_EXHAUSTED for a full disk or quota, UNAVAILABLE otherwise, so
+// retry helpers (services::CallWithRetry) retry them and nothing claims success.
 absl::Status Errno(absl::string_view what, const std::string& path, int err) {
-  return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(err)));
+  const std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
+  return absl::UnavailableError(message);
 }
 
 }  // namespace

@@ -22,7 +22,8 @@ inline constexpr AtomicWriteOptions kNotDurable{false};
 // Replaces `path` with `contents` atomically: written to "<path>.tmp.<pid>.<n>" in the same
 // directory, then renamed over `path`, so readers see the old or the new file, never a
 // partial one; concurrent writers of one path (threads or processes) never share a
-// temporary file. The temporary file is removed on error. Errors name the path and errno.
+// temporary file. The temporary file is removed on error. Errors name the path and errno
+// and are retriable: RESOURCE_EXHAUSTED for a full disk or quota, UNAVAILABLE otherwise.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents,
                                  const AtomicWriteOptions& options = {});
 

@@ -219,12 +219,65 @@ TEST_F(RunLauncherTest, CrashedLearnerFailsTheJobWithItsLog) {
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));
   const std::string log = ReadAll(dir_ + "/run.log");
   EXPECT_EQ(run->exit_code(), 1) << log;
-  EXPECT_THAT(log, HasSubstr("job failed: learner killed by signal 6 (SIGABRT); last lines of"));
+  // Restarted (it resumes from its checkpoint dir) until its restarts are used up.
+  EXPECT_THAT(log, HasSubstr("restarted learner"));
+  EXPECT_THAT(log, HasSubstr("job failed: learner killed by signal 6 (SIGABRT) after 3 restarts; "
+                             "last lines of"));
   EXPECT_THAT(log, HasSubstr("fake child rlhf-learner about to crash"));
   auto summary = nlohmann::json::parse(ReadAll(run_dir_ + "/summary.json"));
   EXPECT_EQ(summary["state"], "failed");
   EXPECT_THAT(summary["message"].get<std::string>(), HasSubstr("learner killed by signal 6"));
   EXPECT_THAT(ProcessesMentioning(dir_), ::testing::IsEmpty());
+}
+
+// Issue 23 item 6: kill -9 of the stateless servers restarts them; the job completes.
+TEST_F(RunLauncherTest, KilledScoringServersAreRestartedAndTheJobCompletes) {
+  WriteConfig();
+  auto run = StartRun({"FAKE_STEPS=40", "FAKE_STEP_MS=150"});
+  ASSERT_NE(run, nullptr);
+  for (const char* server : {"reward_server", "reference_server"}) {
+    pid_t pid = 0;
+    ASSERT_TRUE(WaitForProcesses(*run, [&](const nlohmann::json& procs) {
+      for (const auto& p : procs) {
+        if (p["name"] == server && p["up"].get<bool>()) pid = p["pid"].get<pid_t>();
+      }
+      return pid > 0;
+    })) << ReadAll(dir_ + "/run.log");
+    ASSERT_EQ(::kill(pid, SIGKILL), 0) << server;
+    ASSERT_TRUE(WaitForProcesses(*run, [&](const nlohmann::json& procs) {
+      for (const auto& p : procs) {
+        if (p["name"] == server && p["up"].get<bool>() && p["pid"].get<pid_t>() != pid) return true;
+      }
+      return false;
+    })) << server << "\n" << ReadAll(dir_ + "/run.log");
+  }
+  ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));
+  const std::string log = ReadAll(dir_ + "/run.log");
+  ASSERT_EQ(run->exit_code(), 0) << log;
+  EXPECT_THAT(log, HasSubstr("reward_server killed by signal 9 (SIGKILL); restarting"));
+  EXPECT_THAT(log, HasSubstr("restarted reference_server"));
+  EXPECT_THAT(ProcessesMentioning(dir_), ::testing::IsEmpty());
+}
+
+// Issue 23 item 5: a resumed run (same run_dir) does not write the steps its learner
+// trains again into metrics.jsonl a second time.
+TEST_F(RunLauncherTest, AResumedRunDoesNotRepeatStepsInMetricsJsonl) {
+  WriteConfig();
+  for (int run_index = 0; run_index < 2; ++run_index) {
+    auto run = StartRun({"FAKE_STEPS=6", "FAKE_STEP_MS=200"});
+    ASSERT_NE(run, nullptr);
+    ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));
+    ASSERT_EQ(run->exit_code(), 0) << ReadAll(dir_ + "/run.log");
+  }
+  std::ifstream jsonl(run_dir_ + "/metrics.jsonl");
+  std::vector<int64_t> steps;
+  for (std::string l; std::getline(jsonl, l);) {
+    steps.push_back(nlohmann::json::parse(l)["step"].get<int64_t>());
+  }
+  ASSERT_FALSE(steps.empty());
+  EXPECT_TRUE(std::is_sorted(steps.begin(), steps.end()));
+  EXPECT_EQ(std::adjacent_find(steps.begin(), steps.end()), steps.end())
+      << "a step was written twice";
 }
 
 TEST_F(RunLauncherTest, ConfigErrorsNameTheYamlPath) {

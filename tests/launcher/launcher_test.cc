@@ -214,6 +214,38 @@ TEST_F(LauncherTest, CriticalCrashFailsTheJobWithItsLog) {
   EXPECT_THAT(sup.reason(), HasSubstr("fake child reward_server done"));
 }
 
+// Issue 23 item 6: kill -9 of a stateless server restarts it (on the port it first
+// bound, so clients reconnect) instead of failing the job; only when its restarts are
+// used up does the job fail.
+TEST_F(LauncherTest, KilledCriticalServerWithRestartsIsRestartedOnItsPort) {
+  Supervisor sup(Options(), nullptr);
+  ChildSpec server = Spec("reward_server");
+  server.critical = true;
+  server.max_restarts = 1;
+  server.restart_backoff = absl::Milliseconds(10);
+  int before_restart_calls = 0;
+  server.before_restart = [&](ProcessSpec& p) {
+    ++before_restart_calls;
+    p.argv.push_back("--restarted=1");
+  };
+  ASSERT_TRUE(sup.Start(server).ok());
+  const pid_t first = sup.PidOf("reward_server");
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(TickUntil(sup, [&] {
+    pid_t now = sup.PidOf("reward_server");
+    return now != 0 && now != first;
+  })) << Reports();
+  EXPECT_EQ(sup.state(), JobState::kRunning) << sup.reason();
+  EXPECT_EQ(before_restart_calls, 1);
+  EXPECT_THAT(Reports(), HasSubstr("reward_server killed by signal 9 (SIGKILL); restarting"));
+  // Second kill: restarts used up, the job fails naming it.
+  ASSERT_EQ(::kill(sup.PidOf("reward_server"), SIGKILL), 0);
+  ASSERT_TRUE(TickUntil(sup, [&] { return sup.state() != JobState::kRunning; }));
+  EXPECT_EQ(sup.state(), JobState::kFailed);
+  EXPECT_THAT(sup.reason(), HasSubstr("reward_server killed by signal 9 (SIGKILL) after 1 restarts"));
+  sup.ShutdownAll();
+}
+
 TEST_F(LauncherTest, ShutdownIsOrderedEscalatesAndLeavesNothingBehind) {
   SupervisorOptions o = Options();
   o.grace = absl::Milliseconds(500);

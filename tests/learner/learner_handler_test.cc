@@ -16,6 +16,7 @@ using rlhf::v1::LeasePromptsResponse;
 class MemoryStore : public StateStore {
  public:
   absl::Status Write(const rlhf::v1::LearnerState& state) override {
+    if (!fail.ok()) return fail;
     state_ = state;
     ++writes;
     return absl::OkStatus();
@@ -23,6 +24,7 @@ class MemoryStore : public StateStore {
   absl::StatusOr<std::optional<rlhf::v1::LearnerState>> Read() override { return state_; }
   std::optional<rlhf::v1::LearnerState> state_;
   int writes = 0;
+  absl::Status fail;  // returned by Write when not OK (a full disk)
 };
 
 class HandlerTest : public ::testing::Test {
@@ -329,6 +331,227 @@ TEST_F(HandlerTest, EmptySubmissionReleasesTheLease) {
   EXPECT_EQ(handler_->Stats().prompts_reissued(), 1);
   EXPECT_EQ(Lease(a).prompts(0).source_index(), l.prompts(0).source_index());
   ExpectInvariant();
+}
+
+// Issue 23 item 1: what the trainer assumes is checked at the door. Each of these was
+// accepted before (positive log-probs stalled the learner forever; ±3e38 rewards turned
+// the weights into NaN).
+TEST_F(HandlerTest, ValuesTheTrainerCannotUseAreRefusedAtTheDoor) {
+  Make(1);
+  std::string a = Register("a");
+  auto l = Lease(a);
+  struct Case {
+    std::function<void(rlhf::v1::SubmitTrajectoriesRequest&)> mutate;
+    std::string expect;
+  };
+  std::vector<Case> cases = {
+      {[](auto& r) { r.mutable_trajectories(0)->set_behaviour_logprobs(1, 1e30f); },
+       "trajectories[0].behaviour_logprobs[1]: 1e+30 is not a log-prob (must be <= 0)"},
+      {[](auto& r) { r.mutable_trajectories(1)->set_ref_logprobs(0, 0.5f); },
+       "trajectories[1].ref_logprobs[0]: 0.5 is not a log-prob"},
+      {[](auto& r) { r.mutable_trajectories(0)->set_reward(3e38f); },
+       "trajectories[0].reward: 3e+38 outside [-1e+06, 1e+06]"},
+      {[](auto& r) { r.mutable_trajectories(1)->set_reward(-3e38f); },
+       "trajectories[1].reward: -3e+38 outside"},
+      {[](auto& r) { r.mutable_trajectories(0)->set_kl(1, 1e30f); },
+       "trajectories[0].kl[1]: 1e+30 outside [-1e+06, 1e+06]"},
+      {[](auto& r) { r.mutable_trajectories(0)->set_behaviour_logprobs(0, -1e30f); },
+       "trajectories[0].behaviour_logprobs[0]: -1e+30 is below the floor -1e+06"},
+      {[](auto& r) { r.mutable_trajectories(0)->mutable_version()->set_version(-3); },
+       "trajectories[0].version: -3 is not in [0, 0]"},
+  };
+  for (const auto& c : cases) {
+    auto r = Good(a, l, 0);
+    c.mutate(r);
+    auto resp = handler_->Submit(r);
+    EXPECT_EQ(resp.status().code(), absl::StatusCode::kInvalidArgument) << c.expect;
+    EXPECT_NE(resp.status().message().find(c.expect), std::string::npos)
+        << resp.status() << " vs " << c.expect;
+  }
+  auto s = handler_->Stats();
+  EXPECT_EQ(s.prompts_buffered(), 0);
+  EXPECT_EQ(s.prompts_outstanding(), 1);
+  EXPECT_EQ(handler_->Submit(Good(a, l, 0))->accepted(), 2);
+  ExpectInvariant();
+}
+
+// Issue 23 item 1: a batch the trainer refuses is dropped and counted, its prompts
+// re-issued (sampled again), never handed back as it was.
+TEST_F(HandlerTest, ABatchTheTrainerRefusesIsDroppedAndItsPromptsReissued) {
+  Make(1);
+  std::string a = Register("a");
+  auto l1 = Lease(a);
+  auto l2 = Lease(a);
+  ASSERT_TRUE(handler_->Submit(Good(a, l1, 0)).ok());
+  ASSERT_TRUE(handler_->Submit(Good(a, l2, 0)).ok());
+  auto batch = handler_->WaitForBatch(absl::ZeroDuration());
+  ASSERT_TRUE(batch.has_value());
+  ASSERT_TRUE(handler_->OnTrainRejected(*batch, absl::InvalidArgumentError("bad")).ok());
+  EXPECT_FALSE(handler_->WaitForBatch(absl::ZeroDuration()).has_value());
+  auto s = handler_->Stats();
+  EXPECT_EQ(s.batches_dropped(), 1);
+  EXPECT_EQ(s.prompts_buffered(), 0);
+  EXPECT_EQ(s.prompts_reissued(), 2);
+  EXPECT_EQ(s.step(), 0);
+  EXPECT_EQ(store_.state_->trained_batches_size(), 0);  // not retrained after a restart
+  // The prompts come back under new ids and train normally.
+  auto l3 = Lease(a);
+  EXPECT_EQ(l3.prompts(0).source_index(), l1.prompts(0).source_index());
+  ExpectInvariant();
+}
+
+// Issue 23 item 2: only the actor a lease was issued to may submit or release it.
+TEST_F(HandlerTest, LeasesAreOwnedByTheirActor) {
+  Make(1);
+  std::string a = Register("a");
+  std::string b = Register("b");
+  auto l = Lease(a);
+  auto foreign = handler_->Submit(Good(b, l, 0));
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kPermissionDenied) << foreign.status();
+  EXPECT_NE(foreign.status().message().find("actor_id"), std::string::npos);
+  auto ghost = handler_->Submit(Good("never-registered", l, 0));
+  EXPECT_EQ(ghost.status().code(), absl::StatusCode::kPermissionDenied) << ghost.status();
+  rlhf::v1::SubmitTrajectoriesRequest release;
+  release.set_actor_id(b);
+  release.set_lease_id(l.lease_id());
+  EXPECT_EQ(handler_->Submit(release).status().code(), absl::StatusCode::kPermissionDenied);
+  auto s = handler_->Stats();
+  EXPECT_EQ(s.prompts_outstanding(), 1);
+  EXPECT_EQ(s.prompts_reissued(), 0);
+  EXPECT_EQ(s.trajectories_accepted(), 0);
+  // A duplicate of a completed lease is acknowledged only to its owner.
+  ASSERT_EQ(handler_->Submit(Good(a, l, 0))->accepted(), 2);
+  EXPECT_EQ(handler_->Submit(Good(b, l, 0)).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(handler_->Submit(Good(a, l, 0))->duplicate());
+  ExpectInvariant();
+}
+
+// Issue 23 item 4: a failed persist changes nothing and is retriable, with the reason.
+TEST_F(HandlerTest, AFailedPersistChangesNothingAndIsRetriable) {
+  Make(1);
+  std::string a = Register("a");
+  auto l = Lease(a);
+  const auto before = handler_->Stats();
+  store_.fail = absl::InternalError("write /ckpt/state.tmp: No space left on device");
+  auto retriable = [](const absl::Status& s) {
+    return s.code() == absl::StatusCode::kUnavailable ||
+           s.code() == absl::StatusCode::kResourceExhausted;
+  };
+  auto sub = handler_->Submit(Good(a, l, 0));
+  EXPECT_TRUE(retriable(sub.status())) << sub.status();
+  EXPECT_NE(sub.status().message().find("No space left on device"), std::string::npos);
+  auto lease = handler_->LeasePrompts([&] {
+    rlhf::v1::LeasePromptsRequest r;
+    r.set_actor_id(a);
+    r.mutable_held_version()->set_version(0);
+    return r;
+  }());
+  EXPECT_TRUE(retriable(lease.status())) << lease.status();
+  rlhf::v1::RegisterRequest reg;
+  reg.set_actor_name("c");
+  EXPECT_TRUE(retriable(handler_->Register(reg).status()));
+  auto s = handler_->Stats();
+  EXPECT_EQ(s.prompts_leased(), before.prompts_leased());
+  EXPECT_EQ(s.prompts_outstanding(), 1);
+  EXPECT_EQ(s.prompts_buffered(), 0);
+  EXPECT_EQ(s.trajectories_accepted(), 0);
+  EXPECT_EQ(s.actors_connected(), 1);
+  // The disk has room again: the retried submission is accepted, not a "duplicate".
+  store_.fail = absl::OkStatus();
+  auto retry = handler_->Submit(Good(a, l, 0));
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_FALSE(retry->duplicate());
+  EXPECT_EQ(retry->accepted(), 2);
+  EXPECT_EQ(store_.state_->buffered_size(), 1);
+  ExpectInvariant();
+}
+
+TEST(FileStateStoreTest, AnUnwritableDirectoryIsRetriableAndSaysWhy) {
+  FileStateStore store("/proc/rlhf-no-such-dir/state.pb");
+  absl::Status s = store.Write(rlhf::v1::LearnerState());
+  EXPECT_TRUE(s.code() == absl::StatusCode::kUnavailable ||
+              s.code() == absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("state.pb.tmp"), std::string::npos) << s;
+}
+
+// Issue 23 item 5: no silent reset of the accounting next to existing checkpoints.
+TEST_F(HandlerTest, AMissingOrEmptyStateNextToATrainedCheckpointIsRefused) {
+  Make(1);
+  for (bool empty_file : {false, true}) {
+    MemoryStore store;
+    if (empty_file) store.state_ = rlhf::v1::LearnerState();  // a 0-byte file parses so
+    auto h = LearnerHandler::Create(options_, {{1, 2}, {3}}, &store, [this] { return now_; });
+    ASSERT_TRUE(h.ok());
+    absl::Status s = (*h)->Restore(/*trainer_step=*/5, /*policy_version=*/5);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("step 5"), std::string::npos) << s;
+    // Allowed explicitly: restores, and says what was lost through the counters' step.
+    LearnerHandlerOptions o = options_;
+    o.allow_state_reset = true;
+    auto h2 = LearnerHandler::Create(o, {{1, 2}, {3}}, &store, [this] { return now_; });
+    ASSERT_TRUE(h2.ok());
+    ASSERT_TRUE((*h2)->Restore(5, 5).ok());
+    EXPECT_EQ((*h2)->Stats().step(), 5);
+  }
+  // A fresh job (trainer at step 0) with no state is simply new.
+  MemoryStore fresh;
+  auto h = LearnerHandler::Create(options_, {{1, 2}}, &fresh, [this] { return now_; });
+  EXPECT_TRUE((*h)->Restore(0, 0).ok());
+}
+
+TEST_F(HandlerTest, DistinctPromptsTrainedSurvivesARestart) {
+  Make(1);
+  std::string a = Register("a");
+  auto l1 = Lease(a);  // source 0
+  auto l2 = Lease(a);  // source 1
+  ASSERT_TRUE(handler_->Submit(Good(a, l1, 0)).ok());
+  ASSERT_TRUE(handler_->Submit(Good(a, l2, 0)).ok());
+  TrainOne();
+  ASSERT_TRUE(handler_->OnCheckpointed(1).ok());
+  EXPECT_EQ(handler_->Stats().distinct_prompts_trained(), 2);
+  auto h = LearnerHandler::Create(options_, {{1, 2}, {3}, {4, 5, 6}}, &store_,
+                                  [this] { return now_; });
+  ASSERT_TRUE(h.ok());
+  handler_ = std::move(*h);
+  ASSERT_TRUE(handler_->Restore(1, 1).ok());
+  auto l3 = Lease(a);  // source 2
+  auto l4 = Lease(a);  // source 0 again
+  ASSERT_TRUE(handler_->Submit(Good(a, l3, 1)).ok());
+  ASSERT_TRUE(handler_->Submit(Good(a, l4, 1)).ok());
+  TrainOne();
+  EXPECT_EQ(handler_->Stats().distinct_prompts_trained(), 3);  // {0, 1, 2}
+  ExpectInvariant();
+}
+
+// Issue 23 item 7: every string is bounded, and echoes in errors are too.
+TEST_F(HandlerTest, StringsAreBoundedAndErrorsEchoThemBounded) {
+  Make(1);
+  rlhf::v1::RegisterRequest reg;
+  reg.set_actor_name(std::string(16 << 20, 'x'));
+  auto r = handler_->Register(reg);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("actor_name"), std::string::npos);
+  EXPECT_LT(r.status().message().size(), 300u);
+  EXPECT_EQ(handler_->Stats().actors_connected(), 0);
+  const std::string huge(1 << 20, 'y');
+  rlhf::v1::HeartbeatRequest hb;
+  hb.set_actor_id(huge);
+  auto h = handler_->Heartbeat(hb);
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_LT(h.status().message().size(), 300u);
+  std::string a = Register("a");
+  auto l = Lease(a);
+  auto sub = Good(a, l, 0);
+  sub.set_lease_id(huge);
+  auto s = handler_->Submit(sub);
+  EXPECT_FALSE(s.ok());
+  EXPECT_LT(s.status().message().size(), 300u) << s.status().message().substr(0, 300);
+  // More trajectories than any lease can hold are refused before they are looked at.
+  auto many = Good(a, l, 0);
+  for (int i = 0; i < 10000; ++i) *many.add_trajectories() = many.trajectories(0);
+  auto m = handler_->Submit(many);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("trajectories: 10002"), std::string::npos) << m.status();
 }
 
 }  // namespace

@@ -229,6 +229,9 @@ TEST(ReferenceServerTest, MalformedRequestsAreInvalidArgumentAndServerKeepsServi
        "sequences[2].policy_logprobs[0]: not finite"},
       {[](ReferenceScoreRequest* r) { r->mutable_sequences(0)->set_policy_logprobs(0, 0.5f); },
        "sequences[0].policy_logprobs[0]: 0.5 > "},
+      // Issue 23: extreme (finite) policy log-probs gave kl = inf.
+      {[](ReferenceScoreRequest* r) { r->mutable_sequences(1)->set_policy_logprobs(0, -1e30f); },
+       "sequences[1].policy_logprobs[0]: -1e+30 < -80"},
       {[](ReferenceScoreRequest* r) { r->mutable_sequences(0)->add_policy_distributions(); },
        "sequences[0].policy_distributions: 1 steps for"},
       {[](ReferenceScoreRequest* r) {
@@ -280,6 +283,24 @@ TEST(ReferenceServerTest, MalformedRequestsAreInvalidArgumentAndServerKeepsServi
         << r.status() << " vs " << message;
   }
   EXPECT_TRUE(h.client->Score(MixedRequest(3, 2), Soon()).ok());
+}
+
+// Issue 23: the most extreme accepted policy log-prob still gives a finite KL with
+// every estimator.
+TEST(ReferenceServerTest, ExtremeAcceptedPolicyLogprobsGiveFiniteKl) {
+  Harness h = StartServer();
+  for (auto est : {v1::KL_ESTIMATOR_K1, v1::KL_ESTIMATOR_K2, v1::KL_ESTIMATOR_K3}) {
+    ReferenceScoreRequest request = MixedRequest(2, 3);
+    request.set_kl_estimator(est);
+    for (auto& seq : *request.mutable_sequences()) {
+      for (int t = 0; t < seq.policy_logprobs_size(); ++t) seq.set_policy_logprobs(t, -80.0f);
+    }
+    auto r = h.client->Score(request, Soon());
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const auto& res : r->results()) {
+      for (float k : res.kl()) EXPECT_TRUE(std::isfinite(k)) << est << " " << k;
+    }
+  }
 }
 
 TEST(ReferenceServerTest, ManyConcurrentClientsLoseNoResponse) {

@@ -1,13 +1,24 @@
 #include "services/server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdio>
 #include <memory>
+#include <thread>
+#include <vector>
 
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/support/byte_buffer.h>
 #include <gtest/gtest.h>
 #include <prometheus/counter.h>
 #include <prometheus/registry.h>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "services/auth.h"
 #include "services/channel.h"
@@ -103,6 +114,78 @@ TEST(GrpcServerTest, PortZeroHealthServingAndNotServing) {
   (*server)->Shutdown(absl::Now());  // idempotent
 }
 
+// ServerReflectionInfo with one list_services request; the call's status.
+grpc::Status ListServicesByReflection(int port) {
+  auto channel = PlainChannel(port);
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto call = stub.PrepareCall(
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag;
+  bool ok;
+  call->StartCall(reinterpret_cast<void*>(1));
+  cq.Next(&tag, &ok);
+  const std::string request("\x3a\x01*", 3);  // field 7 (list_services) = "*"
+  grpc::Slice slice(request);
+  grpc::ByteBuffer buffer(&slice, 1);
+  call->Write(buffer, reinterpret_cast<void*>(2));
+  cq.Next(&tag, &ok);
+  call->WritesDone(reinterpret_cast<void*>(3));
+  cq.Next(&tag, &ok);
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(4));
+  cq.Next(&tag, &ok);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  cq.Next(&tag, &ok);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
+// Issue 23 item 9: reflection must not answer anyone on a token-protected server.
+TEST(GrpcServerTest, ReflectionOnlyWithoutAToken) {
+  auto open = GrpcServer::Create(GrpcServerOptions{}, {});
+  ASSERT_TRUE((*open)->Start().ok());
+  grpc::Status s = ListServicesByReflection((*open)->port());
+  EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  GrpcServerOptions guarded;
+  guarded.auth_token = "s3cret";
+  auto closed = GrpcServer::Create(guarded, {});
+  ASSERT_TRUE((*closed)->Start().ok());
+  s = ListServicesByReflection((*closed)->port());
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED) << s.error_message();
+  // Health stays open for probes.
+  EXPECT_EQ(*CheckHealth(PlainChannel((*closed)->port()), "", Soon()), HealthStatus::kServing);
+}
+
+TEST(GrpcServerTest, MaxMessageMiBIsRangeChecked) {
+  EXPECT_EQ(*MessageBytesFromMiB(64), 64 << 20);
+  EXPECT_EQ(*MessageBytesFromMiB(2047), 2047 << 20);
+  auto big = MessageBytesFromMiB(2048);
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(big.status().message().find("max_message_mb: 2048"), std::string::npos);
+  EXPECT_FALSE(MessageBytesFromMiB(0).ok());
+}
+
+TEST(GrpcServerTest, ABadPemIsNamedNotCouldNotListen) {
+  const std::string dir = ::testing::TempDir();
+  const std::string junk = dir + "/junk.pem";
+  std::FILE* f = std::fopen(junk.c_str(), "w");
+  std::fputs("this is not a certificate\n", f);
+  std::fclose(f);
+  GrpcServerOptions options;
+  options.tls.cert_file = junk;
+  options.tls.key_file = junk;
+  auto s = GrpcServer::Create(options, {});
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.status().message().find("tls.cert_file: " + junk + " is not a PEM CERTIFICATE"),
+            std::string::npos) << s.status();
+}
+
 TEST(GrpcServerTest, PortInUseIsUnavailable) {
   auto first = GrpcServer::Create(GrpcServerOptions{}, {});
   ASSERT_TRUE((*first)->Start().ok());
@@ -141,6 +224,10 @@ TEST(BearerTokenAuthTest, ChecksHeader) {
   EXPECT_EQ(auth.CheckHeader("Basic s3cret").code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(auth.CheckHeader("Bearer wrong").message().find("wrong"), std::string::npos);
   EXPECT_TRUE(BearerTokenAuth("").CheckHeader("").ok());
+  // RFC 6750: the scheme is case-insensitive (issue 23 item 9).
+  EXPECT_TRUE(auth.CheckHeader("bearer s3cret").ok());
+  EXPECT_TRUE(auth.CheckHeader("BEARER s3cret").ok());
+  EXPECT_EQ(auth.CheckHeader("bearer S3CRET").code(), absl::StatusCode::kUnauthenticated);
 }
 
 TEST(RetryTest, BackoffGrowsAndCaps) {
@@ -236,6 +323,64 @@ TEST(MetricsExposerTest, PortZeroServesRegistry) {
   EXPECT_NE(body->find("rlhf_test_request_duration_seconds_count{method=\"Score\"} 2"),
             std::string::npos)
       << *body;
+}
+
+// Opens a TCP connection to 127.0.0.1:port (blocking), -1 on failure.
+int Connect(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Issue 23 item 8: idle connections and a slow client (a byte now and then, never a
+// whole request) do not hold up a scrape. Before, the single-threaded exposer served
+// them one after the other with a 2 s read timeout each (20 s for ten) and forever for
+// the slow one, so the scrape below timed out.
+TEST(MetricsExposerTest, IdleAndSlowClientsDoNotBlockAScrape) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  RpcMetrics rpc(*registry, "test");
+  rpc.Record("Score", absl::StatusCode::kOk, absl::Milliseconds(3));
+  auto exposer = MetricsExposer::Create("127.0.0.1", 0, registry);
+  ASSERT_TRUE(exposer.ok()) << exposer.status();
+  const int port = (*exposer)->port();
+  std::vector<int> idle;
+  for (int i = 0; i < 10; ++i) {
+    const int fd = Connect(port);
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+  }
+  absl::Notification stop;
+  std::thread slow([&] {
+    const int fd = Connect(port);
+    const std::string partial = "GET /metrics HTTP/1.0\r\n";
+    for (size_t i = 0; i < partial.size() && !stop.HasBeenNotified(); ++i) {
+      if (write(fd, &partial[i], 1) != 1) break;
+      stop.WaitForNotificationWithTimeout(absl::Milliseconds(1500));  // drip pacing
+    }
+    close(fd);
+  });
+  for (int i = 0; i < 3; ++i) {
+    auto body = rlhf::testing::HttpGet(port, "/metrics");
+    ASSERT_TRUE(body.ok()) << body.status();
+    EXPECT_NE(body->find("rlhf_test_requests_total"), std::string::npos);
+  }
+  stop.Notify();
+  slow.join();
+  // The idle connections are closed by the server (their deadline), not kept forever.
+  for (int fd : idle) {
+    timeval tv{20, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char c;
+    EXPECT_EQ(read(fd, &c, 1), 0);
+    close(fd);
+  }
 }
 
 class TlsTest : public ::testing::Test {

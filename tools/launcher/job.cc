@@ -42,6 +42,9 @@
 namespace rlhf::launcher {
 namespace {
 
+// Restarts of a crashed learner / reward / reference server before the job fails.
+constexpr int kServerRestarts = 3;
+
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 using rlhf::v1::JobConfig;
@@ -268,6 +271,17 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
   const std::string host = endpoint.host();
   const absl::Duration timeout = absl::Seconds(config_.launcher().health_timeout_s());
   auto port_out = std::make_shared<int>(0);
+  // A crash is not the end (issue 23): the scoring servers are stateless and the
+  // learner resumes from its checkpoint dir; each comes back on the port it first
+  // bound so that clients (retrying UNAVAILABLE) find it again.
+  spec.max_restarts = kServerRestarts;
+  spec.before_restart = [port_out, port_file](ProcessSpec& p) {
+    std::error_code ec;
+    fs::remove(port_file, ec);  // ready() must read the new process's port file
+    for (auto& a : p.argv) {
+      if (absl::StartsWith(a, "--port=") && *port_out > 0) a = absl::StrCat("--port=", *port_out);
+    }
+  };
   spec.ready = [port_file, host, timeout, port_out](Process& p) -> absl::Status {
     const absl::Time deadline = absl::Now() + timeout;
     RLHF_ASSIGN_OR_RETURN(int port, WaitForPortFile(port_file, p, deadline));
@@ -489,6 +503,12 @@ absl::Status Job::Rl() {
   Supervisor sup(so, registry_.get());
   std::error_code ec;
   fs::remove(run_dir_ + "/metrics.jsonl.launcher", ec);
+  // A resumed run appends to the same metrics.jsonl: steps the learner trains again
+  // after restoring an older checkpoint are not written twice (issue 23).
+  if (auto last = ReadLastJsonLine(run_dir_ + "/metrics.jsonl");
+      last.has_value() && last->contains("step") && (*last)["step"].is_number_integer()) {
+    last_jsonl_step_ = std::max(last_jsonl_step_, (*last)["step"].get<int64_t>());
+  }
 
   absl::Status st = StartRlChildren(sup);
   if (st.ok()) {

@@ -115,12 +115,19 @@ void Supervisor::Tick() {
           state_ = JobState::kCompleted;
           reason_ = absl::StrCat(name, " finished");
           Report(reason_);
-        } else {
-          Fail(absl::StrCat(name, " ", how, log_part));
+          continue;
         }
-        continue;
+        if (child.restarts >= child.spec.max_restarts) {
+          Fail(absl::StrCat(name, " ", how,
+                            child.spec.max_restarts > 0
+                                ? absl::StrCat(" after ", child.restarts, " restarts")
+                                : "",
+                            log_part));
+          continue;
+        }
+        // A stateless server: restart it like a crashed actor (below).
       }
-      if (child.process->exited_cleanly()) {
+      if (!child.spec.critical && child.process->exited_cleanly()) {
         Report(absl::StrCat(name, " finished (exit code 0); not restarted"));
         child.gave_up = true;
         continue;
@@ -148,6 +155,7 @@ void Supervisor::Tick() {
     if (state_ == JobState::kRunning && child.process != nullptr &&
         !child.process->running() && !child.gave_up && absl::Now() >= child.restart_at) {
       child.restart_at = absl::InfiniteFuture();
+      if (child.spec.before_restart) child.spec.before_restart(child.spec.process);
       absl::Status st = SpawnAndReady(child);
       if (st.ok()) {
         if (restarts_ != nullptr) {
@@ -164,6 +172,10 @@ void Supervisor::Tick() {
           child.restart_at = absl::Now() + child.spec.restart_backoff;
         } else {
           child.gave_up = true;
+          if (child.spec.critical) {
+            Fail(absl::StrCat(child.spec.process.name, " could not be restarted: ",
+                              st.message()));
+          }
         }
       }
     }

@@ -12,7 +12,10 @@
 //   sup.ShutdownAll();                             // actors, learner, servers, ...
 //
 // Policies per child (ChildSpec): `critical` children (learner, servers) end the job
-// when they exit; `completes_job` (the learner) ends it successfully when it exits 0;
+// when they exit, unless they have restarts left (max_restarts > 0: the stateless
+// reward/reference servers, restarted like a crashed actor, before_restart pinning the
+// port they first bound so clients find them again); `completes_job` (the learner)
+// ends it successfully when it exits 0;
 // restartable children (actors) are restarted after `restart_backoff` up to
 // `max_restarts` times and each crash is reported with the tail of its log; a group
 // whose members all gave up (`min_running`) fails the job.
@@ -49,8 +52,12 @@ struct ChildSpec {
   std::string instance;    // "0", "1" for actors; "" for singletons
   int stop_order = 0;      // ShutdownAll stops lower numbers first
   bool critical = false;   // its exit ends the job (failure unless completes_job + code 0)
+                           // once its restarts (if any) are used up
   bool completes_job = false;  // exit code 0 = the job finished successfully
-  int max_restarts = 0;    // non-critical children: restarts before giving up
+  int max_restarts = 0;    // restarts after a crash before giving up (critical: failing)
+  // Called before each restart (not the first spawn) to adjust the command line, e.g.
+  // to pin the port the first run bound.
+  std::function<void(ProcessSpec&)> before_restart;
   absl::Duration restart_backoff = absl::Seconds(1);
   // Called after every (re)spawn; returns when the child is ready (port written,
   // health SERVING). An error kills the child and counts as a crash.

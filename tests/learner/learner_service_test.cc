@@ -1,0 +1,144 @@
+// The LearnerService over a real gRPC server on a loopback port: weight streams are
+// publisher members per stream, not per actor id (issue 23 item 3).
+#include "learner/learner_service.h"
+
+#include <set>
+
+#include <gtest/gtest.h>
+#include <grpcpp/client_context.h>
+#include <torch/types.h>
+
+#include "services/channel.h"
+#include "services/server.h"
+#include "services/weights/flat_weights.h"
+
+namespace rlhf::learner {
+namespace {
+
+// The real gRPC publisher, recording its member set so the test can wait for the
+// server to have processed a closed stream (no sleeps, no races).
+class RecordingPublisher : public weights::WeightPublisher {
+ public:
+  explicit RecordingPublisher(std::unique_ptr<weights::WeightPublisher> inner)
+      : inner_(std::move(inner)) {}
+  void AddMember(const std::string& id, weights::DeliverFn deliver) override {
+    {
+      absl::MutexLock l(&mu_);
+      members_.insert(id);
+    }
+    inner_->AddMember(id, std::move(deliver));
+  }
+  void RemoveMember(const std::string& id) override {
+    inner_->RemoveMember(id);
+    absl::MutexLock l(&mu_);
+    members_.erase(id);
+    ++removed_;
+  }
+  void Publish(std::shared_ptr<const weights::FlatWeights> w) override { inner_->Publish(w); }
+  absl::Status WaitSynced(int64_t v, absl::Duration t) override { return inner_->WaitSynced(v, t); }
+  weights::PublisherStats stats() const override { return inner_->stats(); }
+  std::string rendezvous_address() const override { return ""; }
+  void Shutdown() override { inner_->Shutdown(); }
+
+  bool WaitRemoved(int n, absl::Duration timeout) {
+    absl::MutexLock l(&mu_);
+    auto done = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return removed_ >= n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+  }
+  size_t members() {
+    absl::MutexLock l(&mu_);
+    return members_.size();
+  }
+
+ private:
+  std::unique_ptr<weights::WeightPublisher> inner_;
+  absl::Mutex mu_;
+  std::set<std::string> members_ ABSL_GUARDED_BY(mu_);
+  int removed_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+std::shared_ptr<weights::FlatWeights> Weights(int64_t version) {
+  weights::NamedTensors t = {{"w", torch::full({8}, static_cast<float>(version))}};
+  auto flat = weights::Flatten(t, version);
+  EXPECT_TRUE(flat.ok()) << flat.status();
+  return *flat;
+}
+
+// Reads messages until a header of `version` arrives (true) or the stream ends.
+bool ReadUntilVersion(grpc::ClientReaderInterface<rlhf::v1::WeightsMessage>* reader,
+                      int64_t version) {
+  rlhf::v1::WeightsMessage m;
+  while (reader->Read(&m)) {
+    if (m.has_header() && m.header().version().version() == version) return true;
+  }
+  return false;
+}
+
+TEST(LearnerServiceTest, ClosingAnOlderWeightStreamKeepsTheNewerSubscribed) {
+  LearnerHandlerOptions ho;
+  ho.vocab_size = 50;
+  auto handler = LearnerHandler::Create(ho, {{1, 2}}, nullptr);
+  ASSERT_TRUE(handler.ok());
+  auto inner = weights::MakeWeightPublisher(weights::WeightTransportOptions{});
+  ASSERT_TRUE(inner.ok());
+  RecordingPublisher publisher(std::move(*inner));
+  publisher.Publish(Weights(0));
+  LearnerServiceImpl service(handler->get(), &publisher, rlhf::v1::RegisterResponse(), "",
+                             nullptr);
+  services::GrpcServerOptions so;
+  auto server = services::GrpcServer::Create(so, {&service});
+  ASSERT_TRUE(server.ok());
+  ASSERT_TRUE((*server)->Start().ok());
+  services::ChannelOptions co;
+  co.target = (*server)->address();
+  auto channel = services::MakeChannel(co);
+  ASSERT_TRUE(channel.ok());
+  auto stub = rlhf::v1::LearnerService::NewStub(*channel);
+
+  rlhf::v1::RegisterRequest reg;
+  reg.set_actor_name("a");
+  rlhf::v1::RegisterResponse regr;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Register(&ctx, reg, &regr).ok());
+  }
+  rlhf::v1::WatchWeightsRequest watch;
+  watch.set_actor_id(regr.actor_id());
+  grpc::ClientContext old_ctx, new_ctx;
+  old_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  new_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto old_stream = stub->WatchWeights(&old_ctx, watch);
+  ASSERT_TRUE(ReadUntilVersion(old_stream.get(), 0));
+  auto new_stream = stub->WatchWeights(&new_ctx, watch);  // e.g. the actor's resync
+  ASSERT_TRUE(ReadUntilVersion(new_stream.get(), 0));
+  EXPECT_EQ(publisher.members(), 2u);
+
+  old_ctx.TryCancel();
+  rlhf::v1::WeightsMessage m;
+  while (old_stream->Read(&m)) {
+  }
+  (void)old_stream->Finish();
+  ASSERT_TRUE(publisher.WaitRemoved(1, absl::Seconds(20)));  // the server saw it close
+  EXPECT_EQ(publisher.members(), 1u);
+
+  publisher.Publish(Weights(1));
+  EXPECT_TRUE(ReadUntilVersion(new_stream.get(), 1)) << "the newer stream was unsubscribed";
+
+  // Deregister drops every stream of the actor from the publisher.
+  rlhf::v1::DeregisterRequest dereg;
+  dereg.set_actor_id(regr.actor_id());
+  rlhf::v1::DeregisterResponse deregr;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Deregister(&ctx, dereg, &deregr).ok());
+  }
+  EXPECT_EQ(publisher.members(), 0u);
+  new_ctx.TryCancel();
+  while (new_stream->Read(&m)) {
+  }
+  (void)new_stream->Finish();
+  (*server)->Shutdown(absl::Now() + absl::Seconds(2));
+}
+
+}  // namespace
+}  // namespace rlhf::learner
