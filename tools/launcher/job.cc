@@ -11,6 +11,7 @@
 #include <memory>
 #include <thread>
 
+#include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
@@ -24,6 +25,7 @@
 #include "core/status_macros.h"
 #include "services/config/config.h"
 #include "services/metrics.h"
+#include "tools/launcher/eval_report.h"
 #include "tools/launcher/http.h"
 #include "tools/launcher/paired_gain.h"
 #include "tools/launcher/process.h"
@@ -86,6 +88,47 @@ class LogFollower {
   std::streamoff offset_ = 0;
   std::string partial_;
 };
+
+// --- user data and scorers (issue 17) ---
+
+// `rlhf data --task=files`: the job's data.* files materialised into data.dir with the
+// job's prompt template applied once (core/data/user_data.h).
+std::vector<std::string> UserDataArgv(const JobConfig& c, const std::string& rlhf) {
+  const auto& d = c.data();
+  std::vector<std::string> argv = {rlhf, "data", "--task=files", "--out=" + d.dir(),
+                                   absl::StrCat("--seed=", d.seed()),
+                                   absl::StrCat("--heldout_fraction=", d.heldout_fraction()),
+                                   "--prompt_template=" + c.prompt_template()};
+  auto add = [&](const char* flag, const google::protobuf::RepeatedPtrField<std::string>& f) {
+    if (!f.empty()) argv.push_back(absl::StrCat("--", flag, "=", absl::StrJoin(f, ",")));
+  };
+  add("sft_files", d.sft().files());
+  add("sft_heldout_files", d.sft().heldout());
+  add("preference_files", d.preferences().files());
+  add("preference_heldout_files", d.preferences().heldout());
+  add("prompt_files", d.prompts().files());
+  add("prompt_heldout_files", d.prompts().heldout());
+  add("pretrain_files", d.pretrain().files());
+  if (d.skip_malformed()) argv.push_back("--skip_malformed");
+  return argv;
+}
+
+// reward_server.scorers as rlhf-reward-server's --scorers_json (proto field names).
+std::string ScorersJson(const rlhf::v1::RewardServerConfig& rs) {
+  Json list = Json::array();
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  for (const auto& sc : rs.scorers()) {
+    std::string text;
+    (void)google::protobuf::util::MessageToJsonString(sc, &text, print);
+    Json j = Json::parse(text, nullptr, false);
+    if (!j.is_object()) j = Json::object();
+    j.erase("normalize");  // the server takes --normalize for all RMs
+    j["weight"] = sc.weight();  // proto3 JSON drops an explicit 0
+    list.push_back(j);
+  }
+  return list.dump();
+}
 
 class Job {
  public:
@@ -181,6 +224,7 @@ absl::Status Job::RunStage(const std::string& name, std::vector<std::string> arg
 
 absl::Status Job::Data() {
   const auto& d = config_.data();
+  if (d.task() == "files") return RunStage("data", UserDataArgv(config_, Bin("rlhf")));
   if (fs::exists(d.dir() + "/rl_heldout.jsonl")) {
     Say(absl::StrCat("[run] data: using ", d.dir()));
     return absl::OkStatus();
@@ -363,18 +407,10 @@ ChildSpec Job::ActorSpec(int index) {
 
 absl::Status Job::StartRlChildren(Supervisor& sup) {
   const auto& rs = config_.reward_server();
-  std::vector<std::string> scorer_specs;
   bool normalize = false;
-  for (const auto& sc : rs.scorers()) {
-    if (sc.type() == "gold") {
-      scorer_specs.push_back(absl::StrCat("gold:", sc.weight()));
-    } else {
-      scorer_specs.push_back(absl::StrCat("rm:", sc.checkpoint(), ":", sc.weight()));
-      normalize |= sc.normalize();
-    }
-  }
+  for (const auto& sc : rs.scorers()) normalize |= sc.type() == "rm" && sc.normalize();
   std::vector<std::string> reward_args = {
-      "--scorers=" + absl::StrJoin(scorer_specs, ","),
+      "--scorers_json=" + ScorersJson(rs),
       absl::StrCat("--threads=", rs.endpoint().threads()),
       absl::StrCat("--max_batch_tokens=", rs.batching().max_batch_tokens()),
       absl::StrCat("--max_wait_ms=", rs.batching().max_wait_ms()),
@@ -695,6 +731,10 @@ absl::Status Job::Eval() {
     if (config_.eval().num_prompts() > 0) {
       argv.push_back(absl::StrCat("--max_prompts=", config_.eval().num_prompts()));
     }
+    argv.push_back(absl::StrCat("--gold=", config_.eval().gold() ? "true" : "false"));
+    if (!config_.eval().heldout_rm_checkpoint().empty()) {
+      argv.push_back("--heldout_rm=" + config_.eval().heldout_rm_checkpoint());
+    }
     RLHF_RETURN_IF_ERROR(RunStage("eval_" + name, argv));
   }
   return absl::OkStatus();
@@ -757,6 +797,7 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
     if (auto k = num("kl_mean")) summary_[name]["kl_to_sft"] = *k;
     if (auto n = num("n")) summary_[name]["eval_samples"] = *n;
   }
+  AddPolicyComparison(run_dir_, config_.eval().num_examples(), &summary_);
   // RL minus SFT on the same prompts, with the interval of the paired difference.
   if (auto gain = PairedPromptGain(gold_samples["sft"], gold_samples["rl"]); gain.ok()) {
     summary_["rl"]["gold_gain_over_sft"] = gain->mean;
@@ -787,11 +828,13 @@ void Job::PrintTable() {
   };
   std::string out = "\n";
   absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", "", "SFT policy", "RL policy"));
+  const bool gold = config_.eval().gold();
   for (const auto& [label, key] : std::vector<std::pair<std::string, std::string>>{
            {"gold score", "gold_score"},
            {"  95% interval", "gold_score_ci95"},
            {"reward-model score", "rm_score"},
            {"KL to SFT (nats)", "kl_to_sft"}}) {
+    if (!gold && absl::StartsWith(key, "gold")) continue;  // user data: no gold labeler
     absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", label, get("sft", key.c_str()),
                                           get("rl", key.c_str())));
   }
@@ -806,7 +849,8 @@ void Job::PrintTable() {
     absl::StrAppend(&out, "  (paired by prompt over ",
                     summary_["rl"].value("gold_gain_prompts", 0), " held-out prompts)\n");
   }
-  if (summary_.contains("sft") && summary_["sft"].contains("samples")) {
+  absl::StrAppend(&out, PolicyComparisonTable(summary_));
+  if (gold && summary_.contains("sft") && summary_["sft"].contains("samples")) {
     const Json& before = summary_["sft"]["samples"];
     const Json* after = summary_.contains("rl") && summary_["rl"].contains("samples")
                             ? &summary_["rl"]["samples"]
