@@ -174,7 +174,7 @@ absl::Status ParseSft(const json& obj, const std::string& where, const PromptTem
     return absl::OkStatus();
   }
   RLHF_ASSIGN_OR_RETURN(rec->prompt, GetPrompt(obj, where, "prompt", tmpl));
-  RLHF_ASSIGN_OR_RETURN(rec->response, GetResponse(obj, where, "response"));
+  RLHF_ASSIGN_OR_RETURN(rec->response, GetString(obj, where, "response"));
   return absl::OkStatus();
 }
 
