@@ -128,5 +128,20 @@ TEST(EvalReportTest, SummaryAndTableFromTwoEvalFiles) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(EvalReportTest, PlotHasOnePolylinePerSeriesAtTheRightPlaces) {
+  // Steps 1..3, reward 0, 1, 0.5: x from 40 to 440, y from 160 (min) to 40 (max).
+  std::vector<Json> records = {{{"step", 1}, {"reward_mean", 0.0}, {"kl_mean", 0.1}},
+                               {{"step", 2}, {"reward_mean", 1.0}},
+                               {{"step", 3}, {"reward_mean", 0.5}, {"kl_mean", 0.3}},
+                               {{"final", true}, {"reward_mean", 9.0}}};  // no step: skipped
+  Json summary = {{"rl", {{"rm_win_rate", 0.625}, {"rm_win_rate_ci95", {0.156, 1.094}}}}};
+  const std::string html = MetricsPlotHtml(records, {"reward_mean", "kl_mean", "beta"}, summary);
+  EXPECT_THAT(html, HasSubstr("final RM win rate RL over SFT 0.625 [0.156, 1.094]"));
+  EXPECT_THAT(html, HasSubstr("data-series=\"reward_mean\" fill=\"none\" stroke=\"#1f77b4\" "
+                              "stroke-width=\"2\" points=\"40.0,160.0 240.0,40.0 440.0,100.0\""));
+  EXPECT_THAT(html, HasSubstr("points=\"40.0,160.0 440.0,40.0\""));  // kl_mean: steps 1 and 3
+  EXPECT_THAT(html, Not(HasSubstr("beta over RL steps")));          // no data: no panel
+}
+
 }  // namespace
 }  // namespace rlhf::launcher

@@ -153,4 +153,68 @@ std::string PolicyComparisonTable(const Json& summary) {
   return out;
 }
 
+std::string MetricsPlotHtml(const std::vector<Json>& records,
+                            const std::vector<std::string>& series, const Json& summary) {
+  constexpr double kW = 480, kH = 200, kPad = 40;
+  std::string title = "RL training";
+  if (summary.contains("rl") && summary["rl"].contains("rm_win_rate")) {
+    absl::StrAppend(&title, " — final RM win rate RL over SFT ",
+                    Num(summary["rl"]["rm_win_rate"]), " ",
+                    Num(summary["rl"].value("rm_win_rate_ci95", Json())));
+  }
+  std::string html = absl::StrCat(
+      "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>", title,
+      "</title></head>\n<body style=\"font-family:sans-serif\">\n<h2>", title, "</h2>\n");
+  for (const std::string& name : series) {
+    std::vector<std::pair<double, double>> points;
+    for (const Json& r : records) {
+      if (r.contains("step") && r["step"].is_number() && r.contains(name) && r[name].is_number()) {
+        points.emplace_back(r["step"].get<double>(), r[name].get<double>());
+      }
+    }
+    if (points.empty()) continue;
+    double x0 = points.front().first, x1 = x0, y0 = points.front().second, y1 = y0;
+    for (const auto& [x, y] : points) {
+      x0 = std::min(x0, x); x1 = std::max(x1, x);
+      y0 = std::min(y0, y); y1 = std::max(y1, y);
+    }
+    if (x1 == x0) x1 = x0 + 1;
+    if (y1 == y0) { y0 -= 0.5; y1 += 0.5; }
+    std::string poly;
+    for (const auto& [x, y] : points) {
+      absl::StrAppend(&poly, poly.empty() ? "" : " ",
+                      absl::StrFormat("%.1f,%.1f", kPad + (x - x0) / (x1 - x0) * (kW - 2 * kPad),
+                                      kH - kPad - (y - y0) / (y1 - y0) * (kH - 2 * kPad)));
+    }
+    absl::StrAppend(
+        &html, "<h3>", name, " over RL steps</h3>\n",
+        absl::StrFormat("<svg width=\"%.0f\" height=\"%.0f\" xmlns=\"http://www.w3.org/2000/svg\">\n", kW, kH),
+        absl::StrFormat("<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#999\"/>\n",
+                        kPad, kPad, kW - 2 * kPad, kH - 2 * kPad),
+        "<polyline data-series=\"", name, "\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"",
+        poly, "\"/>\n",
+        absl::StrFormat("<text x=\"2\" y=\"%.0f\" font-size=\"11\">%.4g</text>\n", kPad, y1),
+        absl::StrFormat("<text x=\"2\" y=\"%.0f\" font-size=\"11\">%.4g</text>\n", kH - kPad, y0),
+        absl::StrFormat("<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">step %.0f</text>\n", kPad, kH - 8, x0),
+        absl::StrFormat("<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">step %.0f</text>\n", kW - kPad - 40, kH - 8, x1),
+        "</svg>\n");
+  }
+  absl::StrAppend(&html, "</body></html>\n");
+  return html;
+}
+
+bool WriteMetricsPlot(const std::string& run_dir, const Json& summary) {
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  if (!in) return false;
+  std::vector<Json> records;
+  for (std::string line; std::getline(in, line);) {
+    Json j = Json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.contains("reward_mean")) records.push_back(std::move(j));
+  }
+  if (records.empty()) return false;
+  std::ofstream(run_dir + "/plot.html")
+      << MetricsPlotHtml(records, {"reward_mean", "kl_mean", "beta"}, summary);
+  return true;
+}
+
 }  // namespace rlhf::launcher

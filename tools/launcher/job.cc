@@ -798,6 +798,7 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
     if (auto n = num("n")) summary_[name]["eval_samples"] = *n;
   }
   AddPolicyComparison(run_dir_, config_.eval().num_examples(), &summary_);
+  if (WriteMetricsPlot(run_dir_, summary_)) summary_["plot"] = run_dir_ + "/plot.html";
   // RL minus SFT on the same prompts, with the interval of the paired difference.
   if (auto gain = PairedPromptGain(gold_samples["sft"], gold_samples["rl"]); gain.ok()) {
     summary_["rl"]["gold_gain_over_sft"] = gain->mean;
