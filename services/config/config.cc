@@ -874,15 +874,15 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
       ch.Require(c.data().task() == "builtin",
                  absl::StrCat(p, ".type: 'gold' needs data.task 'builtin' (its labeler)"));
     }
-    if (sc.type() == "length") ch.AtLeast(p + ".target_length", sc.target_length(), 1);
-    ch.AtLeast(p + ".length_tolerance", sc.length_tolerance(), 0);
+    if (sc.type() == "length") ch.AtLeast((p + ".target_length").c_str(), sc.target_length(), 1);
+    ch.AtLeast((p + ".length_tolerance").c_str(), sc.length_tolerance(), 0);
     if (sc.type() == "regex") {
       ch.Require(!sc.pattern().empty(), absl::StrCat(p, ".pattern: required for type 'regex'"));
     }
     if (sc.type() == "remote") {
       ch.Require(!sc.address().empty(),
                  absl::StrCat(p, ".address: required for type 'remote' (host:port)"));
-      ch.AtLeast(p + ".timeout_ms", sc.timeout_ms(), 1);
+      ch.AtLeast((p + ".timeout_ms").c_str(), sc.timeout_ms(), 1);
     }
   }
   CheckEndpoint(ch, "reference_server.endpoint", c.reference_server().endpoint());
