@@ -34,6 +34,9 @@ ABSL_FLAG(std::string, checkpoint, "", "reward-model checkpoint dir (= --scorers
 ABSL_FLAG(std::string, preset, "", "serve a freshly initialised reward model of this preset");
 ABSL_FLAG(int, seed, 0, "seed for --preset initialisation");
 ABSL_FLAG(std::string, scorers, "", "comma list of rm:DIR[:weight] and gold[:weight]");
+ABSL_FLAG(std::string, scorers_json, "",
+          "JSON array of rlhf.v1.ScorerConfig objects (proto field names): rm, gold, length, "
+          "regex, exact_match, remote; used instead of --scorers (rlhf run passes this)");
 ABSL_FLAG(bool, normalize, false, "normalise rm scores with the checkpoint's reward_mean/std");
 ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer for the gold scorer");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's (256 without one)");
@@ -96,17 +99,23 @@ absl::Status Run() {
     note_model(**scorer);
     deps.scorers.push_back({*std::move(scorer), 1.0});
   }
-  if (!specs_text.empty()) {
-    auto specs = rlhf::reward::ParseScorerSpecs(specs_text);
+  if (!specs_text.empty() || !absl::GetFlag(FLAGS_scorers_json).empty()) {
+    auto specs = absl::GetFlag(FLAGS_scorers_json).empty()
+                     ? rlhf::reward::ParseScorerSpecs(specs_text)
+                     : rlhf::reward::ParseScorerSpecsJson(absl::GetFlag(FLAGS_scorers_json));
     if (!specs.ok()) return specs.status();
     for (const auto& spec : *specs) {
-      if (spec.kind == rlhf::reward::ScorerSpec::Kind::kGold) {
-        deps.scorers.push_back(
-            {std::make_unique<rlhf::reward::GoldRewardScorer>(tokenizer), spec.weight});
+      if (spec.kind != rlhf::reward::ScorerSpec::Kind::kModel) {
+        auto scorer = rlhf::reward::MakeRuleScorer(spec, tokenizer);
+        if (!scorer.ok()) return scorer.status();
+        LOG(INFO) << "scorer '" << (*scorer)->name() << "' weight " << spec.weight;
+        deps.scorers.push_back({*std::move(scorer), spec.weight});
         continue;
       }
       // Components are named rm, rm2, rm3, ... in flag order (--preset counts first).
-      const std::string name = have_model ? absl::StrCat("rm", ++extra_models + 1) : "rm";
+      std::string name = have_model ? absl::StrCat("rm", extra_models + 2) : "rm";
+      if (have_model) ++extra_models;
+      if (!spec.name.empty()) name = spec.name;
       auto scorer = ModelRewardScorer::FromCheckpoint(name, spec.checkpoint, tokenizer->pad_id(),
                                                       absl::GetFlag(FLAGS_normalize));
       if (!scorer.ok()) return scorer.status();

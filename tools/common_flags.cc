@@ -28,8 +28,16 @@ ABSL_FLAG(std::string, json_out, "", "also write the final numbers as JSON to th
 ABSL_FLAG(int64_t, max_seq_len, -1, "override the preset's context length (-1 = preset's)");
 ABSL_FLAG(int64_t, eval_every, -1, "steps between held-out evaluations (-1 = default)");
 ABSL_FLAG(int64_t, checkpoint_every, -1, "steps between checkpoints (-1 = default)");
+ABSL_FLAG(std::string, prompt_template, "",
+          "how prompts are rendered for the model, e.g. \"User: {prompt}\\nAssistant: \" "
+          "(exactly one {prompt}); empty = as is. `rlhf run` applies it once in the data "
+          "stage, so its stages read rendered files and pass none");
 
 namespace rlhf::tools {
+
+absl::StatusOr<PromptTemplate> PromptTemplateFromFlag() {
+  return PromptTemplate::Parse(absl::GetFlag(FLAGS_prompt_template));
+}
 
 void ApplyThreads() {
   const int threads = absl::GetFlag(FLAGS_threads);

@@ -9,6 +9,7 @@
 #include "absl/flags/declare.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/data/prompt_template.h"
 #include "core/model/model.h"
 
 ABSL_DECLARE_FLAG(std::string, data);
@@ -27,9 +28,12 @@ ABSL_DECLARE_FLAG(std::string, json_out);
 ABSL_DECLARE_FLAG(int64_t, max_seq_len);
 ABSL_DECLARE_FLAG(int64_t, eval_every);
 ABSL_DECLARE_FLAG(int64_t, checkpoint_every);
+ABSL_DECLARE_FLAG(std::string, prompt_template);
 
 namespace rlhf::tools {
 
+// --prompt_template, parsed (InvalidArgument naming the flag's problem).
+absl::StatusOr<PromptTemplate> PromptTemplateFromFlag();
 // Sets LibTorch's intra-op threads from --threads (default 2).
 void ApplyThreads();
 // A fresh model from --preset (default "tiny"), with --max_seq_len when > 0, seeded.

@@ -29,6 +29,11 @@ int RunRmCommand(const std::vector<std::string>& args) {
   if (data.empty()) return Fail("rm", absl::InvalidArgumentError("--data is required"));
   JsonlReadOptions read;
   read.skip_malformed = absl::GetFlag(FLAGS_skip_malformed);
+  {
+    auto tmpl = PromptTemplateFromFlag();
+    if (!tmpl.ok()) return Fail("rm", tmpl.status());
+    read.prompt_template = *tmpl;
+  }
   // --data may list several files (e.g. the synthetic rankings and `rlhf label`'s
   // rankings of SFT samples); their records are concatenated.
   JsonlStats stats;

@@ -26,6 +26,11 @@ int RunSftCommand(const std::vector<std::string>& args) {
   if (data.empty()) return Fail("sft", absl::InvalidArgumentError("--data is required"));
   JsonlReadOptions read;
   read.skip_malformed = absl::GetFlag(FLAGS_skip_malformed);
+  {
+    auto tmpl = PromptTemplateFromFlag();
+    if (!tmpl.ok()) return Fail("sft", tmpl.status());
+    read.prompt_template = *tmpl;
+  }
   JsonlStats stats;
   auto train = ReadSftJsonl(data, read, &stats);
   if (!train.ok()) return Fail("sft", train.status());

@@ -17,16 +17,35 @@
 //     ranked records (ranking [0, 1]); chosen == rejected is an error.
 //   - Over-length sequences are not handled here (no tokenizer): see core/train.
 //
+// User formats (docs/data.md), each read into the same records as its plain equivalent;
+// every prompt string goes through JsonlReadOptions::prompt_template (prompt_template.h),
+// Anthropic HH transcripts excepted (they are rendered text already):
+//   SFT          {"prompt","response"} | {"messages": [{"role","content"}, ...]} (the final
+//                assistant turn is the response)
+//   preferences  {"prompt","chosen","rejected"} with strings, or TRL's conversational
+//                form: "prompt" a message list, "chosen"/"rejected" one-assistant-message
+//                lists, or no "prompt" and two full conversations differing only in the
+//                final assistant turn | Anthropic HH {"chosen","rejected"} transcripts
+//                (prompt = shared prefix through its last "\n\nAssistant:") |
+//                K-ranked {"prompt","responses","ranking"}
+//   prompts      {"prompt": str | messages} | {"messages": [...]} (ends with a user turn);
+//                optional "reference": str
+//   text         {"text"}
+//
 // Thread-compatible: no shared state.
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/data/prompt_template.h"
 #include "core/data/records.h"
 
 namespace rlhf {
@@ -34,6 +53,7 @@ namespace rlhf {
 struct JsonlReadOptions {
   bool skip_malformed = false;  // true: skip and count malformed records instead of failing
   int64_t max_records = -1;     // stop after this many good records; -1 = all
+  PromptTemplate prompt_template;  // applied to every prompt read; default = as is
 };
 
 struct JsonlStats {
@@ -43,7 +63,14 @@ struct JsonlStats {
   int64_t empty_responses = 0;  // SFT records dropped for an empty response
   int64_t duplicate_pairs = 0;  // ranked: pairs of identical responses (dropped by ExpandPairs)
   std::vector<std::string> first_errors;  // up to 5 messages of skipped records
+  // Skipped records by reason (the message without its "file:line: " location; at most
+  // 16 distinct reasons, the rest counted under "other").
+  std::map<std::string, int64_t> skip_reasons;
 };
+
+// One line for a file's read: "data/sft.jsonl: 120 records, 3 skipped (2x field
+// 'prompt': expected string; 1x invalid JSON), 1 empty response dropped".
+std::string FormatJsonlSummary(const std::string& path, const JsonlStats& stats);
 
 // Callbacks receive each record in file order; a non-OK status from the callback stops
 // reading and is returned.
@@ -78,6 +105,27 @@ absl::StatusOr<std::vector<TextRecord>> ReadTextJsonl(const std::string& path,
 // Checks that `ranking` is a permutation of 0..k-1; the message says what is wrong
 // ("rank 2 appears twice", "rank 7 out of range [0, 4)").
 absl::Status ValidateRanking(const std::vector<int>& ranking, int k);
+
+// Streaming writer: one compact JSON object per Write*, to "<path>.tmp", renamed to
+// `path` by Close() (a writer destroyed unclosed removes its temporary file).
+class JsonlWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<JsonlWriter>> Open(const std::string& path);
+  ~JsonlWriter();
+  absl::Status Write(const SftRecord& r);
+  absl::Status Write(const RankedRecord& r);
+  absl::Status Write(const PromptRecord& r);
+  absl::Status Write(const TextRecord& r);
+  absl::Status Close();
+  int64_t written() const { return written_; }
+
+ private:
+  explicit JsonlWriter(std::string path);
+  absl::Status WriteLine(const std::string& line);
+  std::string path_, tmp_;
+  std::FILE* file_ = nullptr;
+  int64_t written_ = 0;
+};
 
 // Writers: one compact JSON object per line, replacing the file atomically
 // (core/util/file_util.h).

@@ -8,6 +8,10 @@
 //   preference pair       {"prompt": str, "chosen": str, "rejected": str}
 //   pretraining text      {"text": str}
 //   prompt only (RL/eval) {"prompt": str}   (extra keys such as "id" are ignored)
+//                         optional "reference": str, the reference answer the
+//                         exact_match rule scorer compares a response with
+// User formats read into the same records (jsonl.h): chat {"messages": [...]}, TRL
+// preferences with message lists, Anthropic HH {"chosen","rejected"} transcripts.
 //
 // Ranking convention: ranking[i] is the RANK of responses[i], 0 = best. It must be a
 // permutation of 0..K-1 (ties are not representable; break them when labelling).
@@ -44,6 +48,7 @@ struct TextRecord {
 
 struct PromptRecord {
   std::string prompt;
+  std::string reference;  // "" = none
 };
 
 // One comparison inside a RankedRecord, by response index.

@@ -35,10 +35,14 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
                                                 TransformerLM* reward_model,
                                                 const Tokenizer& tokenizer,
                                                 const std::vector<std::string>& prompts_in,
-                                                const PolicyEvalOptions& options) {
+                                                const PolicyEvalOptions& options,
+                                                TransformerLM* heldout_reward_model) {
   if (!policy->config().lm_head) return absl::InvalidArgumentError("policy has no LM head");
   if (reward_model != nullptr && !(*reward_model)->config().scalar_head) {
     return absl::InvalidArgumentError("reward model has no scalar head");
+  }
+  if (heldout_reward_model != nullptr && !(*heldout_reward_model)->config().scalar_head) {
+    return absl::InvalidArgumentError("held-out reward model has no scalar head");
   }
   std::vector<std::string> prompts;
   for (const std::string& p : prompts_in) {
@@ -53,6 +57,8 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
   policy->eval();
   if (reference != nullptr) (*reference)->eval();
   if (reward_model != nullptr) (*reward_model)->eval();
+  if (heldout_reward_model != nullptr) (*heldout_reward_model)->eval();
+  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
   SamplingOptions sampling;
   sampling.temperature = options.temperature;
@@ -60,8 +66,8 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
   sampling.stop_tokens = {tokenizer.eos_id()};
 
   PolicyEvalReport report;
-  std::vector<double> golds, kls, rms;
-  double kl_total = 0, kl_tokens = 0, bytes = 0, finished = 0;
+  std::vector<double> golds, kls, rms, rm2s;
+  double kl_total = 0, kl_tokens = 0, bytes = 0, tokens = 0, finished = 0;
   for (size_t start = 0; start < prompts.size(); start += options.batch_size) {
     const size_t end = std::min(prompts.size(), start + static_cast<size_t>(options.batch_size));
     std::vector<std::vector<int32_t>> prompt_ids;
@@ -72,8 +78,8 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
     }
     RLHF_ASSIGN_OR_RETURN(GenerationResult gen, Generate(policy, prompt_ids, seeds, sampling));
     std::vector<double> batch_kl(end - start, std::numeric_limits<double>::quiet_NaN());
-    std::vector<double> batch_rm(end - start, std::numeric_limits<double>::quiet_NaN());
-    if (reference != nullptr || reward_model != nullptr) {
+    std::vector<double> batch_rm(end - start, kNaN), batch_rm2(end - start, kNaN);
+    if (reference != nullptr || reward_model != nullptr || heldout_reward_model != nullptr) {
       SequenceBatchOptions pack;
       pack.pad_id = tokenizer.pad_id();
       RLHF_ASSIGN_OR_RETURN(SequenceBatch batch,
@@ -99,19 +105,26 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
           kl_tokens += batch.response_lengths[b];
         }
       }
-      if (reward_model != nullptr) {
+      // The scalar head at the last real token, normalised.
+      auto score = [&](TransformerLM& rm, double mean, double stdev,
+                       std::vector<double>* out) -> absl::Status {
         RLHF_ASSIGN_OR_RETURN(auto scores, TorchCall([&] {
-                                auto out = (*reward_model)
-                                               ->forward(batch.ids, batch.attention_mask,
-                                                         batch.position_ids);
-                                return ScoreAtLastToken(out.scalar, batch.attention_mask)
+                                auto o = rm->forward(batch.ids, batch.attention_mask,
+                                                     batch.position_ids);
+                                return ScoreAtLastToken(o.scalar, batch.attention_mask)
                                     .to(torch::kFloat64)
                                     .contiguous();
                               }, "eval rm"));
         auto acc = scores.accessor<double, 1>();
-        for (size_t b = 0; b < end - start; ++b) {
-          batch_rm[b] = (acc[b] - options.rm_mean) / options.rm_std;
-        }
+        for (size_t b = 0; b < end - start; ++b) (*out)[b] = (acc[b] - mean) / stdev;
+        return absl::OkStatus();
+      };
+      if (reward_model != nullptr) {
+        RLHF_RETURN_IF_ERROR(score(*reward_model, options.rm_mean, options.rm_std, &batch_rm));
+      }
+      if (heldout_reward_model != nullptr) {
+        RLHF_RETURN_IF_ERROR(
+            score(*heldout_reward_model, options.rm2_mean, options.rm2_std, &batch_rm2));
       }
     }
     for (size_t b = 0; b < end - start; ++b) {
@@ -119,13 +132,17 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
       s.prompt = prompts[start + b];
       s.response = tokenizer.Decode(gen.responses[b]);
       s.finished = gen.finished[b];
-      s.gold = GoldScore(s.prompt, s.response);
+      s.gold = options.gold ? GoldScore(s.prompt, s.response) : kNaN;
       s.kl = batch_kl[b];
       s.rm = batch_rm[b];
-      golds.push_back(s.gold);
+      s.rm2 = batch_rm2[b];
+      s.tokens = static_cast<int64_t>(gen.responses[b].size());
+      if (options.gold) golds.push_back(s.gold);
       if (reference != nullptr) kls.push_back(s.kl);
       if (reward_model != nullptr) rms.push_back(s.rm);
+      if (heldout_reward_model != nullptr) rm2s.push_back(s.rm2);
       bytes += s.response.size();
+      tokens += s.tokens;
       finished += s.finished;
       report.samples.push_back(std::move(s));
     }
@@ -137,8 +154,10 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
   report.gold = MeanInterval(golds);
   report.kl = MeanInterval(kls);
   report.rm = MeanInterval(rms);
+  report.rm2 = MeanInterval(rm2s);
   report.kl_per_token = kl_tokens > 0 ? kl_total / kl_tokens : std::numeric_limits<double>::quiet_NaN();
   report.mean_response_bytes = bytes / report.n;
+  report.mean_response_tokens = tokens / report.n;
   report.finished_fraction = finished / report.n;
   return report;
 }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -25,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "core/data/prompt_template.h"
 #include "core/status_macros.h"
 #include "core/util/file_util.h"
 #include "services/batching_defaults.h"
@@ -343,11 +346,22 @@ void ResolvePaths(JobConfig& c, const std::string& base) {
   c.set_run_dir(Absolute(base, c.run_dir()));
   SubstituteStrings(&c, "<run_dir>", c.run_dir());
   c.mutable_data()->set_dir(Absolute(base, c.data().dir()));
+  for (auto* files : {c.mutable_data()->mutable_sft(), c.mutable_data()->mutable_preferences(),
+                      c.mutable_data()->mutable_prompts(), c.mutable_data()->mutable_pretrain()}) {
+    for (auto& f : *files->mutable_files()) f = Absolute(base, f);
+    for (auto& f : *files->mutable_heldout()) f = Absolute(base, f);
+  }
+  c.mutable_eval()->set_heldout_rm_checkpoint(Absolute(base, c.eval().heldout_rm_checkpoint()));
   c.mutable_model()->set_sft_checkpoint(Absolute(base, c.model().sft_checkpoint()));
   c.mutable_model()->set_rm_checkpoint(Absolute(base, c.model().rm_checkpoint()));
   for (auto& s : *c.mutable_reward_server()->mutable_scorers()) {
     if (s.type() == "rm" && s.checkpoint().empty()) s.set_checkpoint(c.model().rm_checkpoint());
     s.set_checkpoint(Absolute(base, s.checkpoint()));
+    if (s.type() == "exact_match" && s.references().empty()) {
+      s.add_references(c.data().dir() + "/rl_train.jsonl");
+      s.add_references(c.data().dir() + "/rl_heldout.jsonl");
+    }
+    for (auto& f : *s.mutable_references()) f = Absolute(base, f);
   }
   auto* ref = c.mutable_reference_server();
   if (ref->checkpoint().empty()) ref->set_checkpoint(c.model().sft_checkpoint());
@@ -498,6 +512,7 @@ JobConfig DefaultJobConfig() {
   data->set_num_rl_train(512);
   data->set_num_rl_heldout(128);
   data->set_num_pretrain(1000);
+  data->set_heldout_fraction(0.1f);
 
   auto* model = c.mutable_model();
   model->set_preset("tiny");
@@ -632,6 +647,7 @@ JobConfig DefaultJobConfig() {
   eval->set_num_prompts(0);
   eval->set_samples_per_prompt(1);
   eval->set_num_examples(3);
+  eval->set_gold(true);
   return c;
 }
 
@@ -664,6 +680,7 @@ absl::StatusOr<JobConfig> ParseJobConfigYaml(absl::string_view yaml_text,
       }
       if (!s.contains("weight")) s["weight"] = 1.0;
       if (!s.contains("normalize")) s["normalize"] = s["type"] == "rm";
+      if (!s.contains("timeout_ms")) s["timeout_ms"] = 10000;
     }
   }
 
@@ -685,6 +702,8 @@ absl::StatusOr<JobConfig> ParseJobConfigYaml(absl::string_view yaml_text,
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", st.ToString()));
   }
 
+  // eval.gold defaults to whether the task has a gold labeler.
+  if (!JsonHas(user, {"eval", "gold"})) config.mutable_eval()->set_gold(config.data().task() == "builtin");
   config.set_run_dir(absl::StrReplaceAll(config.run_dir(), {{"<name>", config.name()}}));
   std::string base = options.base_dir;
   if (base.empty()) {
@@ -732,6 +751,21 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     ch.AtLeast("data.num_rl_train", d.num_rl_train(), 1);
     ch.AtLeast("data.num_rl_heldout", d.num_rl_heldout(), 1);
     ch.AtLeast("data.num_pretrain", d.num_pretrain(), 0);
+    ch.Require(c.prompt_template().empty(),
+               "prompt_template: the built-in task's gold labeler reads plain prompts; "
+               "export it (`rlhf data`) and run it as data.task 'files' to use a template");
+  } else if (d.task() == "files") {
+    ch.Require(d.prompts().files_size() > 0,
+               "data.prompts.files: required for data.task 'files' (RL and eval prompts)");
+    ch.Require(d.heldout_fraction() > 0 && d.heldout_fraction() < 1,
+               absl::StrCat("data.heldout_fraction: must be in (0, 1), got ",
+                            d.heldout_fraction()));
+  } else {
+    ch.Require(false, absl::StrCat("data.task: must be 'builtin' or 'files', got '", d.task(), "'"));
+  }
+  {
+    auto t = PromptTemplate::Parse(c.prompt_template());
+    ch.Require(t.ok(), std::string(t.status().message()));
   }
 
   ch.Require(!c.model().preset().empty(), "model.preset: must not be empty");
@@ -830,11 +864,27 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   for (int i = 0; i < c.reward_server().scorers_size(); ++i) {
     const auto& sc = c.reward_server().scorers(i);
     const std::string p = absl::StrCat("reward_server.scorers[", i, "]");
-    ch.Require(sc.type() == "rm" || sc.type() == "gold",
-               absl::StrCat(p, ".type: must be 'rm' or 'gold', got '", sc.type(), "'"));
+    static const char* const kTypes[] = {"rm", "gold", "length", "regex", "exact_match", "remote"};
+    ch.Require(std::find(std::begin(kTypes), std::end(kTypes), sc.type()) != std::end(kTypes),
+               absl::StrCat(p, ".type: must be one of rm, gold, length, regex, exact_match, "
+                               "remote; got '", sc.type(), "'"));
     if (sc.type() == "rm") {
       ch.Require(!sc.checkpoint().empty(),
                  absl::StrCat(p, ".checkpoint: required for type 'rm'"));
+    }
+    if (sc.type() == "gold") {
+      ch.Require(c.data().task() == "builtin",
+                 absl::StrCat(p, ".type: 'gold' needs data.task 'builtin' (its labeler)"));
+    }
+    if (sc.type() == "length") ch.AtLeast((p + ".target_length").c_str(), sc.target_length(), 1);
+    ch.AtLeast((p + ".length_tolerance").c_str(), sc.length_tolerance(), 0);
+    if (sc.type() == "regex") {
+      ch.Require(!sc.pattern().empty(), absl::StrCat(p, ".pattern: required for type 'regex'"));
+    }
+    if (sc.type() == "remote") {
+      ch.Require(!sc.address().empty(),
+                 absl::StrCat(p, ".address: required for type 'remote' (host:port)"));
+      ch.AtLeast((p + ".timeout_ms").c_str(), sc.timeout_ms(), 1);
     }
   }
   CheckEndpoint(ch, "reference_server.endpoint", c.reference_server().endpoint());
@@ -867,6 +917,8 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   ch.AtLeast("eval.num_prompts", c.eval().num_prompts(), 0);
   ch.AtLeast("eval.samples_per_prompt", c.eval().samples_per_prompt(), 1);
   ch.AtLeast("eval.num_examples", c.eval().num_examples(), 0);
+  ch.Require(!c.eval().gold() || c.data().task() == "builtin",
+             "eval.gold: only the built-in task has a gold labeler");
 
   std::vector<std::string> non_finite;
   CollectNonFinite(c, "", &non_finite);

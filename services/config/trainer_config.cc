@@ -123,6 +123,10 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> RlPromptsFromConfig(
     for (const PromptRecord& r : records) prompts.push_back(EncodePrompt(tokenizer, r.prompt));
     return prompts;
   }
+  if (job.data().task() != "builtin") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data.dir: ", job.data().dir(), "/rl_train.jsonl missing (run the data stage first)"));
+  }
   RLHF_ASSIGN_OR_RETURN(BuiltinTask task, GenerateJobTask(job));
   for (const PromptRecord& r : task.rl_train) prompts.push_back(EncodePrompt(tokenizer, r.prompt));
   return prompts;
@@ -136,6 +140,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> PretrainFromConfig(
   if (!source.empty()) {
     RLHF_ASSIGN_OR_RETURN(std::vector<TextRecord> records, ReadTextJsonl(source));
     for (TextRecord& r : records) texts.push_back(std::move(r.text));
+  } else if (job.data().task() != "builtin") {
+    return absl::InvalidArgumentError(
+        "rl.ptx_coef > 0 needs pretraining text: set data.pretrain.files");
   } else {
     source = "the built-in task";
     RLHF_ASSIGN_OR_RETURN(BuiltinTask task, GenerateJobTask(job));

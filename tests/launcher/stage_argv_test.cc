@@ -135,20 +135,28 @@ TEST(StageArgv, EvalWithAndWithoutRewardModelAndPromptLimit) {
                                          "--samples_per_prompt=3",
                                          "--show=2",
                                          "--seed=7",
-                                         "--threads=2"};
+                                         "--threads=2",
+                                         "--gold=false"};
   EXPECT_THAT(EvalArgv(c, kPaths, "rl", "/run/learner/step-00000004/policy", ""),
               ElementsAreArray(base));
   c.mutable_eval()->set_num_prompts(9);
+  c.mutable_eval()->set_gold(true);
+  c.mutable_eval()->set_heldout_rm_checkpoint("/m/rm2");
   std::vector<std::string> full = base;
+  full.pop_back();  // --gold=false
   full.push_back("--rm=/m/rm");
   full.push_back("--max_prompts=9");
+  full.push_back("--gold=true");
+  full.push_back("--heldout_rm=/m/rm2");
   EXPECT_THAT(EvalArgv(c, kPaths, "rl", "/run/learner/step-00000004/policy", "/m/rm"),
               ElementsAreArray(full));
 }
 
 TEST(ServerArgs, RewardServerScorersBatchingAndNormalize) {
   EXPECT_THAT(RewardServerArgs(Config()),
-              ElementsAre("--scorers=gold:0.5,rm:/m/rm:1", "--threads=2", "--max_batch_tokens=1000",
+              ElementsAre(R"(--scorers_json=[{"type":"gold","weight":0.5},)"
+                          R"({"checkpoint":"/m/rm","type":"rm","weight":1.0}])",
+                          "--threads=2", "--max_batch_tokens=1000",
                           "--max_wait_ms=3", "--max_queue_sequences=50",
                           "--max_sequences_per_request=60", "--max_seq_len=96", "--normalize"));
 }

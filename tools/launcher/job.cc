@@ -26,6 +26,7 @@
 #include "services/config/config.h"
 #include "services/metrics.h"
 #include "services/shutdown.h"
+#include "tools/launcher/eval_report.h"
 #include "tools/launcher/http.h"
 #include "tools/launcher/process.h"
 #include "tools/launcher/prometheus.h"
@@ -191,6 +192,7 @@ absl::Status Job::RunStage(const std::string& name, std::vector<std::string> arg
 
 absl::Status Job::Data() {
   const auto& d = config_.data();
+  if (d.task() == "files") return RunStage("data", UserDataArgv(config_, paths_));
   if (fs::exists(d.dir() + "/rl_heldout.jsonl")) {
     Say(absl::StrCat("[run] data: using ", d.dir()));
     return absl::OkStatus();
@@ -624,11 +626,13 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
   if (!message.empty()) summary_["message"] = message;
   summary_["wall_seconds"]["total"] = absl::ToDoubleSeconds(absl::Now() - job_start_);
   AddStageResults(run_dir_, config_.eval().samples_per_prompt(), &summary_);
+  AddPolicyComparison(run_dir_, config_.eval().num_examples(), &summary_);
+  if (WriteMetricsPlot(run_dir_, summary_)) summary_["plot"] = run_dir_ + "/plot.html";
   return WriteFileAtomically(run_dir_ + "/summary.json", summary_.dump(2) + "\n");
 }
 
 void Job::PrintTable() {
-  std::fprintf(stdout, "%s", FormatSummaryTable(summary_, config_.eval().num_examples()).c_str());
+  std::fprintf(stdout, "%s", FormatSummaryTable(summary_, config_.eval().num_examples(), config_.eval().gold()).c_str());
   std::fflush(stdout);
 }
 

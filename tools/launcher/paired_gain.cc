@@ -42,4 +42,32 @@ absl::StatusOr<PairedGain> PairedPromptGain(
   return g;
 }
 
+absl::StatusOr<WinRate> PairedWinRate(const std::vector<std::pair<std::string, double>>& before,
+                                      const std::vector<std::pair<std::string, double>>& after) {
+  std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> by_prompt;
+  for (const auto& [prompt, score] : before) by_prompt[prompt].first.push_back(score);
+  for (const auto& [prompt, score] : after) by_prompt[prompt].second.push_back(score);
+  std::vector<double> rates;
+  for (const auto& [prompt, scores] : by_prompt) {
+    const auto& [b, a] = scores;
+    if (b.empty() || a.empty()) continue;
+    double wins = 0;
+    for (double x : a) {
+      for (double y : b) wins += x > y ? 1.0 : x == y ? 0.5 : 0.0;
+    }
+    rates.push_back(wins / (a.size() * b.size()));
+  }
+  if (rates.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "win rate needs >= 2 prompts evaluated by both policies, got ", rates.size()));
+  }
+  WinRate w;
+  w.prompts = static_cast<int>(rates.size());
+  for (double r : rates) w.rate += r / rates.size();
+  double sq = 0;
+  for (double r : rates) sq += (r - w.rate) * (r - w.rate);
+  w.half_width = 1.96 * std::sqrt(sq / (rates.size() - 1)) / std::sqrt(rates.size());
+  return w;
+}
+
 }  // namespace rlhf::launcher

@@ -27,4 +27,16 @@ absl::StatusOr<PairedGain> PairedPromptGain(
     const std::vector<std::pair<std::string, double>>& before,
     const std::vector<std::pair<std::string, double>>& after);
 
+// Win rate of `after` over `before` on the same prompts: per prompt, the fraction of
+// (after sample, before sample) pairs where after scores higher (ties count one half);
+// then the mean over shared prompts with a 95% interval 1.96 * sd / sqrt(prompts) of the
+// per-prompt fractions. Errors: InvalidArgument when fewer than two prompts are shared.
+struct WinRate {
+  double rate = 0;
+  double half_width = 0;
+  int prompts = 0;
+};
+absl::StatusOr<WinRate> PairedWinRate(const std::vector<std::pair<std::string, double>>& before,
+                                      const std::vector<std::pair<std::string, double>>& after);
+
 }  // namespace rlhf::launcher

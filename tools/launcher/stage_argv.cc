@@ -1,9 +1,35 @@
 #include "tools/launcher/stage_argv.h"
 
+#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace rlhf::launcher {
+
+Argv UserDataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p) {
+  const auto& d = c.data();
+  Argv argv = {p.Bin("rlhf"),
+               "data",
+               "--task=files",
+               "--out=" + d.dir(),
+               absl::StrCat("--seed=", d.seed()),
+               absl::StrCat("--heldout_fraction=", d.heldout_fraction()),
+               "--prompt_template=" + c.prompt_template()};
+  auto add = [&](const char* flag, const google::protobuf::RepeatedPtrField<std::string>& f) {
+    if (!f.empty()) argv.push_back(absl::StrCat("--", flag, "=", absl::StrJoin(f, ",")));
+  };
+  add("sft_files", d.sft().files());
+  add("sft_heldout_files", d.sft().heldout());
+  add("preference_files", d.preferences().files());
+  add("preference_heldout_files", d.preferences().heldout());
+  add("prompt_files", d.prompts().files());
+  add("prompt_heldout_files", d.prompts().heldout());
+  add("pretrain_files", d.pretrain().files());
+  if (d.skip_malformed()) argv.push_back("--skip_malformed");
+  return argv;
+}
 
 Argv DataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p) {
   const auto& d = c.data();
@@ -99,10 +125,31 @@ Argv EvalArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string
   if (c.eval().num_prompts() > 0) {
     argv.push_back(absl::StrCat("--max_prompts=", c.eval().num_prompts()));
   }
+  argv.push_back(absl::StrCat("--gold=", c.eval().gold() ? "true" : "false"));
+  if (!c.eval().heldout_rm_checkpoint().empty()) {
+    argv.push_back("--heldout_rm=" + c.eval().heldout_rm_checkpoint());
+  }
   return argv;
 }
 
 namespace {
+
+// reward_server.scorers as rlhf-reward-server's --scorers_json (proto field names).
+std::string ScorersJson(const rlhf::v1::RewardServerConfig& rs) {
+  nlohmann::json list = nlohmann::json::array();
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  for (const auto& sc : rs.scorers()) {
+    std::string text;
+    (void)google::protobuf::util::MessageToJsonString(sc, &text, print);
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_object()) j = nlohmann::json::object();
+    j.erase("normalize");       // the server takes --normalize for all RMs
+    j["weight"] = sc.weight();  // proto3 JSON drops an explicit 0
+    list.push_back(j);
+  }
+  return list.dump();
+}
 
 void AppendBatching(const rlhf::v1::BatchingConfig& b, Argv* argv) {
   argv->push_back(absl::StrCat("--max_batch_tokens=", b.max_batch_tokens()));
@@ -115,17 +162,9 @@ void AppendBatching(const rlhf::v1::BatchingConfig& b, Argv* argv) {
 
 Argv RewardServerArgs(const rlhf::v1::JobConfig& c) {
   const auto& rs = c.reward_server();
-  std::vector<std::string> scorer_specs;
   bool normalize = false;
-  for (const auto& sc : rs.scorers()) {
-    if (sc.type() == "gold") {
-      scorer_specs.push_back(absl::StrCat("gold:", sc.weight()));
-    } else {
-      scorer_specs.push_back(absl::StrCat("rm:", sc.checkpoint(), ":", sc.weight()));
-      normalize |= sc.normalize();
-    }
-  }
-  Argv argv = {"--scorers=" + absl::StrJoin(scorer_specs, ","),
+  for (const auto& sc : rs.scorers()) normalize |= sc.type() == "rm" && sc.normalize();
+  Argv argv = {"--scorers_json=" + ScorersJson(rs),
                absl::StrCat("--threads=", rs.endpoint().threads())};
   AppendBatching(rs.batching(), &argv);
   argv.push_back(absl::StrCat("--max_seq_len=", c.model().max_seq_len()));

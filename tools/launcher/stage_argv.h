@@ -25,6 +25,9 @@ struct JobPaths {
 };
 
 Argv DataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p);
+// `rlhf data --task=files`: the job's data.* files materialised into data.dir with the
+// job's prompt template applied once (core/data/user_data.h).
+Argv UserDataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p);
 Argv SftArgv(const rlhf::v1::JobConfig& c, const JobPaths& p);
 // `rlhf label`: the SFT policy's samples ranked by the gold labeller, into `out`.
 Argv LabelArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& out);

@@ -7,9 +7,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "tools/launcher/eval_report.h"
 #include "tools/launcher/paired_gain.h"
 
 namespace rlhf::launcher {
@@ -82,7 +84,7 @@ void AddStageResults(const std::string& run_dir, int samples_per_prompt, Json* s
   }
 }
 
-std::string FormatSummaryTable(const Json& summary, int num_examples) {
+std::string FormatSummaryTable(const Json& summary, int num_examples, bool gold) {
   auto get = [&](const char* who, const char* key) -> std::string {
     if (!summary.contains(who) || !summary[who].contains(key)) return "-";
     const Json& v = summary[who][key];
@@ -99,6 +101,7 @@ std::string FormatSummaryTable(const Json& summary, int num_examples) {
                                                         {"  95% interval", "gold_score_ci95"},
                                                         {"reward-model score", "rm_score"},
                                                         {"KL to SFT (nats)", "kl_to_sft"}}) {
+    if (!gold && absl::StartsWith(key, "gold")) continue;  // user data: no gold labeler
     absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", label, get("sft", key.c_str()),
                                           get("rl", key.c_str())));
   }
@@ -114,7 +117,8 @@ std::string FormatSummaryTable(const Json& summary, int num_examples) {
     absl::StrAppend(&out, "  (paired by prompt over ", summary["rl"].value("gold_gain_prompts", 0),
                     " held-out prompts)\n");
   }
-  if (summary.contains("sft") && summary["sft"].contains("samples")) {
+  absl::StrAppend(&out, PolicyComparisonTable(summary));
+  if (gold && summary.contains("sft") && summary["sft"].contains("samples")) {
     const Json& before = summary["sft"]["samples"];
     const Json* after = summary.contains("rl") && summary["rl"].contains("samples")
                             ? &summary["rl"]["samples"]

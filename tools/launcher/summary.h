@@ -21,6 +21,7 @@ void AddStageResults(const std::string& run_dir, int samples_per_prompt, nlohman
 // The comparison table (SFT vs RL: gold score and interval, RM score, KL, the paired
 // gain, up to `num_examples` sample responses, RM accuracy, wall times). Missing values
 // print as "-".
-std::string FormatSummaryTable(const nlohmann::json& summary, int num_examples);
+// gold = false (user data) leaves out the gold labeler's rows and gold-scored samples.
+std::string FormatSummaryTable(const nlohmann::json& summary, int num_examples, bool gold = true);
 
 }  // namespace rlhf::launcher
