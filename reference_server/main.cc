@@ -13,7 +13,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "reference_server/reference_server.h"
 #include "services/metrics.h"
 #include "services/serve.h"

@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/policy_eval.h"
 #include "tools/common_flags.h"
 

@@ -12,7 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/policy_labeling.h"
 #include "tools/common_flags.h"
 

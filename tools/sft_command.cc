@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/sft_trainer.h"
 #include "tools/common_flags.h"
 

@@ -1,4 +1,4 @@
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
