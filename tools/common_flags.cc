@@ -28,6 +28,9 @@ ABSL_FLAG(std::string, json_out, "", "also write the final numbers as JSON to th
 ABSL_FLAG(int64_t, max_seq_len, -1, "override the preset's context length (-1 = preset's)");
 ABSL_FLAG(int64_t, eval_every, -1, "steps between held-out evaluations (-1 = default)");
 ABSL_FLAG(int64_t, checkpoint_every, -1, "steps between checkpoints (-1 = default)");
+ABSL_FLAG(std::string, model, "",
+          "model directory in HF layout (tokenizer.json, tokenizer.model, vocab.json + "
+          "merges.txt, ...); \"byte\" = the built-in byte tokenizer");
 
 namespace rlhf::tools {
 

@@ -27,6 +27,7 @@ ABSL_DECLARE_FLAG(std::string, json_out);
 ABSL_DECLARE_FLAG(int64_t, max_seq_len);
 ABSL_DECLARE_FLAG(int64_t, eval_every);
 ABSL_DECLARE_FLAG(int64_t, checkpoint_every);
+ABSL_DECLARE_FLAG(std::string, model);
 
 namespace rlhf::tools {
 
