@@ -1,6 +1,10 @@
 #include "core/tokenizer/model_dir.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -143,6 +147,56 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFromModelDir(const std::
       "tokenizer: no tokenizer files in \"", dir,
       "\" (looked for tokenizer.json, tokenizer.model, vocab.json + merges.txt, "
       "encoder.json + vocab.bpe)"));
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& dir) {
+  const std::string config_path = Join(dir, "config.json");
+  if (FileExists(config_path)) {
+    auto config = ReadJsonFile(config_path);
+    if (!config.ok()) return config.status();
+    if (config->is_object() && config->contains("metadata") && (*config)["metadata"].is_object() &&
+        (*config)["metadata"].contains("tokenizer")) {
+      auto tok = MakeTokenizer((*config)["metadata"]["tokenizer"], dir);
+      if (!tok.ok()) {
+        return absl::Status(tok.status().code(),
+                            absl::StrCat(config_path, ": field \"metadata.tokenizer\": ",
+                                         tok.status().message()));
+      }
+      return tok;
+    }
+  }
+  if (!TokenizerFilesInDir(dir).empty()) return LoadTokenizerFromModelDir(dir);
+  return MakeTokenizerByName("byte");
+}
+
+absl::StatusOr<nlohmann::json> SaveTokenizerFiles(const Tokenizer& tok,
+                                                  const std::string& dest_dir) {
+  nlohmann::json spec = tok.Spec();
+  if (!spec.is_object() || !spec.contains("dir") || !spec["dir"].is_string()) return spec;
+  const std::string src = spec["dir"].get<std::string>();
+  mkdir(dest_dir.c_str(), 0755);
+  struct stat a, b;
+  const bool same = stat(src.c_str(), &a) == 0 && stat(dest_dir.c_str(), &b) == 0 &&
+                    a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+  if (!same) {
+    for (const std::string& base : TokenizerFilesInDir(src)) {
+      auto bytes = ReadFileToString(Join(src, base));
+      if (!bytes.ok()) return bytes.status();
+      const std::string dest = Join(dest_dir, base);
+      const std::string tmp = dest + ".tmp." + std::to_string(getpid());
+      {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << *bytes;
+        out.flush();
+        if (!out) return absl::InternalError(absl::StrCat(tmp, ": write failed"));
+      }
+      if (std::rename(tmp.c_str(), dest.c_str()) != 0) {
+        return absl::InternalError(absl::StrCat(dest, ": rename failed"));
+      }
+    }
+  }
+  spec["dir"] = ".";
+  return spec;
 }
 
 }  // namespace rlhf

@@ -34,6 +34,20 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFromModelDir(const std::
 // tokenizer next to its weights (checkpoints, exports).
 std::vector<std::string> TokenizerFilesInDir(const std::string& dir);
 
+// The tokenizer a model or checkpoint directory carries, in this order:
+//  1. config.json's "metadata"."tokenizer" spec (our checkpoints record it; a relative
+//     "dir" such as "." resolves against `dir`);
+//  2. tokenizer files in `dir` (an HF model directory: LoadTokenizerFromModelDir);
+//  3. the byte tokenizer (checkpoints of the built-in byte-vocabulary models).
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& dir);
+
+// For checkpoint and export writers: copies the files of `tok` (Spec()'s "dir") into
+// `dest_dir` (created if needed; a no-op when it is the same directory) and returns the
+// spec to record in the checkpoint's metadata ({"type": ..., "dir": "."}). The byte
+// tokenizer has no files and returns {"type": "byte"}. Copies are atomic per file.
+absl::StatusOr<nlohmann::json> SaveTokenizerFiles(const Tokenizer& tok,
+                                                  const std::string& dest_dir);
+
 // BOS/EOS/PAD/UNK names from tokenizer_config.json and special_tokens_map.json in `dir`
 // (missing files are fine; malformed ones are errors naming file and field).
 absl::StatusOr<SpecialTokenNames> ReadSpecialTokenNames(const std::string& dir,

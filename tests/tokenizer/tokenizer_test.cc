@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <random>
 #include <string>
@@ -246,6 +247,48 @@ TEST(MakeTokenizerTest, SpecsAndErrors) {
   EXPECT_EQ((*rel_tok)->Encode("abc"), std::vector<int32_t>{5});
   EXPECT_THAT(Msg(MakeTokenizer(json{{"type", "sentencepiece"}, {"dir", dir}}).status()),
               HasSubstr("\"hf\""));
+}
+
+// A checkpoint carries its tokenizer: the files are copied next to the weights and the
+// recorded spec points at them.
+TEST(ModelTokenizerTest, CheckpointsCarryTheirTokenizer) {
+  std::string src = NewDir("hf_src");
+  Write(src + "/tokenizer.json", TinyByteLevel().dump());
+  Write(src + "/tokenizer_config.json", R"({"eos_token": "<|eot|>"})");
+  auto tok = LoadTokenizerFromModelDir(src);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+
+  std::string ckpt = NewDir("ckpt");
+  auto spec = SaveTokenizerFiles(**tok, ckpt);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(*spec, (json{{"type", "hf"}, {"dir", "."}}));
+  EXPECT_EQ(TokenizerFilesInDir(ckpt),
+            (std::vector<std::string>{"tokenizer.json", "tokenizer_config.json"}));
+  Write(ckpt + "/config.json", json{{"format", "rlhf-checkpoint-v1"},
+                                    {"metadata", {{"tokenizer", *spec}}}}.dump());
+  // Remove the source: the checkpoint must not depend on it.
+  std::remove((src + "/tokenizer.json").c_str());
+  auto carried = LoadTokenizerForModel(ckpt);
+  ASSERT_TRUE(carried.ok()) << carried.status();
+  EXPECT_EQ((*carried)->Encode("abcab abc<|eot|>"), (std::vector<int32_t>{5, 4, 3, 5, 7}));
+  EXPECT_EQ((*carried)->eos_id(), 7);
+
+  // Old checkpoints without a recorded tokenizer and without files: the byte tokenizer.
+  std::string old = NewDir("old_ckpt");
+  Write(old + "/config.json", R"({"format": "rlhf-checkpoint-v1", "metadata": {}})");
+  auto byte = LoadTokenizerForModel(old);
+  ASSERT_TRUE(byte.ok());
+  EXPECT_EQ((*byte)->name(), "byte");
+  auto byte_spec = SaveTokenizerFiles(**byte, NewDir("byte_ckpt"));
+  ASSERT_TRUE(byte_spec.ok());
+  EXPECT_EQ(*byte_spec, (json{{"type", "byte"}}));
+
+  std::string bad = NewDir("bad_ckpt");
+  Write(bad + "/config.json", R"({"metadata": {"tokenizer": {"type": "hf", "dir": "."}}})");
+  auto missing = LoadTokenizerForModel(bad);
+  EXPECT_FALSE(missing.ok());
+  EXPECT_THAT(Msg(missing.status()), HasSubstr("metadata.tokenizer"));
+  EXPECT_THAT(Msg(missing.status()), HasSubstr("config.json"));
 }
 
 // SentencePiece: a small BPE model trained here with Debian's spm_train; ids and decoded
