@@ -28,7 +28,7 @@ ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = o
 ABSL_FLAG(std::string, checkpoint, "", "SFT checkpoint dir (the frozen reference)");
 ABSL_FLAG(std::string, preset, "", "serve a freshly initialised model of this preset");
 ABSL_FLAG(int, seed, 0, "seed for --preset initialisation");
-ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer (its PAD id pads batches)");
+ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer (its PAD id pads batches): \"byte\" or a model/checkpoint directory");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's");
 ABSL_FLAG(int, max_sequences_per_request, 256, "sequences per request limit");
 ABSL_FLAG(int64_t, max_batch_tokens, 16384, "padded tokens per batched forward");

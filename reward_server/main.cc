@@ -30,7 +30,7 @@ ABSL_FLAG(std::string, preset, "", "serve a freshly initialised reward model of 
 ABSL_FLAG(int, seed, 0, "seed for --preset initialisation");
 ABSL_FLAG(std::string, scorers, "", "comma list of rm:DIR[:weight] and gold[:weight]");
 ABSL_FLAG(bool, normalize, false, "normalise rm scores with the checkpoint's reward_mean/std");
-ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer for the gold scorer");
+ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer for the gold scorer: \"byte\" or a model/checkpoint directory");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's (256 without one)");
 ABSL_FLAG(int, max_sequences_per_request, 256, "sequences per request limit");
 ABSL_FLAG(int64_t, max_batch_tokens, 16384, "padded tokens per batched forward");

@@ -72,9 +72,10 @@ int RunEvalCommand(const std::vector<std::string>& args) {
   options.samples_per_prompt = absl::GetFlag(FLAGS_samples_per_prompt);
   options.max_prompts = absl::GetFlag(FLAGS_max_prompts);
   options.seed = absl::GetFlag(FLAGS_seed);
-  ByteTokenizer tokenizer;
+  auto tokenizer = TokenizerForModel(absl::GetFlag(FLAGS_policy), policy->model);
+  if (!tokenizer.ok()) return Fail("eval", tokenizer.status());
   auto report = EvaluatePolicy(policy->model, reference ? &reference->model : nullptr,
-                               rm ? &rm->model : nullptr, tokenizer, prompts, options);
+                               rm ? &rm->model : nullptr, **tokenizer, prompts, options);
   if (!report.ok()) return Fail("eval", report.status());
 
   const int show = std::min<int>(absl::GetFlag(FLAGS_show), report->samples.size());

@@ -68,9 +68,10 @@ int RunLabelCommand(const std::vector<std::string>& args) {
                static_cast<long long>(options.samples_per_prompt),
                absl::GetFlag(FLAGS_policy).c_str());
   const auto t0 = std::chrono::steady_clock::now();
-  ByteTokenizer tokenizer;
+  auto tokenizer = TokenizerForModel(absl::GetFlag(FLAGS_policy), policy->model);
+  if (!tokenizer.ok()) return Fail("label", tokenizer.status());
   PolicyLabelStats stats;
-  auto ranked = RankPolicySamples(policy->model, tokenizer, prompts, options, &stats);
+  auto ranked = RankPolicySamples(policy->model, **tokenizer, prompts, options, &stats);
   if (!ranked.ok()) return Fail("label", ranked.status());
   absl::Status st = WriteRankedJsonl(out, *ranked);
   if (!st.ok()) return Fail("label", st);

@@ -66,8 +66,9 @@ int RunSftCommand(const std::vector<std::string>& args) {
   options.seed = absl::GetFlag(FLAGS_seed);
   options.resume = absl::GetFlag(FLAGS_resume);
 
-  ByteTokenizer tokenizer;
-  auto trainer = SftTrainer::Create(model, tokenizer, options, *train, heldout);
+  auto tokenizer = TokenizerForModel(absl::GetFlag(FLAGS_init), model);
+  if (!tokenizer.ok()) return Fail("sft", tokenizer.status());
+  auto trainer = SftTrainer::Create(model, **tokenizer, options, *train, heldout);
   if (!trainer.ok()) return Fail("sft", trainer.status());
   auto result = (*trainer)->Train(
       [](const TrainProgress& p) { std::fprintf(stderr, "%s\n", FormatProgress(p).c_str()); });

@@ -24,6 +24,8 @@ std::string ByteTokenizer::Decode(const std::vector<int32_t>& ids) const {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> MakeTokenizerByName(absl::string_view name) {
   if (name == "byte") return std::unique_ptr<Tokenizer>(new ByteTokenizer());
+  // A path: the tokenizer that model or checkpoint directory carries.
+  if (name.find('/') != absl::string_view::npos) return LoadTokenizerForModel(std::string(name));
   if (name == "hf" || name == "gpt2" || name == "sentencepiece" || name == "model_dir" ||
       name == "bpe") {
     return absl::InvalidArgumentError(absl::StrCat(

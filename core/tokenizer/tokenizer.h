@@ -89,7 +89,8 @@ class ByteTokenizer final : public Tokenizer {
 // naming the file and field. Relative "dir"s are resolved against `base_dir`.
 absl::StatusOr<std::unique_ptr<Tokenizer>> MakeTokenizer(const nlohmann::json& spec,
                                                          const std::string& base_dir = "");
-// By name: "byte" only (every other type needs its files).
+// By name: "byte", or a path (containing '/') to a model or checkpoint directory, whose
+// tokenizer LoadTokenizerForModel (model_dir.h) loads. Other types need a spec with "dir".
 absl::StatusOr<std::unique_ptr<Tokenizer>> MakeTokenizerByName(absl::string_view name);
 
 }  // namespace rlhf

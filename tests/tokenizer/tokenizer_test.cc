@@ -245,6 +245,10 @@ TEST(MakeTokenizerTest, SpecsAndErrors) {
   auto rel_tok = MakeTokenizer(json{{"type", "model_dir"}, {"dir", rel}}, base);
   ASSERT_TRUE(rel_tok.ok()) << rel_tok.status();
   EXPECT_EQ((*rel_tok)->Encode("abc"), std::vector<int32_t>{5});
+  // Flags such as the servers' --tokenizer take a directory as well as "byte".
+  auto by_path = MakeTokenizerByName(dir);
+  ASSERT_TRUE(by_path.ok()) << by_path.status();
+  EXPECT_EQ((*by_path)->Encode("abc"), std::vector<int32_t>{5});
   EXPECT_THAT(Msg(MakeTokenizer(json{{"type", "sentencepiece"}, {"dir", dir}}).status()),
               HasSubstr("\"hf\""));
 }
