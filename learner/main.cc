@@ -24,7 +24,7 @@
 #include "core/data/builtin_task.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/training_common.h"
 #include "learner/learner_server.h"
 #include "services/flags.h"

@@ -14,7 +14,7 @@
 #include "absl/flags/parse.h"
 #include "core/model/checkpoint.h"
 #include "core/model/threads.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "reference_server/reference_server.h"
 #include "services/batching_defaults.h"
 #include "services/flags.h"
@@ -33,7 +33,7 @@ ABSL_FLAG(std::string, metrics_host, "",
 ABSL_FLAG(std::string, checkpoint, "", "SFT checkpoint dir (the frozen reference)");
 ABSL_FLAG(std::string, preset, "", "serve a freshly initialised model of this preset");
 ABSL_FLAG(int, seed, 0, "seed for --preset initialisation");
-ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer (its PAD id pads batches)");
+ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer (its PAD id pads batches): \"byte\" or a model/checkpoint directory");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's");
 ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
           "sequences per request limit");

@@ -14,7 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "core/model/threads.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "reward_server/reward_server.h"
 #include "services/batching_defaults.h"
 #include "services/flags.h"
@@ -38,7 +38,7 @@ ABSL_FLAG(std::string, scorers_json, "",
           "JSON array of rlhf.v1.ScorerConfig objects (proto field names): rm, gold, length, "
           "regex, exact_match, remote; used instead of --scorers (rlhf run passes this)");
 ABSL_FLAG(bool, normalize, false, "normalise rm scores with the checkpoint's reward_mean/std");
-ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer for the gold scorer");
+ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer for the gold scorer: \"byte\" or a model/checkpoint directory");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's (256 without one)");
 ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
           "sequences per request limit");

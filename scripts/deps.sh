@@ -10,10 +10,15 @@ RLHF_PACKAGES=(
   libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libyaml-cpp-dev libre2-dev
+  libpcre2-dev libicu-dev libsentencepiece-dev sentencepiece nodejs
   prometheus
   python3 python3-grpcio python3-protobuf python3-torch python3-yaml
   procps
 )
+# npm installs the tokenizer tests' oracles (tests/tokenizer/install_oracles.sh). A
+# NodeSource nodejs bundles npm and conflicts with Debian's npm package: add it only when
+# no npm is on the PATH.
+if ! command -v npm >/dev/null 2>&1; then RLHF_PACKAGES+=(npm); fi
 
 rlhf_missing_packages() {
   local missing=()

@@ -8,7 +8,7 @@
 // Flags are absl flags, parsed once by main.cc before dispatch; a flag may be defined
 // in only one file of the binary, so the flags several subcommands share live in
 // tools/common_flags.h (--data, --out, --init, --preset, --steps, --batch_size, --lr,
-// --seed, --threads, --resume, --heldout, --json_out). Subcommand-specific flags live in
+// --seed, --threads, --resume, --heldout, --json_out, --model). Subcommand-specific flags live in
 // the subcommand's file; pick names no other subcommand uses.
 #pragma once
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/model/checkpoint.h"
 #include "core/model/threads.h"
+#include "core/tokenizer/model_dir.h"
 
 ABSL_FLAG(std::string, data, "",
           "training data (JSONL; rm: comma-separated files); or the data directory for `data`");
@@ -32,6 +33,9 @@ ABSL_FLAG(std::string, prompt_template, "",
           "how prompts are rendered for the model, e.g. \"User: {prompt}\\nAssistant: \" "
           "(exactly one {prompt}); empty = as is. `rlhf run` applies it once in the data "
           "stage, so its stages read rendered files and pass none");
+ABSL_FLAG(std::string, model, "",
+          "model directory in HF layout (tokenizer.json, tokenizer.model, vocab.json + "
+          "merges.txt, ...); \"byte\" = the built-in byte tokenizer");
 
 namespace rlhf::tools {
 
@@ -49,6 +53,18 @@ absl::StatusOr<ModelConfig> PresetConfig() {
   if (!config.ok()) return config.status();
   if (absl::GetFlag(FLAGS_max_seq_len) > 0) config->max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
   return config;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerForModel(const std::string& dir,
+                                                             const TransformerLM& model) {
+  auto tok = dir.empty() ? MakeTokenizerByName("byte") : LoadTokenizerForModel(dir);
+  if (!tok.ok()) return tok.status();
+  if ((*tok)->vocab_size() > model->config().vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the tokenizer of ", dir.empty() ? "the preset" : dir, " (", (*tok)->name(), ") has ",
+        (*tok)->vocab_size(), " ids but the model's vocabulary has ", model->config().vocab_size));
+  }
+  return tok;
 }
 
 int Fail(const char* command, const absl::Status& status) {

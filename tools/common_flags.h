@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "core/data/prompt_template.h"
 #include "core/model/model.h"
+#include "core/tokenizer/tokenizer.h"
 
 ABSL_DECLARE_FLAG(std::string, data);
 ABSL_DECLARE_FLAG(std::string, heldout);
@@ -29,6 +30,7 @@ ABSL_DECLARE_FLAG(int64_t, max_seq_len);
 ABSL_DECLARE_FLAG(int64_t, eval_every);
 ABSL_DECLARE_FLAG(int64_t, checkpoint_every);
 ABSL_DECLARE_FLAG(std::string, prompt_template);
+ABSL_DECLARE_FLAG(std::string, model);
 
 namespace rlhf::tools {
 
@@ -38,6 +40,11 @@ absl::StatusOr<PromptTemplate> PromptTemplateFromFlag();
 void ApplyThreads();
 // A fresh model from --preset (default "tiny"), with --max_seq_len when > 0, seeded.
 absl::StatusOr<ModelConfig> PresetConfig();
+// The tokenizer of the model in `dir` (LoadTokenizerForModel: recorded spec, tokenizer
+// files, else the byte tokenizer); empty dir = a preset model = the byte tokenizer. An
+// error if it has more ids than the model's vocabulary.
+absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerForModel(const std::string& dir,
+                                                             const TransformerLM& model);
 // Prints "rlhf <cmd>: <status>" to stderr and returns 1.
 int Fail(const char* command, const absl::Status& status);
 // Writes text to path atomically (json_out).

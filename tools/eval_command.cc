@@ -11,7 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/policy_eval.h"
 #include "tools/common_flags.h"
 
@@ -92,9 +92,10 @@ int RunEvalCommand(const std::vector<std::string>& args) {
   options.samples_per_prompt = absl::GetFlag(FLAGS_samples_per_prompt);
   options.max_prompts = absl::GetFlag(FLAGS_max_prompts);
   options.seed = absl::GetFlag(FLAGS_seed);
-  ByteTokenizer tokenizer;
+  auto tokenizer = TokenizerForModel(absl::GetFlag(FLAGS_policy), policy->model);
+  if (!tokenizer.ok()) return Fail("eval", tokenizer.status());
   auto report = EvaluatePolicy(policy->model, reference ? &reference->model : nullptr,
-                               rm ? &rm->model : nullptr, tokenizer, prompts, options,
+                               rm ? &rm->model : nullptr, **tokenizer, prompts, options,
                                rm2 ? &rm2->model : nullptr);
   if (!report.ok()) return Fail("eval", report.status());
 

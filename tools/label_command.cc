@@ -13,7 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/policy_labeling.h"
 #include "tools/common_flags.h"
 
@@ -83,9 +83,10 @@ int RunLabelCommand(const std::vector<std::string>& args) {
                  rate > 0 ? (total - done) / rate : 0.0);
     std::fflush(stderr);
   };
-  ByteTokenizer tokenizer;
+  auto tokenizer = TokenizerForModel(absl::GetFlag(FLAGS_policy), policy->model);
+  if (!tokenizer.ok()) return Fail("label", tokenizer.status());
   PolicyLabelStats stats;
-  auto ranked = RankPolicySamples(policy->model, tokenizer, prompts, options, &stats);
+  auto ranked = RankPolicySamples(policy->model, **tokenizer, prompts, options, &stats);
   if (!ranked.ok()) return Fail("label", ranked.status());
   absl::Status st = WriteRankedJsonl(out, *ranked);
   if (!st.ok()) return Fail("label", st);

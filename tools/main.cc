@@ -18,6 +18,7 @@
 #include "tools/rm_command.h"
 #include "tools/run_command.h"
 #include "tools/sft_command.h"
+#include "tools/tokenize_command.h"
 
 namespace rlhf::tools {
 namespace {
@@ -31,6 +32,7 @@ constexpr Command kCommands[] = {
     {"rl", "stage 3 in one process, no network: the job's RL settings (--config JOB.yaml)", RunRlCommand},
     {"eval", "gold score, KL and RM score of a policy on held-out prompts", RunEvalCommand},
     {"run", "the whole job: data, sft, rm, distributed RL, eval (--config JOB.yaml)", RunRunCommand},
+    {"tokenize", "text (lines or JSONL) -> ids with a model's tokenizer (--model DIR; --decode)", RunTokenizeCommand},
 };
 
 std::string UsageText() {

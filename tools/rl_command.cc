@@ -16,7 +16,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/status_macros.h"
 #include "core/rl_training/inprocess_loop.h"
 #include "core/rl_training/learner_state.h"

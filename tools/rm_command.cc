@@ -13,7 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/reward_trainer.h"
 #include "tools/common_flags.h"
 
@@ -90,8 +90,9 @@ int RunRmCommand(const std::vector<std::string>& args) {
   options.seed = seed;
   options.resume = absl::GetFlag(FLAGS_resume);
 
-  ByteTokenizer tokenizer;
-  auto trainer = RewardTrainer::Create(model, tokenizer, options, train, heldout);
+  auto tokenizer = TokenizerForModel(absl::GetFlag(FLAGS_init), model);
+  if (!tokenizer.ok()) return Fail("rm", tokenizer.status());
+  auto trainer = RewardTrainer::Create(model, **tokenizer, options, train, heldout);
   if (!trainer.ok()) return Fail("rm", trainer.status());
   auto result = (*trainer)->Train(
       [](const TrainProgress& p) { std::fprintf(stderr, "%s\n", FormatProgress(p).c_str()); });

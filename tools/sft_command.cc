@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/sft_trainer.h"
 #include "tools/common_flags.h"
 
@@ -71,8 +71,9 @@ int RunSftCommand(const std::vector<std::string>& args) {
   options.seed = absl::GetFlag(FLAGS_seed);
   options.resume = absl::GetFlag(FLAGS_resume);
 
-  ByteTokenizer tokenizer;
-  auto trainer = SftTrainer::Create(model, tokenizer, options, *train, heldout);
+  auto tokenizer = TokenizerForModel(absl::GetFlag(FLAGS_init), model);
+  if (!tokenizer.ok()) return Fail("sft", tokenizer.status());
+  auto trainer = SftTrainer::Create(model, **tokenizer, options, *train, heldout);
   if (!trainer.ok()) return Fail("sft", trainer.status());
   auto result = (*trainer)->Train(
       [](const TrainProgress& p) { std::fprintf(stderr, "%s\n", FormatProgress(p).c_str()); });

@@ -19,7 +19,7 @@
 #include "absl/status/statusor.h"
 #include "core/data/records.h"
 #include "core/model/model.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace rlhf {
 

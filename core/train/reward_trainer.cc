@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "core/tokenizer/model_dir.h"
 
 namespace rlhf {
 
@@ -173,9 +174,12 @@ RewardTrainer::Eval RewardTrainer::Evaluate() {
 
 absl::Status RewardTrainer::Save(int64_t step, const Eval& eval, double mean, double std) {
   if (options_.out_dir.empty()) return absl::OkStatus();
+  // The checkpoint carries its tokenizer (files copied next to the weights).
+  RLHF_ASSIGN_OR_RETURN(nlohmann::json tokenizer_spec,
+                        SaveTokenizerFiles(tokenizer_, options_.out_dir));
   nlohmann::json meta = {{"stage", "rm"},
                          {"step", step},
-                         {"tokenizer", tokenizer_.Spec()},
+                         {"tokenizer", tokenizer_spec},
                          {"reward_mean", mean},
                          {"reward_std", std}};
   if (std::isfinite(eval.accuracy)) {

@@ -28,7 +28,7 @@
 #include "core/data/records.h"
 #include "core/model/checkpoint.h"
 #include "core/model/model.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/training_common.h"
 
 namespace rlhf {

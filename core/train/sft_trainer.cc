@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/model/checkpoint.h"
 #include "core/status_macros.h"
+#include "core/tokenizer/model_dir.h"
 
 namespace rlhf {
 
@@ -90,9 +91,12 @@ double SftTrainer::HeldoutLoss() {
 
 absl::Status SftTrainer::Save(int64_t step, double heldout_loss) {
   if (options_.out_dir.empty()) return absl::OkStatus();
+  // The checkpoint carries its tokenizer (files copied next to the weights).
+  RLHF_ASSIGN_OR_RETURN(nlohmann::json tokenizer_spec,
+                        SaveTokenizerFiles(tokenizer_, options_.out_dir));
   nlohmann::json meta = {{"stage", "sft"},
                          {"step", step},
-                         {"tokenizer", tokenizer_.Spec()},
+                         {"tokenizer", tokenizer_spec},
                          {"train_on_prompt", options_.train_on_prompt}};
   if (std::isfinite(heldout_loss)) meta["heldout_loss"] = heldout_loss;
   RLHF_RETURN_IF_ERROR(SaveCheckpoint(options_.out_dir, model_, meta));

@@ -19,7 +19,9 @@
 namespace rlhf {
 
 std::vector<int32_t> EncodePrompt(const Tokenizer& tokenizer, absl::string_view prompt) {
-  std::vector<int32_t> ids = {tokenizer.bos_id()};
+  // Models without a BOS token (Qwen: bos_id() == -1) start with the text itself.
+  std::vector<int32_t> ids;
+  if (tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
   const std::vector<int32_t> body = tokenizer.Encode(prompt);
   ids.insert(ids.end(), body.begin(), body.end());
   return ids;

@@ -28,7 +28,7 @@
 #include "absl/strings/string_view.h"
 #include "core/model/checkpoint.h"
 #include "core/model/model.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace rlhf {
 

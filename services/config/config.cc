@@ -39,7 +39,7 @@ namespace pb = ::google::protobuf;
 using Json = nlohmann::json;
 using rlhf::v1::JobConfig;
 
-constexpr int kEosToken = 257;  // ByteTokenizer's EOS (core/model/tokenizer.h).
+constexpr int kEosToken = 257;  // ByteTokenizer's EOS (core/tokenizer/tokenizer.h).
 
 // ---------------------------------------------------------------------------------
 // YAML -> typed JSON, guided by the descriptor.

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/data/builtin_task.h"
 #include "core/data/jsonl.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/status_macros.h"
 #include "core/train/training_common.h"
 

@@ -12,7 +12,7 @@
 #include <prometheus/registry.h>
 #include <torch/utils.h>
 
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "reference_server/reference_client.h"
 #include "services/health.h"
 

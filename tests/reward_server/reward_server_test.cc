@@ -14,7 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "core/data/gold_labeler.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "reward_server/reward_client.h"
 #include "services/health.h"
 #include "services/metrics.h"

@@ -8,7 +8,7 @@
 #include <gtest/gtest.h>
 #include <torch/utils.h>
 
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/training_common.h"
 #include "reward_server/reward_client.h"
 #include "reward_server/reward_server.h"

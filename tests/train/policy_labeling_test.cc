@@ -9,7 +9,7 @@
 
 #include "core/data/gold_labeler.h"
 #include "core/data/jsonl.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace rlhf {
 namespace {

@@ -14,7 +14,7 @@
 #include "core/data/gold_labeler.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/sft_trainer.h"
 
 namespace rlhf {

@@ -9,7 +9,7 @@
 
 #include "core/data/builtin_task.h"
 #include "core/model/checkpoint.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace rlhf {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace rlhf {
 namespace {

@@ -1,0 +1,361 @@
+// Tokenizer loading, hand-computed BPE merges, errors, and SentencePiece against
+// Debian's spm_train / spm_encode / spm_decode.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "core/tokenizer/model_dir.h"
+#include "core/tokenizer/tokenizer.h"
+#include "tests/tokenizer/oracle_util.h"
+
+namespace rlhf {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+std::string NewDir(const std::string& name) {
+  static int counter = 0;
+  std::string dir = ::testing::TempDir() + "/tok_" + std::to_string(getpid()) + "_" +
+                    std::to_string(counter++) + "_" + name;
+  mkdir(dir.c_str(), 0755);
+  return dir;
+}
+
+void Write(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+std::string Msg(const absl::Status& s) { return std::string(s.message()); }
+
+// Byte-level BPE with hand-picked merges. Ids: a=0 b=1 c=2 Ġ=3 ab=4 abc=5 Ġa=6, <|eot|>=7.
+json TinyByteLevel() {
+  return json{
+      {"model",
+       {{"type", "BPE"},
+        {"vocab", {{"a", 0}, {"b", 1}, {"c", 2}, {"Ġ", 3}, {"ab", 4}, {"abc", 5}, {"Ġa", 6}}},
+        {"merges", {"a b", "ab c", "Ġ a"}}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"added_tokens", {{{"id", 7}, {"content", "<|eot|>"}, {"special", true}}}}};
+}
+
+TEST(BpeTokenizerTest, MergesByRankLeftmostFirst) {
+  std::string dir = NewDir("tiny_bl");
+  Write(dir + "/tokenizer.json", TinyByteLevel().dump());
+  Write(dir + "/tokenizer_config.json", R"({"eos_token": "<|eot|>", "bos_token": null})");
+  auto tok = LoadTokenizerFromModelDir(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  // "abcab" -> a b c a b -> (a,b)@0 -> (a,b)@3 [rank 0 before rank 1] -> (ab,c) => abc ab.
+  // " abc" -> Ġ a b c -> (a,b) rank 0 beats (Ġ,a) rank 2 -> (ab,c) => Ġ abc.
+  EXPECT_EQ((*tok)->Encode("abcab abc"), (std::vector<int32_t>{5, 4, 3, 5}));
+  EXPECT_EQ((*tok)->Encode("ab<|eot|> a"), (std::vector<int32_t>{4, 7, 6}));
+  EXPECT_EQ((*tok)->Decode({5, 4, 3, 5, 7}), "abcab abc");
+  EXPECT_EQ((*tok)->DecodeWithSpecial({4, 7, 6}), "ab<|eot|> a");
+  EXPECT_EQ((*tok)->eos_id(), 7);
+  EXPECT_EQ((*tok)->pad_id(), 7);  // no pad token: pad with EOS
+  EXPECT_EQ((*tok)->bos_id(), -1);
+  EXPECT_EQ((*tok)->vocab_size(), 8);
+  EXPECT_EQ((*tok)->name(), "hf");
+  // The spec rebuilds an equivalent tokenizer.
+  auto again = MakeTokenizer((*tok)->Spec());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->Encode("abcab abc"), (std::vector<int32_t>{5, 4, 3, 5}));
+}
+
+// Llama-2 style: `▁` normalizer, byte fallback, Strip decoder.
+json TinySentencePieceStyle() {
+  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
+  char buf[8];
+  for (int b = 0; b < 256; ++b) {
+    std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
+    vocab[buf] = 3 + b;
+  }
+  vocab["▁"] = 259;
+  vocab["h"] = 260;
+  vocab["i"] = 261;
+  vocab["▁h"] = 262;
+  vocab["▁hi"] = 263;
+  return json{
+      {"normalizer",
+       {{"type", "Sequence"},
+        {"normalizers",
+         {{{"type", "Prepend"}, {"prepend", "▁"}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}}}}},
+      {"pre_tokenizer", nullptr},
+      {"model",
+       {{"type", "BPE"}, {"byte_fallback", true}, {"unk_token", "<unk>"}, {"fuse_unk", true},
+        {"vocab", vocab}, {"merges", {"▁ h", "▁h i"}}}},
+      {"decoder",
+       {{"type", "Sequence"},
+        {"decoders",
+         {{{"type", "Replace"}, {"pattern", {{"String", "▁"}}}, {"content", " "}},
+          {{"type", "ByteFallback"}},
+          {{"type", "Fuse"}},
+          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+      {"added_tokens",
+       {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+        {{"id", 1}, {"content", "<s>"}, {"special", true}},
+        {{"id", 2}, {"content", "</s>"}, {"special", true}}}}};
+}
+
+TEST(BpeTokenizerTest, SentencePieceStyleWithByteFallback) {
+  std::string dir = NewDir("tiny_sp");
+  Write(dir + "/tokenizer.json", TinySentencePieceStyle().dump());
+  auto tok = LoadTokenizerFromModelDir(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  // "hi é" -> "▁hi▁é": ▁hi, ▁, then é (not in the vocabulary) as bytes C3 A9 -> 3 + byte.
+  EXPECT_EQ((*tok)->Encode("hi é"), (std::vector<int32_t>{263, 259, 3 + 0xC3, 3 + 0xA9}));
+  EXPECT_EQ((*tok)->Decode({263, 259, 3 + 0xC3, 3 + 0xA9}), "hi é");
+  // Added tokens are matched before normalization; each section gets its own "▁".
+  EXPECT_EQ((*tok)->Encode("hi<s>hi"), (std::vector<int32_t>{263, 1, 263}));
+  // No config files: the usual names.
+  EXPECT_EQ((*tok)->bos_id(), 1);
+  EXPECT_EQ((*tok)->eos_id(), 2);
+  EXPECT_TRUE((*tok)->IsSpecial(1));
+  EXPECT_FALSE((*tok)->IsSpecial(263));
+}
+
+TEST(BpeTokenizerTest, ByteLevelRoundTripsInvalidUtf8AndSplitCharacters) {
+  std::string dir = NewDir("tiny_bytes");
+  json j = TinyByteLevel();
+  // Every byte as its own token (ids 100 + byte) so any input is encodable.
+  std::array<int, 256> alphabet{};
+  int n = 0;
+  for (int b = 0; b < 256; ++b) {
+    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+    alphabet[b] = printable ? b : 256 + n++;
+  }
+  for (int b = 0; b < 256; ++b) {
+    std::string s;
+    int cp = alphabet[b];
+    if (cp < 0x80) s.push_back(static_cast<char>(cp));
+    else {
+      s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+    if (!j["model"]["vocab"].contains(s)) j["model"]["vocab"][s] = 100 + b;
+  }
+  Write(dir + "/tokenizer.json", j.dump());
+  auto tok = LoadTokenizerFromModelDir(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::string bad = std::string("ok \xff\xfe mid \xe2\x82 end \xc3\xa9", 20);
+  std::vector<int32_t> ids = (*tok)->Encode(bad);
+  EXPECT_EQ((*tok)->Decode(ids), bad);
+  // "é" is two byte tokens; decoding them together gives the character back.
+  std::vector<int32_t> e = (*tok)->Encode("\xc3\xa9");
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ((*tok)->Decode(e), "\xc3\xa9");
+}
+
+TEST(LoadTokenizerTest, ErrorsNameTheFileAndField) {
+  auto missing = LoadTokenizerFromModelDir("/nonexistent/model");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(missing.status()), HasSubstr("/nonexistent/model"));
+
+  std::string empty = NewDir("empty");
+  auto none = LoadTokenizerFromModelDir(empty);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(none.status()), HasSubstr("tokenizer.json"));
+
+  std::string bad_json = NewDir("bad_json");
+  Write(bad_json + "/tokenizer.json", "{\"model\": {\"type\": ");
+  auto parse = LoadTokenizerFromModelDir(bad_json);
+  EXPECT_EQ(parse.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(parse.status()), HasSubstr(bad_json + "/tokenizer.json"));
+  EXPECT_THAT(Msg(parse.status()), HasSubstr("malformed JSON"));
+
+  std::string unigram = NewDir("unigram");
+  Write(unigram + "/tokenizer.json", R"({"model": {"type": "Unigram", "vocab": []}})");
+  auto uni = LoadTokenizerFromModelDir(unigram);
+  EXPECT_EQ(uni.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(Msg(uni.status()), HasSubstr("model.type"));
+
+  std::string no_vocab = NewDir("no_vocab");
+  Write(no_vocab + "/tokenizer.json", R"({"model": {"type": "BPE", "merges": []}})");
+  EXPECT_THAT(Msg(LoadTokenizerFromModelDir(no_vocab).status()), HasSubstr("\"model.vocab\""));
+
+  std::string bad_norm = NewDir("bad_norm");
+  json j = TinyByteLevel();
+  j["normalizer"] = {{"type", "Precompiled"}};
+  Write(bad_norm + "/tokenizer.json", j.dump());
+  EXPECT_THAT(Msg(LoadTokenizerFromModelDir(bad_norm).status()),
+              HasSubstr("\"normalizer.type\""));
+
+  std::string bad_regex = NewDir("bad_regex");
+  j = TinyByteLevel();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}},
+                        {"behavior", "Isolated"}};
+  Write(bad_regex + "/tokenizer.json", j.dump());
+  EXPECT_THAT(Msg(LoadTokenizerFromModelDir(bad_regex).status()),
+              HasSubstr("pre_tokenizer.pattern"));
+
+  std::string bad_eos = NewDir("bad_eos");
+  Write(bad_eos + "/tokenizer.json", TinyByteLevel().dump());
+  Write(bad_eos + "/tokenizer_config.json", R"({"eos_token": "<nope>"})");
+  auto eos = LoadTokenizerFromModelDir(bad_eos);
+  EXPECT_EQ(eos.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(eos.status()), HasSubstr("<nope>"));
+
+  std::string eos_type = NewDir("eos_type");
+  Write(eos_type + "/tokenizer.json", TinyByteLevel().dump());
+  Write(eos_type + "/special_tokens_map.json", R"({"eos_token": 5})");
+  auto eos2 = LoadTokenizerFromModelDir(eos_type);
+  EXPECT_THAT(Msg(eos2.status()), HasSubstr("special_tokens_map.json"));
+  EXPECT_THAT(Msg(eos2.status()), HasSubstr("\"eos_token\""));
+
+  std::string half_gpt2 = NewDir("half_gpt2");
+  Write(half_gpt2 + "/vocab.json", R"({"a": 0})");
+  auto half = LoadTokenizerFromModelDir(half_gpt2);
+  EXPECT_EQ(half.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Msg(half.status()), HasSubstr("merges.txt"));
+
+  std::string bad_merges = NewDir("bad_merges");
+  Write(bad_merges + "/vocab.json", R"({"a": 0, "b": 1, "ab": 2})");
+  Write(bad_merges + "/merges.txt", "#version: 0.2\na b\nnospace\n");
+  auto merges = LoadTokenizerFromModelDir(bad_merges);
+  EXPECT_THAT(Msg(merges.status()), HasSubstr("merges.txt: line 3"));
+}
+
+TEST(MakeTokenizerTest, SpecsAndErrors) {
+  auto byte = MakeTokenizer(json{{"type", "byte"}});
+  ASSERT_TRUE(byte.ok());
+  EXPECT_EQ((*byte)->vocab_size(), 259);
+  EXPECT_THAT(Msg(MakeTokenizer(json{{"type", "hf"}}).status()), HasSubstr("\"dir\""));
+  EXPECT_THAT(Msg(MakeTokenizer(json{{"type", "hf"}, {"dir", "x"}, {"path", "y"}}).status()),
+              HasSubstr("\"path\""));
+  EXPECT_THAT(Msg(MakeTokenizer(json{{"type", "wordpiece"}}).status()), HasSubstr("wordpiece"));
+  EXPECT_EQ(MakeTokenizerByName("hf").status().code(), absl::StatusCode::kInvalidArgument);
+
+  // A relative dir resolves against base_dir; a type that disagrees with the files fails.
+  std::string dir = NewDir("spec");
+  Write(dir + "/tokenizer.json", TinyByteLevel().dump());
+  const std::string base = dir.substr(0, dir.rfind('/'));
+  const std::string rel = dir.substr(dir.rfind('/') + 1);
+  auto rel_tok = MakeTokenizer(json{{"type", "model_dir"}, {"dir", rel}}, base);
+  ASSERT_TRUE(rel_tok.ok()) << rel_tok.status();
+  EXPECT_EQ((*rel_tok)->Encode("abc"), std::vector<int32_t>{5});
+  // Flags such as the servers' --tokenizer take a directory as well as "byte".
+  auto by_path = MakeTokenizerByName(dir);
+  ASSERT_TRUE(by_path.ok()) << by_path.status();
+  EXPECT_EQ((*by_path)->Encode("abc"), std::vector<int32_t>{5});
+  EXPECT_THAT(Msg(MakeTokenizer(json{{"type", "sentencepiece"}, {"dir", dir}}).status()),
+              HasSubstr("\"hf\""));
+}
+
+// A checkpoint carries its tokenizer: the files are copied next to the weights and the
+// recorded spec points at them.
+TEST(ModelTokenizerTest, CheckpointsCarryTheirTokenizer) {
+  std::string src = NewDir("hf_src");
+  Write(src + "/tokenizer.json", TinyByteLevel().dump());
+  Write(src + "/tokenizer_config.json", R"({"eos_token": "<|eot|>"})");
+  auto tok = LoadTokenizerFromModelDir(src);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+
+  std::string ckpt = NewDir("ckpt");
+  auto spec = SaveTokenizerFiles(**tok, ckpt);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(*spec, (json{{"type", "hf"}, {"dir", "."}}));
+  EXPECT_EQ(TokenizerFilesInDir(ckpt),
+            (std::vector<std::string>{"tokenizer.json", "tokenizer_config.json"}));
+  Write(ckpt + "/config.json", json{{"format", "rlhf-checkpoint-v1"},
+                                    {"metadata", {{"tokenizer", *spec}}}}.dump());
+  // Remove the source: the checkpoint must not depend on it.
+  std::remove((src + "/tokenizer.json").c_str());
+  auto carried = LoadTokenizerForModel(ckpt);
+  ASSERT_TRUE(carried.ok()) << carried.status();
+  EXPECT_EQ((*carried)->Encode("abcab abc<|eot|>"), (std::vector<int32_t>{5, 4, 3, 5, 7}));
+  EXPECT_EQ((*carried)->eos_id(), 7);
+
+  // Old checkpoints without a recorded tokenizer and without files: the byte tokenizer.
+  std::string old = NewDir("old_ckpt");
+  Write(old + "/config.json", R"({"format": "rlhf-checkpoint-v1", "metadata": {}})");
+  auto byte = LoadTokenizerForModel(old);
+  ASSERT_TRUE(byte.ok());
+  EXPECT_EQ((*byte)->name(), "byte");
+  auto byte_spec = SaveTokenizerFiles(**byte, NewDir("byte_ckpt"));
+  ASSERT_TRUE(byte_spec.ok());
+  EXPECT_EQ(*byte_spec, (json{{"type", "byte"}}));
+
+  std::string bad = NewDir("bad_ckpt");
+  Write(bad + "/config.json", R"({"metadata": {"tokenizer": {"type": "hf", "dir": "."}}})");
+  auto missing = LoadTokenizerForModel(bad);
+  EXPECT_FALSE(missing.ok());
+  EXPECT_THAT(Msg(missing.status()), HasSubstr("metadata.tokenizer"));
+  EXPECT_THAT(Msg(missing.status()), HasSubstr("config.json"));
+}
+
+// SentencePiece: a small BPE model trained here with Debian's spm_train; ids and decoded
+// text must equal spm_encode's and spm_decode's.
+TEST(SentencePieceTest, MatchesSpmEncodeAndDecode) {
+  const std::string dir = NewDir("spm");
+  std::mt19937 rng(7);
+  const std::vector<std::string> words = {
+      "the", "model", "learns", "from", "human", "feedback", "reward", "policy", "token",
+      "über", "naïve", "日本語", "数据", "2026", "3.14", "don't", "it's", "(x)", "a+b=c"};
+  auto sentence = [&](int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) {
+      if (i > 0) s += ' ';
+      s += words[rng() % words.size()];
+    }
+    return s;
+  };
+  std::string train;
+  for (int i = 0; i < 400; ++i) train += sentence(4 + rng() % 12) + "\n";
+  Write(dir + "/train.txt", train);
+  auto trained = testing_tok::RunCommand(
+      "spm_train --input=" + dir + "/train.txt --model_prefix=" + dir +
+      "/tokenizer --vocab_size=120 --model_type=bpe --character_coverage=1.0 "
+      "--minloglevel=2 > " + dir + "/train.log 2>&1");
+  ASSERT_EQ(trained.exit_code, 0) << "spm_train failed (package sentencepiece)";
+
+  std::string input;
+  std::vector<std::string> lines;
+  for (int i = 0; i < 200; ++i) {
+    std::string line = sentence(1 + rng() % 15);
+    if (i % 10 == 0) line += " unseen:Ω≈ç😀";
+    lines.push_back(line);
+    input += line + "\n";
+  }
+  Write(dir + "/input.txt", input);
+  auto encoded = testing_tok::RunCommand("spm_encode --model=" + dir +
+                                         "/tokenizer.model --output_format=id < " + dir +
+                                         "/input.txt");
+  ASSERT_EQ(encoded.exit_code, 0);
+  std::vector<std::string> expected = testing_tok::SplitLines(encoded.output);
+  ASSERT_EQ(expected.size(), lines.size());
+  auto decoded = testing_tok::RunCommand("spm_decode --model=" + dir +
+                                         "/tokenizer.model --input_format=id < /dev/stdin <<'EOF'\n" +
+                                         encoded.output + "EOF");
+  std::vector<std::string> expected_text = testing_tok::SplitLines(decoded.output);
+  ASSERT_EQ(expected_text.size(), lines.size());
+
+  auto tok = LoadTokenizerFromModelDir(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->name(), "sentencepiece");
+  EXPECT_EQ((*tok)->vocab_size(), 120);
+  EXPECT_EQ((*tok)->bos_id(), 1);  // spm_train's defaults: unk 0, bos 1, eos 2, no pad
+  EXPECT_EQ((*tok)->eos_id(), 2);
+  EXPECT_EQ((*tok)->pad_id(), 2);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    std::vector<int32_t> ids = (*tok)->Encode(lines[i]);
+    std::string joined;
+    for (size_t k = 0; k < ids.size(); ++k) joined += (k ? " " : "") + std::to_string(ids[k]);
+    EXPECT_EQ(joined, expected[i]) << lines[i];
+    EXPECT_EQ((*tok)->Decode(ids), expected_text[i]);
+  }
+}
+
+}  // namespace
+}  // namespace rlhf
