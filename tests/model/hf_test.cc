@@ -58,14 +58,17 @@ int RunCommand(const std::string& cmd) {
 
 class HfTest : public ::testing::Test {
  protected:
+  // The reference cases are generated once per process (every suite shares them) and
+  // removed at exit.
   static void SetUpTestSuite() {
+    if (!root_.empty()) return;
     root_ = (fs::temp_directory_path() / ("rlhf_hf_test_" + std::to_string(::getpid()))).string();
     fs::remove_all(root_);
     fs::create_directories(root_);
     gen_rc_ = RunCommand(Python() + " " + ReferenceScript() + " gen " + root_ + "/ref > " + root_ +
                          "/gen.log 2>&1");
+    std::atexit([] { fs::remove_all(root_); });
   }
-  static void TearDownTestSuite() { fs::remove_all(root_); }
   void SetUp() override { ASSERT_EQ(gen_rc_, 0) << ReadText(root_ + "/gen.log"); }
 
   static std::string Case(const std::string& name) { return root_ + "/ref/" + name; }
