@@ -13,6 +13,7 @@
 #include "tools/command.h"
 #include "tools/data_command.h"
 #include "tools/eval_command.h"
+#include "tools/export_command.h"
 #include "tools/label_command.h"
 #include "tools/rl_command.h"
 #include "tools/rm_command.h"
@@ -31,6 +32,7 @@ constexpr Command kCommands[] = {
     {"rm", "stage 2: reward model from rankings (all C(K,2) pairs per prompt)", RunRmCommand},
     {"rl", "stage 3 in one process, no network: the job's RL settings (--config JOB.yaml)", RunRlCommand},
     {"eval", "gold score, KL and RM score of a policy on held-out prompts", RunEvalCommand},
+    {"export", "write a checkpoint as a HuggingFace model directory (--format hf)", RunExportCommand},
     {"run", "the whole job: data, sft, rm, distributed RL, eval (--config JOB.yaml)", RunRunCommand},
     {"tokenize", "text (lines or JSONL) -> ids with a model's tokenizer (--model DIR; --decode)", RunTokenizeCommand},
 };

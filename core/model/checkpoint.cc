@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/model/hf.h"
 #include "core/status_macros.h"
 
 namespace rlhf {
@@ -121,34 +122,18 @@ absl::Status WriteSafetensors(const std::string& path, const NamedTensors& tenso
   return WriteFileAtomically(path, bytes);
 }
 
-absl::StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes) {
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const char* json, size_t json_size,
+                                                         uint64_t data_size) {
   auto bad = [](auto&&... parts) {
     return absl::InvalidArgumentError(absl::StrCat("safetensors: ", parts...));
   };
-  if (!LittleEndianHost()) return absl::UnimplementedError("safetensors: big-endian host");
-  if (bytes.size() < 8) return bad("file has ", bytes.size(), " bytes, fewer than the 8-byte header length");
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  if (n > kMaxHeaderBytes) return bad("header length ", n, " exceeds the 100 MB limit");
-  if (n > bytes.size() - 8) {
-    return bad("header length ", n, " goes beyond the end of the file (", bytes.size(), " bytes)");
-  }
   const nlohmann::json header =
-      nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<int64_t>(n), nullptr,
-                            /*allow_exceptions=*/false);
+      nlohmann::json::parse(json, json + json_size, nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded()) return bad("header is not valid JSON");
   if (!header.is_object()) return bad("header is not a JSON object");
-  const uint64_t data_size = bytes.size() - 8 - n;
-  const char* data = bytes.data() + 8 + n;
 
-  SafetensorsContents out;
-  struct Entry {
-    uint64_t begin, end;
-    std::string name;
-    const DtypeInfo* dtype;
-    std::vector<int64_t> shape;
-  };
-  std::vector<Entry> entries;
+  SafetensorsHeader out;
+  std::vector<SafetensorsEntry>& entries = out.entries;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     const nlohmann::json& v = it.value();
@@ -168,17 +153,20 @@ absl::StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes) {
     }
     auto dt = v.find("dtype");
     if (dt == v.end() || !dt->is_string()) return bad("tensor \"", name, "\": missing dtype");
-    Entry e;
+    SafetensorsEntry e;
     e.name = name;
-    e.dtype = DtypeByName(dt->get<std::string>());
-    if (e.dtype == nullptr) return bad("tensor \"", name, "\": unsupported dtype ", dt->dump());
+    const DtypeInfo* dtype = DtypeByName(dt->get<std::string>());
+    if (dtype == nullptr) return bad("tensor \"", name, "\": unsupported dtype ", dt->dump());
+    e.dtype_name = dtype->name;
+    e.dtype = dtype->type;
     auto shape = v.find("shape");
     if (shape == v.end() || !shape->is_array()) return bad("tensor \"", name, "\": missing shape");
     uint64_t numel = 1;
     for (const auto& d : *shape) {
       if (!d.is_number_unsigned()) return bad("tensor \"", name, "\": shape ", shape->dump(), " is not a list of non-negative integers");
       const uint64_t dim = d.get<uint64_t>();
-      if (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim) {
+      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+          (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim)) {
         return bad("tensor \"", name, "\": shape ", shape->dump(), " overflows");
       }
       numel *= dim;
@@ -196,13 +184,13 @@ absl::StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes) {
       return bad("tensor \"", name, "\": data_offsets end ", e.end, " beyond the data section (",
                  data_size, " bytes): file truncated?");
     }
-    if (e.end - e.begin != numel * e.dtype->bytes) {
-      return bad("tensor \"", name, "\": ", e.end - e.begin, " bytes but dtype ", e.dtype->name,
-                 " x shape ", shape->dump(), " needs ", numel * e.dtype->bytes);
+    if (e.end - e.begin != numel * dtype->bytes) {
+      return bad("tensor \"", name, "\": ", e.end - e.begin, " bytes but dtype ", dtype->name,
+                 " x shape ", shape->dump(), " needs ", numel * dtype->bytes);
     }
     entries.push_back(std::move(e));
   }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+  std::sort(entries.begin(), entries.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
   for (size_t i = 1; i < entries.size(); ++i) {
@@ -211,12 +199,113 @@ absl::StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes) {
                  "\" have overlapping data_offsets");
     }
   }
-  for (const Entry& e : entries) {
-    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
+  return out;
+}
+
+namespace {
+// Reads the 8-byte length prefix; checks it against the limit and the total size.
+absl::StatusOr<uint64_t> HeaderLength(const unsigned char* first8, uint64_t total_size) {
+  auto bad = [](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("safetensors: ", parts...));
+  };
+  if (!LittleEndianHost()) return absl::UnimplementedError("safetensors: big-endian host");
+  if (total_size < 8) return bad("file has ", total_size, " bytes, fewer than the 8-byte header length");
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(first8[i]) << (8 * i);
+  if (n > kMaxHeaderBytes) return bad("header length ", n, " exceeds the 100 MB limit");
+  if (n > total_size - 8) {
+    return bad("header length ", n, " goes beyond the end of the file (", total_size, " bytes)");
+  }
+  return n;
+}
+}  // namespace
+
+absl::StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes) {
+  RLHF_ASSIGN_OR_RETURN(
+      const uint64_t n,
+      HeaderLength(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()));
+  const uint64_t data_size = bytes.size() - 8 - n;
+  RLHF_ASSIGN_OR_RETURN(SafetensorsHeader header,
+                        ParseSafetensorsHeader(bytes.data() + 8, n, data_size));
+  const char* data = bytes.data() + 8 + n;
+  SafetensorsContents out;
+  out.metadata = std::move(header.metadata);
+  for (const SafetensorsEntry& e : header.entries) {
+    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
     if (e.end > e.begin) std::memcpy(t.data_ptr(), data + e.begin, e.end - e.begin);
     out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;
+}
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path) { return ReadWholeFile(path); }
+
+absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
+  SafetensorsFile f;
+  f.path_ = path;
+  f.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f.fd_ < 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": not found"));
+    return absl::InternalError(absl::StrCat(path, ": open: ", std::strerror(errno)));
+  }
+  auto with_path = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+  };
+  const off_t size = ::lseek(f.fd_, 0, SEEK_END);
+  if (size < 0) return absl::InternalError(absl::StrCat(path, ": lseek: ", std::strerror(errno)));
+  unsigned char first8[8] = {0};
+  const ssize_t got = size >= 8 ? ::pread(f.fd_, first8, 8, 0) : 0;
+  if (size >= 8 && got != 8) return absl::InternalError(absl::StrCat(path, ": short read"));
+  auto n = HeaderLength(first8, static_cast<uint64_t>(size));
+  if (!n.ok()) return with_path(n.status());
+  std::string json(*n, '\0');
+  if (*n > 0 && ::pread(f.fd_, json.data(), *n, 8) != static_cast<ssize_t>(*n)) {
+    return absl::InternalError(absl::StrCat(path, ": short read of the header"));
+  }
+  auto header = ParseSafetensorsHeader(json.data(), json.size(), static_cast<uint64_t>(size) - 8 - *n);
+  if (!header.ok()) return with_path(header.status());
+  f.header_ = std::move(*header);
+  f.header_.data_start = 8 + *n;
+  return f;
+}
+
+SafetensorsFile::SafetensorsFile(SafetensorsFile&& other) noexcept
+    : path_(std::move(other.path_)), fd_(other.fd_), header_(std::move(other.header_)) {
+  other.fd_ = -1;
+}
+
+SafetensorsFile& SafetensorsFile::operator=(SafetensorsFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    path_ = std::move(other.path_);
+    fd_ = other.fd_;
+    header_ = std::move(other.header_);
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::StatusOr<torch::Tensor> SafetensorsFile::Read(const SafetensorsEntry& e) const {
+  auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
+  char* dst = static_cast<char*>(t.data_ptr());
+  uint64_t done = 0;
+  const uint64_t total = e.end - e.begin;
+  while (done < total) {
+    const ssize_t n = ::pread(fd_, dst + done, total - done,
+                              static_cast<off_t>(header_.data_start + e.begin + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::DataLossError(absl::StrCat(path_, ": tensor \"", e.name, "\": read failed at byte ",
+                                              done, " of ", total, n < 0 ? ": " : " (end of file)",
+                                              n < 0 ? std::strerror(errno) : ""));
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  return t;
 }
 
 absl::StatusOr<SafetensorsContents> ReadSafetensors(const std::string& path) {
@@ -322,6 +411,7 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& dir) {
     return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", parts...));
   };
   if (config.is_discarded() || !config.is_object()) return bad("not a JSON object");
+  if (IsHfConfigJson(config)) return LoadHfDirectory(dir);
   if (config.value("format", "") != "rlhf-checkpoint-v1") {
     return bad("format must be \"rlhf-checkpoint-v1\"");
   }

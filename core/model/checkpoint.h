@@ -50,6 +50,51 @@ absl::StatusOr<std::string> SerializeSafetensors(const NamedTensors& tensors,
 absl::StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes);
 absl::StatusOr<SafetensorsContents> ReadSafetensors(const std::string& path);
 
+// One tensor's header entry. `begin`/`end` are relative to the start of the data
+// section (8 + header length bytes into the file).
+struct SafetensorsEntry {
+  std::string name;
+  std::string dtype_name;  // "F32", "BF16", ...
+  torch::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+struct SafetensorsHeader {
+  std::vector<SafetensorsEntry> entries;  // sorted by data offset; validated
+  std::map<std::string, std::string> metadata;
+  uint64_t data_start = 0;  // absolute file offset of the data section
+};
+// Validates the header JSON against a data section of `data_size` bytes (every check
+// listed above except reading the bytes).
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const char* json, size_t json_size,
+                                                         uint64_t data_size);
+
+// A safetensors file opened for reading one tensor at a time (peak extra memory: the
+// tensor being read). Errors name the file. Not thread-safe; movable.
+class SafetensorsFile {
+ public:
+  static absl::StatusOr<SafetensorsFile> Open(const std::string& path);
+  SafetensorsFile(SafetensorsFile&& other) noexcept;
+  SafetensorsFile& operator=(SafetensorsFile&& other) noexcept;
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+  ~SafetensorsFile();
+
+  const std::string& path() const { return path_; }
+  const SafetensorsHeader& header() const { return header_; }
+  // Reads one entry of header() into a fresh CPU tensor of its dtype.
+  absl::StatusOr<torch::Tensor> Read(const SafetensorsEntry& entry) const;
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  int fd_ = -1;
+  SafetensorsHeader header_;
+};
+
+// Reads a whole (small) file into a string; NotFound when absent.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+
 // WriteFileAtomically (tmp + fsync + rename) lives in core/util/file_util.h.
 
 struct LoadWeightsOptions {
@@ -86,6 +131,9 @@ struct LoadedCheckpoint {
 // Reads dir/config.json, builds the model and loads dir/model.safetensors into it with
 // full name/shape/dtype checking. Missing files are NotFound; corrupt ones
 // InvalidArgument (the message names the file and the problem).
+// The one entry point for every checkpoint a flag or config field names: a HuggingFace
+// model directory (config.json with "model_type" and no "format") is imported through
+// LoadHfDirectory (core/model/hf.h) and returned the same way.
 absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& dir);
 
 }  // namespace rlhf

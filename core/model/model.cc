@@ -58,14 +58,14 @@ class AttentionImpl : public torch::nn::Module {
   explicit AttentionImpl(const ModelConfig& c)
       : n_heads_(c.n_heads), n_kv_(c.n_kv_heads), head_dim_(c.head_dim()),
         rope_(c.arch == Architecture::kLlama) {
-    const bool bias = c.arch == Architecture::kGpt2;
+    const bool gpt2 = c.arch == Architecture::kGpt2;
     qkv = register_module(
         "qkv", torch::nn::Linear(torch::nn::LinearOptions(
                                      c.d_model, (n_heads_ + 2 * n_kv_) * head_dim_)
-                                     .bias(bias)));
+                                     .bias(gpt2 || c.qkv_bias)));
     out = register_module("out", torch::nn::Linear(torch::nn::LinearOptions(
                                                        n_heads_ * head_dim_, c.d_model)
-                                                       .bias(bias)));
+                                                       .bias(gpt2 || c.out_bias)));
   }
 
   // x [B, T, d]; mask [B, 1, 1, T, Lk] additive; cos/sin [B, T, 1, D/2] (LLaMA).
@@ -140,9 +140,9 @@ class MlpImpl : public torch::nn::Module {
   explicit MlpImpl(const ModelConfig& c) : llama_(c.arch == Architecture::kLlama), d_ff_(c.d_ff) {
     if (llama_) {
       gate_up = register_module(
-          "gate_up", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, 2 * c.d_ff).bias(false)));
+          "gate_up", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, 2 * c.d_ff).bias(c.mlp_bias)));
       down = register_module(
-          "down", torch::nn::Linear(torch::nn::LinearOptions(c.d_ff, c.d_model).bias(false)));
+          "down", torch::nn::Linear(torch::nn::LinearOptions(c.d_ff, c.d_model).bias(c.mlp_bias)));
     } else {
       fc = register_module("fc", torch::nn::Linear(c.d_model, c.d_ff));
       proj = register_module("proj", torch::nn::Linear(c.d_ff, c.d_model));
@@ -150,9 +150,9 @@ class MlpImpl : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x) {
     if (llama_) {
-      const auto gu = LinearFwd(x, gate_up->weight, {});
+      const auto gu = LinearFwd(x, gate_up->weight, gate_up->bias);
       const auto h = at::silu(gu.narrow(-1, 0, d_ff_)) * gu.narrow(-1, d_ff_, d_ff_);
-      return LinearFwd(h, down->weight, {});
+      return LinearFwd(h, down->weight, down->bias);
     }
     return LinearFwd(at::gelu(LinearFwd(x, fc->weight, fc->bias), "tanh"), proj->weight,
                      proj->bias);
@@ -196,8 +196,16 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
   if (c.d_model <= 0) return bad("d_model must be > 0, got ", c.d_model);
   if (c.n_layers <= 0) return bad("n_layers must be > 0, got ", c.n_layers);
   if (c.n_heads <= 0) return bad("n_heads must be > 0, got ", c.n_heads);
-  if (c.d_model % c.n_heads != 0) {
+  if (c.explicit_head_dim < 0) return bad("explicit_head_dim must be >= 0, got ", c.explicit_head_dim);
+  if (c.explicit_head_dim == 0 && c.d_model % c.n_heads != 0) {
     return bad("d_model (", c.d_model, ") must be divisible by n_heads (", c.n_heads, ")");
+  }
+  if (c.arch == Architecture::kGpt2 && c.explicit_head_dim != 0 &&
+      c.explicit_head_dim * c.n_heads != c.d_model) {
+    return bad("explicit_head_dim (", c.explicit_head_dim, ") x n_heads must equal d_model for arch gpt2");
+  }
+  if (c.arch == Architecture::kGpt2 && (c.qkv_bias || c.out_bias || c.mlp_bias)) {
+    return bad("qkv_bias/out_bias/mlp_bias are LLaMA-style options (arch gpt2 always has biases)");
   }
   if (c.n_kv_heads <= 0) return bad("n_kv_heads must be > 0, got ", c.n_kv_heads);
   if (c.n_kv_heads > c.n_heads) {
@@ -211,7 +219,7 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
                ") for arch gpt2: grouped-query attention is LLaMA-style only");
   }
   if (c.arch == Architecture::kLlama && c.head_dim() % 2 != 0) {
-    return bad("head_dim = d_model / n_heads (", c.head_dim(), ") must be even for RoPE");
+    return bad("head_dim (", c.head_dim(), ") must be even for RoPE");
   }
   if (c.d_ff <= 0) return bad("d_ff must be > 0, got ", c.d_ff);
   if (!(c.norm_eps > 0) || !std::isfinite(c.norm_eps)) return bad("norm_eps must be > 0");
@@ -232,7 +240,12 @@ std::string ModelConfigToJson(const ModelConfig& c) {
                       {"rope_theta", c.rope_theta},
                       {"tie_embeddings", c.tie_embeddings},
                       {"lm_head", c.lm_head},
-                      {"scalar_head", c.scalar_head}};
+                      {"scalar_head", c.scalar_head},
+                      {"scalar_head_bias", c.scalar_head_bias},
+                      {"explicit_head_dim", c.explicit_head_dim},
+                      {"qkv_bias", c.qkv_bias},
+                      {"out_bias", c.out_bias},
+                      {"mlp_bias", c.mlp_bias}};
   return j.dump(2);
 }
 
@@ -287,6 +300,11 @@ absl::StatusOr<ModelConfig> ModelConfigFromJson(const std::string& json_text) {
     } else if (key == "tie_embeddings") { s = want_bool(&c.tie_embeddings);
     } else if (key == "lm_head") { s = want_bool(&c.lm_head);
     } else if (key == "scalar_head") { s = want_bool(&c.scalar_head);
+    } else if (key == "scalar_head_bias") { s = want_bool(&c.scalar_head_bias);
+    } else if (key == "explicit_head_dim") { s = want_int(&c.explicit_head_dim);
+    } else if (key == "qkv_bias") { s = want_bool(&c.qkv_bias);
+    } else if (key == "out_bias") { s = want_bool(&c.out_bias);
+    } else if (key == "mlp_bias") { s = want_bool(&c.mlp_bias);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("model config: unknown key \"", key, "\""));
     }
@@ -330,11 +348,14 @@ int64_t CountParameters(const ModelConfig& c) {
             (d * c.d_ff + c.d_ff) + (c.d_ff * d + d);
   } else {
     layer = d + d * qkv_out + c.n_heads * D * d + d + d * 2 * c.d_ff + c.d_ff * d;
+    if (c.qkv_bias) layer += qkv_out;
+    if (c.out_bias) layer += d;
+    if (c.mlp_bias) layer += 2 * c.d_ff + d;
   }
   int64_t total = c.vocab_size * d + c.n_layers * layer + (gpt2 ? 2 * d : d);
   if (gpt2) total += c.max_seq_len * d;
   if (c.lm_head && !c.tie_embeddings) total += c.vocab_size * d;
-  if (c.scalar_head) total += d + 1;
+  if (c.scalar_head) total += d + (c.scalar_head_bias ? 1 : 0);
   return total;
 }
 
@@ -374,7 +395,9 @@ TransformerLMImpl::TransformerLMImpl(const ModelConfig& config) : config_(config
                           ->weight;
   }
   if (config.scalar_head) {
-    scalar_head_ = register_module("scalar_head", torch::nn::Linear(config.d_model, 1));
+    scalar_head_ = register_module(
+        "scalar_head",
+        torch::nn::Linear(torch::nn::LinearOptions(config.d_model, 1).bias(config.scalar_head_bias)));
   }
 
   // GPT-2 initialisation: N(0, 0.02), residual output projections scaled by

@@ -43,8 +43,18 @@ struct ModelConfig {
   bool tie_embeddings = true; // unembedding shares the token-embedding matrix
   bool lm_head = true;        // false: no unembedding (reward models)
   bool scalar_head = false;   // true: a Linear(d_model, 1) head on the final hidden states
+  bool scalar_head_bias = true;  // false: the head is x w^T only (HF *ForSequenceClassification)
+  // Per-head width; 0 = d_model / n_heads. HF LLaMA/Mistral/Qwen2 `head_dim` may differ
+  // from hidden_size / num_attention_heads (then q/o project d_model <-> n_heads*head_dim).
+  int64_t explicit_head_dim = 0;
+  // LLaMA-style only (GPT-2 always has every bias): bias on the q/k/v projections
+  // (HF `attention_bias`, always on in Qwen2), on the attention output projection
+  // (`attention_bias`; never in Qwen2), and on gate/up/down (`mlp_bias`).
+  bool qkv_bias = false;
+  bool out_bias = false;
+  bool mlp_bias = false;
 
-  int64_t head_dim() const { return d_model / n_heads; }
+  int64_t head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : d_model / n_heads; }
 };
 
 // Checks divisibility and ranges; the message names the offending field.
@@ -123,7 +133,8 @@ class TransformerLMImpl : public torch::nn::Module {
   //   blocks.{i}.{ln1,ln2}.{weight,bias}; blocks.{i}.attn.{qkv,out}.{weight,bias};
   //   blocks.{i}.mlp.{fc,proj}.{weight,bias} (GPT-2) or blocks.{i}.mlp.{gate_up,down}.weight
   //   (LLaMA; gate_up = [gate; up] fused); ln_f.{weight,bias}; lm_head.weight (untied);
-  //   scalar_head.{weight,bias}. LLaMA has no biases and RMSNorm weights only.
+  //   scalar_head.{weight,bias}. LLaMA has RMSNorm weights only and no biases unless
+  //   qkv_bias (attn.qkv.bias), out_bias (attn.out.bias), mlp_bias (mlp.*.bias).
   torch::nn::Embedding wte_{nullptr};
   torch::nn::Embedding wpe_{nullptr};
   torch::nn::ModuleList blocks_{nullptr};

@@ -354,6 +354,8 @@ void ResolvePaths(JobConfig& c, const std::string& base) {
   c.mutable_eval()->set_heldout_rm_checkpoint(Absolute(base, c.eval().heldout_rm_checkpoint()));
   c.mutable_model()->set_sft_checkpoint(Absolute(base, c.model().sft_checkpoint()));
   c.mutable_model()->set_rm_checkpoint(Absolute(base, c.model().rm_checkpoint()));
+  c.mutable_model()->set_init_checkpoint(Absolute(base, c.model().init_checkpoint()));
+  c.mutable_launcher()->set_export_dir(Absolute(base, c.launcher().export_dir()));
   for (auto& s : *c.mutable_reward_server()->mutable_scorers()) {
     if (s.type() == "rm" && s.checkpoint().empty()) s.set_checkpoint(c.model().rm_checkpoint());
     s.set_checkpoint(Absolute(base, s.checkpoint()));
@@ -390,6 +392,7 @@ absl::Status CheckExplicitFiles(const JobConfig& c, const Json& user) {
   };
   check({"model", "sft_checkpoint"}, c.model().sft_checkpoint(), "SFT checkpoint");
   check({"model", "rm_checkpoint"}, c.model().rm_checkpoint(), "reward-model checkpoint");
+  check({"model", "init_checkpoint"}, c.model().init_checkpoint(), "initial checkpoint");
   check({"reference_server", "checkpoint"}, c.reference_server().checkpoint(),
         "reference checkpoint");
   for (int i = 0; i < c.reward_server().scorers_size(); ++i) {

@@ -125,6 +125,7 @@ class Job {
   absl::Status Rm();
   absl::Status Rl();
   absl::Status Eval();
+  absl::Status Export();
   absl::Status StartRlChildren(Supervisor& sup);
   absl::Status StartServer(Supervisor& sup, const std::string& name, const std::string& binary,
                            const rlhf::v1::ServerEndpoint& endpoint, std::vector<std::string> args,
@@ -597,6 +598,24 @@ absl::Status Job::Rl() {
   return absl::OkStatus();
 }
 
+absl::Status Job::Export() {
+  // The final policy as a HuggingFace directory (core/model/hf.h); tokenizer files come
+  // from the HF directory the job started from.
+  if (rl_checkpoint_.empty()) rl_checkpoint_ = NewestLearnerPolicy(run_dir_);
+  const std::string policy =
+      rl_checkpoint_.empty() ? config_.model().sft_checkpoint() : rl_checkpoint_;
+  const std::string out = config_.launcher().export_dir() + "/policy";
+  std::vector<std::string> argv = {Bin("rlhf"), "export", "--format=hf",
+                                   "--checkpoint=" + policy, "--out=" + out};
+  if (!config_.model().init_checkpoint().empty()) {
+    argv.push_back("--tokenizer_dir=" + config_.model().init_checkpoint());
+  }
+  RLHF_RETURN_IF_ERROR(RunStage("export", argv));
+  summary_["export"]["policy"] = out;
+  summary_["export"]["from"] = policy;
+  return absl::OkStatus();
+}
+
 absl::Status Job::Eval() {
   // Evaluate the SFT policy and the final RL policy on the held-out prompts.
   // Without an rl stage in this run (`--stages eval`), the policy of an earlier run in
@@ -677,6 +696,7 @@ absl::Status Job::Run() {
   }
   stage("rl", &Job::Rl);
   if (config_.launcher().eval()) stage("eval", &Job::Eval);
+  if (!config_.launcher().export_dir().empty()) stage("export", &Job::Export);
   const std::string state = st.ok() ? "completed"
                             : st.code() == absl::StatusCode::kCancelled ? "interrupted"
                                                                           : "failed";

@@ -66,6 +66,9 @@ Argv SftArgv(const rlhf::v1::JobConfig& c, const JobPaths& p) {
                "--resume",
                "--json_out=" + p.run_dir + "/sft.json"};
   if (s.train_on_prompt()) argv.push_back("--train_on_prompt");
+  if (!c.model().init_checkpoint().empty()) {
+    argv.push_back("--init=" + c.model().init_checkpoint());  // ours or HF
+  }
   return argv;
 }
 
