@@ -13,6 +13,7 @@ RLHF_PACKAGES=(
   prometheus
   python3 python3-grpcio python3-protobuf python3-torch python3-yaml
   procps
+  slurmctld slurmd slurm-client munge
 )
 
 rlhf_missing_packages() {

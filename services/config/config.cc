@@ -630,6 +630,8 @@ JobConfig DefaultJobConfig() {
   eval->set_num_prompts(0);
   eval->set_samples_per_prompt(1);
   eval->set_num_examples(3);
+
+  c.mutable_slurm()->set_stop_grace_s(60);
   return c;
 }
 
@@ -865,6 +867,10 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   ch.AtLeast("eval.num_prompts", c.eval().num_prompts(), 0);
   ch.AtLeast("eval.samples_per_prompt", c.eval().samples_per_prompt(), 1);
   ch.AtLeast("eval.num_examples", c.eval().num_examples(), 0);
+
+  ch.AtLeast("slurm.nodes", c.slurm().nodes(), 0);
+  ch.AtLeast("slurm.mem_per_cpu_mb", c.slurm().mem_per_cpu_mb(), 0);
+  ch.AtLeast("slurm.stop_grace_s", c.slurm().stop_grace_s(), 1);
 
   std::vector<std::string> non_finite;
   CollectNonFinite(c, "", &non_finite);
