@@ -36,7 +36,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-constexpr int kSteps = 10;
+constexpr int kSteps = 60;
 constexpr int kPromptsPerStep = 4;
 constexpr int kSamplesPerPrompt = 2;
 
@@ -103,10 +103,10 @@ TEST_F(SlurmE2eTest, JobCompletesAndExtraActorsJoinAndLeave) {
       << "data:\n  num_sft: 300\n  num_rank: 20\n  num_rl_train: 64\n  num_rl_heldout: 16\n"
       << "  num_pretrain: 20\n"
       << "sft:\n  steps: 30\n  batch_size: 16\n  eval_every: 30\n  checkpoint_every: 30\n"
-      << "sampling:\n  max_new_tokens: 24\n"
+      << "sampling:\n  max_new_tokens: 32\n"
       << "rl:\n  steps: " << kSteps << "\n  prompts_per_step: " << kPromptsPerStep
       << "\n  samples_per_prompt: " << kSamplesPerPrompt << "\n"
-      << "  minibatch_size: 8\n  checkpoint_every: 5\n"
+      << "  minibatch_size: 8\n  checkpoint_every: 20\n"
       << "actors:\n  count: 1\n  prompts_per_lease: 2\n"
       // The gold rule scorer: no reward model to train at test size.
       << "reward_server:\n  scorers:\n    - type: gold\n"
