@@ -252,10 +252,12 @@ class K8sManifestsTest(unittest.TestCase):
         # Autoscaling: the actor Deployment, on a metric the adapter rules define.
         for hpa in by_kind.get("HorizontalPodAutoscaler", []):
             self.assertEqual(hpa["spec"]["scaleTargetRef"]["name"], "rlhf-actor")
-            adapter = yaml.safe_load(open(os.path.join(overlay, "prometheus-adapter-values.yaml")))
+            with open(os.path.join(overlay, "prometheus-adapter-values.yaml")) as f:
+                adapter = yaml.safe_load(f)
             rules = adapter["rules"]["custom"]
             served = {r["name"]["as"]: r for r in rules}
-            actor_src = open(os.path.join(SRC, "actor", "actor.cc")).read()
+            with open(os.path.join(SRC, "actor", "actor.cc")) as f:
+                actor_src = f.read()
             for m in hpa["spec"]["metrics"]:
                 name = m["pods"]["metric"]["name"]
                 self.assertIn(name, served)
@@ -264,7 +266,8 @@ class K8sManifestsTest(unittest.TestCase):
 
     def test_job_configmap_loads(self):
         """The ConfigMap's job YAML passes our loader (unknown keys, types, ranges)."""
-        job = open(os.path.join(K8S, "base", "job.yaml")).read()
+        with open(os.path.join(K8S, "base", "job.yaml")) as f:
+            job = f.read()
         with tempfile.TemporaryDirectory() as tmp:
             # The loader checks that files outside the run dir exist: point /models and
             # the token at a scratch copy.
@@ -274,16 +277,19 @@ class K8sManifestsTest(unittest.TestCase):
                 os.makedirs(os.path.join(tmp, d))
             for f in ("models/sft/config.json", "models/rm/config.json",
                       "models/data/rl_train.jsonl", "etc/token/token"):
-                open(os.path.join(tmp, f), "w").write("{}\n")
+                with open(os.path.join(tmp, f), "w") as out:
+                    out.write("{}\n")
             path = os.path.join(tmp, "job.yaml")
-            open(path, "w").write(job)
+            with open(path, "w") as out:
+                out.write(job)
             out = subprocess.run([os.path.join(BIN, "rlhf"), "run", "--launcher=slurm",
                                   "--submit=false", "--config=" + path],
                                  capture_output=True, text=True, cwd=tmp)
             self.assertEqual(out.returncode, 0, out.stderr)
             # And a mistake in it is caught (the check is not vacuous).
             bad = os.path.join(tmp, "bad.yaml")
-            open(bad, "w").write(job.replace("prompts_per_step:", "prompts_per_stepp:"))
+            with open(bad, "w") as out:
+                out.write(job.replace("prompts_per_step:", "prompts_per_stepp:"))
             out = subprocess.run([os.path.join(BIN, "rlhf"), "run", "--launcher=slurm",
                                   "--submit=false", "--config=" + bad],
                                  capture_output=True, text=True, cwd=tmp)
