@@ -14,6 +14,7 @@ RLHF_PACKAGES=(
   prometheus
   python3 python3-grpcio python3-protobuf python3-torch python3-yaml
   procps
+  slurmctld slurmd slurm-client munge
 )
 # npm installs the tokenizer tests' oracles (tests/tokenizer/install_oracles.sh). A
 # NodeSource nodejs bundles npm and conflicts with Debian's npm package: add it only when

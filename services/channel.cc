@@ -30,6 +30,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
   // Our own backoff (CallWithRetry) decides retries; keep gRPC's reconnects brisk.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  if (!options.lb_policy.empty()) args.SetLoadBalancingPolicyName(options.lb_policy);
 
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (options.tls.enabled) {

@@ -49,6 +49,11 @@ struct ChannelOptions {
   int max_message_bytes = 64 << 20;  // send and receive limit, bytes
   absl::Duration keepalive_time = absl::Seconds(30);
   absl::Duration keepalive_timeout = absl::Seconds(10);
+  // gRPC load-balancing policy over the addresses the target resolves to: round_robin
+  // spreads calls over every backend (a Kubernetes headless Service name as
+  // "dns:///rlhf-reward-server:50051" resolves to one address per pod); "" = gRPC's
+  // default, pick_first (one connection to the first address that works).
+  std::string lb_policy = "round_robin";
 };
 
 // Builds the channel (lazy: it connects on first use). InvalidArgument / NotFound for

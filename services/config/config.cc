@@ -651,6 +651,8 @@ JobConfig DefaultJobConfig() {
   eval->set_samples_per_prompt(1);
   eval->set_num_examples(3);
   eval->set_gold(true);
+
+  c.mutable_slurm()->set_stop_grace_s(60);
   return c;
 }
 
@@ -922,6 +924,10 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   ch.AtLeast("eval.num_examples", c.eval().num_examples(), 0);
   ch.Require(!c.eval().gold() || c.data().task() == "builtin",
              "eval.gold: only the built-in task has a gold labeler");
+
+  ch.AtLeast("slurm.nodes", c.slurm().nodes(), 0);
+  ch.AtLeast("slurm.mem_per_cpu_mb", c.slurm().mem_per_cpu_mb(), 0);
+  ch.AtLeast("slurm.stop_grace_s", c.slurm().stop_grace_s(), 1);
 
   std::vector<std::string> non_finite;
   CollectNonFinite(c, "", &non_finite);

@@ -209,10 +209,20 @@ Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
                absl::StrCat("--seed=", c.seed() * 1000 + index),
                absl::StrCat("--threads=", c.actors().threads())};
   if (metrics_port >= 0) argv.push_back(absl::StrCat("--metrics_port=", metrics_port));
-  const auto& sec = c.security();
-  if (!sec.token_file().empty()) argv.push_back("--token_file=" + sec.token_file());
-  if (!sec.tls_ca().empty()) argv.push_back("--tls_ca=" + sec.tls_ca());
+  for (auto& flag : ActorSecurityArgs(c.security())) argv.push_back(std::move(flag));
   return argv;
+}
+
+Argv ActorSecurityArgs(const rlhf::v1::SecurityConfig& s) {
+  Argv a;
+  if (!s.token_file().empty()) a.push_back("--token_file=" + s.token_file());
+  if (!s.tls_ca().empty()) a.push_back("--tls_ca=" + s.tls_ca());
+  // Mutual TLS: the servers ask every client for a certificate signed by tls_ca.
+  if (s.require_client_cert()) {
+    a.push_back("--tls_cert=" + s.tls_cert());
+    a.push_back("--tls_key=" + s.tls_key());
+  }
+  return a;
 }
 
 }  // namespace rlhf::launcher

@@ -43,6 +43,9 @@ Argv ReferenceServerArgs(const rlhf::v1::JobConfig& c);
 Argv LearnerArgs(const JobPaths& p);
 // The TLS / token flags every server gets from security.*.
 Argv ServerSecurityArgs(const rlhf::v1::SecurityConfig& s);
+// The client side: the token, the CA that signs the servers and, with
+// require_client_cert, the certificate and key the actor presents (mutual TLS).
+Argv ActorSecurityArgs(const rlhf::v1::SecurityConfig& s);
 
 struct ActorAddresses {
   std::string learner, reward, reference;
