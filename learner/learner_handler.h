@@ -57,6 +57,7 @@ struct LearnerHandlerOptions {
   int32_t vocab_size = 259;        // token ids must be < vocab_size
   int64_t max_seq_len = 128;       // prompt + response tokens
   int max_remembered_leases = 100000;  // completed/expired lease ids kept for dedup
+  bool require_exact_kl = false;   // kl_estimator EXACT: every trajectory carries exact_kl
 };
 
 // Where the handler's state is persisted. Write must be atomic and durable.

@@ -159,6 +159,11 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   if (!(o.baseline_decay >= 0 && o.baseline_decay < 1)) return bad("baseline_decay", "in [0, 1)");
   if (!(o.grpo_eps > 0)) return bad("grpo_eps", "> 0");
   if (!(o.temperature > 0)) return bad("temperature", "> 0");
+  if (o.kl_estimator == KlEstimator::kExact && o.kl_placement != KlPlacementMode::kInReward) {
+    // In the loss the KL must be differentiable in the current policy; the exact KL
+    // arrives as numbers computed from the behaviour distribution.
+    return bad("kl.estimator", "k1, k2 or k3 with kl.placement in_loss (exact is in_reward only)");
+  }
   if (absl::Status s = KlController::Validate(o.kl); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("rl.", s.message()));
   }
@@ -248,6 +253,19 @@ absl::Status Trainer::ValidateBatch(const std::vector<Trajectory>& batch,
             absl::StrCat(at, ".reference_logprobs[", j, "] is not a finite log-prob"));
       }
     }
+    if (options_.kl_estimator == KlEstimator::kExact) {
+      if (t.exact_kl.size() != t.response.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            at, ".exact_kl has ", t.exact_kl.size(), " entries but response has ",
+            t.response.size(), " (kl.estimator exact needs one per response token)"));
+      }
+      for (size_t j = 0; j < t.exact_kl.size(); ++j) {
+        if (!std::isfinite(t.exact_kl[j]) || t.exact_kl[j] < -1e-3f) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(at, ".exact_kl[", j, "] = ", t.exact_kl[j], " is not a KL (finite, >= 0)"));
+        }
+      }
+    }
     if (!std::isfinite(t.reward)) return absl::InvalidArgumentError(at + ".reward is not finite");
     if (t.policy_version < 0 || t.policy_version > policy_version_) {
       return absl::InvalidArgumentError(absl::StrCat(at, ".policy_version ", t.policy_version,
@@ -312,7 +330,7 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
   const int64_t n = static_cast<int64_t>(batch.size());
 
   std::vector<std::vector<int32_t>> prompts, responses;
-  std::vector<std::vector<float>> blogp_v, rlogp_v;
+  std::vector<std::vector<float>> blogp_v, rlogp_v, exact_v;
   std::vector<float> scores;
   double staleness = 0;
   for (const Trajectory& t : batch) {
@@ -320,6 +338,7 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
     responses.push_back(t.response);
     blogp_v.push_back(t.behaviour_logprobs);
     rlogp_v.push_back(t.reference_logprobs);
+    if (options_.kl_estimator == KlEstimator::kExact) exact_v.push_back(t.exact_kl);
     scores.push_back(t.reward);
     staleness += static_cast<double>(policy_version_ - t.policy_version) / n;
   }
@@ -329,6 +348,10 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
   RLHF_ASSIGN_OR_RETURN(const SequenceBatch sb, MakeSequenceBatch(prompts, responses, sbo));
   RLHF_ASSIGN_OR_RETURN(const torch::Tensor blogp, ScatterResponseValues(blogp_v, sb));
   RLHF_ASSIGN_OR_RETURN(const torch::Tensor rlogp, ScatterResponseValues(rlogp_v, sb));
+  torch::Tensor exact_kl;  // [B, T] when kl_estimator is kExact
+  if (!exact_v.empty()) {
+    RLHF_ASSIGN_OR_RETURN(exact_kl, ScatterResponseValues(exact_v, sb));
+  }
   const torch::Tensor& mask = sb.response_mask;
 
   // Group membership for RLOO / GRPO, in first-appearance order.
@@ -345,8 +368,9 @@ absl::StatusOr<TrainStats> Trainer::Step(const std::vector<Trajectory>& batch,
   TrainStats stats;
   const absl::Status status = TorchCall([&] {
     const torch::Tensor score = torch::tensor(scores, torch::kFloat32);
-    const torch::Tensor kl = at::where(mask > 0, PerTokenKl(blogp, rlogp, options_.kl_estimator),
-                                       torch::zeros_like(blogp));
+    const torch::Tensor kl = at::where(
+        mask > 0, exact_kl.defined() ? exact_kl : PerTokenKl(blogp, rlogp, options_.kl_estimator),
+        torch::zeros_like(blogp));
     const torch::Tensor kl_seq = kl.sum(1);
     const double beta = kl_.beta();
     const bool kl_in_reward = options_.kl_placement == KlPlacementMode::kInReward;

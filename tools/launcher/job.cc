@@ -15,7 +15,9 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -755,6 +757,7 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
     }
     if (auto r = num("rm_mean")) summary_[name]["rm_score"] = *r;
     if (auto k = num("kl_mean")) summary_[name]["kl_to_sft"] = *k;
+    if (auto k = num("kl_per_token")) summary_[name]["kl_per_token"] = *k;
     if (auto n = num("n")) summary_[name]["eval_samples"] = *n;
   }
   // RL minus SFT on the same prompts, with the interval of the paired difference.
@@ -791,10 +794,17 @@ void Job::PrintTable() {
            {"gold score", "gold_score"},
            {"  95% interval", "gold_score_ci95"},
            {"reward-model score", "rm_score"},
-           {"KL to SFT (nats)", "kl_to_sft"}}) {
+           {"KL to SFT (nats)", "kl_to_sft"},
+           {"  exact, per token", "kl_per_token"}}) {
     absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", label, get("sft", key.c_str()),
                                           get("rl", key.c_str())));
   }
+  // The evaluation's KL is always the exact one (over the vocabulary); training used
+  // rl.kl.estimator ("exact" = the same quantity, from the actors' distributions).
+  std::string estimator = rlhf::v1::KlEstimatorChoice_Name(config_.rl().kl().estimator());
+  estimator = absl::AsciiStrToLower(absl::StripPrefix(estimator, "KL_ESTIMATOR_CHOICE_"));
+  absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", "  RL trained with KL", "",
+                                        absl::StrCat(estimator, " (kl.estimator)")));
   if (summary_.contains("rl") && summary_["rl"].contains("gold_gain_over_sft")) {
     const double gain = summary_["rl"]["gold_gain_over_sft"].get<double>();
     const Json& ci = summary_["rl"]["gold_gain_over_sft_ci95"];
