@@ -9,6 +9,7 @@
 #include <prometheus/histogram.h>
 
 #include "absl/strings/str_cat.h"
+#include "actor/step_distributions.h"
 #include "core/model/checkpoint.h"
 #include "core/model/generation.h"
 #include "core/status_macros.h"
@@ -36,6 +37,18 @@ class ActorMetrics {
                  .Help("Latest known policy version minus the held one").Register(r).Add({})),
         held_(prometheus::BuildGauge().Name("rlhf_actor_policy_version")
                   .Help("Held policy version").Register(r).Add({})),
+        dist_bytes_(prometheus::BuildCounter().Name("rlhf_actor_distribution_bytes_total")
+                        .Help("Serialized per-step policy distributions sent to the reference "
+                              "server (kl.estimator exact); per token: divide by "
+                              "rlhf_actor_distribution_tokens_total").Register(r).Add({})),
+        dist_tokens_(prometheus::BuildCounter().Name("rlhf_actor_distribution_tokens_total")
+                         .Help("Response tokens sent with their distribution").Register(r)
+                         .Add({})),
+        dist_bytes_per_token_(prometheus::BuildGauge()
+                                  .Name("rlhf_actor_distribution_bytes_per_token")
+                                  .Help("Wire bytes per response token of the last batch's "
+                                        "distributions (0 when not sent)")
+                                  .Register(r).Add({})),
         receive_(prometheus::BuildHistogram().Name("rlhf_actor_weight_receive_seconds")
                      .Help("Header to verified snapshot").Register(r)
                      .Add({}, prometheus::Histogram::BucketBoundaries{
@@ -47,6 +60,9 @@ class ActorMetrics {
   prometheus::Counter& updates_;
   prometheus::Gauge& lag_;
   prometheus::Gauge& held_;
+  prometheus::Counter& dist_bytes_;
+  prometheus::Counter& dist_tokens_;
+  prometheus::Gauge& dist_bytes_per_token_;
   prometheus::Histogram& receive_;
 };
 
@@ -55,6 +71,7 @@ struct Actor::ModelHolder {
   SamplingOptions sampling;
   int samples_per_prompt = 1;
   int64_t held_version = -1;
+  int64_t vocab_size = 0;
 };
 
 struct Actor::Job {
@@ -64,6 +81,7 @@ struct Actor::Job {
   GenerationResult result;
   int64_t version = 0;
   rlhf::v1::KlEstimator kl_estimator = rlhf::v1::KL_ESTIMATOR_K1;
+  int64_t vocab_size = 0;
 };
 
 namespace {
@@ -275,6 +293,19 @@ absl::Status Actor::ProcessJob(Job& job) {
     auto* q = qreq.add_sequences();
     *q->mutable_tokens() = seq;
     q->mutable_policy_logprobs()->Add(job.result.logprobs[i].begin(), job.result.logprobs[i].end());
+    if (job.kl_estimator == rlhf::v1::KL_ESTIMATOR_EXACT && i < static_cast<int>(job.result.top_k.size())) {
+      AppendStepDistributions(job.result.top_k[i], job.vocab_size, q);
+    }
+  }
+  if (job.kl_estimator == rlhf::v1::KL_ESTIMATOR_EXACT && metrics_) {
+    int64_t bytes = 0, tokens = 0;
+    for (const auto& q : qreq.sequences()) {
+      for (const auto& d : q.policy_distributions()) bytes += static_cast<int64_t>(d.ByteSizeLong());
+      tokens += q.policy_distributions_size();
+    }
+    metrics_->dist_bytes_.Increment(static_cast<double>(bytes));
+    metrics_->dist_tokens_.Increment(static_cast<double>(tokens));
+    metrics_->dist_bytes_per_token_.Set(tokens > 0 ? static_cast<double>(bytes) / tokens : 0.0);
   }
   const absl::Time score_deadline = absl::Now() + options_.score_timeout;
   absl::StatusOr<rlhf::v1::ReferenceScoreResponse> qresp = absl::UnknownError("not run");
@@ -301,6 +332,7 @@ absl::Status Actor::ProcessJob(Job& job) {
                                            job.result.logprobs[i].end());
       *t->mutable_ref_logprobs() = qresp->results(i).ref_logprobs();
       *t->mutable_kl() = qresp->results(i).kl();
+      *t->mutable_exact_kl() = qresp->results(i).exact_kl();
       t->set_reward(rresp->rewards(i));
       t->mutable_version()->set_version(job.version);
     }
@@ -384,9 +416,15 @@ absl::Status Actor::Run() {
       model_->model->eval();
       model_->sampling = *sampling;
       model_->held_version = -1;
+      model_->vocab_size = config->vocab_size;
       model_json = reg.model_config_json();
     }
     model_->samples_per_prompt = std::max(1, reg.samples_per_prompt());
+    // kl.estimator exact: the per-step distributions travel to the reference server.
+    model_->sampling.return_top_k_distributions =
+        reg.kl_estimator() == rlhf::v1::KL_ESTIMATOR_EXACT
+            ? DistributionEntries(reg.kl_top_k(), model_->vocab_size)
+            : 0;
     absl::Time wait_start = absl::Now();
     ApplyPendingWeights();
     if (model_->held_version < 0) {  // nothing to generate with yet
@@ -425,6 +463,7 @@ absl::Status Actor::Run() {
     job->lease_id = lease->lease_id();
     job->version = model_->held_version;
     job->kl_estimator = reg.kl_estimator();
+    job->vocab_size = model_->vocab_size;
     std::vector<std::vector<int32_t>> prompts;
     std::vector<uint64_t> seeds;
     for (int i = 0; i < lease->prompts_size(); ++i) {

@@ -406,6 +406,10 @@ absl::Status LearnerHandler::ValidateLocked(const rlhf::v1::SubmitTrajectoriesRe
     if (auto s = CheckFinite(t.behaviour_logprobs(), f + ".behaviour_logprobs"); !s.ok()) return s;
     if (auto s = CheckFinite(t.ref_logprobs(), f + ".ref_logprobs"); !s.ok()) return s;
     if (auto s = CheckFinite(t.kl(), f + ".kl"); !s.ok()) return s;
+    if (t.exact_kl_size() > 0 || options_.require_exact_kl) {
+      if (auto s = check_len(t.exact_kl_size(), "exact_kl"); !s.ok()) return s;
+      if (auto s = CheckFinite(t.exact_kl(), f + ".exact_kl"); !s.ok()) return s;
+    }
     if (!std::isfinite(t.reward())) {
       return absl::InvalidArgumentError(absl::StrCat(f, ".reward: non-finite value ", t.reward()));
     }

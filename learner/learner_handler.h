@@ -73,6 +73,7 @@ struct LearnerHandlerOptions {
   // Restore refuses (FailedPrecondition); true = the accounting starts over at that
   // step (restore_note() says what was lost).
   bool allow_state_reset = false;
+  bool require_exact_kl = false;   // kl_estimator EXACT: every trajectory carries exact_kl
 };
 
 // Where the handler's state is persisted. Write must be atomic and durable.

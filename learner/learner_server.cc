@@ -176,6 +176,7 @@ absl::Status LearnerServer::Start() {
   tmpl.set_transport(options_.weights.transport);
   tmpl.set_model_config_json(ModelConfigToJson(trainer_->policy()->config()));
   tmpl.set_kl_estimator(options_.kl_estimator);
+  tmpl.set_kl_top_k(options_.kl_top_k);
   service_ = std::make_unique<LearnerServiceImpl>(handler_.get(), publisher_.get(), tmpl,
                                                   options_.grpc.auth_token, rpc_metrics_.get());
   services::GrpcServerOptions grpc = options_.grpc;
@@ -221,6 +222,26 @@ std::vector<std::vector<int32_t>> LearnerServer::PtxBatch(int64_t step) const {
   return batch;
 }
 
+std::vector<Trajectory> TrajectoriesForStep(const LearnerHandler::Batch& batch,
+                                            int64_t trainer_version) {
+  std::vector<Trajectory> trajectories;
+  for (const auto& g : batch.groups) {
+    for (const auto& t : g.trajectories()) {
+      Trajectory tr;
+      tr.prompt.assign(t.tokens().prompt().begin(), t.tokens().prompt().end());
+      tr.response.assign(t.tokens().response().begin(), t.tokens().response().end());
+      tr.behaviour_logprobs.assign(t.behaviour_logprobs().begin(), t.behaviour_logprobs().end());
+      tr.reference_logprobs.assign(t.ref_logprobs().begin(), t.ref_logprobs().end());
+      tr.exact_kl.assign(t.exact_kl().begin(), t.exact_kl().end());
+      tr.reward = t.reward();
+      tr.policy_version = std::min<int64_t>(t.version().version(), trainer_version);
+      tr.group_id = g.prompt().prompt_id();
+      trajectories.push_back(std::move(tr));
+    }
+  }
+  return trajectories;
+}
+
 void LearnerServer::TrainLoop() {
   while (!stop_.load()) {
     std::optional<LearnerHandler::Batch> batch = handler_->WaitForBatch(options_.poll_interval);
@@ -228,20 +249,7 @@ void LearnerServer::TrainLoop() {
       if (handler_->done() && !done_.HasBeenNotified()) done_.Notify();
       continue;
     }
-    std::vector<Trajectory> trajectories;
-    for (const auto& g : batch->groups) {
-      for (const auto& t : g.trajectories()) {
-        Trajectory tr;
-        tr.prompt.assign(t.tokens().prompt().begin(), t.tokens().prompt().end());
-        tr.response.assign(t.tokens().response().begin(), t.tokens().response().end());
-        tr.behaviour_logprobs.assign(t.behaviour_logprobs().begin(), t.behaviour_logprobs().end());
-        tr.reference_logprobs.assign(t.ref_logprobs().begin(), t.ref_logprobs().end());
-        tr.reward = t.reward();
-        tr.policy_version = std::min<int64_t>(t.version().version(), trainer_->policy_version());
-        tr.group_id = g.prompt().prompt_id();
-        trajectories.push_back(std::move(tr));
-      }
-    }
+    std::vector<Trajectory> trajectories = TrajectoriesForStep(*batch, trainer_->policy_version());
     absl::StatusOr<TrainStats> stats = trainer_->Step(trajectories, PtxBatch(trainer_->step()));
     if (!stats.ok()) {
       // The same batch would fail the same way again (Step is deterministic in its
@@ -289,7 +297,8 @@ void LearnerServer::TrainLoop() {
       s = Checkpoint();
     }
     LOG(INFO) << "learner: step " << stats->step << " version " << stats->policy_version
-              << " reward " << stats->reward_mean << " kl " << stats->kl_mean << " loss "
+              << " reward " << stats->reward_mean << " kl " << stats->kl_mean << " beta "
+              << stats->beta << " loss "
               << stats->policy_loss << " (" << stats->seconds << " s)";
     if (!s.ok()) {
       LOG(ERROR) << "learner: after step " << stats->step << ": " << s;

@@ -45,6 +45,7 @@ struct LearnerServerOptions {
   TrainerOptions trainer;
   rlhf::v1::SamplingConfig sampling;         // handed to actors at Register
   rlhf::v1::KlEstimator kl_estimator = rlhf::v1::KL_ESTIMATOR_K1;
+  int kl_top_k = 32;                         // EXACT: distribution entries per step (0 = full row)
   absl::Duration heartbeat_interval = absl::Seconds(2);
   std::string checkpoint_dir;                // empty = nothing persisted (tests only)
   int checkpoint_every = 20;                 // steps; the last step is always saved
@@ -58,6 +59,12 @@ struct LearnerServerOptions {
   std::vector<std::vector<int32_t>> pretrain;
   int ptx_batch_size = 8;
 };
+
+// A handler batch -> the trainer's trajectories: one group_id per leased prompt (its
+// prompt_id, so RLOO/GRPO group exactly the G samples of one prompt), versions capped at
+// trainer_version, exact_kl carried when sent. Pure.
+std::vector<Trajectory> TrajectoriesForStep(const LearnerHandler::Batch& batch,
+                                            int64_t trainer_version);
 
 class LearnerMetrics;
 

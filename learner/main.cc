@@ -150,8 +150,11 @@ absl::Status Run() {
   switch (rl.kl().estimator()) {
     case rlhf::v1::KL_ESTIMATOR_CHOICE_K2: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_K2; break;
     case rlhf::v1::KL_ESTIMATOR_CHOICE_K3: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_K3; break;
+    case rlhf::v1::KL_ESTIMATOR_CHOICE_EXACT: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_EXACT; break;
     default: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_K1;
   }
+  o.kl_top_k = rl.kl().top_k();
+  o.handler.require_exact_kl = o.kl_estimator == rlhf::v1::KL_ESTIMATOR_EXACT;
   o.heartbeat_interval = absl::Milliseconds(job.learner().heartbeat_interval_ms());
   o.checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir).empty()
                          ? job.run_dir() + "/learner"

@@ -34,10 +34,13 @@ absl::StatusOr<rlhf::v1::ReferenceScoreResponse> FakeReferenceClient::Score(
   rlhf::v1::ReferenceScoreResponse response;
   for (const auto& seq : request.sequences()) {
     auto* r = response.add_results();
+    const bool exact = seq.policy_distributions_size() > 0;
     for (float p : seq.policy_logprobs()) {
       const double d = -offset_;  // policy - ref
       r->add_ref_logprobs(p + offset_);
+      if (exact) r->add_exact_kl(std::abs(offset_));
       switch (request.kl_estimator()) {
+        case rlhf::v1::KL_ESTIMATOR_EXACT: r->add_kl(std::abs(offset_)); break;
         case rlhf::v1::KL_ESTIMATOR_K2: r->add_kl(static_cast<float>(0.5 * d * d)); break;
         case rlhf::v1::KL_ESTIMATOR_K3: r->add_kl(static_cast<float>(std::expm1(-d) + d)); break;
         default: r->add_kl(static_cast<float>(d)); break;

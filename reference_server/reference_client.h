@@ -45,7 +45,9 @@ class GrpcReferenceClient final : public ReferenceClient {
 
 // In-process fake: ref_logprobs = policy_logprobs + offset (so d_t = -offset for every
 // token), kl = the k1/k2/k3 estimator of that d (same formulas as core/rl/kl.h, computed
-// in plain C++ here so the fake needs no LibTorch), exact_kl empty. Counts calls.
+// in plain C++ here so the fake needs no LibTorch). When distributions are sent,
+// exact_kl = |offset| per token (a stand-in: the real value needs the reference model),
+// and kl too for KL_ESTIMATOR_EXACT; else exact_kl is empty. Counts calls.
 class FakeReferenceClient final : public ReferenceClient {
  public:
   explicit FakeReferenceClient(float offset = 0.0f) : offset_(offset) {}

@@ -28,6 +28,7 @@ absl::StatusOr<KlEstimator> FromProto(rlhf::v1::KlEstimator estimator) {
     case rlhf::v1::KL_ESTIMATOR_K1: return KlEstimator::kK1;
     case rlhf::v1::KL_ESTIMATOR_K2: return KlEstimator::kK2;
     case rlhf::v1::KL_ESTIMATOR_K3: return KlEstimator::kK3;
+    case rlhf::v1::KL_ESTIMATOR_EXACT: return KlEstimator::kExact;
     default: break;
   }
   return absl::InvalidArgumentError(
@@ -150,6 +151,11 @@ absl::Status ReferenceHandler::Validate(const rlhf::v1::ReferenceScoreRequest& r
         !s.ok()) {
       return s;
     }
+    if (request.kl_estimator() == rlhf::v1::KL_ESTIMATOR_EXACT &&
+        seq.policy_distributions_size() == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".policy_distributions: kl_estimator EXACT needs one per response token"));
+    }
     for (int t = 0; t < n; ++t) {
       if (seq.policy_logprobs(t) < kMinPolicyLogProb) {
         return absl::InvalidArgumentError(absl::StrCat(field, ".policy_logprobs[", t, "]: ",
@@ -258,6 +264,7 @@ absl::StatusOr<std::vector<ReferenceItemResult>> ReferenceHandler::RunBatch(
             const torch::Tensor rows = at::log_softmax(
                 out.logits[b].narrow(0, packed.prompt_lengths[b] - 1, n).to(torch::kFloat), -1);
             r.exact_kl = ExactKl(*item.source, rows);
+            if (item.estimator == KlEstimator::kExact) r.kl = r.exact_kl;
           }
         }
         return results;

@@ -3,7 +3,9 @@
 // one definition shared with the learner), the per-token KL of the policy against it with
 // the requested estimator (core/rl/kl.h: k1 = d, k2 = d²/2, k3 = exp(-d) - 1 + d,
 // d = policy_logprob - ref_logprob), and, when the request carries the policy's per-step
-// distributions, the exact KL over the vocabulary (ExactKlFull / ExactKlTopK).
+// distributions, the exact KL over the vocabulary (ExactKlFull / ExactKlTopK). With
+// kl_estimator EXACT (the RL path's `kl.estimator: exact`) distributions are required
+// and `kl` holds the exact values too.
 //
 // Validation (INVALID_ARGUMENT naming field and index; nothing queued): 1..max
 // sequences; per sequence: non-empty prompt and response, length <= max_seq_len, ids in

@@ -25,6 +25,7 @@ struct StepSample {
   torch::Tensor tokens;    // [Ba] int64
   torch::Tensor logprobs;  // [Ba] float32 (reported distribution)
   torch::Tensor topk_ids, topk_logprobs;  // [Ba, K] when requested
+  torch::Tensor sampling_logp;  // [Ba, V] truncated + renormalised; undefined = no truncation
 };
 
 // logits [Ba, V] -> one token per row. `uniforms` has one entry per row.
@@ -39,9 +40,11 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
     s.tokens = logp.argmax(-1);
   } else {
     torch::Tensor filtered = logp;
+    torch::Tensor removed;  // [Ba, V] bool: truncated away (undefined = none)
     if (o.top_k > 0 && o.top_k < V) {
       const auto kth = std::get<0>(logp.topk(o.top_k, -1)).narrow(1, o.top_k - 1, 1);
-      filtered = filtered.masked_fill(filtered < kth, -std::numeric_limits<float>::infinity());
+      removed = filtered < kth;
+      filtered = filtered.masked_fill(removed, -std::numeric_limits<float>::infinity());
     }
     // Unnormalised sampling weights; truncated tokens get exactly 0.
     torch::Tensor weights = filtered.exp();
@@ -54,6 +57,14 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
       const auto remove = before >= o.top_p;
       const auto remove_orig = at::zeros_like(remove).scatter(1, std::get<1>(sorted), remove);
       weights = weights.masked_fill(remove_orig, 0.0f);
+      removed = removed.defined() ? (removed | remove_orig) : remove_orig;
+    }
+    // The distribution actually sampled from: the truncated one, renormalised (see the
+    // convention in generation.h). Kept as a mask, not from `weights`, so a kept token
+    // whose weight underflows to 0 still gets its (finite) log-prob.
+    if (removed.defined()) {
+      s.sampling_logp =
+          at::log_softmax(logp.masked_fill(removed, -std::numeric_limits<float>::infinity()), -1);
     }
     // Inverse-CDF draw per row in one sequential pass (double accumulation): the result
     // depends on the row's own values and uniform only, never on the batch. The chosen
@@ -79,9 +90,10 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
     }
     s.tokens = tokens.to(logp.device());
   }
-  s.logprobs = logp.gather(1, s.tokens.unsqueeze(1)).squeeze(1);
+  const torch::Tensor& reported = s.sampling_logp.defined() ? s.sampling_logp : logp;
+  s.logprobs = reported.gather(1, s.tokens.unsqueeze(1)).squeeze(1);
   if (o.return_top_k_distributions > 0) {
-    auto top = logp.topk(std::min<int64_t>(o.return_top_k_distributions, V), -1);
+    auto top = reported.topk(std::min<int64_t>(o.return_top_k_distributions, V), -1);
     s.topk_logprobs = std::get<0>(top);
     s.topk_ids = std::get<1>(top);
   }

@@ -5,13 +5,19 @@
 // on its batch companions. Rows that emit a stop token are removed from the batch
 // (KVCache::SelectRows), so they stop costing compute. Runs under c10::InferenceMode.
 //
-// LOG-PROB CONVENTION (what the learner recomputes with ResponseLogProbs, logprobs.h):
-// the log-prob reported for each sampled token is taken under the temperature-scaled
-// FULL distribution, log_softmax(logits / temperature), BEFORE top-k / top-p
-// truncation. Truncation only restricts which tokens can be drawn; it does not
-// renormalise the reported probabilities. With temperature == 0 (greedy) the reported
-// log-probs are under the unscaled (temperature 1) distribution. LogProbTemperature()
-// returns the temperature to pass to ResponseLogProbs for a given SamplingOptions.
+// LOG-PROB CONVENTION: the log-prob reported for each sampled token is taken under the
+// distribution it was actually drawn from: log_softmax(logits / temperature) restricted
+// to the tokens top-k / top-p keep and RENORMALISED over them (-inf for removed tokens).
+// Without truncation (top_k = 0, top_p = 1) that is the temperature-scaled full
+// distribution, which the learner recomputes with ResponseLogProbs (logprobs.h). With
+// truncation it is the behaviour distribution μ of importance sampling: the learner's
+// ratio ρ = π_θ(a|s) / μ(a|s) divides the current policy's FULL temperature-scaled
+// probability by it, so ρ is the exact importance weight from the sampler to the policy
+// being trained (on-policy it equals the kept mass Z <= 1, not 1). The same
+// distribution is what return_top_k_distributions returns (so exact KL is the KL of
+// the sampling distribution). With temperature == 0 (greedy) the reported log-probs are
+// under the unscaled (temperature 1) full distribution. LogProbTemperature() returns the
+// temperature to pass to ResponseLogProbs for a given SamplingOptions.
 //
 // RANDOMNESS: each sequence draws its uniforms from a counter-based generator keyed by
 // (its seed, step index). The same (seed, prompt, options, weights) gives the same tokens
@@ -39,7 +45,8 @@ struct SamplingOptions {
   std::vector<int32_t> stop_tokens;  // a sampled stop token ends its row (and is kept
                                      // as the last response token, with its log-prob)
   // > 0: also return, for every sampled position, the top-K tokens of the reported
-  // (temperature-scaled full) distribution with their log-probs, for exact KL.
+  // distribution (the sampling one, see above) with their log-probs, for exact KL.
+  // K >= vocab size returns every token (most likely first).
   int64_t return_top_k_distributions = 0;
 };
 

@@ -131,8 +131,10 @@ torch::Tensor MaskedWhiten(const torch::Tensor& x, const torch::Tensor& mask) {
   const torch::Tensor n = at::clamp_min(m.sum(), 1.0);
   const torch::Tensor xm = Real(x, m);
   const torch::Tensor mean = xm.sum() / n;
-  const torch::Tensor var = Real((xm - mean).pow(2), m).sum() / n;
-  return Real((xm - mean) / (var.sqrt() + 1e-8), m);
+  // Unbiased (n - 1), as TRL's masked_var(unbiased=True); with one real position the
+  // numerator is 0, so clamping the divisor gives zeros instead of 0/0.
+  const torch::Tensor var = Real((xm - mean).pow(2), m).sum() / at::clamp_min(n - 1.0, 1.0);
+  return Real((xm - mean) * at::rsqrt(var + 1e-8), m);
 }
 
 }  // namespace rlhf

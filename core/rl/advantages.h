@@ -85,7 +85,10 @@ struct GaeResult {
 GaeResult Gae(const torch::Tensor& token_rewards, const torch::Tensor& values,
               const torch::Tensor& mask, double gamma, double lambda);
 
-// Masked whitening: (x - mean) / (std + 1e-8) over real positions; padding stays 0.
+// Masked whitening over the real positions (padding stays 0), TRL/veRL's masked_whiten
+// exactly: (x - mean) * rsqrt(var + 1e-8) with the UNBIASED variance
+// Σ (x - mean)² / (n - 1), n = number of real positions (n <= 1: all zeros). The
+// conventions here: GRPO's group std and this whitening are both unbiased (Bessel).
 torch::Tensor MaskedWhiten(const torch::Tensor& x, const torch::Tensor& mask);
 
 }  // namespace rlhf

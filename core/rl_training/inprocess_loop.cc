@@ -196,10 +196,14 @@ absl::StatusOr<LoopStepStats> InProcessLoop::RunStep() {
     }
   }
 
+  const bool exact_kl = trainer_->options().kl_estimator == KlEstimator::kExact;
   absl::Time t0 = absl::Now();
   absl::StatusOr<GenerationResult> gen = [&]() -> absl::StatusOr<GenerationResult> {
     torch::NoGradGuard no_grad;
-    return Generate(trainer_->policy(), prompts, seeds, options_.sampling);
+    SamplingOptions sampling = options_.sampling;
+    // kl.estimator exact: the sampling distribution's full row per step.
+    if (exact_kl) sampling.return_top_k_distributions = trainer_->policy()->config().vocab_size;
+    return Generate(trainer_->policy(), prompts, seeds, sampling);
   }();
   if (!gen.ok()) return rollback(gen.status());
   stats.generate_seconds = absl::ToDoubleSeconds(absl::Now() - t0);
@@ -210,12 +214,30 @@ absl::StatusOr<LoopStepStats> InProcessLoop::RunStep() {
   sbo.max_len = reference_->config().max_seq_len;
   absl::StatusOr<SequenceBatch> packed = MakeSequenceBatch(prompts, gen->responses, sbo);
   if (!packed.ok()) return rollback(packed.status());
+  std::vector<std::vector<float>> exact(prompts.size());
   absl::StatusOr<std::vector<std::vector<float>>> ref_lp = TorchCall([&] {
     torch::NoGradGuard no_grad;
     const ForwardOutput f = reference_->forward(packed->ids, packed->attention_mask,
                                                 packed->position_ids);
-    return PerSequenceResponseValues(
-        ResponseLogProbs(f.logits, *packed, LogProbTemperature(options_.sampling)), *packed);
+    const double temp = LogProbTemperature(options_.sampling);
+    if (exact_kl) {  // as the reference server does, from the same full forward
+      const int64_t V = f.logits.size(-1);
+      for (size_t b = 0; b < prompts.size(); ++b) {
+        const int64_t n = static_cast<int64_t>(gen->responses[b].size());
+        if (n == 0) continue;
+        const torch::Tensor ref_rows = at::log_softmax(
+            f.logits[b].narrow(0, packed->prompt_lengths[b] - 1, n).to(torch::kFloat) / temp, -1);
+        torch::Tensor policy = torch::empty({n, V}, torch::kFloat);
+        for (int64_t t = 0; t < n; ++t) {
+          const TopKDistribution& d = gen->top_k[b][t];
+          float* row = policy[t].data_ptr<float>();
+          for (size_t i = 0; i < d.ids.size(); ++i) row[d.ids[i]] = d.logprobs[i];
+        }
+        const torch::Tensor kl = ExactKlFull(policy, ref_rows).contiguous();
+        exact[b].assign(kl.data_ptr<float>(), kl.data_ptr<float>() + n);
+      }
+    }
+    return PerSequenceResponseValues(ResponseLogProbs(f.logits, *packed, temp), *packed);
   }, "reference model");
   if (!ref_lp.ok()) return rollback(ref_lp.status());
   absl::StatusOr<std::vector<float>> rewards = reward_(prompts, gen->responses);
@@ -232,6 +254,7 @@ absl::StatusOr<LoopStepStats> InProcessLoop::RunStep() {
     t.response = gen->responses[i];
     t.behaviour_logprobs = gen->logprobs[i];
     t.reference_logprobs = (*ref_lp)[i];
+    t.exact_kl = std::move(exact[i]);
     t.reward = (*rewards)[i];
     t.policy_version = trainer_->policy_version();
     t.group_id = groups[i];

@@ -162,6 +162,11 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   if (!(o.baseline_decay >= 0 && o.baseline_decay < 1)) return bad("baseline_decay", "in [0, 1)");
   if (!(o.grpo_eps > 0)) return bad("grpo_eps", "> 0");
   if (!(o.temperature > 0)) return bad("temperature", "> 0");
+  if (o.kl_estimator == KlEstimator::kExact && o.kl_placement != KlPlacementMode::kInReward) {
+    // In the loss the KL must be differentiable in the current policy; the exact KL
+    // arrives as numbers computed from the behaviour distribution.
+    return bad("kl.estimator", "k1, k2 or k3 with kl.placement in_loss (exact is in_reward only)");
+  }
   if (absl::Status s = KlController::Validate(o.kl); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("rl.", s.message()));
   }
@@ -251,6 +256,19 @@ absl::Status Trainer::ValidateBatch(const std::vector<Trajectory>& batch,
             absl::StrCat(at, ".reference_logprobs[", j, "] is not a finite log-prob"));
       }
     }
+    if (options_.kl_estimator == KlEstimator::kExact) {
+      if (t.exact_kl.size() != t.response.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            at, ".exact_kl has ", t.exact_kl.size(), " entries but response has ",
+            t.response.size(), " (kl.estimator exact needs one per response token)"));
+      }
+      for (size_t j = 0; j < t.exact_kl.size(); ++j) {
+        if (!std::isfinite(t.exact_kl[j]) || t.exact_kl[j] < -1e-3f) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(at, ".exact_kl[", j, "] = ", t.exact_kl[j], " is not a KL (finite, >= 0)"));
+        }
+      }
+    }
     if (!std::isfinite(t.reward)) return absl::InvalidArgumentError(at + ".reward is not finite");
     if (t.policy_version < 0 || t.policy_version > policy_version_) {
       return absl::InvalidArgumentError(absl::StrCat(at, ".policy_version ", t.policy_version,
@@ -313,6 +331,7 @@ struct Trainer::PackedBatch {
   int64_t n = 0;                             // trajectories
   SequenceBatch sb;                          // prompt+response rows
   torch::Tensor blogp, rlogp;                // [B, T] behaviour / reference log-probs
+  torch::Tensor exact_kl;                    // [B, T] when kl_estimator is kExact
   std::vector<float> scores;                 // [B] reward-model scores
   std::vector<std::vector<int64_t>> groups;  // rows sharing a group_id, first-appearance order
   double staleness = 0;                      // mean policy_version - trajectory version
@@ -383,12 +402,13 @@ absl::StatusOr<Trainer::PackedBatch> Trainer::Pack(
   PackedBatch p;
   p.n = static_cast<int64_t>(batch.size());
   std::vector<std::vector<int32_t>> prompts, responses;
-  std::vector<std::vector<float>> blogp_v, rlogp_v;
+  std::vector<std::vector<float>> blogp_v, rlogp_v, exact_v;
   for (const Trajectory& t : batch) {
     prompts.push_back(t.prompt);
     responses.push_back(t.response);
     blogp_v.push_back(t.behaviour_logprobs);
     rlogp_v.push_back(t.reference_logprobs);
+    if (options_.kl_estimator == KlEstimator::kExact) exact_v.push_back(t.exact_kl);
     p.scores.push_back(t.reward);
     p.staleness += static_cast<double>(policy_version_ - t.policy_version) / p.n;
   }
@@ -398,6 +418,9 @@ absl::StatusOr<Trainer::PackedBatch> Trainer::Pack(
   RLHF_ASSIGN_OR_RETURN(p.sb, MakeSequenceBatch(prompts, responses, sbo));
   RLHF_ASSIGN_OR_RETURN(p.blogp, ScatterResponseValues(blogp_v, p.sb));
   RLHF_ASSIGN_OR_RETURN(p.rlogp, ScatterResponseValues(rlogp_v, p.sb));
+  if (!exact_v.empty()) {
+    RLHF_ASSIGN_OR_RETURN(p.exact_kl, ScatterResponseValues(exact_v, p.sb));
+  }
 
   std::map<int64_t, size_t> index;
   for (int64_t i = 0; i < p.n; ++i) {
@@ -422,8 +445,10 @@ absl::StatusOr<Trainer::PackedBatch> Trainer::Pack(
 absl::StatusOr<Trainer::Targets> Trainer::ComputeTargets(const PackedBatch& p, TrainStats* stats) {
   const torch::Tensor& mask = p.sb.response_mask;
   const torch::Tensor score = torch::tensor(p.scores, torch::kFloat32);
-  const torch::Tensor kl = at::where(mask > 0, PerTokenKl(p.blogp, p.rlogp, options_.kl_estimator),
-                                     torch::zeros_like(p.blogp));
+  const torch::Tensor kl = at::where(
+      mask > 0,
+      p.exact_kl.defined() ? p.exact_kl : PerTokenKl(p.blogp, p.rlogp, options_.kl_estimator),
+      torch::zeros_like(p.blogp));
   const torch::Tensor kl_seq = kl.sum(1);
   Targets t;
   t.beta = kl_.beta();

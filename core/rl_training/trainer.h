@@ -8,7 +8,9 @@
 //      changes on error);
 //   2. packs prompt+response rows (MakeSequenceBatch) and scatters the behaviour and
 //      reference log-probs into the [B, T] prompt+response frame;
-//   3. per-token KL kl_t = estimator(blogp_t - rlogp_t) (k1/k2/k3, core/rl/kl.h);
+//   3. per-token KL kl_t = estimator(blogp_t - rlogp_t) (k1/k2/k3, core/rl/kl.h), or,
+//      for kl_estimator kExact, the trajectory's exact_kl_t (the reference server's
+//      Σ_v μ(v|s_t) log μ/π_ref over the vocabulary, the seed's definition);
 //      KL in the reward: r_t = -β kl_t + score at the last token; KL in the loss:
 //      r_t = score at the last token and β·agg(k3(logp - rlogp)) is added to the loss;
 //   4. advantages: REINFORCE (sequence return - moving-mean baseline), RLOO / GRPO over
@@ -81,7 +83,7 @@ struct TrainerOptions {
   int decay_steps = 0;             // > 0: cosine decay to 10% of lr over this many
                                    // optimizer steps after warmup; 0 = constant
   KlPlacementMode kl_placement = KlPlacementMode::kInReward;
-  KlEstimator kl_estimator = KlEstimator::kK1;
+  KlEstimator kl_estimator = KlEstimator::kK1;  // kExact: Trajectory::exact_kl (in reward only)
   KlControllerOptions kl;          // initial β, adaptive, target, horizon
   double ptx_coef = 0.0;           // γ of PPO-ptx
   double entropy_coef = 0.0;       // loss -= coef * agg(entropy)
@@ -109,6 +111,8 @@ struct Trajectory {
   std::vector<int32_t> response;            // may be empty (then it carries no gradient)
   std::vector<float> behaviour_logprobs;    // [response.size()] at sampling time
   std::vector<float> reference_logprobs;    // [response.size()] under the frozen SFT model
+  std::vector<float> exact_kl;              // [response.size()] when kl_estimator is kExact
+                                            // (finite, >= 0 up to rounding); else unused
   float reward = 0;                         // sequence-level reward-model score
   int64_t policy_version = 0;               // version that sampled it
   int64_t group_id = 0;                     // samples of one prompt share it (RLOO/GRPO)

@@ -573,6 +573,7 @@ JobConfig DefaultJobConfig() {
   kl->set_adaptive(true);
   kl->set_target(3.0f);
   kl->set_horizon(10000);
+  kl->set_top_k(32);
   rl->set_ptx_coef(0.0f);
   rl->set_ptx_batch_size(8);
   rl->set_entropy_coef(0.0f);
@@ -589,6 +590,7 @@ JobConfig DefaultJobConfig() {
   rl->set_keep_checkpoints(3);
   rl->set_grpo_eps(1e-4f);
   rl->set_whiten_advantages(false);
+  rl->set_decay_steps(0);
 
   auto* actors = c.mutable_actors();
   actors->set_count(2);
@@ -834,6 +836,12 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   ch.AtLeast("rl.kl.beta", rl.kl().beta(), 0.0f);
   if (rl.kl().adaptive()) ch.Positive("rl.kl.target", rl.kl().target());
   ch.AtLeast("rl.kl.horizon", rl.kl().horizon(), 1);
+  ch.AtLeast("rl.kl.top_k", rl.kl().top_k(), 0);
+  ch.Require(rl.kl().estimator() != rlhf::v1::KL_ESTIMATOR_CHOICE_EXACT ||
+                 rl.kl().placement() != rlhf::v1::KL_PLACEMENT_IN_LOSS,
+             "rl.kl.estimator: exact is computed by the reference server from the actors' "
+             "distributions and works with kl.placement in_reward only");
+  ch.AtLeast("rl.decay_steps", rl.decay_steps(), 0);
   ch.AtLeast("rl.ptx_coef", rl.ptx_coef(), 0.0f);
   ch.AtLeast("rl.ptx_batch_size", rl.ptx_batch_size(), 1);
   ch.AtLeast("rl.entropy_coef", rl.entropy_coef(), 0.0f);

@@ -32,6 +32,7 @@ absl::StatusOr<TrainerOptions> TrainerOptionsFromConfig(const rlhf::v1::RlConfig
   o.weight_decay = rl.weight_decay();
   o.grad_clip = rl.grad_clip();
   o.warmup_steps = rl.warmup_steps();
+  o.decay_steps = rl.decay_steps();
   const rlhf::v1::KlConfig& kl = rl.kl();
   switch (kl.placement()) {
     case rlhf::v1::KL_PLACEMENT_UNSPECIFIED:
@@ -45,6 +46,7 @@ absl::StatusOr<TrainerOptions> TrainerOptionsFromConfig(const rlhf::v1::RlConfig
     case rlhf::v1::KL_ESTIMATOR_CHOICE_K1: o.kl_estimator = KlEstimator::kK1; break;
     case rlhf::v1::KL_ESTIMATOR_CHOICE_K2: o.kl_estimator = KlEstimator::kK2; break;
     case rlhf::v1::KL_ESTIMATOR_CHOICE_K3: o.kl_estimator = KlEstimator::kK3; break;
+    case rlhf::v1::KL_ESTIMATOR_CHOICE_EXACT: o.kl_estimator = KlEstimator::kExact; break;
     default:
       return absl::InvalidArgumentError(absl::StrCat("rl.kl.estimator: unknown value ", kl.estimator()));
   }

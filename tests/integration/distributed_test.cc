@@ -367,6 +367,66 @@ TEST_F(DistributedTest, PpoWithPtxTrainsTheValueModelAndThePretrainingTerm) {
   EXPECT_NE(log.find("ptx term on, 32 pretraining texts, 4 per step"), std::string::npos) << log;
 }
 
+// kl.estimator exact end to end (issue 22): the actors send their per-step sampling
+// distributions (top-16 + tail), the reference server returns the exact per-token KL,
+// the learner subtracts β·KL_t and the adaptive controller acts on it. The reference is
+// the learner's own initial policy, so version 0's KL is 0 up to rounding and every
+// step's is >= 0 (a sampled k1 sum is not); a high learning rate pushes the policy away
+// and the controller holds the per-sequence KL near its target. DISABLED_ so that the
+// plain distributed_test run skips it; ctest runs it as distributed_exact_kl_test
+// (labels e2e, slow; tests/integration/exact_kl.cmake).
+TEST_F(DistributedTest, DISABLED_ExactKlOnTheRlPathStaysNearTarget) {
+  constexpr int kSteps = 16;
+  constexpr double kTarget = 0.5;
+  Proc* data = Start("rlhf", "data", {"data", "--out=" + dir_ + "/data", "--num_sft=8",
+                                      "--num_rank=8", "--num_rl_train=64"});
+  ASSERT_EQ(data->Wait(absl::Seconds(60)), 0) << data->log();
+  Proc* sft = Start("rlhf", "sft", {"sft", "--data=" + dir_ + "/data/sft.jsonl", "--steps=0",
+                                    "--out=" + dir_ + "/sft"});
+  ASSERT_EQ(sft->Wait(absl::Seconds(60)), 0) << sft->log();
+  Proc* rm = Start("rlhf-reward-server", "reward",
+                   {"--scorers=gold", "--port_file=" + dir_ + "/reward.port"});
+  Proc* ref = Start("rlhf-reference-server", "reference",
+                    {"--checkpoint=" + dir_ + "/sft", "--port_file=" + dir_ + "/reference.port"});
+  reward_port_ = WaitPort(dir_ + "/reward.port", rm);
+  reference_port_ = WaitPort(dir_ + "/reference.port", ref);
+  std::vector<std::string> args = LearnerArgs("grpc", kSteps, 0);
+  args.back() += absl::StrCat(",rl.kl.estimator=exact,rl.kl.top_k=16,rl.lr=3e-3,rl.kl.beta=0.05,",
+                              "rl.kl.adaptive=true,rl.kl.target=", kTarget,
+                              ",rl.kl.horizon=8,data.dir=", dir_, "/data");
+  args.push_back("--policy_checkpoint=" + dir_ + "/sft");
+  Proc* learner = Start("rlhf-learner", "learner", args);
+  learner_port_ = WaitPort(dir_ + "/learner.port", learner);
+  StartActor("a0");
+  StartActor("a1");
+  auto s = WaitStats([](const auto& s) { return s.step() >= kSteps; }, learner, absl::Seconds(300));
+  ASSERT_GE(s.step(), kSteps);
+  ExpectAccounting(s);
+  // Per step: "learner: step N version V reward R kl K beta B loss L".
+  std::map<int64_t, std::pair<double, double>> kl_beta;
+  const std::string log = learner->log();
+  std::regex re("learner: step (\\d+) version \\d+ reward \\S+ kl (\\S+) beta (\\S+) loss");
+  for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it) {
+    kl_beta[std::stoll((*it)[1])] = {std::stod((*it)[2]), std::stod((*it)[3])};
+  }
+  ASSERT_GE(kl_beta.size(), static_cast<size_t>(kSteps)) << log;
+  EXPECT_LT(kl_beta[1].first, 1e-3) << "version 0 is the reference itself";
+  std::string trace;
+  for (const auto& [step, kb] : kl_beta) {
+    EXPECT_GE(kb.first, -1e-4) << "step " << step << ": exact KL is never negative";
+    trace += absl::StrCat(" ", step, ":", kb.first, "/", kb.second);
+  }
+  // The policy moved away (KL well above 0) and the controller kept it near the target
+  // over the second half of the run.
+  double late = 0;
+  int n = 0;
+  for (int64_t step = kSteps / 2 + 1; step <= kSteps; ++step, ++n) late += kl_beta[step].first;
+  late /= n;
+  EXPECT_GT(late, kTarget / 3) << "step:kl/beta" << trace;
+  EXPECT_LT(late, kTarget * 3) << "step:kl/beta" << trace;
+  std::fprintf(stderr, "exact KL per step (kl/beta):%s\n", trace.c_str());
+}
+
 TEST_F(DistributedTest, MalformedTrajectoriesAreRejectedAndNothingIsTrained) {
   Proc* learner = Start("rlhf-learner", "learner", LearnerArgs("grpc", 3, 0));
   learner_port_ = WaitPort(dir_ + "/learner.port", learner);

@@ -1,6 +1,8 @@
-// Batched KV-cache generation: reported log-probs equal a full forward, batching and
+// Batched KV-cache generation: reported log-probs equal a full forward (renormalised
+// over the kept set under top-k/top-p), batching and
 // companions do not change a seeded row, greedy/top-k/top-p behave, bad input is named.
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <string>
 
@@ -56,8 +58,7 @@ class GenerationArchTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(GenerationArchTest, ReportedLogProbsEqualFullForward) {
   TransformerLM model = MakeModel(GetParam(), 1);
   SamplingOptions o;
-  o.temperature = 0.7;
-  o.top_k = 20;
+  o.temperature = 0.7;  // no truncation: the sampling distribution is the full one
   o.max_new_tokens = 17;
   o.stop_tokens = {257};
   auto r = Generate(model, kPrompts, {1, 2, 3}, o);
@@ -161,6 +162,58 @@ TEST_P(GenerationArchTest, TopKAndTopPNeverLeaveTheirSupport) {
       }
     }
     EXPECT_GT(distinct.size(), 3u) << "sampling should not be degenerate";
+  }
+}
+
+// Under top-k / top-p the reported log-prob is that of the distribution the token was
+// drawn from: the full-forward row restricted to the kept set and renormalised. The kept
+// set is rebuilt here from the full forward (top-k: the k largest; top-p: tokens whose
+// strictly-more-likely mass is < p), and so is the reported top-K distribution.
+TEST_P(GenerationArchTest, TruncatedSamplingReportsTheRenormalisedLogProb) {
+  TransformerLM model = MakeModel(GetParam(), 8);
+  for (int mode = 0; mode < 2; ++mode) {
+    SamplingOptions o;
+    o.temperature = 1.3;
+    o.max_new_tokens = 10;
+    o.return_top_k_distributions = 5;
+    if (mode == 0) o.top_k = 3; else o.top_p = 0.5;
+    auto r = Generate(model, kPrompts, {5, 6, 7}, o);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const auto full = Recompute(model, kPrompts, *r, o.temperature);
+    int64_t n = 0, truncated_steps = 0;
+    for (size_t b = 0; b < kPrompts.size(); ++b) {
+      for (size_t t = 0; t < r->responses[b].size(); ++t, ++n) {
+        const torch::Tensor row = full.rows[n].to(torch::kDouble);
+        torch::Tensor kept;
+        if (mode == 0) {
+          kept = row >= std::get<0>(row.topk(3)).min();
+        } else {
+          const torch::Tensor p = row.exp();
+          torch::Tensor before = torch::zeros_like(p);
+          for (int64_t v = 0; v < row.size(0); ++v) {
+            before[v] = p.masked_select(row > row[v]).sum();
+          }
+          kept = before < 0.5;
+        }
+        const double log_z = row.masked_select(kept).logsumexp(0).item<double>();
+        if (log_z < -1e-4) ++truncated_steps;
+        const int32_t tok = r->responses[b][t];
+        ASSERT_TRUE(kept[tok].item<bool>()) << "sampled outside the kept set";
+        EXPECT_NEAR(r->logprobs[b][t], row[tok].item<double>() - log_z, 2e-5)
+            << "mode " << mode << " seq " << b << " t " << t;
+        // The reported distribution: kept tokens renormalised, the rest -inf.
+        const auto& d = r->top_k[b][t];
+        ASSERT_EQ(d.ids.size(), 5u);
+        for (size_t k = 0; k < d.ids.size(); ++k) {
+          if (kept[d.ids[k]].item<bool>()) {
+            EXPECT_NEAR(d.logprobs[k], row[d.ids[k]].item<double>() - log_z, 2e-5);
+          } else {
+            EXPECT_EQ(d.logprobs[k], -std::numeric_limits<float>::infinity());
+          }
+        }
+      }
+    }
+    EXPECT_GT(truncated_steps, n / 2) << "the test must exercise truncation (mode " << mode << ")";
   }
 }
 

@@ -56,6 +56,58 @@ TEST(KlEstimatorsTest, ExactKlFullAndTopK) {
   ExpectTensorNear(ExactKlFull(p0, q0), {0.0});
 }
 
+TEST(KlEstimatorsTest, ExactIsAChoiceWhoseSampledFormIsK1) {
+  EXPECT_EQ(*ParseKlEstimator("exact"), KlEstimator::kExact);
+  EXPECT_EQ(KlEstimatorName(KlEstimator::kExact), "exact");
+  // From sampled-token log-probs alone only the unbiased single-sample estimate exists.
+  ExpectTensorNear(PerTokenKl(T({-1.0}), T({-1.5}), KlEstimator::kExact), {0.5});
+}
+
+TEST(KlEstimatorsTest, TopKWithTruncatedEntriesAndTailLogProb) {
+  // A top-k/top-p sampler's distribution p = [.5 .5 0] (id 2 removed, log-prob -inf)
+  // against q = [.25 .25 .5]: KL = .5 ln 2 + .5 ln 2 = ln 2, whether the removed token
+  // is sent (-inf entry) or left out with a tail of mass 0.
+  const torch::Tensor q = T({0.25, 0.25, 0.5}).log();
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const torch::Tensor with_removed = T({std::log(0.5f), std::log(0.5f), ninf});
+  const torch::Tensor ids3 = torch::tensor({0, 1, 2}, torch::kLong);
+  ExpectTensorNear(ExactKlTopK(with_removed, ids3, torch::tensor(ninf), q), {0.693147});
+  const torch::Tensor kept = T({std::log(0.5f), std::log(0.5f)});
+  const torch::Tensor ids2 = torch::tensor({0, 1}, torch::kLong);
+  ExpectTensorNear(ExactKlTopK(kept, ids2, torch::tensor(ninf), q), {0.693147});
+  ExpectTensorNear(ExactKlFull(T({std::log(0.5f), std::log(0.5f), ninf}), q), {0.693147});
+  // Tail bucket: log(1 - .5 - .25) = ln .25; all mass in the top-k: -inf.
+  EXPECT_NEAR(TopKTailLogProb({std::log(0.5f), std::log(0.25f)}), -1.386294, 1e-5);
+  EXPECT_EQ(TopKTailLogProb({std::log(0.5f), std::log(0.5f)}), ninf);
+  EXPECT_NEAR(TopKTailLogProb({}), 0.0, 1e-7);
+}
+
+// The top-k bound is the KL of the coarsened pair (k outcomes + one tail), so by the
+// data-processing inequality it never exceeds the full KL and grows with k to it.
+TEST(KlEstimatorsTest, TopKIsALowerBoundThatReachesTheFullKl) {
+  torch::manual_seed(3);
+  const int64_t V = 50;
+  const torch::Tensor p = at::log_softmax(torch::randn({8, V}) * 2.0, -1);
+  const torch::Tensor q = at::log_softmax(torch::randn({8, V}) * 2.0, -1);
+  const torch::Tensor full = ExactKlFull(p, q);
+  torch::Tensor previous = torch::zeros({8});
+  for (int64_t k : {1, 2, 5, 10, 25, 49, 50}) {
+    auto top = p.topk(k, -1);
+    std::vector<torch::Tensor> tails;
+    for (int64_t r = 0; r < 8; ++r) {
+      const torch::Tensor lp = std::get<0>(top)[r].contiguous();
+      tails.push_back(torch::tensor(TopKTailLogProb(
+          std::vector<float>(lp.data_ptr<float>(), lp.data_ptr<float>() + k))));
+    }
+    const torch::Tensor bound = ExactKlTopK(std::get<0>(top), std::get<1>(top),
+                                            torch::stack(tails), q);
+    EXPECT_TRUE((bound <= full + 1e-5).all().item<bool>()) << "k " << k;
+    EXPECT_TRUE((bound >= previous - 1e-5).all().item<bool>()) << "k " << k;  // monotone in k
+    previous = bound;
+  }
+  EXPECT_TRUE(torch::allclose(previous, full, 1e-4, 1e-5));
+}
+
 TEST(KlControllerTest, AdaptiveUpdateFollowsZiegler) {
   KlController c({/*initial_beta=*/0.1, /*adaptive=*/true, /*target=*/3.0, /*horizon=*/100});
   // KL 6: e = clip(6/3 - 1) = 0.2; 10 samples: β = 0.1 (1 + 0.2 * 10/100) = 0.102.
@@ -104,6 +156,18 @@ TEST(AdvantagesTest, GrpoNormalisesWithinGroups) {
   ExpectTensorNear(*GrpoAdvantages(T2({1, 2, 3, 6, 5, 5, 5, 5}, 2), 1e-4),
                    {-0.9257773, -0.4628887, 0, 1.3886659, 0, 0, 0, 0});
   EXPECT_FALSE(GrpoAdvantages(T({1, 2}), 1e-4).ok());
+}
+
+// Convention (advantages.h): whitening divides by the UNBIASED variance, as TRL/veRL's
+// masked_whiten: x = [1 2 3 4] (+ padding): mean 2.5, var = 5/3, std = 1.2909944;
+// (x - 2.5) / 1.2909944 = [-1.161895 -0.387298 0.387298 1.161895]. (The population
+// variance would give [-1.341641 -0.447214 0.447214 1.341641].)
+TEST(AdvantagesTest, MaskedWhitenUsesTheUnbiasedVariance) {
+  const torch::Tensor x = T2({1, 2, 99, 3, 4, -7}, 2);
+  const torch::Tensor mask = T2({1, 1, 0, 1, 1, 0}, 2);
+  ExpectTensorNear(MaskedWhiten(x, mask), {-1.161895, -0.387298, 0, 0.387298, 1.161895, 0});
+  // One real position: nothing to whiten (zeros, not NaN).
+  ExpectTensorNear(MaskedWhiten(T2({5, 6}, 1), T2({1, 0}, 1)), {0, 0});
 }
 
 TEST(AdvantagesTest, MovingMeanBaseline) {

@@ -15,7 +15,9 @@
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -645,6 +647,11 @@ absl::Status Job::WriteSummary(const std::string& state, const std::string& mess
   if (!message.empty()) summary_["message"] = message;
   summary_["wall_seconds"]["total"] = absl::ToDoubleSeconds(absl::Now() - job_start_);
   AddStageResults(run_dir_, config_.eval().samples_per_prompt(), &summary_);
+  // The evaluation's KL is always the exact one (over the vocabulary); training used
+  // rl.kl.estimator ("exact" = the same quantity, from the actors' distributions).
+  std::string estimator = rlhf::v1::KlEstimatorChoice_Name(config_.rl().kl().estimator());
+  summary_["rl"]["kl_estimator"] =
+      absl::AsciiStrToLower(absl::StripPrefix(estimator, "KL_ESTIMATOR_CHOICE_"));
   AddPolicyComparison(run_dir_, config_.eval().num_examples(), &summary_);
   if (WriteMetricsPlot(run_dir_, summary_)) summary_["plot"] = run_dir_ + "/plot.html";
   return WriteFileAtomically(run_dir_ + "/summary.json", summary_.dump(2) + "\n");

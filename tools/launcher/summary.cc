@@ -73,6 +73,7 @@ void AddStageResults(const std::string& run_dir, int samples_per_prompt, Json* s
     }
     if (auto r = num("rm_mean")) s[name]["rm_score"] = *r;
     if (auto k = num("kl_mean")) s[name]["kl_to_sft"] = *k;
+    if (auto k = num("kl_per_token")) s[name]["kl_per_token"] = *k;
     if (auto n = num("n")) s[name]["eval_samples"] = *n;
   }
   // RL minus SFT on the same prompts, with the interval of the paired difference.
@@ -104,6 +105,20 @@ std::string FormatSummaryTable(const Json& summary, int num_examples, bool gold)
     if (!gold && absl::StartsWith(key, "gold")) continue;  // user data: no gold labeler
     absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", label, get("sft", key.c_str()),
                                           get("rl", key.c_str())));
+  }
+  // Exact KL per token (eval always computes it over the vocabulary) next to the
+  // estimator RL trained with, when the summary has them.
+  const auto has = [&](const char* who, const char* key) {
+    return summary.contains(who) && summary[who].contains(key);
+  };
+  if (has("sft", "kl_per_token") || has("rl", "kl_per_token")) {
+    absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", "  exact, per token",
+                                          get("sft", "kl_per_token"), get("rl", "kl_per_token")));
+  }
+  if (has("rl", "kl_estimator") && summary["rl"]["kl_estimator"].is_string()) {
+    absl::StrAppend(&out, absl::StrFormat("%-22s %-26s %-26s\n", "  RL trained with KL", "",
+                                          summary["rl"]["kl_estimator"].get<std::string>() +
+                                              " (kl.estimator)"));
   }
   if (summary.contains("rl") && summary["rl"].contains("gold_gain_over_sft")) {
     const double gain = summary["rl"]["gold_gain_over_sft"].get<double>();
