@@ -196,7 +196,7 @@ void Actor::WeightsLoop() {
       auto flat = receiver->Receive(header, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
         RLHF_ASSIGN_OR_RETURN(auto m, stream->Next());
         if (!m.has_bucket()) return absl::DataLossError("weights stream: header where a bucket was due");
-        return m.bucket();
+        return std::move(*m.mutable_bucket());  // no copy of the bucket's bytes
       });
       if (!flat.ok()) {
         LOG(WARNING) << "actor " << options_.name << ": weights version "

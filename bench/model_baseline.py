@@ -1,11 +1,18 @@
 #!/usr/bin/python3
-"""Same-model PyTorch-Python baseline for rlhf_bench_model.
+"""Same-model PyTorch-Python baseline for rlhf_bench_model: the best plain PyTorch a
+user would write (eager mode, torch.inference_mode, a preallocated KV cache written in
+place, last-position logits only, a cheap padding-only mask while decoding).
 
 Implements the GPT-2-style architecture of core/model/model.cc (learned positions,
 pre-LayerNorm blocks, fused QKV, tanh-GELU MLP, tied embeddings) and the same
-generation loop (left-padded batch, position ids from the mask, preallocated KV cache,
-last-position logits only, temperature sampling), so the ratio measures the C++ vs
-Python implementations of one algorithm on the same LibTorch kernels.
+generation loop (left-padded batch, position ids from the mask, temperature sampling),
+so the ratio measures the C++ vs Python implementations of one algorithm.
+
+Threads and BLAS: torch.set_num_threads(--threads) sizes LibTorch's OpenMP pool; matrix
+products go to whatever libblas.so.3 the machine's alternatives select (Debian:
+OpenBLAS's pthread build, with its own pool of one thread per core). The "ready" line
+reports both, so the bench can state them. The bench runs one child per thread count
+it is given and reports the fastest, so the baseline gets its best setting.
 
 Usage (called by the C++ bench; prints one JSON object per case on stdout):
   model_baseline.py --config '<ModelConfig JSON>' --threads 2 \
@@ -80,10 +87,13 @@ class GPT(nn.Module):
             key_mask = torch.ones(B, Lk, dtype=torch.long)
         if positions is None:
             positions = (key_mask.cumsum(1) - 1)[:, past:].clamp_min(0)
-        qpos = torch.arange(past, Lk)
-        kpos = torch.arange(Lk)
-        visible = (kpos[None, :] <= qpos[:, None])[None] & key_mask.bool()[:, None, :]
-        mask = torch.zeros(visible.shape).masked_fill_(~visible, MASKED)[:, None]
+        if T == 1:  # decoding: every cached key is in the past; only padding is hidden
+            mask = ((1 - key_mask) * MASKED).to(torch.float32)[:, None, None, :]
+        else:
+            qpos = torch.arange(past, Lk)
+            kpos = torch.arange(Lk)
+            visible = (kpos[None, :] <= qpos[:, None])[None] & key_mask.bool()[:, None, :]
+            mask = torch.zeros(visible.shape).masked_fill_(~visible, MASKED)[:, None]
         x = self.wte(ids) + self.wpe(positions)
         for i, blk in enumerate(self.blocks):
             x = blk(x, mask, cache, i)
@@ -124,6 +134,20 @@ def generate(model, prompts, max_new, temperature, seed):
         logits = model(tok, mask[:, :length], next_pos[:, None], cache, last_only=True)[:, 0]
         next_pos = next_pos + 1
     return torch.cat(out, 1), torch.cat(logps, 1)
+
+
+def loaded_blas():
+    """The libblas.so.3 this process mapped (directory name, e.g. openblas-pthread)."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                if "libblas.so" in path:
+                    import os
+                    return os.path.basename(os.path.dirname(os.path.realpath(path)))
+    except OSError:
+        pass
+    return "unknown"
 
 
 def main():
@@ -170,7 +194,8 @@ def main():
     with torch.inference_mode():
         model(torch.zeros(1, 8, dtype=torch.long))  # warm up allocator and kernels
     if args.serve:
-        print(json.dumps({"ready": True}), flush=True)
+        print(json.dumps({"ready": True, "threads": torch.get_num_threads(),
+                          "blas": loaded_blas()}), flush=True)
         for line in sys.stdin:
             case = line.strip()
             if case:

@@ -1,16 +1,23 @@
-// rlhf_bench_model: forward and generation throughput of the transformer, as ratios
-// measured in the same run (design.md §7):
-//   - achieved GFLOP/s vs the machine's sgemm rate (a large torch::mm timed here);
-//   - training step (forward + next-token cross-entropy + backward) for the tiny model;
-//   - tokens/s vs the same model and loop in PyTorch-Python (bench/model_baseline.py,
-//     run by /usr/bin/python3 on the same LibTorch kernels and thread count).
+// rlhf_bench_model: forward, generation and training-step throughput of the transformer,
+// as ratios measured in the same run (design.md §7):
+//   - the machine's limits, measured here: sgemm rate (a large torch::mm) and read
+//     bandwidth (a sum over a buffer far larger than the caches);
+//   - our tokens/s and GFLOP/s, as a fraction of sgemm and of the roofline
+//     max(FLOPs / sgemm, weight bytes read / bandwidth) (what B = 1 decoding is bound by);
+//   - the same model and loop in plain PyTorch-Python (bench/model_baseline.py, by
+//     /usr/bin/python3), one child per --python_threads entry, runs interleaved with ours
+//     so both see the same machine load; the fastest child is the baseline.
+// Both sides' thread counts and BLAS libraries are printed: ours load OpenBLAS's OpenMP
+// build (one pool, core/model/threads.h); Python loads the machine's libblas.so.3.
 //
 // FLOPs: 2 x (matmul parameters: every Linear + the unembedding) per processed token,
 // plus attention 4 x d_model x (keys attended) per token per layer, counting only the
 // causally visible keys. Generation counts the prompt pass (last-position logits only)
-// and every decode step. Embedding lookups, norms and softmax are not counted.
+// and every decode step. Embedding lookups, norms and softmax are not counted. A training
+// step is forward + next-token cross-entropy + backward (3x the forward FLOPs), no
+// optimizer step, on both sides.
 //
-//   rlhf_bench_model --threads=2 [--models=tiny,gpt2-small] [--python=/usr/bin/python3]
+//   rlhf_bench_model --threads=2 [--models=tiny,gpt2-small] [--python_threads=1,2]
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,10 +41,16 @@
 #include "absl/strings/str_split.h"
 #include "core/model/generation.h"
 #include "core/model/model.h"
+#include "core/model/threads.h"
 
 ABSL_FLAG(int, threads, 2, "intra-op threads for LibTorch (C++ and Python alike)");
 ABSL_FLAG(std::string, models, "tiny,gpt2-small", "comma-separated model presets");
 ABSL_FLAG(std::string, python, "/usr/bin/python3", "Python with torch; empty = skip baseline");
+ABSL_FLAG(std::string, python_threads, "1,2",
+          "torch.set_num_threads values for the Python baseline, one child each; the fastest "
+          "per case is reported");
+ABSL_FLAG(std::string, cases, "",
+          "override the cases for every model: comma-separated kind:batch:len[:new]");
 ABSL_FLAG(std::string, baseline_script, RLHF_BENCH_BASELINE_PY, "path of model_baseline.py");
 ABSL_FLAG(double, min_seconds, 1.0,
           "repeat each case (C++ and Python runs interleaved) until each side has run this long, "
@@ -66,11 +79,24 @@ struct Case {
 };
 
 std::vector<Case> CasesFor(const std::string& preset) {
-  if (preset == "gpt2-small") {
-    return {{"forward", 1, 128}, {"forward", 32, 32}, {"generate", 1, 32, 16}, {"generate", 32, 32, 64}};
+  if (const std::string flag = absl::GetFlag(FLAGS_cases); !flag.empty()) {
+    std::vector<Case> cases;
+    for (absl::string_view spec : absl::StrSplit(flag, ',', absl::SkipEmpty())) {
+      std::vector<std::string> f = absl::StrSplit(spec, ':');
+      Case k{f[0], std::stoll(f.at(1)), std::stoll(f.at(2))};
+      if (k.kind == "generate") k.new_tokens = std::stoll(f.at(3));
+      cases.push_back(k);
+    }
+    return cases;
   }
-  return {{"forward", 1, 128},     {"forward", 32, 128},       {"generate", 1, 32, 64},
-          {"generate", 32, 32, 64}, {"train", 32, 128}};
+  if (preset == "gpt2-small") {
+    return {{"forward", 1, 128},      {"forward", 8, 64},       {"generate", 1, 32, 16},
+            {"generate", 8, 32, 32},  {"generate", 32, 32, 32}, {"generate", 64, 32, 32},
+            {"train", 4, 64}};
+  }
+  return {{"forward", 1, 128},      {"forward", 32, 128},     {"generate", 1, 32, 64},
+          {"generate", 8, 32, 64},  {"generate", 32, 32, 64}, {"generate", 64, 32, 64},
+          {"train", 32, 128}};
 }
 
 // Matmul parameters touched per token (Linear weights + unembedding).
@@ -89,6 +115,14 @@ double Flops(const ModelConfig& c, int64_t past, int64_t tokens, int64_t logit_p
   return 2.0 * MatmulParams(c) * tokens + 2.0 * c.vocab_size * c.d_model * logit_positions +
          4.0 * c.d_model * keys * c.n_layers;
 }
+
+// Bytes of weights one forward call reads: every matmul parameter, float32.
+double WeightBytes(const ModelConfig& c) {
+  return 4.0 * (MatmulParams(c) + static_cast<double>(c.vocab_size) * c.d_model);
+}
+
+// Forward calls a case makes (generation: the prompt pass + new_tokens - 1 decode steps).
+int64_t CaseCalls(const Case& k) { return k.kind == "generate" ? k.new_tokens : 1; }
 
 double CaseFlops(const ModelConfig& c, const Case& k) {
   if (k.kind == "forward") return k.batch * Flops(c, 0, k.len, k.len);
@@ -111,6 +145,19 @@ double SgemmGflops() {
     best = std::min(best, Seconds(t0, Clock::now()));
   }
   return 2.0 * n * n * n / best / 1e9;
+}
+
+// Read bandwidth: the best of several sums over a buffer far larger than the caches.
+double ReadBandwidthBytesPerSecond() {
+  auto a = torch::ones({int64_t{64} << 20});  // 256 MiB of float32
+  double best = 1e9;
+  for (int i = 0; i < 6; ++i) {
+    const auto t0 = Clock::now();
+    auto s = a.sum();
+    (void)s.item<float>();
+    best = std::min(best, Seconds(t0, Clock::now()));
+  }
+  return a.numel() * 4.0 / best;
 }
 
 // One timed run of a case in C++.
@@ -161,11 +208,11 @@ double RunCpp(TransformerLM& model, const Case& k, at::Generator& gen) {
 // JSON line out, so its runs interleave with the C++ runs under the same machine load.
 class PythonBaseline {
  public:
-  static std::unique_ptr<PythonBaseline> Start(const ModelConfig& c) {
+  static std::unique_ptr<PythonBaseline> Start(const ModelConfig& c, int num_threads) {
     const std::string python = absl::GetFlag(FLAGS_python);
     if (python.empty()) return nullptr;
     const std::string script = absl::GetFlag(FLAGS_baseline_script);
-    const std::string threads = std::to_string(absl::GetFlag(FLAGS_threads));
+    const std::string threads = std::to_string(num_threads);
     const std::string config = nlohmann::json::parse(ModelConfigToJson(c)).dump();
     int to_child[2], from_child[2];
     if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) return nullptr;
@@ -187,12 +234,17 @@ class PythonBaseline {
     p->pid_ = pid;
     p->in_ = ::fdopen(to_child[1], "w");
     p->out_ = ::fdopen(from_child[0], "r");
-    if (!p->ReadLine().contains("ready")) {
+    const auto ready = p->ReadLine();
+    if (!ready.contains("ready")) {
       std::fprintf(stderr, "python baseline did not start; continuing without it\n");
       return nullptr;
     }
+    p->threads_ = ready.value("threads", num_threads);
+    p->blas_ = ready.value("blas", std::string("unknown"));
     return p;
   }
+  int threads() const { return threads_; }
+  const std::string& blas() const { return blas_; }
   ~PythonBaseline() {
     if (in_ != nullptr) std::fclose(in_);
     if (out_ != nullptr) std::fclose(out_);
@@ -219,20 +271,35 @@ class PythonBaseline {
     return j.is_discarded() ? nlohmann::json::object() : j;
   }
   pid_t pid_ = -1;
+  int threads_ = 0;
+  std::string blas_;
   FILE* in_ = nullptr;
   FILE* out_ = nullptr;
 };
 
 int Main() {
-  const int threads = absl::GetFlag(FLAGS_threads);
-  torch::set_num_threads(threads);
-  std::printf("rlhf_bench_model: threads=%d\n", threads);
+  const int threads = ConfigureComputeThreads(absl::GetFlag(FLAGS_threads));
+  std::vector<int> py_threads;
+  for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_python_threads), ',',
+                                            absl::SkipEmpty())) {
+    py_threads.push_back(std::stoi(std::string(t)));
+  }
+  std::printf("rlhf_bench_model: C++ %s\n", ComputeThreadsSummary().c_str());
   const double sgemm = SgemmGflops();
-  std::printf("sgemm 2048x2048x2048: %.1f GFLOP/s\n\n", sgemm);
-  nlohmann::json results = {{"threads", threads}, {"sgemm_gflops", sgemm}, {"cases", nlohmann::json::array()}};
+  const double bandwidth = ReadBandwidthBytesPerSecond();
+  std::printf("sgemm 2048x2048x2048: %.1f GFLOP/s; read bandwidth %.1f GB/s\n", sgemm,
+              bandwidth / 1e9);
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {  // other work on the machine
+    char buf[128] = {0};
+    if (std::fgets(buf, sizeof(buf), f) != nullptr) std::printf("load average: %s", buf);
+    std::fclose(f);
+  }
+  nlohmann::json results = {{"threads", threads},
+                            {"compute", ComputeThreadsSummary()},
+                            {"sgemm_gflops", sgemm},
+                            {"read_bandwidth_gbs", bandwidth / 1e9},
+                            {"cases", nlohmann::json::array()}};
 
-  std::printf("%-11s %-20s %10s %10s %8s %7s %10s %8s\n", "model", "case(b:len[:new])", "tokens",
-              "C++ tok/s", "GFLOP/s", "%sgemm", "Py tok/s", "C++/Py");
   for (const auto& preset : absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty())) {
     auto config = ModelConfigPreset(std::string(preset));
     if (!config.ok()) {
@@ -247,39 +314,70 @@ int Main() {
       c10::InferenceMode guard;
       model->forward(torch::zeros({1, 8}, torch::kLong));
     }
-    auto python = PythonBaseline::Start(*config);
-    std::vector<double> cpp(cases.size(), 1e30), py(cases.size(), python ? 1e30 : -1.0);
+    std::vector<std::unique_ptr<PythonBaseline>> pythons;
+    for (int t : py_threads) {
+      if (auto p = PythonBaseline::Start(*config, t)) {
+        std::printf("%s: Python baseline child threads=%d blas=%s\n", std::string(preset).c_str(),
+                    p->threads(), p->blas().c_str());
+        pythons.push_back(std::move(p));
+      }
+    }
+    std::printf("\n%-11s %-18s %7s %9s %8s %7s %7s %9s %8s %7s\n", "model", "case(b:len[:new])",
+                "tokens", "C++ tok/s", "GFLOP/s", "%sgemm", "%roof", "Py tok/s", "Py thr",
+                "C++/Py");
+    std::vector<double> cpp(cases.size(), 1e30);
+    std::vector<std::vector<double>> py(cases.size(), std::vector<double>(pythons.size(), 1e30));
     auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
     for (size_t i = 0; i < cases.size(); ++i) {
-      double cpp_total = 0, py_total = 0;
+      double cpp_total = 0;
+      std::vector<double> py_total(pythons.size(), 0);
       for (int rep = 0; rep < 5; ++rep) {
-        if (rep >= absl::GetFlag(FLAGS_min_reps) && cpp_total >= absl::GetFlag(FLAGS_min_seconds) &&
-            (!python || py_total >= absl::GetFlag(FLAGS_min_seconds))) {
-          break;
+        bool enough = rep >= absl::GetFlag(FLAGS_min_reps) &&
+                      cpp_total >= absl::GetFlag(FLAGS_min_seconds);
+        for (size_t p = 0; p < pythons.size(); ++p) {
+          enough = enough && (pythons[p] == nullptr || py_total[p] >= absl::GetFlag(FLAGS_min_seconds));
         }
+        if (enough) break;
         const double c = RunCpp(model, cases[i], gen);
         cpp[i] = std::min(cpp[i], c);
         cpp_total += c;
-        if (python) {
-          const double p = python->Run(cases[i].Spec());
-          if (p < 0) {
-            py[i] = -1;
-            python.reset();
-          } else {
-            py[i] = std::min(py[i], p);
-            py_total += p;
+        for (size_t p = 0; p < pythons.size(); ++p) {
+          if (pythons[p] == nullptr) continue;
+          const double t = pythons[p]->Run(cases[i].Spec());
+          if (t < 0) {
+            pythons[p].reset();
+            py[i][p] = 1e30;
+            continue;
           }
+          py[i][p] = std::min(py[i][p], t);
+          py_total[p] += t;
         }
       }
+      size_t best_py = 0;
+      for (size_t p = 0; p < py[i].size(); ++p) {
+        if (py[i][p] < py[i][best_py]) best_py = p;
+      }
+      const double py_s = py[i].empty() || py[i][best_py] >= 1e29 ? -1.0 : py[i][best_py];
+      const int py_thr = py_s > 0 ? py_threads[best_py] : 0;
       const auto& k = cases[i];
       const double tokens = k.kind != "generate" ? k.batch * k.len : k.batch * k.new_tokens;
-      const double gflops = CaseFlops(*config, k) / cpp[i] / 1e9;
+      const double flops = CaseFlops(*config, k);
+      const double gflops = flops / cpp[i] / 1e9;
+      const double roof_s = std::max(flops / (sgemm * 1e9),
+                                     (k.kind == "train" ? 3 : 1) * CaseCalls(k) *
+                                         WeightBytes(*config) / bandwidth);
       const std::string case_name = k.Spec();
-      std::printf("%-11s %-20s %10.0f %10.0f %8.1f %6.1f%% %10s %8s\n", std::string(preset).c_str(),
-                  case_name.c_str(), tokens, tokens / cpp[i], gflops, 100.0 * gflops / sgemm,
-                  py[i] > 0 ? absl::StrFormat("%.0f", tokens / py[i]).c_str() : "n/a",
-                  py[i] > 0 ? absl::StrFormat("%.2f", py[i] / cpp[i]).c_str() : "n/a");
+      std::printf("%-11s %-18s %7.0f %9.0f %8.1f %6.1f%% %6.1f%% %9s %8s %7s\n",
+                  std::string(preset).c_str(), case_name.c_str(), tokens, tokens / cpp[i], gflops,
+                  100.0 * gflops / sgemm, 100.0 * roof_s / cpp[i],
+                  py_s > 0 ? absl::StrFormat("%.0f", tokens / py_s).c_str() : "n/a",
+                  py_s > 0 ? absl::StrCat(py_thr).c_str() : "-",
+                  py_s > 0 ? absl::StrFormat("%.2f", py_s / cpp[i]).c_str() : "n/a");
       std::fflush(stdout);
+      nlohmann::json py_all = nlohmann::json::object();
+      for (size_t p = 0; p < py[i].size(); ++p) {
+        if (py[i][p] < 1e29) py_all[absl::StrCat("threads_", py_threads[p])] = py[i][p];
+      }
       results["cases"].push_back({{"model", std::string(preset)},
                                   {"case", k.Spec()},
                                   {"tokens", tokens},
@@ -287,17 +385,23 @@ int Main() {
                                   {"cpp_tokens_per_s", tokens / cpp[i]},
                                   {"gflops", gflops},
                                   {"fraction_of_sgemm", gflops / sgemm},
-                                  {"python_seconds", py[i]},
-                                  {"speedup_vs_python", py[i] > 0 ? py[i] / cpp[i] : 0.0}});
+                                  {"fraction_of_roofline", roof_s / cpp[i]},
+                                  {"python_seconds", py_s},
+                                  {"python_threads", py_thr},
+                                  {"python_seconds_by_threads", py_all},
+                                  {"speedup_vs_python", py_s > 0 ? py_s / cpp[i] : 0.0}});
     }
-    python.reset();
+    pythons.clear();
+    std::printf("\n");
   }
   const double sgemm_end = SgemmGflops();
   std::printf("sgemm at the end: %.1f GFLOP/s (fractions above use the start value %.1f)\n",
               sgemm_end, sgemm);
   results["sgemm_gflops_end"] = sgemm_end;
-  std::printf("\ntokens: forward = batch x len processed; generate = batch x new tokens sampled "
-              "(prompt pass included in the time)\n");
+  std::printf("tokens: forward/train = batch x len processed; generate = batch x new tokens "
+              "sampled (prompt pass included in the time)\n"
+              "%%roof: roofline time max(FLOPs / sgemm, weight bytes read / bandwidth) over "
+              "the measured time\n");
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     FILE* f = std::fopen(path.c_str(), "w");
     if (f != nullptr) {

@@ -8,7 +8,8 @@
 // Time = Publish() until every actor holds the verified snapshot (hash checked), in a
 // steady state (after a warm-up version, so the collective's rendezvous is not counted).
 // The ideal is N copies of the buffer through loopback: N * bytes / bandwidth (a root
-// sends every copy, for both transports at these world sizes).
+// sends every copy, for both transports at these world sizes). flatten_s: the learner's
+// copy of the policy into the (recycled) snapshot buffer, hash included, not in `seconds`.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -86,7 +87,7 @@ struct Receiver {
 // Runs one transport with `n` actors; returns the best seconds over reps.
 double RunConfig(rlhf::v1::WeightTransport transport, int n,
                  const rlhf::weights::NamedTensors& tensors, int64_t bucket, int reps,
-                 uint64_t* hash_out) {
+                 uint64_t* hash_out, double* flatten_out) {
   rlhf::learner::LearnerHandlerOptions ho;
   auto handler = *rlhf::learner::LearnerHandler::Create(ho, {{1}}, nullptr);
   rlhf::weights::WeightTransportOptions wo;
@@ -145,8 +146,12 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
     });
   }
   double best = 1e30;
+  *flatten_out = 1e30;
+  rlhf::weights::BufferPool pool(2);  // as the learner does
   for (int v = 1; v <= reps + 1; ++v) {  // version 1 is the warm-up
-    auto flat = *rlhf::weights::Flatten(tensors, v);
+    absl::Time flatten_start = absl::Now();
+    auto flat = *rlhf::weights::Flatten(tensors, v, &pool);
+    if (v > 1) *flatten_out = std::min(*flatten_out, absl::ToDoubleSeconds(absl::Now() - flatten_start));
     *hash_out = flat->hash;
     absl::Time start = absl::Now();
     publisher->Publish(flat);
@@ -189,18 +194,20 @@ int main(int argc, char** argv) {
   std::printf("model %s: %.1f MB of weights, bucket %d MiB, loopback %.2f GB/s\n",
               absl::GetFlag(FLAGS_preset).c_str(), bytes / 1e6, absl::GetFlag(FLAGS_bucket_mb),
               bw / 1e9);
-  std::printf("%-11s %6s %10s %12s %10s %9s\n", "transport", "actors", "seconds", "ideal_s",
-              "GB/s", "ideal/t");
+  std::printf("%-11s %6s %10s %12s %10s %9s %10s\n", "transport", "actors", "seconds", "ideal_s",
+              "GB/s", "ideal/t", "flatten_s");
   for (const auto& t : absl::GetFlag(FLAGS_transports)) {
     auto kind = t == "collective" ? rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE
                                   : rlhf::v1::WEIGHT_TRANSPORT_GRPC;
     for (const auto& a : absl::GetFlag(FLAGS_actors)) {
       const int n = std::stoi(a);
       uint64_t hash = 0;
-      double secs = RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash);
+      double flatten = 0;
+      double secs =
+          RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash, &flatten);
       const double ideal = n * static_cast<double>(bytes) / bw;
-      std::printf("%-11s %6d %10.3f %12.3f %10.2f %9.2f\n", t.c_str(), n, secs, ideal,
-                  n * bytes / secs / 1e9, ideal / secs);
+      std::printf("%-11s %6d %10.3f %12.3f %10.2f %9.2f %10.3f\n", t.c_str(), n, secs, ideal,
+                  n * bytes / secs / 1e9, ideal / secs, flatten);
       std::fflush(stdout);
     }
   }

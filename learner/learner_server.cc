@@ -195,7 +195,7 @@ absl::Status LearnerServer::Start() {
 absl::Status LearnerServer::PublishCurrent() {
   absl::Time start = absl::Now();
   RLHF_ASSIGN_OR_RETURN(auto flat, weights::Flatten(ModelTensors(trainer_->policy()),
-                                                    trainer_->policy_version()));
+                                                    trainer_->policy_version(), &flat_pool_));
   handler_->set_weights_hash(flat->hash);
   publisher_->Publish(std::move(flat));
   if (metrics_) metrics_->ObserveSync(absl::ToDoubleSeconds(absl::Now() - start));
@@ -284,7 +284,8 @@ void LearnerServer::TrainLoop() {
     // Version and hash become visible together (GetStats), then the weights go out.
     absl::Time flat_start = absl::Now();
     absl::StatusOr<std::shared_ptr<weights::FlatWeights>> flat =
-        weights::Flatten(ModelTensors(trainer_->policy()), trainer_->policy_version());
+        weights::Flatten(ModelTensors(trainer_->policy()), trainer_->policy_version(),
+                         &flat_pool_);
     absl::Status s = flat.status();
     if (s.ok()) s = handler_->OnTrained(*batch, trainer_->policy_version(), m, (*flat)->hash);
     if (s.ok()) {

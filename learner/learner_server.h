@@ -109,6 +109,8 @@ class LearnerServer {
   std::unique_ptr<StateStore> store_;
   std::unique_ptr<LearnerHandler> handler_;
   std::unique_ptr<weights::WeightPublisher> publisher_;
+  // Snapshot buffers recycled between versions (fresh memory faults on every page).
+  weights::BufferPool flat_pool_{2};
   std::unique_ptr<Trainer> trainer_;  // used by the training thread only after Start
   std::unique_ptr<LearnerCheckpointer> checkpointer_;
   std::unique_ptr<services::RpcMetrics> rpc_metrics_;

@@ -80,4 +80,37 @@ absl::StatusOr<GenerationResult> Generate(TransformerLM& model,
                                           const std::vector<uint64_t>& seeds,
                                           const SamplingOptions& options);
 
+// Continuous batching (what an actor with more prompts than batch rows wants): up to
+// `max_batch` sequences decode together; when one ends (stop token or max_new_tokens)
+// its row is refilled with the next waiting prompt in the same step, so the batch stays
+// full until the prompts run out (static batching, Generate on chunks of max_batch,
+// lets rows drop out and the batch empty). A refilled row's prompt, all but its last
+// token, is prefilled on its own and its keys/values copied into the row; the last
+// prompt token then joins the batched decode step. All rows share one time axis in a
+// preallocated cache (2 x the longest prompt + max_new_tokens, at most max_seq_len),
+// compacted when full.
+//
+// Results are per prompt, in input order, and follow Generate's conventions: the same
+// (seed, prompt, options, weights) gives the same tokens and log-probs as Generate on
+// that prompt alone, up to floating-point differences between batched and unbatched
+// matmuls (each row's uniforms are keyed by its seed and its own step). decode_steps
+// counts the batched forward calls.
+struct ContinuousBatchingStats {
+  int64_t decode_steps = 0;    // batched forward calls (one token per row)
+  int64_t row_steps = 0;       // Σ over decode steps of the rows in the batch
+  int64_t prefill_calls = 0;   // forward calls prefilling refilled rows
+  int64_t compactions = 0;     // times the shared time axis was compacted
+  // row_steps / (decode_steps * max_batch): how full the batch was kept.
+  double busy_fraction() const {
+    return decode_steps > 0 ? static_cast<double>(row_steps) / (decode_steps * max_batch) : 0;
+  }
+  int64_t max_batch = 0;
+};
+
+// Same errors as Generate, plus "max_batch must be >= 1".
+absl::StatusOr<GenerationResult> GenerateContinuous(
+    TransformerLM& model, const std::vector<std::vector<int32_t>>& prompts,
+    const std::vector<uint64_t>& seeds, const SamplingOptions& options, int64_t max_batch,
+    ContinuousBatchingStats* stats = nullptr);
+
 }  // namespace rlhf

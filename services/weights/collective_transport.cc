@@ -12,6 +12,7 @@
 //   4. the flat buffer is broadcast from rank 0 in bucket_bytes slices.
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <thread>
 #include <vector>
@@ -70,9 +71,11 @@ GroupPtr MakeGroup(const StorePtr& store, int rank, int world, std::chrono::mill
 }
 
 // Broadcasts `buffer` (1-D uint8) from rank 0 in bucket-sized slices: all slices are
-// issued back to back, then waited on, so the buckets pipeline.
+// issued back to back, then waited on, so the buckets pipeline. `on_bucket(offset, n)`
+// (optional) runs as each slice completes, in order, while later ones are in flight.
 void BroadcastBuckets(const GroupPtr& group, torch::Tensor buffer, int64_t bucket_bytes,
-                      std::chrono::milliseconds timeout) {
+                      std::chrono::milliseconds timeout,
+                      const std::function<void(int64_t, int64_t)>& on_bucket = nullptr) {
   std::vector<c10::intrusive_ptr<::c10d::Work>> works;
   const int64_t total = buffer.numel();
   for (int64_t off = 0; off < total; off += bucket_bytes) {
@@ -82,7 +85,13 @@ void BroadcastBuckets(const GroupPtr& group, torch::Tensor buffer, int64_t bucke
     opts.timeout = timeout;
     works.push_back(group->broadcast(slice, opts));
   }
-  for (auto& w : works) w->wait(timeout);
+  for (size_t i = 0; i < works.size(); ++i) {
+    works[i]->wait(timeout);
+    if (on_bucket) {
+      const int64_t off = static_cast<int64_t>(i) * bucket_bytes;
+      on_bucket(off, std::min(bucket_bytes, total - off));
+    }
+  }
 }
 
 torch::Tensor ToDevice(const torch::Tensor& t, bool use_cuda) {
@@ -343,15 +352,30 @@ class CollectiveReceiver : public WeightReceiver {
                       store_addr, ")").c_str()));
       generation_ = g.generation();
     }
-    RLHF_ASSIGN_OR_RETURN(flat_, AllocateFor(header));
+    flat_.reset();  // lets the pool hand its buffer out again once the actor dropped it
+    RLHF_ASSIGN_OR_RETURN(flat_, AllocateFor(header, &pool_));
     torch::Tensor buffer = ToDevice(flat_->buffer, options_.use_cuda);
+    // On CPU each bucket is hashed as it lands, overlapping the rest of the broadcast.
+    WeightsHasher hasher;
+    const uint8_t* base = flat_->data();
+    std::function<void(int64_t, int64_t)> on_bucket;
+    if (!options_.use_cuda) on_bucket = [&](int64_t off, int64_t n) { hasher.Update(base + off, n); };
     RLHF_RETURN_IF_ERROR(TorchCall([&] {
-      BroadcastBuckets(group_, buffer, header.bucket_bytes(), timeout);
+      BroadcastBuckets(group_, buffer, header.bucket_bytes(), timeout, on_bucket);
     }, absl::StrCat("receiving weights version ", header.version().version(),
                     " from rank 0 (learner at ", store_addr, ")").c_str()));
-    if (options_.use_cuda) flat_->buffer = buffer.to(torch::kCPU);
-    flat_->hash = header.hash();
-    return VerifyHash(*flat_, header);
+    if (options_.use_cuda) {
+      flat_->buffer = buffer.to(torch::kCPU);
+      flat_->hash = header.hash();
+      return VerifyHash(*flat_, header);
+    }
+    flat_->hash = hasher.Finish();
+    if (flat_->hash != header.hash()) {
+      return absl::DataLossError(absl::StrCat("weights version ", header.version().version(),
+                                              ": hash ", flat_->hash, " != header hash ",
+                                              header.hash()));
+    }
+    return absl::OkStatus();
   }
 
   const WeightTransportOptions options_;
@@ -359,6 +383,7 @@ class CollectiveReceiver : public WeightReceiver {
   std::string store_addr_;
   GroupPtr group_;
   int64_t generation_ = -1;
+  BufferPool pool_;
   std::shared_ptr<FlatWeights> flat_;
 };
 

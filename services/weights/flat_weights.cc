@@ -1,5 +1,6 @@
 #include "services/weights/flat_weights.h"
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -44,21 +45,95 @@ std::vector<int64_t> ShapeOf(const rlhf::v1::TensorSpec& spec) {
 
 }  // namespace
 
-uint64_t WeightsHash(const uint8_t* data, int64_t size) {
-  constexpr uint64_t kPrime = 1099511628211ull;
-  uint64_t h = 14695981039346656037ull;
-  int64_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, data + i, 8);
-    h = (h ^ w) * kPrime;
+namespace {
+constexpr uint64_t kFnvPrime = 1099511628211ull;
+constexpr uint64_t kFnvBasis = 14695981039346656037ull;
+
+// Whole 64-byte blocks only.
+void HashBlocks(uint64_t* lanes, const uint8_t* data, int64_t blocks) {
+  for (int64_t b = 0; b < blocks; ++b, data += 64) {
+    uint64_t w[8];
+    std::memcpy(w, data, 64);
+    for (int l = 0; l < 8; ++l) lanes[l] = (lanes[l] ^ w[l]) * kFnvPrime;
   }
-  for (; i < size; ++i) h = (h ^ data[i]) * kPrime;
-  return h ^ static_cast<uint64_t>(size);
+}
+}  // namespace
+
+WeightsHasher::WeightsHasher() {
+  for (int l = 0; l < 8; ++l) lanes_[l] = kFnvBasis + static_cast<uint64_t>(l);
+}
+
+void WeightsHasher::Update(const uint8_t* data, int64_t size) {
+  total_ += size;
+  if (pending_size_ > 0) {
+    const int64_t take = std::min<int64_t>(64 - pending_size_, size);
+    std::memcpy(pending_ + pending_size_, data, static_cast<size_t>(take));
+    pending_size_ += take;
+    data += take;
+    size -= take;
+    if (pending_size_ < 64) return;
+    HashBlocks(lanes_, pending_, 1);
+    pending_size_ = 0;
+  }
+  const int64_t blocks = size / 64;
+  HashBlocks(lanes_, data, blocks);
+  pending_size_ = size - blocks * 64;
+  std::memcpy(pending_, data + blocks * 64, static_cast<size_t>(pending_size_));
+}
+
+uint64_t WeightsHasher::Finish() const {
+  uint64_t h = kFnvBasis;
+  for (int l = 0; l < 8; ++l) h = (h ^ lanes_[l]) * kFnvPrime;
+  for (int64_t i = 0; i < pending_size_; ++i) h = (h ^ pending_[i]) * kFnvPrime;
+  return h ^ static_cast<uint64_t>(total_);
+}
+
+uint64_t WeightsHash(const uint8_t* data, int64_t size) {
+  WeightsHasher h;
+  h.Update(data, size);
+  return h.Finish();
+}
+
+torch::Tensor BufferPool::Get(int64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  // Unused: the pool's handle is the only reference to the tensor and to its storage
+  // (views such as narrow() share the storage, not the tensor).
+  auto unused = [](const torch::Tensor& t) {
+    return t.use_count() == 1 && t.storage().use_count() == 1;
+  };
+  for (const auto& t : buffers_) {
+    if (t.numel() == bytes && unused(t)) {
+      ++reused_;
+      return t;
+    }
+  }
+  ++allocated_;
+  torch::Tensor fresh = torch::empty({bytes}, torch::kUInt8);
+  if (buffers_.size() < max_buffers_) {
+    buffers_.push_back(fresh);
+  } else {
+    for (auto& t : buffers_) {
+      if (unused(t)) {  // a buffer of another size nobody uses: replace it
+        t = fresh;
+        break;
+      }
+    }
+  }
+  return fresh;
+}
+
+int64_t BufferPool::reused() const {
+  absl::MutexLock lock(&mu_);
+  return reused_;
+}
+
+int64_t BufferPool::allocated() const {
+  absl::MutexLock lock(&mu_);
+  return allocated_;
 }
 
 absl::StatusOr<std::shared_ptr<FlatWeights>> Flatten(const NamedTensors& named,
-                                                     int64_t version) {
+                                                     int64_t version, BufferPool* pool) {
   auto flat = std::make_shared<FlatWeights>();
   flat->version = version;
   std::unordered_set<std::string> seen;
@@ -81,12 +156,16 @@ absl::StatusOr<std::shared_ptr<FlatWeights>> Flatten(const NamedTensors& named,
   return TorchCall(
       [&]() -> std::shared_ptr<FlatWeights> {
         torch::NoGradGuard no_grad;
-        flat->buffer = torch::zeros({offset}, torch::kUInt8);
+        flat->buffer = pool != nullptr ? pool->Get(offset) : torch::empty({offset}, torch::kUInt8);
         uint8_t* base = flat->buffer.data_ptr<uint8_t>();
         for (size_t i = 0; i < named.size(); ++i) {
           const auto& spec = flat->tensors[i];
           torch::Tensor src = named[i].second.detach().to(torch::kCPU).contiguous();
           std::memcpy(base + spec.offset(), src.data_ptr(), spec.nbytes());
+          // Alignment padding is zeroed so the hash depends on the tensors only.
+          const int64_t end = spec.offset() + spec.nbytes();
+          const int64_t next = i + 1 < named.size() ? flat->tensors[i + 1].offset() : offset;
+          std::memset(base + end, 0, static_cast<size_t>(next - end));
         }
         flat->hash = WeightsHash(base, offset);
         return flat;
@@ -146,7 +225,7 @@ rlhf::v1::WeightsHeader MakeHeader(const FlatWeights& weights, int64_t bucket_by
 }
 
 absl::StatusOr<std::shared_ptr<FlatWeights>> AllocateFor(
-    const rlhf::v1::WeightsHeader& header) {
+    const rlhf::v1::WeightsHeader& header, BufferPool* pool) {
   if (header.total_bytes() < 0 || header.bucket_bytes() <= 0) {
     return absl::InvalidArgumentError("weights header: total_bytes/bucket_bytes invalid");
   }
@@ -161,7 +240,8 @@ absl::StatusOr<std::shared_ptr<FlatWeights>> AllocateFor(
   flat->version = header.version().version();
   flat->tensors.assign(header.tensors().begin(), header.tensors().end());
   RLHF_ASSIGN_OR_RETURN(flat->buffer, TorchCall([&] {
-    return torch::empty({header.total_bytes()}, torch::kUInt8);
+    return pool != nullptr ? pool->Get(header.total_bytes())
+                           : torch::empty({header.total_bytes()}, torch::kUInt8);
   }, "allocating weights"));
   return flat;
 }
@@ -183,6 +263,14 @@ rlhf::v1::WeightsBucket MakeBucket(const FlatWeights& weights, int64_t offset,
   bucket.set_data(reinterpret_cast<const char*>(weights.data() + offset),
                   static_cast<size_t>(n));
   return bucket;
+}
+
+void FillBucket(const FlatWeights& weights, int64_t offset, int64_t bucket_bytes,
+                rlhf::v1::WeightsBucket* bucket) {
+  const int64_t n = std::min(bucket_bytes, weights.total_bytes() - offset);
+  bucket->set_offset(offset);
+  bucket->mutable_data()->assign(reinterpret_cast<const char*>(weights.data() + offset),
+                                 static_cast<size_t>(n));
 }
 
 int MaxMessageBytesFor(int64_t bucket_bytes) {

@@ -73,8 +73,10 @@ class GrpcWeightReceiver : public WeightReceiver {
  public:
   absl::StatusOr<std::shared_ptr<FlatWeights>> Receive(
       const rlhf::v1::WeightsHeader& header, const NextBucketFn& next_bucket) override {
-    RLHF_ASSIGN_OR_RETURN(auto flat, AllocateFor(header));
+    RLHF_ASSIGN_OR_RETURN(auto flat, AllocateFor(header, &pool_));
     uint8_t* base = flat->buffer.data_ptr<uint8_t>();
+    // Each bucket is hashed right after it is copied, while it is still in cache.
+    WeightsHasher hasher;
     int64_t expected = 0;  // buckets arrive in order, back to back
     while (expected < header.total_bytes()) {
       RLHF_ASSIGN_OR_RETURN(rlhf::v1::WeightsBucket bucket, next_bucket());
@@ -85,12 +87,20 @@ class GrpcWeightReceiver : public WeightReceiver {
                                                 n, " bytes), expected offset ", expected));
       }
       std::memcpy(base + expected, bucket.data().data(), n);
+      hasher.Update(base + expected, n);
       expected += n;
     }
-    flat->hash = header.hash();
-    RLHF_RETURN_IF_ERROR(VerifyHash(*flat, header));
+    flat->hash = hasher.Finish();
+    if (flat->hash != header.hash()) {
+      return absl::DataLossError(absl::StrCat("weights version ", header.version().version(),
+                                              ": hash ", flat->hash, " != header hash ",
+                                              header.hash()));
+    }
     return flat;
   }
+
+ private:
+  BufferPool pool_;  // the actor drops a version once applied: its buffer is reused
 };
 
 }  // namespace

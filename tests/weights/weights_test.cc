@@ -44,6 +44,61 @@ TEST(FlatWeightsTest, RoundTripIsBitwiseAndHashed) {
   EXPECT_NE(WeightsHash((*again)->data(), (*again)->total_bytes()), (*flat)->hash);
 }
 
+// Values from an independent Python implementation of the documented definition
+// (eight FNV-1a lanes over 64-byte blocks, folded, then tail bytes, then ^ size).
+TEST(FlatWeightsTest, HashMatchesReferenceAndIsPiecewiseConsistent) {
+  std::vector<uint8_t> data(200);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7 % 256);
+  EXPECT_EQ(WeightsHash(data.data(), 200), 12601817499109669629ull);
+  EXPECT_EQ(WeightsHash(data.data(), 0), 15081977736083581741ull);
+  const uint8_t abc[] = {'a', 'b', 'c'};
+  EXPECT_EQ(WeightsHash(abc, 3), 7075012207935838816ull);
+  // Any split into consecutive pieces (inside blocks, across several) gives the same hash.
+  for (int64_t piece : {1, 3, 63, 64, 65, 130}) {
+    WeightsHasher h;
+    for (int64_t off = 0; off < 200; off += piece) {
+      h.Update(data.data() + off, std::min<int64_t>(piece, 200 - off));
+    }
+    EXPECT_EQ(h.Finish(), 12601817499109669629ull) << "piece " << piece;
+  }
+}
+
+TEST(FlatWeightsTest, BufferPoolReusesOnlyUnreferencedBuffers) {
+  BufferPool pool(2);
+  torch::Tensor a = pool.Get(1000);
+  void* a_ptr = a.data_ptr();
+  torch::Tensor view = a.narrow(0, 10, 10);
+  a.reset();
+  torch::Tensor b = pool.Get(1000);  // a's storage is still viewed: not reused
+  EXPECT_NE(b.data_ptr(), a_ptr);
+  view.reset();
+  b.reset();
+  torch::Tensor c = pool.Get(1000);
+  EXPECT_EQ(c.data_ptr(), a_ptr);
+  EXPECT_EQ(pool.reused(), 1);
+  torch::Tensor d = pool.Get(1000);  // c is held: the other pooled buffer
+  EXPECT_NE(d.data_ptr(), c.data_ptr());
+  EXPECT_EQ(pool.reused(), 2);
+  EXPECT_EQ(pool.allocated(), 2);
+  (void)pool.Get(500);  // other size, both pooled ones in use: allocates
+  EXPECT_EQ(pool.allocated(), 3);
+}
+
+TEST(FlatWeightsTest, FlattenIntoARecycledDirtyBufferHashesTheSame) {
+  BufferPool pool(1);
+  auto reference = Flatten(MakeParams(1), 3);
+  ASSERT_TRUE(reference.ok());
+  {
+    torch::Tensor dirty = pool.Get((*reference)->total_bytes());
+    dirty.fill_(0xAB);  // padding bytes must not leak into the snapshot
+  }
+  auto pooled = Flatten(MakeParams(1), 3, &pool);
+  ASSERT_TRUE(pooled.ok());
+  EXPECT_EQ(pool.reused(), 1);
+  EXPECT_EQ((*pooled)->hash, (*reference)->hash);
+  EXPECT_TRUE(torch::equal((*pooled)->buffer, (*reference)->buffer));
+}
+
 TEST(FlatWeightsTest, UnflattenChecksEverythingBeforeCopying) {
   auto flat = Flatten(MakeParams(1), 0);
   ASSERT_TRUE(flat.ok());
@@ -131,6 +186,42 @@ TEST(GrpcTransportTest, ChunksIntoBucketsAndLateJoinerGetsLatest) {
   ASSERT_TRUE(got_b.ok());
   EXPECT_EQ((*got_b)->version, 1);
   EXPECT_EQ((*got_b)->hash, (*v1)->hash);
+}
+
+// The receiver recycles its buffer between versions: a version the caller still holds
+// is never overwritten, and one it dropped is refilled exactly (odd bucket size, so
+// buckets straddle tensors and hash blocks).
+TEST(GrpcTransportTest, RecycledReceiveBuffersNeverClobberAHeldVersion) {
+  auto recv = MakeGrpcWeightReceiver({});
+  auto receive = [&](const FlatWeights& w) {
+    auto header = MakeHeader(w, 777);
+    int64_t off = 0;
+    rlhf::v1::WeightsBucket b;
+    return recv->Receive(header, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
+      FillBucket(w, off, 777, &b);  // one message reused, as the learner's stream does
+      off += static_cast<int64_t>(b.data().size());
+      return b;
+    });
+  };
+  auto v1 = Flatten(MakeParams(1), 1);
+  auto v2 = Flatten(MakeParams(2), 2);
+  auto v3 = Flatten(MakeParams(3), 3);
+  ASSERT_TRUE(v1.ok() && v2.ok() && v3.ok());
+  auto got1 = receive(**v1);
+  ASSERT_TRUE(got1.ok()) << got1.status();
+  const void* first_buffer = (*got1)->data();
+  auto got2 = receive(**v2);  // got1 held: must land elsewhere
+  ASSERT_TRUE(got2.ok()) << got2.status();
+  EXPECT_NE((*got2)->data(), first_buffer);
+  EXPECT_TRUE(torch::equal((*got1)->buffer, (*v1)->buffer)) << "held version overwritten";
+  EXPECT_TRUE(torch::equal((*got2)->buffer, (*v2)->buffer));
+  got1->reset();  // dropped: its buffer is reused for v3
+  auto got3 = receive(**v3);
+  ASSERT_TRUE(got3.ok()) << got3.status();
+  EXPECT_EQ((*got3)->data(), first_buffer);
+  EXPECT_EQ((*got3)->hash, (*v3)->hash);
+  EXPECT_TRUE(torch::equal((*got3)->buffer, (*v3)->buffer));
+  EXPECT_TRUE(torch::equal((*got2)->buffer, (*v2)->buffer));
 }
 
 TEST(GrpcTransportTest, CorruptOrMisorderedBucketsAreDataLoss) {
