@@ -30,7 +30,7 @@
 #include "core/model/checkpoint.h"
 #include "core/model/generation.h"
 #include "core/model/logprobs.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/rl/kl.h"
 #include "core/train/training_common.h"
 #include "rlhf/v1/reference.pb.h"

@@ -16,7 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "core/model/model.h"
-#include "core/model/tokenizer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/reward_trainer.h"
 
 namespace rlhf {
