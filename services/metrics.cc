@@ -1,5 +1,6 @@
 #include "services/metrics.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -95,6 +96,8 @@ void MetricsExposer::Serve() {
   constexpr size_t kMaxRequestBytes = 16384;
   const absl::Duration kDeadline = absl::Seconds(2);
   std::vector<Conn> conns;
+  // Accept until EAGAIN below: the listening socket must not block.
+  fcntl(fd_, F_SETFL, fcntl(fd_, F_GETFL) | O_NONBLOCK);
   while (!stop_) {
     std::vector<pollfd> fds;
     fds.push_back({fd_, POLLIN, 0});

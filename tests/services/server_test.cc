@@ -20,6 +20,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "rlhf/v1/reward.grpc.pb.h"
 #include "services/auth.h"
 #include "services/channel.h"
 #include "services/grpc_status.h"
@@ -154,8 +155,12 @@ TEST(GrpcServerTest, ReflectionOnlyWithoutAToken) {
   EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
   GrpcServerOptions guarded;
   guarded.auth_token = "s3cret";
-  auto closed = GrpcServer::Create(guarded, {});
-  ASSERT_TRUE((*closed)->Start().ok());
+  // A real server has a service (gRPC refuses to start with no polled queue at all once
+  // reflection, its only other service, is gone).
+  rlhf::v1::RewardService::CallbackService some_service;
+  auto closed = GrpcServer::Create(guarded, {&some_service});
+  absl::Status started = (*closed)->Start();
+  ASSERT_TRUE(started.ok()) << started;
   s = ListServicesByReflection((*closed)->port());
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED) << s.error_message();
   // Health stays open for probes.
