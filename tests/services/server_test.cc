@@ -9,12 +9,12 @@
 #include <prometheus/registry.h>
 
 #include "absl/time/clock.h"
+#include "core/util/http_get.h"
 #include "services/auth.h"
 #include "services/channel.h"
 #include "services/grpc_status.h"
 #include "services/health.h"
 #include "services/metrics.h"
-#include "core/util/http_get.h"
 #include "tests/services/test_certs.h"
 
 namespace rlhf::services {
