@@ -78,10 +78,8 @@ absl::StatusOr<std::vector<float>> ModelRewardScorer::Score(
   return TorchCall(
       [&]() -> std::vector<float> {
         c10::InferenceMode guard;
-        ForwardOutput out = model_->forward(packed.ids, packed.attention_mask,
-                                            packed.position_ids);
-        torch::Tensor scores =
-            ScoreAtLastToken(out.scalar, packed.attention_mask).contiguous();
+        ForwardOutput out = model_->forward(packed.ids, packed.attention_mask, packed.position_ids);
+        torch::Tensor scores = ScoreAtLastToken(out.scalar, packed.attention_mask).contiguous();
         if (normalization_.enabled) {
           scores = (scores - normalization_.mean) / normalization_.std;
         }

@@ -154,8 +154,7 @@ absl::StatusOr<torch::Tensor> ScatterResponseValues(const std::vector<std::vecto
 }
 
 torch::Tensor ScoreAtLastToken(const torch::Tensor& scalar, const torch::Tensor& attention_mask) {
-  const torch::Tensor last =
-      (attention_mask.sum(1) - 1).clamp_min(0).to(torch::kLong).unsqueeze(1);
+  const torch::Tensor last = (attention_mask.sum(1) - 1).clamp_min(0).to(torch::kLong).unsqueeze(1);
   return scalar.to(torch::kFloat32).gather(1, last).squeeze(1);
 }
 

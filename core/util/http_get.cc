@@ -75,9 +75,8 @@ absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std
   if (err != 0) {
     return absl::UnavailableError(absl::StrCat(url, ": connect: ", std::strerror(err)));
   }
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port,
-                   "\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port,
+                                           "\r\nAccept: */*\r\nConnection: close\r\n\r\n");
   size_t sent = 0;
   while (sent < request.size()) {
     if (!WaitFd(fd.get(), POLLOUT, deadline)) {
@@ -129,8 +128,7 @@ absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std
     body = std::move(out);
   }
   if (code != 200) {
-    return absl::UnavailableError(
-        absl::StrCat(url, ": HTTP ", code, ": ", body.substr(0, 300)));
+    return absl::UnavailableError(absl::StrCat(url, ": HTTP ", code, ": ", body.substr(0, 300)));
   }
   return body;
 }
@@ -141,7 +139,8 @@ std::string UrlEncode(const std::string& s) {
     if (absl::ascii_isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
       out.push_back(static_cast<char>(c));
     } else {
-      absl::StrAppend(&out, "%", absl::AsciiStrToUpper(absl::StrCat(absl::Hex(c, absl::kZeroPad2))));
+      absl::StrAppend(&out, "%",
+                      absl::AsciiStrToUpper(absl::StrCat(absl::Hex(c, absl::kZeroPad2))));
     }
   }
   return out;

@@ -96,7 +96,7 @@ TEST(StatusTracker, TrajectoryRateFollowsEachNewStep) {
   s = t.Update(rec(4, 48), 2, 2, t0 + absl::Seconds(4));  // 40 in 4 s: the rate moves
   EXPECT_DOUBLE_EQ(*s.trajectories_per_s, 10.0);
   ASSERT_TRUE(s.eta.has_value());
-  EXPECT_EQ(*s.eta, absl::Seconds(6));  // 1 s per step, 6 steps left
+  EXPECT_EQ(*s.eta, absl::Seconds(8));  // 3 steps in 4 s since step 1; 6 steps left
   // A record that reports its own rate wins.
   Json direct = rec(5, 50);
   direct["trajectories_per_s"] = 3.5;

@@ -15,10 +15,10 @@
 #include "core/data/gold_labeler.h"
 #include "core/model/checkpoint.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/util/http_get.h"
 #include "reward_server/reward_client.h"
 #include "services/health.h"
 #include "services/metrics.h"
-#include "core/util/http_get.h"
 #include "tests/services/test_certs.h"
 
 namespace rlhf::reward {

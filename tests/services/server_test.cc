@@ -20,13 +20,13 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "core/util/http_get.h"
 #include "rlhf/v1/reward.grpc.pb.h"
 #include "services/auth.h"
 #include "services/channel.h"
 #include "services/grpc_status.h"
 #include "services/health.h"
 #include "services/metrics.h"
-#include "core/util/http_get.h"
 #include "tests/services/test_certs.h"
 
 namespace rlhf::services {
