@@ -372,7 +372,7 @@ TEST(MetricsExposerTest, IdleAndSlowClientsDoNotBlockAScrape) {
     close(fd);
   });
   for (int i = 0; i < 3; ++i) {
-    auto body = rlhf::testing::HttpGet(port, "/metrics");
+    auto body = rlhf::HttpGet("127.0.0.1", port, "/metrics", absl::Seconds(10));
     ASSERT_TRUE(body.ok()) << body.status();
     EXPECT_NE(body->find("rlhf_test_requests_total"), std::string::npos);
   }
