@@ -53,7 +53,7 @@ torch::Tensor ExactKlTopK(const torch::Tensor& policy_topk_logprobs,
                           const torch::Tensor& ref_logprobs_full);
 
 // log(1 - Σ exp(topk_logprobs)): the tail bucket's log-prob; -inf when the top-k hold
-// all the mass up to 1e-5 (the rounding of float32 log-probs, not a tail).
+// all the mass up to 1e-6 (the rounding of float32 log-probs, not a tail).
 float TopKTailLogProb(const std::vector<float>& topk_logprobs);
 
 }  // namespace rlhf

@@ -147,7 +147,9 @@ TEST_F(GroupingTest, PartialGroupOfADeadActorIsNeverTrainedAndStepsGroupByPrompt
   for (const Trajectory& t : step) {
     ++per_group[t.group_id];
     auto [it, inserted] = prompt_of_group.emplace(t.group_id, t.prompt);
-    if (!inserted) EXPECT_EQ(it->second, t.prompt) << "one group, one prompt";
+    if (!inserted) {
+      EXPECT_EQ(it->second, t.prompt) << "one group, one prompt";
+    }
   }
   ASSERT_EQ(per_group.size(), 2u);
   for (const auto& [id, n] : per_group) EXPECT_EQ(n, kG) << "group " << id;

@@ -101,8 +101,9 @@ TEST(KlEstimatorsTest, TopKIsALowerBoundThatReachesTheFullKl) {
     }
     const torch::Tensor bound = ExactKlTopK(std::get<0>(top), std::get<1>(top),
                                             torch::stack(tails), q);
-    EXPECT_TRUE((bound <= full + 1e-5).all().item<bool>()) << "k " << k;
-    EXPECT_TRUE((bound >= previous - 1e-5).all().item<bool>()) << "k " << k;  // monotone in k
+    // (float32 sums; a tail below 1e-6 counts as rounding, see TopKTailLogProb)
+    EXPECT_TRUE((bound <= full + 5e-5).all().item<bool>()) << "k " << k << "\n" << bound - full;
+    EXPECT_TRUE((bound >= previous - 5e-5).all().item<bool>()) << "k " << k;  // monotone in k
     previous = bound;
   }
   EXPECT_TRUE(torch::allclose(previous, full, 1e-4, 1e-5));
