@@ -238,8 +238,6 @@ absl::StatusOr<SafetensorsContents> ParseSafetensors(const std::string& bytes) {
   return out;
 }
 
-absl::StatusOr<std::string> ReadFileToString(const std::string& path) { return ReadWholeFile(path); }
-
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   SafetensorsFile f;
   f.path_ = path;

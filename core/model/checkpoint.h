@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/model/model.h"
+#include "core/tokenizer/text_util.h"  // ReadFileToString
 #include "core/util/file_util.h"
 
 namespace rlhf {
@@ -92,8 +93,6 @@ class SafetensorsFile {
   SafetensorsHeader header_;
 };
 
-// Reads a whole (small) file into a string; NotFound when absent.
-absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
 // WriteFileAtomically (tmp + fsync + rename) lives in core/util/file_util.h.
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/logprobs.h"
 #include "core/status_macros.h"
 #include "core/tokenizer/model_dir.h"
 
