@@ -16,20 +16,10 @@ function(rlhf_library name)
   rlhf_warnings(${name})
 endfunction()
 
-# Debian's libsentencepiece (linked by rlhf_tokenizer) embeds protobuf-lite 3.14 and
-# exports its symbols; loaded ahead of libprotobuf 3.21 (LibTorch's, gRPC's), it captures
-# libprotobuf's own calls during static initialisation and the process crashes at
-# start-up. Every executable therefore loads libprotobuf first; SentencePiece models then
-# fail to load in such a process with a clear error (core/tokenizer/sentencepiece_backend.cc).
-# NO_PROTOBUF_FIRST: for executables that load no protobuf (the tokenizer's own tests).
-# A link option, so that it precedes every library on the command line.
-set(RLHF_PROTOBUF_FIRST "LINKER:--no-as-needed,${Protobuf_LIBRARY}")
-
 # rlhf_binary(name SOURCES ... DEPS ...): binaries land in build/bin/.
 function(rlhf_binary name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
-  target_link_options(${name} PRIVATE ${RLHF_PROTOBUF_FIRST})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS})
   rlhf_warnings(${name})
 endfunction()
@@ -47,14 +37,11 @@ endfunction()
 # label anything over ~30 s `slow` and anything that spawns a whole job `e2e`, so that
 # `ctest -LE "slow|e2e"` stays the fast inner loop.
 function(rlhf_test name)
-  cmake_parse_arguments(ARG "NO_PROTOBUF_FIRST" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   get_filename_component(component ${CMAKE_CURRENT_SOURCE_DIR} NAME)
   list(PREPEND ARG_LABELS ${component})
   list(REMOVE_DUPLICATES ARG_LABELS)
   add_executable(${name} ${ARG_SOURCES})
-  if(NOT ARG_NO_PROTOBUF_FIRST)
-    target_link_options(${name} PRIVATE ${RLHF_PROTOBUF_FIRST})
-  endif()
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
   rlhf_warnings(${name})

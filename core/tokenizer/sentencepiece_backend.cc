@@ -1,7 +1,5 @@
 #include "core/tokenizer/sentencepiece_backend.h"
 
-#include <exception>
-
 #include <sentencepiece_processor.h>
 
 namespace rlhf::spm {
@@ -15,20 +13,9 @@ Processor::~Processor() = default;
 
 std::unique_ptr<Processor> Processor::Load(const std::string& path, std::string* error) {
   auto state = std::make_unique<State>();
-  // Debian's libsentencepiece embeds protobuf-lite 3.14; in a process that also loads
-  // libprotobuf 3.21 (LibTorch, gRPC: every binary of ours but the tokenizer tests)
-  // its model parser hits 3.21's version check, which throws. Report it as an error.
-  try {
-    auto status = state->sp.Load(path);
-    if (!status.ok()) {
-      *error = status.ToString();
-      return nullptr;
-    }
-  } catch (const std::exception& e) {
-    *error = std::string("libsentencepiece cannot parse models in a process that loads "
-                         "libprotobuf 3.21 (its embedded protobuf is 3.14); use the model's "
-                         "tokenizer.json instead: ") +
-             e.what();
+  auto status = state->sp.Load(path);
+  if (!status.ok()) {
+    *error = status.ToString();
     return nullptr;
   }
   return std::unique_ptr<Processor>(new Processor(std::move(state)));

@@ -32,7 +32,7 @@ std::map<std::string, std::string> FlagDefaults(const std::string& binary) {
   }
   // Abseil prints "    --name (help text); default: value;" (help may wrap lines).
   std::map<std::string, std::string> defaults;
-  const std::regex re(R"(--(\w+) \([^;]*\); default: ([^;]*);)");
+  const std::regex re(R"(--(\w+) \([^;]*\);\s+default: ([^;]*);)");
   for (auto it = std::sregex_iterator(out.begin(), out.end(), re); it != std::sregex_iterator();
        ++it) {
     defaults[(*it)[1]] = (*it)[2];

@@ -297,6 +297,7 @@ TEST(ModelTokenizerTest, CheckpointsCarryTheirTokenizer) {
 
 // SentencePiece: a small BPE model trained here with Debian's spm_train; ids and decoded
 // text must equal spm_encode's and spm_decode's.
+#if RLHF_WITH_SENTENCEPIECE
 TEST(SentencePieceTest, MatchesSpmEncodeAndDecode) {
   const std::string dir = NewDir("spm");
   std::mt19937 rng(7);
@@ -356,6 +357,20 @@ TEST(SentencePieceTest, MatchesSpmEncodeAndDecode) {
     EXPECT_EQ((*tok)->Decode(ids), expected_text[i]);
   }
 }
+#else
+// Without libsentencepiece (the default build), a SentencePiece model is refused with an
+// error that names the file and says what to use instead.
+TEST(SentencePieceTest, ModelFileIsAClearErrorWithoutTheBackend) {
+  const std::string dir = NewDir("spm_off");
+  Write(dir + "/tokenizer.model", "not read");
+  auto tok = LoadTokenizerFromModelDir(dir);
+  ASSERT_FALSE(tok.ok());
+  EXPECT_NE(std::string(tok.status().message()).find("tokenizer.model"), std::string::npos)
+      << tok.status();
+  EXPECT_NE(std::string(tok.status().message()).find("tokenizer.json"), std::string::npos)
+      << tok.status();
+}
+#endif
 
 }  // namespace
 }  // namespace rlhf

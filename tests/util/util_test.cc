@@ -59,7 +59,7 @@ TEST(WriteFileAtomically, ReplacesTheFileAndLeavesNoTemporary) {
 
 TEST(WriteFileAtomically, ErrorNamesThePath) {
   EXPECT_THAT(WriteFileAtomically("/nonexistent_dir_rlhf/x.txt", "x"),
-              StatusIs(absl::StatusCode::kInternal, HasSubstr("/nonexistent_dir_rlhf/x.txt")));
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("/nonexistent_dir_rlhf/x.txt")));
 }
 
 TEST(TemporaryDirectories, AreUniquePerCall) {
