@@ -89,7 +89,9 @@ TEST_F(SlurmScriptTest, ScriptsCarryTheResourceShapeAndFlags) {
   EXPECT_THAT(job, HasSubstr("ACTOR_THREADS=2\n"));
   EXPECT_THAT(job, HasSubstr("N_ACTORS=3\n"));
   EXPECT_THAT(job, HasSubstr("BIN='/opt/rlhf/bin'"));
-  EXPECT_THAT(job, HasSubstr("'--scorers=gold:1'"));
+  // The reward server's scorers as JSON (stage_argv.h's RewardServerArgs, shared with the
+  // local launcher).
+  EXPECT_THAT(job, HasSubstr(R"('--scorers_json=[{"timeout_ms":10000,"type":"gold","weight":1.0}]')"));
   EXPECT_THAT(job, HasSubstr(absl::StrCat("'--token_file=", dir_, "/token'")));
   EXPECT_THAT(job, HasSubstr("--cpus-per-task=\"$cpus\""));
 
