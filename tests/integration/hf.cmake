@@ -3,7 +3,7 @@
 # HF policy that the Python reference loads and that reproduces our logits.
 rlhf_test(hf_run_e2e_test SOURCES hf_run_e2e_test.cc
   DEPS rlhf_launcher rlhf_model nlohmann_json::nlohmann_json absl::strings TIMEOUT 600
-  LABELS "e2e;python")
+  LABELS "e2e;python;unverified")
 foreach(bin rlhf rlhf-reward-server rlhf-reference-server rlhf-learner rlhf-actor)
   if(TARGET ${bin})
     add_dependencies(hf_run_e2e_test ${bin})

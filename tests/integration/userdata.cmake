@@ -2,7 +2,7 @@
 # then with the Python example reward server as a scorer (examples/python_reward_server).
 rlhf_test(run_userdata_e2e_test SOURCES run_userdata_e2e_test.cc monitoring_util.cc
   DEPS rlhf_launcher nlohmann_json::nlohmann_json yaml-cpp absl::strings TIMEOUT 900
-  LABELS e2e)
+  LABELS "e2e;unverified")
 foreach(bin rlhf rlhf-reward-server rlhf-reference-server rlhf-learner rlhf-actor)
   if(TARGET ${bin})
     add_dependencies(run_userdata_e2e_test ${bin})
