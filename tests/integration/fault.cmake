@@ -3,7 +3,7 @@
 # the learner; the job finishes and the learner's accounting holds.
 rlhf_test(fault_e2e_test SOURCES fault_e2e_test.cc monitoring_util.cc
   DEPS rlhf_launcher rlhf_proto nlohmann_json::nlohmann_json absl::strings TIMEOUT 600
-  LABELS "e2e;unverified")
+  LABELS e2e)
 foreach(bin rlhf rlhf-reward-server rlhf-reference-server rlhf-learner rlhf-actor)
   if(TARGET ${bin})
     add_dependencies(fault_e2e_test ${bin})
