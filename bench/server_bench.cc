@@ -29,6 +29,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "core/model/threads.h"
 #include "reference_server/reference_client.h"
 #include "reference_server/reference_server.h"
 #include "reward_server/reward_client.h"
@@ -40,6 +41,9 @@ ABSL_FLAG(int, prompt_len, 16, "prompt tokens per sequence");
 ABSL_FLAG(int, response_len, 32, "response tokens per sequence");
 ABSL_FLAG(std::string, clients, "1,8,64", "concurrent client counts");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads (0 = default)");
+ABSL_FLAG(bool, retain_freed_memory, true,
+          "keep freed memory in the process as every rlhf binary does "
+          "(core/model/threads.h); false = glibc's defaults, for a before/after");
 
 namespace {
 
@@ -113,7 +117,11 @@ rlhf::v1::TokenSequence Sequence(int salt) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  if (absl::GetFlag(FLAGS_threads) > 0) at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  if (absl::GetFlag(FLAGS_retain_freed_memory)) {
+    rlhf::ConfigureComputeThreads(absl::GetFlag(FLAGS_threads));
+  } else if (absl::GetFlag(FLAGS_threads) > 0) {
+    at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  }
   std::vector<int> client_counts;
   for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_clients), ',')) {
     int n = 0;
@@ -125,17 +133,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("server bench: preset=%s (%lld params), prompt=%d response=%d tokens, %g s per "
-              "point, torch threads=%d\n",
+              "point, %s\n",
               absl::GetFlag(FLAGS_preset).c_str(),
               static_cast<long long>(rlhf::CountParameters(*config)),
               absl::GetFlag(FLAGS_prompt_len), absl::GetFlag(FLAGS_response_len),
-              absl::GetFlag(FLAGS_seconds), at::get_num_threads());
+              absl::GetFlag(FLAGS_seconds), rlhf::ComputeThreadsSummary().c_str());
   {
     // The model alone: per-sequence forward time at batch 1 vs 64 (no gRPC, no batcher).
     torch::manual_seed(0);
     rlhf::TransformerLM model(*config);
     model->eval();
     const int64_t T = absl::GetFlag(FLAGS_prompt_len) + absl::GetFlag(FLAGS_response_len);
+    double batch1_ms = 0;
     for (int64_t B : {1, 8, 64}) {
       c10::InferenceMode guard;
       auto ids = torch::randint(0, 256, {B, T}, torch::kLong);
@@ -148,8 +157,9 @@ int main(int argc, char** argv) {
         ++iters;
       }
       const double ms = absl::ToDoubleMilliseconds(absl::Now() - t0) / iters / B;
-      std::printf("model alone (lm head): batch %3lld x %lld tokens: %.3f ms/seq\n",
-                  static_cast<long long>(B), static_cast<long long>(T), ms);
+      if (B == 1) batch1_ms = ms;
+      std::printf("model alone (lm head): batch %3lld x %lld tokens: %.3f ms/seq = %.2fx batch 1\n",
+                  static_cast<long long>(B), static_cast<long long>(T), ms, ms / batch1_ms);
     }
   }
   std::printf("%-10s %-9s %7s %10s %12s %12s %8s %8s\n", "server", "batching", "clients",

@@ -39,6 +39,8 @@ ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPe
           "sequences per request limit");
 ABSL_FLAG(int64_t, max_batch_tokens, rlhf::services::kDefaultMaxBatchTokens,
           "padded tokens per batched forward");
+ABSL_FLAG(int64_t, max_logits_mb, rlhf::services::kDefaultMaxLogitsMb,
+          "MiB of float32 logits per batched forward; lowers max_batch_tokens to fit");
 ABSL_FLAG(int, max_batch_sequences, rlhf::services::kDefaultMaxBatchSequences,
           "sequences per batched forward (1 = no batching)");
 ABSL_FLAG(double, max_wait_ms, rlhf::services::kDefaultMaxWaitMs,
@@ -100,6 +102,7 @@ absl::Status Run() {
   options.handler.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
   options.handler.max_sequences_per_request = absl::GetFlag(FLAGS_max_sequences_per_request);
   options.handler.batcher.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.handler.max_logits_mb = absl::GetFlag(FLAGS_max_logits_mb);
   options.handler.batcher.max_batch_sequences = absl::GetFlag(FLAGS_max_batch_sequences);
   options.handler.batcher.max_wait = absl::Microseconds(absl::GetFlag(FLAGS_max_wait_ms) * 1000);
   options.handler.batcher.max_queue_sequences = absl::GetFlag(FLAGS_max_queue_sequences);

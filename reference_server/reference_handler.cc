@@ -53,9 +53,20 @@ absl::StatusOr<std::unique_ptr<ReferenceHandler>> ReferenceHandler::Create(
     return absl::InvalidArgumentError(absl::StrCat("pad_id: ", options.pad_id,
                                                    " outside the vocabulary"));
   }
+  if (options.max_logits_mb < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_logits_mb: ", options.max_logits_mb, " must be >= 1"));
+  }
   if (auto s = services::ValidateBatcherOptions(options.batcher); !s.ok()) return s;
   return std::unique_ptr<ReferenceHandler>(
       new ReferenceHandler(options, std::move(model), registry));
+}
+
+int64_t EffectiveMaxBatchTokens(const ReferenceHandlerOptions& options, int64_t vocab_size,
+                                int64_t max_seq_len) {
+  const int64_t logits_tokens =
+      (options.max_logits_mb << 20) / (static_cast<int64_t>(sizeof(float)) * vocab_size);
+  return std::min(options.batcher.max_batch_tokens, std::max(logits_tokens, max_seq_len));
 }
 
 ReferenceHandler::ReferenceHandler(ReferenceHandlerOptions options, TransformerLM model,
@@ -63,6 +74,9 @@ ReferenceHandler::ReferenceHandler(ReferenceHandlerOptions options, TransformerL
     : options_(std::move(options)), model_(std::move(model)) {
   model_->eval();
   max_seq_len_ = options_.max_seq_len > 0 ? options_.max_seq_len : model_->config().max_seq_len;
+  services::BatcherOptions batcher = options_.batcher;
+  batcher.max_batch_tokens =
+      EffectiveMaxBatchTokens(options_, model_->config().vocab_size, max_seq_len_);
   services::BatcherHooks hooks;
   if (registry != nullptr) {
     metrics_ = std::make_unique<services::BatchMetrics>(*registry, "reference_server");
@@ -70,11 +84,12 @@ ReferenceHandler::ReferenceHandler(ReferenceHandlerOptions options, TransformerL
     metrics_->SetModelInfo({{"arch", c.arch == Architecture::kLlama ? "llama" : "gpt2"},
                             {"vocab_size", absl::StrCat(c.vocab_size)},
                             {"max_seq_len", absl::StrCat(max_seq_len_)},
+                            {"max_batch_tokens", absl::StrCat(batcher.max_batch_tokens)},
                             {"parameters", absl::StrCat(CountParameters(c))}});
     hooks = metrics_->Hooks();
   }
   batcher_ = std::make_unique<Batcher>(
-      options_.batcher, [](const ReferenceItem& item) { return item.length(); },
+      batcher, [](const ReferenceItem& item) { return item.length(); },
       [this](const std::vector<const ReferenceItem*>& batch) { return RunBatch(batch); },
       std::move(hooks));
 }

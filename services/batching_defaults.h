@@ -14,5 +14,10 @@ inline constexpr int kDefaultMaxBatchSequences = 64;        // sequences per for
 inline constexpr int kDefaultMaxWaitMs = 5;                 // oldest request's wait, ms
 inline constexpr int64_t kDefaultMaxQueueSequences = 1024;  // beyond: RESOURCE_EXHAUSTED
 inline constexpr int kDefaultMaxSequencesPerRequest = 512;  // per Score request
+// The reference server's [tokens, vocab] float32 logits per forward, MiB: it lowers
+// max_batch_tokens to fit (vocabulary 259: no change; 50,257: 1,335 tokens). Past glibc's
+// 32 MiB mmap threshold every forward page-faults its logits afresh, and the cost per
+// sequence rises with the batch (gpt2-small, 96-token sequences, bench/server_bench.cc).
+inline constexpr int64_t kDefaultMaxLogitsMb = 256;
 
 }  // namespace rlhf::services
