@@ -105,7 +105,33 @@ Actor::Actor(const ActorOptions& options, learner::LearnerClient* learner,
 Actor::~Actor() = default;
 
 void Actor::Stop() {
+  {
+    // Under mu_, so that threads in AwaitScorer re-evaluate their conditions.
+    absl::MutexLock l(&mu_);
+    if (!stopping_) {
+      stopping_ = true;
+      stop_time_ = absl::Now();
+    }
+  }
   if (!stop_.exchange(true)) stopped_.Notify();
+}
+
+void Actor::AwaitScorer(const std::function<bool()>& done_waiting) {
+  auto done_or_stopping = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return done_waiting() || (stopping_ && !done_.load());
+  };
+  mu_.Await(absl::Condition(&done_or_stopping));
+  if (done_waiting()) return;
+  auto done = [&]() { return done_waiting(); };
+  if (!scoring_cancelled_ &&
+      !mu_.AwaitWithDeadline(absl::Condition(&done), stop_time_ + options_.drain_timeout)) {
+    LOG(WARNING) << "actor " << options_.name << ": scoring still running "
+                 << options_.drain_timeout << " after stop; cancelling it, releasing the lease";
+    scoring_cancelled_ = true;
+    reward_->CancelInFlight();
+    reference_->CancelInFlight();
+  }
+  mu_.Await(absl::Condition(&done));
 }
 
 ActorStats Actor::stats() const {
@@ -495,8 +521,7 @@ absl::Status Actor::Run() {
     absl::Time slot_wait = absl::Now();
     {
       absl::MutexLock l(&mu_);
-      auto free = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return slot_ == nullptr; };
-      mu_.Await(absl::Condition(&free));
+      AwaitScorer([this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return slot_ == nullptr; });
       slot_ = std::move(job);
       const double slot_waited = absl::ToDoubleSeconds(absl::Now() - slot_wait);
       stats_.generate_seconds += gen_seconds;
@@ -517,7 +542,7 @@ absl::Status Actor::Run() {
     auto drained = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
       return slot_ == nullptr && !scorer_busy_;
     };
-    mu_.Await(absl::Condition(&drained));
+    AwaitScorer(drained);
     scorer_stop_ = true;
   }
   score_thread.join();

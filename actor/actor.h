@@ -8,7 +8,8 @@
 // versions; every trajectory carries the version that sampled it. A heartbeat thread
 // keeps the leases alive. NOT_FOUND from the learner (it restarted or expired us) means
 // re-register; every call has a deadline and is retried with backoff. Stop() drains: no
-// new leases, the batch in hand is finished and submitted, then Deregister.
+// new leases, the batch in hand is finished and submitted (scoring bounded by
+// drain_timeout, then cancelled and the lease released), then Deregister.
 //
 // Thread-safety: Run() once, from one thread; Stop() and the accessors from any thread.
 // Clients are not owned and must outlive Run().
@@ -16,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -52,6 +54,10 @@ struct ActorOptions {
   uint64_t seed = 1;                              // sampling seeds derive from it + prompt id
   absl::Duration call_timeout = absl::Seconds(30);  // deadline of each RPC (with retries)
   absl::Duration score_timeout = absl::Seconds(120);  // reward/reference calls
+  // After Stop(): how long the batch in hand may still be scored. Past it the scoring
+  // calls are cancelled and the lease released, so a hung scorer cannot keep a stopping
+  // actor alive past the launcher's grace period (10 s by default).
+  absl::Duration drain_timeout = absl::Seconds(5);
   int max_prompts = 0;                            // per lease; 0 = the learner's choice
   bool log_weight_hashes = false;                 // print "weights: version V hash H" of the
                                                   // model's parameters after each update
@@ -96,6 +102,10 @@ class Actor {
   absl::Status ProcessJob(Job& job);
   bool ApplyPendingWeights();
   void Backoff(absl::Duration d);
+  // Waits (mu_ held) until `done_waiting`, a condition on the scoring thread's progress.
+  // After Stop() it waits at most until drain_timeout past the stop, then cancels the
+  // scoring calls (the batch then fails fast and its lease is released) and waits on.
+  void AwaitScorer(const std::function<bool()>& done_waiting) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ActorOptions options_;
   learner::LearnerClient* const learner_;
@@ -118,6 +128,9 @@ class Actor {
   std::unique_ptr<Job> slot_ ABSL_GUARDED_BY(mu_);  // the one-slot queue to ScoreLoop
   bool scorer_busy_ ABSL_GUARDED_BY(mu_) = false;
   bool scorer_stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // Stop() was called (mu_-visible copy)
+  absl::Time stop_time_ ABSL_GUARDED_BY(mu_);
+  bool scoring_cancelled_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<learner::WeightsStream> stream_ ABSL_GUARDED_BY(mu_);
 
   struct ModelHolder;

@@ -37,6 +37,10 @@ ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = o
 ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads for generation");
 ABSL_FLAG(double, call_timeout_s, 30, "deadline of each learner call (retries included)");
 ABSL_FLAG(double, score_timeout_s, 120, "deadline of each reward/reference call");
+ABSL_FLAG(double, drain_timeout_s,
+          absl::ToDoubleSeconds(rlhf::actor::ActorOptions{}.drain_timeout),
+          "after SIGTERM: how long the batch in hand may still be scored before its lease "
+          "is released");
 ABSL_FLAG(std::string, token_file, "", "bearer token file for all three servers");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA of the servers (enables TLS)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS)");
@@ -96,6 +100,7 @@ absl::Status Run() {
   options.max_prompts = absl::GetFlag(FLAGS_max_prompts);
   options.call_timeout = absl::Seconds(absl::GetFlag(FLAGS_call_timeout_s));
   options.score_timeout = absl::Seconds(absl::GetFlag(FLAGS_score_timeout_s));
+  options.drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
   options.log_weight_hashes = absl::GetFlag(FLAGS_log_weight_hashes);
   rlhf::actor::Actor actor(options, learner->get(), reward->get(), reference->get(), registry);
   // The loop runs on a helper thread; this (main) thread takes the shutdown signals

@@ -20,6 +20,8 @@ absl::StatusOr<rlhf::v1::ReferenceScoreResponse> GrpcReferenceClient::Score(
   absl::Status status = services::CallWithRetry(retry_, deadline, [&](absl::Time d) {
     grpc::ClientContext context;
     services::PrepareContext(&context, d, token_);
+    services::CallCanceller::Scope scope(canceller_, &context);
+    if (!scope.status().ok()) return scope.status();
     response.Clear();
     return services::FromGrpcStatus(stub_->Score(&context, request, &response));
   });
@@ -30,6 +32,7 @@ absl::StatusOr<rlhf::v1::ReferenceScoreResponse> GrpcReferenceClient::Score(
 absl::StatusOr<rlhf::v1::ReferenceScoreResponse> FakeReferenceClient::Score(
     const rlhf::v1::ReferenceScoreRequest& request, absl::Time deadline) {
   ++calls_;
+  if (cancelled_.load()) return absl::CancelledError("fake: cancelled");
   if (absl::Now() > deadline) return absl::DeadlineExceededError("fake: deadline passed");
   rlhf::v1::ReferenceScoreResponse response;
   for (const auto& seq : request.sequences()) {

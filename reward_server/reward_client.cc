@@ -1,5 +1,7 @@
 #include "reward_server/reward_client.h"
 
+#include <algorithm>
+
 #include "services/grpc_status.h"
 
 namespace rlhf::reward {
@@ -18,6 +20,8 @@ absl::StatusOr<rlhf::v1::RewardScoreResponse> GrpcRewardClient::Score(
   absl::Status status = services::CallWithRetry(retry_, deadline, [&](absl::Time d) {
     grpc::ClientContext context;
     services::PrepareContext(&context, d, token_);
+    services::CallCanceller::Scope scope(canceller_, &context);
+    if (!scope.status().ok()) return scope.status();
     response.Clear();
     return services::FromGrpcStatus(stub_->Score(&context, request, &response));
   });
@@ -33,6 +37,10 @@ FakeRewardClient::FakeRewardClient(Fn fn)
 absl::StatusOr<rlhf::v1::RewardScoreResponse> FakeRewardClient::Score(
     const rlhf::v1::RewardScoreRequest& request, absl::Time deadline) {
   ++calls_;
+  const absl::Time ready = absl::Now() + absl::Nanoseconds(delay_ns_.load());
+  if (cancelled_.WaitForNotificationWithDeadline(std::min(ready, deadline))) {
+    return absl::CancelledError("fake: cancelled");
+  }
   if (absl::Now() > deadline) return absl::DeadlineExceededError("fake: deadline passed");
   rlhf::v1::RewardScoreResponse response;
   auto& component = (*response.mutable_components())["fake"];

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "rlhf/v1/reward.grpc.pb.h"
 #include "services/channel.h"
@@ -24,6 +25,9 @@ class RewardClient {
   virtual ~RewardClient() = default;
   virtual absl::StatusOr<rlhf::v1::RewardScoreResponse> Score(
       const rlhf::v1::RewardScoreRequest& request, absl::Time deadline) = 0;
+  // Ends every in-flight Score with CANCELLED and makes later ones fail at once: for a
+  // process that must stop now. Irreversible. Thread-safe.
+  virtual void CancelInFlight() = 0;
 };
 
 class GrpcRewardClient final : public RewardClient {
@@ -32,6 +36,7 @@ class GrpcRewardClient final : public RewardClient {
       const services::ChannelOptions& channel, const services::RetryOptions& retry = {});
   absl::StatusOr<rlhf::v1::RewardScoreResponse> Score(const rlhf::v1::RewardScoreRequest& request,
                                                       absl::Time deadline) override;
+  void CancelInFlight() override { canceller_.CancelAll(); }
 
  private:
   GrpcRewardClient(std::shared_ptr<grpc::Channel> channel, std::string token,
@@ -41,21 +46,28 @@ class GrpcRewardClient final : public RewardClient {
   std::unique_ptr<rlhf::v1::RewardService::Stub> stub_;
   const std::string token_;
   const services::RetryOptions retry_;
+  services::CallCanceller canceller_;
 };
 
 // In-process fake: rewards[i] = fn(sequences[i]) (default: the response length), with
-// a "fake" component. Validates nothing; counts calls. Thread-safe.
+// a "fake" component. Validates nothing; counts calls. set_delay makes each call take
+// that long (a slow scorer), ended early by the deadline (DEADLINE_EXCEEDED) or
+// CancelInFlight (CANCELLED). Thread-safe.
 class FakeRewardClient final : public RewardClient {
  public:
   using Fn = std::function<float(const rlhf::v1::TokenSequence&)>;
   explicit FakeRewardClient(Fn fn = nullptr);
   absl::StatusOr<rlhf::v1::RewardScoreResponse> Score(const rlhf::v1::RewardScoreRequest& request,
                                                       absl::Time deadline) override;
+  void CancelInFlight() override { cancelled_.Notify(); }
+  void set_delay(absl::Duration delay) { delay_ns_.store(absl::ToInt64Nanoseconds(delay)); }
   int calls() const { return calls_.load(); }
 
  private:
   Fn fn_;
   std::atomic<int> calls_{0};
+  std::atomic<int64_t> delay_ns_{0};
+  absl::Notification cancelled_;
 };
 
 }  // namespace rlhf::reward

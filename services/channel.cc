@@ -96,4 +96,33 @@ absl::Status CallWithRetry(const RetryOptions& options, absl::Time deadline,
   return status;
 }
 
+CallCanceller::Scope::Scope(CallCanceller& canceller, grpc::ClientContext* context)
+    : canceller_(canceller), context_(context) {
+  absl::MutexLock lock(&canceller_.mu_);
+  if (canceller_.cancelled_) {
+    status_ = absl::CancelledError("call cancelled: the client is shutting down");
+    context_ = nullptr;
+    return;
+  }
+  canceller_.live_.insert(context_);
+}
+
+CallCanceller::Scope::~Scope() {
+  if (context_ == nullptr) return;
+  absl::MutexLock lock(&canceller_.mu_);
+  canceller_.live_.erase(context_);
+}
+
+void CallCanceller::CancelAll() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  // TryCancel under the lock: a Scope cannot end (and its context die) meanwhile.
+  for (grpc::ClientContext* context : live_) context->TryCancel();
+}
+
+bool CallCanceller::cancelled() const {
+  absl::MutexLock lock(&mu_);
+  return cancelled_;
+}
+
 }  // namespace rlhf::services

@@ -28,8 +28,11 @@
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace rlhf::services {
@@ -85,5 +88,44 @@ absl::Duration BackoffForAttempt(const RetryOptions& options, int attempt);
 // overall deadline to put on its ClientContext.
 absl::Status CallWithRetry(const RetryOptions& options, absl::Time deadline,
                            const std::function<absl::Status(absl::Time deadline)>& attempt);
+
+// CallCanceller: ends a client's in-flight calls early from another thread (an actor
+// that must stop within its grace period cancels its scoring calls). Each attempt runs
+// under a Scope holding its ClientContext; CancelAll() TryCancel()s every live context
+// and makes every later Scope fail at once with CANCELLED (it is sticky: the client is
+// done). CallWithRetry does not retry CANCELLED.
+//
+//   grpc::ClientContext ctx;
+//   PrepareContext(&ctx, deadline, token);
+//   CallCanceller::Scope scope(canceller, &ctx);
+//   if (!scope.status().ok()) return scope.status();
+//   return FromGrpcStatus(stub->Score(&ctx, request, &response));
+//
+// Thread-safety: all members are thread-safe. A Scope must end before its context does.
+class CallCanceller {
+ public:
+  class Scope {
+   public:
+    Scope(CallCanceller& canceller, grpc::ClientContext* context);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+    // CANCELLED when CancelAll() ran before this call started; OK otherwise.
+    const absl::Status& status() const { return status_; }
+
+   private:
+    CallCanceller& canceller_;
+    grpc::ClientContext* context_;
+    absl::Status status_;
+  };
+
+  void CancelAll();
+  bool cancelled() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<grpc::ClientContext*> live_ ABSL_GUARDED_BY(mu_);
+};
 
 }  // namespace rlhf::services

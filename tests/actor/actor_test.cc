@@ -218,6 +218,8 @@ class SwitchableRewardClient final : public reward::RewardClient {
     }
     return fake_.Score(r, d);
   }
+  void CancelInFlight() override { fake_.CancelInFlight(); }
+  void set_delay(absl::Duration delay) { fake_.set_delay(delay); }
   void set_fail(bool fail) { fail_.store(fail); }
   int failures() const { return failures_.load(); }
   int calls() const { return fake_.calls(); }
@@ -259,7 +261,8 @@ class ActorTest : public ::testing::Test {
     ActorOptions a;
     a.name = "test-actor";
     a.call_timeout = absl::Seconds(5);
-    a.score_timeout = absl::Seconds(5);
+    a.score_timeout = score_timeout_;
+    a.drain_timeout = absl::Milliseconds(100);
     ActorBackoffs& b = a.backoffs;
     b.register_retry = b.unregistered_poll = b.watch_retry = b.stream_reopen =
         absl::Milliseconds(2);
@@ -308,6 +311,7 @@ class ActorTest : public ::testing::Test {
     now_ += d;
   }
 
+  absl::Duration score_timeout_ = absl::Seconds(5);
   absl::Mutex clock_mu_;
   absl::Time now_ ABSL_GUARDED_BY(clock_mu_) = absl::FromUnixSeconds(1'000'000);
   WeightsFeed feed_;
@@ -454,6 +458,29 @@ TEST_F(ActorTest, StopDrainsThenDeregisters) {
   EXPECT_EQ(learner_->deregisters(), 1);
   EXPECT_TRUE(handler_->ActorIds().empty());
   EXPECT_EQ(actor_->stats().trajectories_submitted, s.trajectories_accepted());
+}
+
+// SIGTERM while a scorer hangs: the drain waits drain_timeout (100 ms here) for the batch
+// in hand, then cancels the scoring calls, releases the lease (its prompts are re-issued)
+// and deregisters, instead of outliving the launcher's grace period until the score
+// deadline (10 minutes here: Finish() allows 60 s, so without the cancel this fails).
+TEST_F(ActorTest, StopDuringAHungScoringCallReleasesTheLeaseAndExits) {
+  score_timeout_ = absl::Minutes(10);
+  Start();
+  reward_->set_delay(absl::Hours(1));
+  feed_.Publish(0);
+  ASSERT_TRUE(WaitFor([&] { return reward_->calls() >= 1; }));
+  EXPECT_TRUE(Finish().ok());
+  bool released = false;
+  for (const auto& sub : learner_->submissions()) {
+    released |= sub.request.trajectories_size() == 0 && sub.status.ok();
+  }
+  EXPECT_TRUE(released);
+  const auto s = handler_->Stats();
+  EXPECT_EQ(s.trajectories_accepted(), 0);
+  EXPECT_EQ(s.prompts_outstanding(), 0);
+  EXPECT_GE(s.prompts_reissued(), 1);
+  EXPECT_EQ(learner_->deregisters(), 1);
 }
 
 TEST_F(ActorTest, DoneEndsRun) {

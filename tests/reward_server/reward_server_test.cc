@@ -1,6 +1,12 @@
 #include "reward_server/reward_server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <future>
 #include <cmath>
 #include <thread>
 #include <vector>
@@ -461,6 +467,45 @@ TEST(FakeRewardClientTest, ScoresWithFunction) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->rewards(0), MixedRequest(2, 0).sequences(0).response_size());
   EXPECT_EQ(fake.calls(), 1);
+}
+
+// CancelInFlight against a real socket that accepts and never speaks HTTP/2 (a hung
+// server): the call in flight ends with CANCELLED long before its 60 s deadline, and
+// every later call fails at once. Without the cancel the future below times out.
+TEST(GrpcRewardClientTest, CancelInFlightEndsAHungCallAndEveryLaterOne) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  absl::Notification connected;
+  int accepted = -1;
+  std::thread acceptor([&] {
+    accepted = ::accept(listener, nullptr, nullptr);
+    connected.Notify();
+  });
+  services::ChannelOptions channel;
+  channel.target = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  auto client = GrpcRewardClient::Create(channel, {.max_attempts = 1});
+  ASSERT_TRUE(client.ok()) << client.status();
+  rlhf::v1::RewardScoreRequest request;
+  request.add_sequences()->add_prompt(1);
+  auto call = std::async(std::launch::async, [&] {
+    return (*client)->Score(request, absl::Now() + absl::Seconds(60));
+  });
+  ASSERT_TRUE(connected.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  (*client)->CancelInFlight();
+  ASSERT_EQ(call.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_EQ(call.get().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ((*client)->Score(request, absl::Now() + absl::Seconds(60)).status().code(),
+            absl::StatusCode::kCancelled);
+  acceptor.join();
+  if (accepted >= 0) ::close(accepted);
+  ::close(listener);
 }
 
 }  // namespace
