@@ -109,8 +109,12 @@ class DistributedTest : public ::testing::Test {
   }
   void TearDown() override {
     procs_.clear();
-    if (!HasFailure()) std::system(("rm -rf " + dir_).c_str());
-    else std::fprintf(stderr, "logs kept in %s\n", dir_.c_str());
+    // RLHF_KEEP_TEST_DIR=1 keeps the run's checkpoints (e.g. for rlhf_bench_exact_kl).
+    if (!HasFailure() && std::getenv("RLHF_KEEP_TEST_DIR") == nullptr) {
+      std::system(("rm -rf " + dir_).c_str());
+    } else {
+      std::fprintf(stderr, "logs kept in %s\n", dir_.c_str());
+    }
   }
   Proc* Start(const std::string& name, const std::string& tag, std::vector<std::string> args) {
     procs_.push_back(std::make_unique<Proc>(name, std::move(args), dir_ + "/" + tag + ".log"));
@@ -403,11 +407,17 @@ TEST_F(DistributedTest, DISABLED_ExactKlOnTheRlPathStaysNearTarget) {
   ASSERT_GE(s.step(), kSteps);
   ExpectAccounting(s);
   // Per step: "learner: step N version V reward R kl K beta B loss L".
+  // The stats can report the last step before its log line is written: wait for it.
   std::map<int64_t, std::pair<double, double>> kl_beta;
-  const std::string log = learner->log();
+  std::string log;
   std::regex re("learner: step (\\d+) version \\d+ reward \\S+ kl (\\S+) beta (\\S+) loss");
-  for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it) {
-    kl_beta[std::stoll((*it)[1])] = {std::stod((*it)[2]), std::stod((*it)[3])};
+  for (const absl::Time until = absl::Now() + absl::Seconds(30);;) {
+    log = learner->log();
+    for (std::sregex_iterator it(log.begin(), log.end(), re), end; it != end; ++it) {
+      kl_beta[std::stoll((*it)[1])] = {std::stod((*it)[2]), std::stod((*it)[3])};
+    }
+    if (kl_beta.size() >= static_cast<size_t>(kSteps) || absl::Now() > until) break;
+    absl::SleepFor(absl::Milliseconds(100));
   }
   ASSERT_GE(kl_beta.size(), static_cast<size_t>(kSteps)) << log;
   EXPECT_LT(kl_beta[1].first, 1e-3) << "version 0 is the reference itself";

@@ -7,6 +7,6 @@ if(TARGET distributed_test)
             --gtest_filter=DistributedTest.DISABLED_ExactKlOnTheRlPathStaysNearTarget
     WORKING_DIRECTORY ${PROJECT_BINARY_DIR})
   set_tests_properties(distributed_exact_kl_test PROPERTIES TIMEOUT 600
-    LABELS "integration;distributed;e2e;slow;unverified"
+    LABELS "integration;distributed;e2e;slow"
     ENVIRONMENT "RLHF_SOURCE_DIR=${PROJECT_SOURCE_DIR};RLHF_BIN_DIR=${PROJECT_BINARY_DIR}/bin;OMP_NUM_THREADS=1")
 endif()
