@@ -107,7 +107,9 @@ MinJobAge=300
 SlurmctldTimeout=30
 SlurmdTimeout=30
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=test Nodes=$node Default=YES MaxTime=INFINITE State=UP
+# OverSubscribe: the one node stands in for several, so a job of extra actors runs beside
+# the RL job (which holds every CPU of this small machine) instead of queueing behind it.
+PartitionName=test Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
 export SLURM_CONF="$dir/slurm.conf"
 echo "export SLURM_CONF=$dir/slurm.conf" > "$dir/env"
