@@ -504,7 +504,11 @@ absl::Status Actor::Run() {
     }
     const double waited = absl::ToDoubleSeconds(absl::Now() - wait_start);
     absl::Time gen_start = absl::Now();
-    auto result = Generate(model_->model, prompts, seeds, model_->sampling);
+    const bool continuous = options_.generation_batch > 0 &&
+                            static_cast<int64_t>(prompts.size()) > options_.generation_batch;
+    auto result = continuous ? GenerateContinuous(model_->model, prompts, seeds,
+                                                  model_->sampling, options_.generation_batch)
+                             : Generate(model_->model, prompts, seeds, model_->sampling);
     const double gen_seconds = absl::ToDoubleSeconds(absl::Now() - gen_start);
     if (!result.ok()) {
       LOG(ERROR) << "actor " << options_.name << ": generate: " << result.status();
@@ -528,6 +532,7 @@ absl::Status Actor::Run() {
       stats_.wait_seconds += waited + slot_waited;
       stats_.generated_tokens += tokens;
       ++stats_.batches;
+      if (continuous) ++stats_.continuous_batches;
       if (metrics_) {
         metrics_->gen_seconds_.Increment(gen_seconds);
         metrics_->wait_seconds_.Increment(waited + slot_waited);

@@ -59,6 +59,9 @@ struct ActorOptions {
   // actor alive past the launcher's grace period (10 s by default).
   absl::Duration drain_timeout = absl::Seconds(5);
   int max_prompts = 0;                            // per lease; 0 = the learner's choice
+  // Rows decoded together: 0 = all of a lease's rows (Generate); N > 0 and fewer than
+  // the rows: continuous batching with N rows (GenerateContinuous).
+  int generation_batch = 0;
   bool log_weight_hashes = false;                 // print "weights: version V hash H" of the
                                                   // model's parameters after each update
   weights::WeightTransportOptions weights;        // receiver side (transport from Register)
@@ -75,6 +78,7 @@ struct ActorStats {
   double generate_seconds = 0;
   double wait_seconds = 0;
   int64_t generated_tokens = 0;
+  int64_t continuous_batches = 0;  // leases generated with continuous batching
 };
 
 class ActorMetrics;

@@ -37,6 +37,9 @@ ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = o
 ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads for generation");
 ABSL_FLAG(double, call_timeout_s, 30, "deadline of each learner call (retries included)");
 ABSL_FLAG(double, score_timeout_s, 120, "deadline of each reward/reference call");
+ABSL_FLAG(int, generation_batch, rlhf::actor::ActorOptions{}.generation_batch,
+          "rows decoded together; 0 = a lease's rows at once, N = continuous batching "
+          "with N rows");
 ABSL_FLAG(double, drain_timeout_s,
           absl::ToDoubleSeconds(rlhf::actor::ActorOptions{}.drain_timeout),
           "after SIGTERM: how long the batch in hand may still be scored before its lease "
@@ -101,6 +104,10 @@ absl::Status Run() {
   options.call_timeout = absl::Seconds(absl::GetFlag(FLAGS_call_timeout_s));
   options.score_timeout = absl::Seconds(absl::GetFlag(FLAGS_score_timeout_s));
   options.drain_timeout = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s));
+  options.generation_batch = absl::GetFlag(FLAGS_generation_batch);
+  if (options.generation_batch < 0) {
+    return absl::InvalidArgumentError("--generation_batch: must be >= 0");
+  }
   options.log_weight_hashes = absl::GetFlag(FLAGS_log_weight_hashes);
   rlhf::actor::Actor actor(options, learner->get(), reward->get(), reference->get(), registry);
   // The loop runs on a helper thread; this (main) thread takes the shutdown signals

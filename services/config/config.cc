@@ -598,6 +598,7 @@ JobConfig DefaultJobConfig() {
   actors->set_max_restarts(3);
   actors->set_restart_backoff_ms(1000);
   actors->set_threads(1);
+  actors->set_generation_batch(0);
 
   auto* weights = c.mutable_weights();
   weights->set_transport(rlhf::v1::WEIGHT_TRANSPORT_GRPC);
@@ -863,6 +864,7 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   ch.AtLeast("actors.max_restarts", a.max_restarts(), 0);
   ch.AtLeast("actors.restart_backoff_ms", a.restart_backoff_ms(), 0);
   ch.AtLeast("actors.threads", a.threads(), 1);
+  ch.AtLeast("actors.generation_batch", a.generation_batch(), 0);
 
   const auto& w = c.weights();
   ch.AtLeast("weights.bucket_bytes", w.bucket_bytes(), int64_t{1024});

@@ -263,6 +263,7 @@ class ActorTest : public ::testing::Test {
     a.call_timeout = absl::Seconds(5);
     a.score_timeout = score_timeout_;
     a.drain_timeout = absl::Milliseconds(100);
+    a.generation_batch = generation_batch_;
     ActorBackoffs& b = a.backoffs;
     b.register_retry = b.unregistered_poll = b.watch_retry = b.stream_reopen =
         absl::Milliseconds(2);
@@ -312,6 +313,7 @@ class ActorTest : public ::testing::Test {
   }
 
   absl::Duration score_timeout_ = absl::Seconds(5);
+  int generation_batch_ = 0;
   absl::Mutex clock_mu_;
   absl::Time now_ ABSL_GUARDED_BY(clock_mu_) = absl::FromUnixSeconds(1'000'000);
   WeightsFeed feed_;
@@ -481,6 +483,33 @@ TEST_F(ActorTest, StopDuringAHungScoringCallReleasesTheLeaseAndExits) {
   EXPECT_EQ(s.prompts_outstanding(), 0);
   EXPECT_GE(s.prompts_reissued(), 1);
   EXPECT_EQ(learner_->deregisters(), 1);
+}
+
+// actors.generation_batch: a lease of 1 prompt x 2 samples with generation_batch 1
+// decodes one row at a time (continuous batching) and its trajectories are accepted; the
+// default (0) never takes that path.
+TEST_F(ActorTest, GenerationBatchSelectsContinuousBatching) {
+  generation_batch_ = 1;
+  Start();
+  feed_.Publish(0);
+  ASSERT_TRUE(WaitFor([&] { return handler_->Stats().trajectories_accepted() >= 4; }));
+  EXPECT_TRUE(Finish().ok());
+  EXPECT_GE(actor_->stats().continuous_batches, 2);
+  EXPECT_EQ(actor_->stats().continuous_batches, actor_->stats().batches);
+  for (const auto& sub : learner_->submissions()) {
+    for (const auto& t : sub.request.trajectories()) {
+      EXPECT_EQ(t.behaviour_logprobs_size(), t.tokens().response_size());
+    }
+  }
+}
+
+TEST_F(ActorTest, DefaultGenerationIsStatic) {
+  Start();
+  feed_.Publish(0);
+  ASSERT_TRUE(WaitFor([&] { return handler_->Stats().trajectories_accepted() >= 4; }));
+  EXPECT_TRUE(Finish().ok());
+  EXPECT_GE(actor_->stats().batches, 2);
+  EXPECT_EQ(actor_->stats().continuous_batches, 0);
 }
 
 TEST_F(ActorTest, DoneEndsRun) {

@@ -208,6 +208,9 @@ Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
                "--reference_address=" + addresses.reference,
                absl::StrCat("--seed=", c.seed() * 1000 + index),
                absl::StrCat("--threads=", c.actors().threads())};
+  if (c.actors().generation_batch() > 0) {
+    argv.push_back(absl::StrCat("--generation_batch=", c.actors().generation_batch()));
+  }
   if (metrics_port >= 0) argv.push_back(absl::StrCat("--metrics_port=", metrics_port));
   for (auto& flag : ActorSecurityArgs(c.security())) argv.push_back(std::move(flag));
   return argv;
