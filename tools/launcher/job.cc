@@ -150,6 +150,8 @@ class Job {
   void FinishStepEvals(bool interrupted);
   void SpawnStepEval(int64_t step, const std::string& policy);
   void HarvestStepEval();
+  // <run_dir>/eval_steps/sft.json (step 0) or step-<8 digits>.json.
+  std::string StepEvalJson(int64_t step) const;
   ChildSpec ActorSpec(int index);
   absl::Status StartPrometheus(Supervisor& sup);
   void UpdateTargets();
@@ -554,10 +556,13 @@ void Job::StartStepEvals() {
   SpawnStepEval(0, config_.model().sft_checkpoint());
 }
 
+std::string Job::StepEvalJson(int64_t step) const {
+  return step == 0 ? run_dir_ + "/eval_steps/sft.json"
+                   : absl::StrFormat("%s/eval_steps/step-%08d.json", run_dir_, step);
+}
+
 void Job::SpawnStepEval(int64_t step, const std::string& policy) {
-  const std::string json = step == 0 ? run_dir_ + "/eval_steps/sft.json"
-                                     : absl::StrFormat("%s/eval_steps/step-%08d.json",
-                                                       run_dir_, step);
+  const std::string json = StepEvalJson(step);
   std::error_code ec;
   fs::remove(json, ec);
   ProcessSpec spec;
@@ -579,9 +584,7 @@ void Job::SpawnStepEval(int64_t step, const std::string& policy) {
 void Job::HarvestStepEval() {
   const int64_t step = step_eval_step_;
   step_eval_.reset();
-  const std::string json = step == 0 ? run_dir_ + "/eval_steps/sft.json"
-                                     : absl::StrFormat("%s/eval_steps/step-%08d.json",
-                                                       run_dir_, step);
+  const std::string json = StepEvalJson(step);
   std::ifstream in(json);
   Json doc = in ? Json::parse(in, nullptr, false) : Json();
   if (!doc.is_object() || !doc.contains("samples")) {
@@ -619,7 +622,7 @@ void Job::TickStepEval() {
 }
 
 void Job::FinishStepEvals(bool interrupted) {
-  // Waits for the eval in flight; false (and it is stopped) on a stop request.
+  // Waits for the eval in flight and harvests it; on a stop request, stops it instead.
   auto wait = [&]() {
     while (!interrupted && step_eval_->Poll()) {
       if (StopRequested()) interrupted = true;
