@@ -654,6 +654,7 @@ JobConfig DefaultJobConfig() {
   eval->set_samples_per_prompt(1);
   eval->set_num_examples(3);
   eval->set_gold(true);
+  eval->set_step_prompts(8);
 
   c.mutable_slurm()->set_stop_grace_s(60);
   return c;
@@ -932,6 +933,7 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   ch.AtLeast("eval.num_prompts", c.eval().num_prompts(), 0);
   ch.AtLeast("eval.samples_per_prompt", c.eval().samples_per_prompt(), 1);
   ch.AtLeast("eval.num_examples", c.eval().num_examples(), 0);
+  ch.AtLeast("eval.step_prompts", c.eval().step_prompts(), 0);
   ch.Require(!c.eval().gold() || c.data().task() == "builtin",
              "eval.gold: only the built-in task has a gold labeler");
 

@@ -32,6 +32,7 @@ TEST(UserDataConfigTest, FilesTaskResolvesPathsAndDefaults) {
   EXPECT_EQ(c->data().prompts().heldout(0), "/abs/eval.jsonl");
   EXPECT_FLOAT_EQ(c->data().heldout_fraction(), 0.1f);
   EXPECT_FALSE(c->eval().gold());  // no gold labeler for user data
+  EXPECT_EQ(c->eval().step_prompts(), 8);  // win rate at RL checkpoints on by default
   const auto& em = c->reward_server().scorers(1);
   ASSERT_EQ(em.references_size(), 2);
   EXPECT_EQ(em.references(0), "/base/runs/rlhf/data/rl_train.jsonl");
@@ -67,7 +68,8 @@ TEST(UserDataConfigTest, ErrorsNameTheField) {
            {"data: {task: files, prompts: {files: [p]}}\nreward_server: {scorers: [{type: gold}]}",
             "reward_server.scorers[0].type: 'gold' needs data.task 'builtin'"},
            {"data: {task: files, prompts: {files: [p]}}\neval: {gold: true}",
-            "eval.gold: only the built-in task has a gold labeler"}}) {
+            "eval.gold: only the built-in task has a gold labeler"},
+           {"eval: {step_prompts: -1}", "eval.step_prompts: must be >= 0"}}) {
     auto c = Parse(yaml);
     ASSERT_FALSE(c.ok()) << yaml;
     EXPECT_THAT(c.status().message(), HasSubstr(error)) << yaml;

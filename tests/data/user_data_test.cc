@@ -227,6 +227,78 @@ TEST(UserFormatsTest, SkippedRecordsAreCountedByReason) {
   EXPECT_THAT(summary, HasSubstr(", 1 empty response dropped"));
 }
 
+TEST(UserFormatsTest, KRankedReadsLikePromptChosenRejected) {
+  const std::string d = Dir("ranked");
+  // K = 2 in either order of the responses is the same preference as the pair; K = 3
+  // expands to the pairs a pairwise file would list.
+  const std::string ranked = Write(d + "/ranked.jsonl",
+      R"({"prompt":"p","responses":["good","bad"],"ranking":[0,1]})" "\n"
+      R"({"prompt":"q","responses":["worse","better"],"ranking":[1,0]})" "\n");
+  const std::string pairs = Write(d + "/pairs.jsonl",
+      R"({"prompt":"p","chosen":"good","rejected":"bad"})" "\n"
+      R"({"prompt":"q","chosen":"better","rejected":"worse"})" "\n");
+  JsonlReadOptions read;
+  read.prompt_template = Chat();
+  auto a = ReadPreferenceJsonl(ranked, read);
+  auto b = ReadPreferenceJsonl(pairs, read);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ(a->size(), 2u);
+  ExpectSameRanked({(*a)[0]}, {(*b)[0]});
+  EXPECT_EQ((*a)[1].prompt, (*b)[1].prompt);
+  EXPECT_EQ((*a)[1].prompt, "User: q\nAssistant: ");
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE(i);
+    const std::vector<IndexPair> pa = ExpandPairs((*a)[i]), pb = ExpandPairs((*b)[i]);
+    ASSERT_EQ(pa.size(), 1u);
+    ASSERT_EQ(pb.size(), 1u);
+    EXPECT_EQ((*a)[i].responses[pa[0].winner], (*b)[i].responses[pb[0].winner]);
+    EXPECT_EQ((*a)[i].responses[pa[0].loser], (*b)[i].responses[pb[0].loser]);
+  }
+}
+
+TEST(UserFormatsTest, PreferenceAndTextSkipsAreCountedByReason) {
+  const std::string d = Dir("pref_skip");
+  const std::string prefs = Write(d + "/prefs.jsonl",
+      R"({"chosen":"\n\nHuman: a\n\nAssistant: x","rejected":"\n\nHuman: a\n\nAssistant: y"})" "\n"
+      R"({"chosen":"\n\nHuman: a\n\nAssistant: x","rejected":"\n\nHuman: b\n\nAssistant: y"})" "\n"
+      R"({"prompt":"p","responses":["a","b"],"ranking":[0,0]})" "\n"
+      R"({"prompt":"p","chosen":"same","rejected":"same"})" "\n"
+      R"({"prompt":"p","chosen":"c","rejected":"r"})" "\n"
+      "[1, 2]\n");
+  JsonlReadOptions read;
+  read.skip_malformed = true;
+  JsonlStats stats;
+  auto r = ReadPreferenceJsonl(prefs, read, &stats);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->size(), 2u);
+  EXPECT_EQ(stats.lines, 6);
+  EXPECT_EQ(stats.records, 2);
+  EXPECT_EQ(stats.malformed, 4);
+  EXPECT_EQ(stats.skip_reasons.size(), 4u);  // one reason each
+  const std::string summary = FormatJsonlSummary(prefs, stats);
+  EXPECT_THAT(summary, HasSubstr(prefs + ": 2 records, 4 skipped ("));
+  EXPECT_THAT(summary, HasSubstr("1x field 'chosen': no shared prompt"));
+  EXPECT_THAT(summary, HasSubstr("1x field 'ranking': not a permutation"));
+  EXPECT_THAT(summary, HasSubstr("1x field 'rejected': identical to 'chosen'"));
+  EXPECT_THAT(summary, HasSubstr("1x expected a JSON object"));
+  // Without skip_malformed the first bad record is the error, file:line: field.
+  EXPECT_THAT(ReadPreferenceJsonl(prefs).status().message(),
+              HasSubstr(prefs + ":2: field 'chosen': no shared prompt"));
+
+  const std::string text = Write(d + "/text.jsonl",
+      "{\"text\":\"a b c\"}\n{\"text\":5}\n{\"txt\":\"x\"}\n{\"text\":\"d\"}\n");
+  JsonlStats text_stats;
+  auto t = ReadTextJsonl(text, read, &text_stats);
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->size(), 2u);
+  EXPECT_EQ((*t)[1].text, "d");
+  EXPECT_EQ(text_stats.malformed, 2);
+  EXPECT_EQ(text_stats.skip_reasons["missing field 'text'"], 1);
+  EXPECT_THAT(ReadTextJsonl(text).status().message(),
+              HasSubstr(text + ":2: field 'text': expected string"));
+}
+
 TEST(UserDataTest, SplitIsSeededByPromptAndNearTheFraction) {
   int held = 0;
   for (int i = 0; i < 10000; ++i) held += InHeldoutSplit("prompt " + std::to_string(i), 7, 0.2);

@@ -4,18 +4,24 @@
 // data -> SFT -> RM -> RL -> eval must report the RM win rate of RL over SFT and the
 // paired RM gain with 95% intervals (and no gold columns). A second job adds the Python
 // example reward server (examples/python_reward_server) as a "remote" scorer next to the
-// RM; its scores (offset by +10) must reach the learner's reward.
+// RM, with a distinctive offset (+50, far inside the learner's --max_abs_reward bound):
+// the learner's reward at step 1 (trajectories of the same SFT policy scored by the same
+// RM in both runs) must be run 1's plus the Python scores, i.e. up by 50 ± 1 (the example's
+// period + length terms) ± the two batches' sampling noise.
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "tests/integration/monitoring_util.h"
 #include "tools/launcher/process.h"
 
@@ -98,8 +104,8 @@ TEST(RunUserDataE2eTest, UserFilesWithoutGoldThenPythonRewardServer) {
   std::ofstream(dir + "/job1.yaml")
       << "name: userdata\nrun_dir: " << run1 << "\nseed: 3\n" << data_yaml << kStages
       << "rl:\n  steps: 3\n  prompts_per_step: 4\n  samples_per_prompt: 2\n"
-      << "  minibatch_size: 8\n  checkpoint_every: 3\n"
-      << "eval:\n  num_prompts: 16\n  num_examples: 2\n"
+      << "  minibatch_size: 8\n  checkpoint_every: 1\n"
+      << "eval:\n  num_prompts: 16\n  num_examples: 2\n  step_prompts: 6\n"
       << "launcher:\n  status_interval_ms: 500\n";
   log = RunToEnd({BinDir() + "/rlhf", "run", "--config=" + dir + "/job1.yaml"},
                  dir + "/run1.log", 500, &rc);
@@ -139,17 +145,64 @@ TEST(RunUserDataE2eTest, UserFilesWithoutGoldThenPythonRewardServer) {
   EXPECT_THAT(log, HasSubstr("RM win rate RL > SFT"));
   EXPECT_THAT(log, HasSubstr("RM gain RL - SFT"));
   EXPECT_THAT(log, Not(HasSubstr("gold score")));
-  double max_abs_reward = 0;
+  // The RM win rate at RL checkpoints (eval.step_prompts): in the learner's records of
+  // metrics.jsonl, at least at the final step, each the mean over the 6 prompts of
+  // 1 / 0.5 / 0 for the step's sample beating / tying / losing to the SFT sample (one
+  // each, from eval_steps/), computed here again from the two eval files.
+  std::vector<int64_t> steps_seen, win_steps;
   for (const Json& j : JsonLines(run1 + "/metrics.jsonl")) {
-    if (j.contains("reward_mean")) max_abs_reward = std::max(max_abs_reward, std::fabs(j["reward_mean"].get<double>()));
+    ASSERT_TRUE(j.contains("step")) << j.dump();
+    const int64_t step = j["step"].get<int64_t>();
+    if (!steps_seen.empty()) {
+      EXPECT_GT(step, steps_seen.back()) << "one record per step";
+    }
+    steps_seen.push_back(step);
+    if (!j.contains("rm_win_rate")) continue;
+    SCOPED_TRACE(j.dump());
+    win_steps.push_back(step);
+    EXPECT_EQ(j["eval_prompts"].get<int>(), 6);
+    const Json sft_eval = Json::parse(ReadAll(run1 + "/eval_steps/sft.json"));
+    const Json step_eval = Json::parse(
+        ReadAll(absl::StrFormat("%s/eval_steps/step-%08d.json", run1, step)));
+    ASSERT_EQ(sft_eval["samples"].size(), 6u);
+    ASSERT_EQ(step_eval["samples"].size(), 6u);
+    double wins = 0, rm_sum = 0;
+    for (size_t i = 0; i < 6; ++i) {
+      const Json& a = sft_eval["samples"][i];
+      const Json& b = step_eval["samples"][i];
+      ASSERT_EQ(a["prompt"], b["prompt"]);
+      const double sa = a["rm"].get<double>(), sb = b["rm"].get<double>();
+      wins += sb > sa ? 1.0 : sb == sa ? 0.5 : 0.0;
+      rm_sum += sb;
+    }
+    EXPECT_NEAR(j["rm_win_rate"].get<double>(), wins / 6, 1e-9);
+    EXPECT_NEAR(j["eval_rm_score"].get<double>(), rm_sum / 6, 1e-6);
+    EXPECT_LE(j["rm_win_rate_ci95"][0].get<double>(), j["rm_win_rate"].get<double>());
+    EXPECT_GE(j["rm_win_rate_ci95"][1].get<double>(), j["rm_win_rate"].get<double>());
   }
+  ASSERT_FALSE(win_steps.empty());
+  EXPECT_EQ(win_steps.back(), 3);  // the final checkpoint is evaluated after RL
+  EXPECT_THAT(ReadAll(run1 + "/plot.html"), HasSubstr("data-series=\"rm_win_rate\""));
+  EXPECT_THAT(log, HasSubstr("[eval] step 3: RM win rate over SFT"));
+
+  // Step 1 trains on the SFT policy's own samples (no update yet), so its reward is the
+  // RM's score of SFT samples: the control for run 2.
+  const auto step1 = [](const std::string& metrics) -> std::optional<Json> {
+    for (const Json& j : JsonLines(metrics)) {
+      if (j.value("step", 0) == 1 && j.contains("reward_mean")) return j;
+    }
+    return std::nullopt;
+  };
+  const std::optional<Json> control = step1(run1 + "/metrics.jsonl");
+  ASSERT_TRUE(control.has_value()) << ReadAll(run1 + "/metrics.jsonl");
 
   // 3. The Python example reward server, started here, added as a scorer next to the RM.
+  constexpr double kOffset = 50;
   launcher::ProcessSpec py;
   py.name = "python-reward";
   py.argv = {"/usr/bin/python3", SourceDir() + "/examples/python_reward_server/reward_server.py",
              "--port=0", "--port_file=" + dir + "/py.port", "--stubs_dir=" + dir + "/stubs",
-             "--offset=10"};
+             absl::StrCat("--offset=", kOffset)};
   py.log_path = dir + "/python.log";
   auto server = launcher::Process::Spawn(py);
   ASSERT_TRUE(server.ok()) << server.status();
@@ -170,16 +223,33 @@ TEST(RunUserDataE2eTest, UserFilesWithoutGoldThenPythonRewardServer) {
   ASSERT_EQ(rc, 0) << log;
   EXPECT_THAT(log, HasSubstr("sft: using checkpoint"));
   EXPECT_THAT(ReadAll(run2 + "/logs/reward_server.log"), HasSubstr("scorer 'python' weight 1"));
-  // The learner's reward is the RM's normalised score (|mean| < 5 in run 1) plus the
-  // Python scorer's 10 + period + length term (in [9, 11]): every step shows it.
-  int steps = 0;
+  // The learner's reward is the weighted sum 1 * RM + 1 * Python. At step 1 both runs
+  // train on samples of the same SFT policy for the same prompts, scored by the same RM,
+  // so the difference of the learner's reward means is the mean Python score, which is
+  // kOffset + period (0 or 1) - |length - 40| / 40 (responses of <= 24 bytes: [-1, -0.4]),
+  // i.e. in [kOffset - 1, kOffset + 0.6], up to the RM's sampling noise: four standard
+  // errors of the difference of two batch means (without the scorer the difference is
+  // about 0; with a lost or mis-weighted Python term it is far from kOffset).
+  const std::optional<Json> with_python = step1(run2 + "/metrics.jsonl");
+  ASSERT_TRUE(with_python.has_value()) << ReadAll(run2 + "/metrics.jsonl");
+  const double n = 4 * 2;  // rl.prompts_per_step x rl.samples_per_prompt, both runs
+  const double s1 = (*control)["reward_std"].get<double>();
+  // Run 2's spread adds the Python term's (at most 1.6 wide); the RM's alone is run 1's.
+  const double noise = 4.0 * std::sqrt(2 * s1 * s1 / n);
+  const double delta =
+      (*with_python)["reward_mean"].get<double>() - (*control)["reward_mean"].get<double>();
+  std::printf("step-1 reward mean: %.4f without, %.4f with the Python scorer: +%.4f "
+              "(expected [%.1f, %.1f] +- %.4f)\n",
+              (*control)["reward_mean"].get<double>(), (*with_python)["reward_mean"].get<double>(),
+              delta, kOffset - 1.0, kOffset + 0.6, noise);
+  EXPECT_GT(delta, kOffset - 1.0 - noise) << control->dump() << "\n" << with_python->dump();
+  EXPECT_LT(delta, kOffset + 0.6 + noise) << control->dump() << "\n" << with_python->dump();
+  // The interval must stay narrow enough to tell the Python term from its absence.
+  EXPECT_LT(noise, kOffset / 2) << control->dump();
+  // The learner refused nothing at its door (rewards within its --max_abs_reward).
   for (const Json& j : JsonLines(run2 + "/metrics.jsonl")) {
-    if (!j.contains("reward_mean")) continue;
-    ++steps;
-    EXPECT_GT(j["reward_mean"].get<double>(), max_abs_reward + 5.0) << j.dump();
+    EXPECT_EQ(j.value("trajectories_rejected_total", 0), 0) << j.dump();
   }
-  EXPECT_GE(steps, 1);
-  EXPECT_LT(max_abs_reward, 5.0);
   fs::remove_all(dir);
 }
 

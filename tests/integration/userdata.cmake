@@ -1,8 +1,9 @@
 # Bring your own task (issue 17): `rlhf run` on user-format files with no gold labeler,
 # then with the Python example reward server as a scorer (examples/python_reward_server).
 rlhf_test(run_userdata_e2e_test SOURCES run_userdata_e2e_test.cc monitoring_util.cc
-  DEPS rlhf_launcher nlohmann_json::nlohmann_json yaml-cpp absl::strings TIMEOUT 900
-  LABELS "e2e;unverified")
+  DEPS rlhf_launcher nlohmann_json::nlohmann_json yaml-cpp absl::strings absl::str_format
+  TIMEOUT 900
+  LABELS "e2e")
 foreach(bin rlhf rlhf-reward-server rlhf-reference-server rlhf-learner rlhf-actor)
   if(TARGET ${bin})
     add_dependencies(run_userdata_e2e_test ${bin})

@@ -3,6 +3,8 @@
 // and the summary/table built from two `rlhf eval` JSON files with no gold columns.
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -141,6 +143,94 @@ TEST(EvalReportTest, PlotHasOnePolylinePerSeriesAtTheRightPlaces) {
                               "stroke-width=\"2\" points=\"40.0,160.0 240.0,40.0 440.0,100.0\""));
   EXPECT_THAT(html, HasSubstr("points=\"40.0,160.0 440.0,40.0\""));  // kl_mean: steps 1 and 3
   EXPECT_THAT(html, Not(HasSubstr("beta over RL steps")));          // no data: no panel
+}
+
+TEST(EvalReportTest, StepWinRateMatchesHandComputation) {
+  // SFT   p1 0.0  p2 1.0  p3 -0.5  p4 2.0  p5 0.3
+  // step  p1 0.5  p2 1.0  p3 -1.0  p4 2.5  p5 0.1  (p6: no RM score, ignored)
+  // wins 1, 0.5 (tie), 0, 1, 0 -> 0.5; deviations +-0.5 (four) and 0: sd = sqrt(1 / 4) =
+  // 0.5; half width 1.96 * 0.5 / sqrt(5) = 0.438269. Mean step RM (0.5+1-1+2.5+0.1)/5 = 0.62.
+  auto eval = [](const std::vector<std::pair<std::string, Json>>& rm) {
+    Json samples = Json::array();
+    for (const auto& [prompt, score] : rm) {
+      samples.push_back({{"prompt", prompt}, {"response", "r"}, {"rm", score}});
+    }
+    return Json{{"samples", samples}};
+  };
+  const Json sft = eval({{"p1", 0.0}, {"p2", 1.0}, {"p3", -0.5}, {"p4", 2.0}, {"p5", 0.3}});
+  const Json step = eval(
+      {{"p1", 0.5}, {"p2", 1.0}, {"p3", -1.0}, {"p4", 2.5}, {"p5", 0.1}, {"p6", nullptr}});
+  std::optional<Json> f = StepWinRateFields(sft, step);
+  ASSERT_TRUE(f.has_value());
+  EXPECT_DOUBLE_EQ((*f)["rm_win_rate"].get<double>(), 0.5);
+  EXPECT_NEAR((*f)["rm_win_rate_ci95"][0].get<double>(), 0.5 - 0.438269, 1e-6);
+  EXPECT_NEAR((*f)["rm_win_rate_ci95"][1].get<double>(), 0.5 + 0.438269, 1e-6);
+  EXPECT_NEAR((*f)["eval_rm_score"].get<double>(), 0.62, 1e-12);
+  EXPECT_EQ((*f)["eval_prompts"].get<int>(), 5);
+  // Against itself (the same seed gives the same samples): every prompt ties.
+  EXPECT_DOUBLE_EQ((*StepWinRateFields(sft, sft))["rm_win_rate"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ((*StepWinRateFields(sft, sft))["rm_win_rate_ci95"][0].get<double>(), 0.5);
+  // Fewer than two shared prompts with scores: nothing to report.
+  EXPECT_FALSE(StepWinRateFields(sft, eval({{"p1", 0.5}, {"p9", 1.0}})).has_value());
+  EXPECT_FALSE(StepWinRateFields(Json::object(), step).has_value());
+}
+
+TEST(EvalReportTest, MergeKeepsOneRecordPerStepInStepOrder) {
+  std::vector<Json> records = {{{"step", 1}, {"reward_mean", 0.1}},
+                               {{"note", "no step"}},
+                               {{"step", 2}, {"reward_mean", 0.2}},
+                               {{"step", 4}, {"final", true}}};
+  std::map<int64_t, Json> fields = {{2, {{"rm_win_rate", 0.4}}},
+                                    {3, {{"rm_win_rate", 0.6}}},
+                                    {4, {{"rm_win_rate", 0.7}}},
+                                    {5, {{"rm_win_rate", 0.8}}}};
+  const std::vector<Json> out = MergeStepFields(records, fields);
+  const std::vector<Json> want = {{{"step", 1}, {"reward_mean", 0.1}},
+                                  {{"note", "no step"}},
+                                  {{"step", 2}, {"reward_mean", 0.2}, {"rm_win_rate", 0.4}},
+                                  {{"step", 3}, {"rm_win_rate", 0.6}},
+                                  {{"step", 4}, {"final", true}, {"rm_win_rate", 0.7}},
+                                  {{"step", 5}, {"rm_win_rate", 0.8}}};
+  ASSERT_EQ(out.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(out[i], want[i]) << i;
+  EXPECT_EQ(MergeStepFields(records, {}), records);
+}
+
+TEST(EvalReportTest, WinRatePanelIsOnZeroToOneWithIntervalsAndTheEvenLine) {
+  // Steps 4 then 2 (appended out of order): x 2 -> 40, 4 -> 440; y on [0, 1]:
+  // 160 - 120 y, so 0.25 -> 130, 0.75 -> 70, 0.5 -> 100; the interval [0.5, 1.2] is
+  // clipped to the panel (1 -> 40).
+  std::vector<Json> records = {
+      {{"step", 4}, {"rm_win_rate", 0.75}, {"rm_win_rate_ci95", {0.5, 1.2}}},
+      {{"step", 3}, {"reward_mean", 1.0}},
+      {{"step", 2}, {"rm_win_rate", 0.25}, {"rm_win_rate_ci95", {0.0, 0.5}}}};
+  const std::string html = MetricsPlotHtml(records, {"reward_mean", "rm_win_rate"}, Json::object());
+  EXPECT_THAT(html, HasSubstr("<h3>rm_win_rate over RL steps</h3>"));
+  EXPECT_THAT(html, HasSubstr("data-series=\"rm_win_rate\" fill=\"none\" stroke=\"#1f77b4\" "
+                              "stroke-width=\"2\" points=\"40.0,130.0 440.0,70.0\""));
+  EXPECT_THAT(html, HasSubstr("<line data-ci=\"rm_win_rate\" x1=\"40.0\" y1=\"160.0\" "
+                              "x2=\"40.0\" y2=\"100.0\""));
+  EXPECT_THAT(html, HasSubstr("<line data-ci=\"rm_win_rate\" x1=\"440.0\" y1=\"100.0\" "
+                              "x2=\"440.0\" y2=\"40.0\""));
+  EXPECT_THAT(html, HasSubstr("<line x1=\"40.0\" y1=\"100.0\" x2=\"440.0\" y2=\"100.0\" "
+                              "stroke=\"#999\" stroke-dasharray=\"4 3\"/>"));
+  // reward_mean has no interval and no even line.
+  EXPECT_THAT(html, Not(HasSubstr("data-ci=\"reward_mean\"")));
+
+  // WriteMetricsPlot reads metrics.jsonl, win-rate fields included.
+  const std::string dir = ::testing::TempDir() + "/eval_report_plot_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream out(dir + "/metrics.jsonl");
+    for (const Json& r : records) out << r.dump() << "\n";
+  }
+  ASSERT_TRUE(WriteMetricsPlot(dir, Json::object()));
+  std::ifstream in(dir + "/plot.html");
+  const std::string written((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(written, HasSubstr("points=\"40.0,130.0 440.0,70.0\""));
+  EXPECT_THAT(written, HasSubstr("<h3>reward_mean over RL steps</h3>"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -153,6 +153,18 @@ TEST(StageArgv, EvalWithAndWithoutRewardModelAndPromptLimit) {
               ElementsAreArray(full));
 }
 
+TEST(StageArgv, StepEvalIsSmallAndSeeded) {
+  rlhf::v1::JobConfig c = Config();
+  c.mutable_eval()->set_step_prompts(6);
+  EXPECT_THAT(StepEvalArgv(c, kPaths, "/run/learner/step-00000004/policy", "/m/rm",
+                           "/run/eval_steps/step-00000004.json"),
+              ElementsAre("/bin/rlhf", "eval", "--policy=/run/learner/step-00000004/policy",
+                          "--prompts=/d/rl_heldout.jsonl", "--rm=/m/rm",
+                          "--json_out=/run/eval_steps/step-00000004.json", "--temperature=0",
+                          "--max_new_tokens=24", "--samples_per_prompt=1", "--show=0",
+                          "--max_prompts=6", "--seed=7", "--threads=1", "--gold=false"));
+}
+
 TEST(ServerArgs, RewardServerScorersBatchingAndNormalize) {
   EXPECT_THAT(RewardServerArgs(Config()),
               ElementsAre(R"(--scorers_json=[{"type":"gold","weight":0.5},)"

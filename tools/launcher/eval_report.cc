@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "tools/launcher/paired_gain.h"
@@ -153,6 +154,43 @@ std::string PolicyComparisonTable(const Json& summary) {
   return out;
 }
 
+std::optional<Json> StepWinRateFields(const Json& sft_eval, const Json& step_eval) {
+  const Scores before = Collect(sft_eval, "rm"), after = Collect(step_eval, "rm");
+  absl::StatusOr<WinRate> w = PairedWinRate(before, after);
+  if (!w.ok()) return std::nullopt;
+  double sum = 0;
+  for (const auto& s : after) sum += s.second;
+  return Json{{"rm_win_rate", w->rate},
+              {"rm_win_rate_ci95", Ci(w->rate, w->half_width)},
+              {"eval_rm_score", sum / static_cast<double>(after.size())},
+              {"eval_prompts", w->prompts}};
+}
+
+std::vector<Json> MergeStepFields(std::vector<Json> records,
+                                  const std::map<int64_t, Json>& fields) {
+  auto step_of = [](const Json& r) -> std::optional<int64_t> {
+    if (r.is_object() && r.contains("step") && r["step"].is_number_integer()) {
+      return r["step"].get<int64_t>();
+    }
+    return std::nullopt;
+  };
+  for (const auto& [step, f] : fields) {
+    auto it = records.begin();
+    for (; it != records.end(); ++it) {
+      const std::optional<int64_t> s = step_of(*it);
+      if (s && *s >= step) break;
+    }
+    if (it != records.end() && step_of(*it) == step) {
+      it->update(f);
+    } else {
+      Json r = {{"step", step}};
+      r.update(f);
+      records.insert(it, std::move(r));
+    }
+  }
+  return records;
+}
+
 std::string MetricsPlotHtml(const std::vector<Json>& records,
                             const std::vector<std::string>& series, const Json& summary) {
   constexpr double kW = 480, kH = 200, kPad = 40;
@@ -167,24 +205,48 @@ std::string MetricsPlotHtml(const std::vector<Json>& records,
       "</title></head>\n<body style=\"font-family:sans-serif\">\n<h2>", title, "</h2>\n");
   for (const std::string& name : series) {
     std::vector<std::pair<double, double>> points;
+    std::vector<std::pair<double, Json>> intervals;  // step -> [lo, hi]
+    const std::string ci_key = name + "_ci95";
     for (const Json& r : records) {
       if (r.contains("step") && r["step"].is_number() && r.contains(name) && r[name].is_number()) {
         points.emplace_back(r["step"].get<double>(), r[name].get<double>());
+        if (r.contains(ci_key) && r[ci_key].is_array() && r[ci_key].size() == 2 &&
+            r[ci_key][0].is_number() && r[ci_key][1].is_number()) {
+          intervals.emplace_back(r["step"].get<double>(), r[ci_key]);
+        }
       }
     }
     if (points.empty()) continue;
+    // Records are appended as they come (evaluations finish after later learner steps).
+    std::sort(points.begin(), points.end());
+    const bool rate = absl::EndsWith(name, "win_rate");
     double x0 = points.front().first, x1 = x0, y0 = points.front().second, y1 = y0;
     for (const auto& [x, y] : points) {
       x0 = std::min(x0, x); x1 = std::max(x1, x);
       y0 = std::min(y0, y); y1 = std::max(y1, y);
     }
+    if (rate) { y0 = 0; y1 = 1; }
     if (x1 == x0) x1 = x0 + 1;
     if (y1 == y0) { y0 -= 0.5; y1 += 0.5; }
+    auto px = [&](double x) { return kPad + (x - x0) / (x1 - x0) * (kW - 2 * kPad); };
+    auto py = [&](double y) {
+      return kH - kPad - (std::clamp(y, y0, y1) - y0) / (y1 - y0) * (kH - 2 * kPad);
+    };
     std::string poly;
     for (const auto& [x, y] : points) {
-      absl::StrAppend(&poly, poly.empty() ? "" : " ",
-                      absl::StrFormat("%.1f,%.1f", kPad + (x - x0) / (x1 - x0) * (kW - 2 * kPad),
-                                      kH - kPad - (y - y0) / (y1 - y0) * (kH - 2 * kPad)));
+      absl::StrAppend(&poly, poly.empty() ? "" : " ", absl::StrFormat("%.1f,%.1f", px(x), py(y)));
+    }
+    std::string extra;
+    if (rate) {
+      absl::StrAppend(&extra, absl::StrFormat("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+                                              "stroke=\"#999\" stroke-dasharray=\"4 3\"/>\n",
+                                              kPad, py(0.5), kW - kPad, py(0.5)));
+    }
+    for (const auto& [x, ci] : intervals) {
+      absl::StrAppend(&extra, absl::StrFormat("<line data-ci=\"%s\" x1=\"%.1f\" y1=\"%.1f\" "
+                                              "x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f77b4\"/>\n",
+                                              name, px(x), py(ci[0].get<double>()), px(x),
+                                              py(ci[1].get<double>())));
     }
     absl::StrAppend(
         &html, "<h3>", name, " over RL steps</h3>\n",
@@ -192,7 +254,7 @@ std::string MetricsPlotHtml(const std::vector<Json>& records,
         absl::StrFormat("<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#999\"/>\n",
                         kPad, kPad, kW - 2 * kPad, kH - 2 * kPad),
         "<polyline data-series=\"", name, "\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"",
-        poly, "\"/>\n",
+        poly, "\"/>\n", extra,
         absl::StrFormat("<text x=\"2\" y=\"%.0f\" font-size=\"11\">%.4g</text>\n", kPad, y1),
         absl::StrFormat("<text x=\"2\" y=\"%.0f\" font-size=\"11\">%.4g</text>\n", kH - kPad, y0),
         absl::StrFormat("<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">step %.0f</text>\n", kPad, kH - 8, x0),
@@ -209,11 +271,13 @@ bool WriteMetricsPlot(const std::string& run_dir, const Json& summary) {
   std::vector<Json> records;
   for (std::string line; std::getline(in, line);) {
     Json j = Json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.contains("reward_mean")) records.push_back(std::move(j));
+    if (!j.is_discarded() && (j.contains("reward_mean") || j.contains("rm_win_rate"))) {
+      records.push_back(std::move(j));
+    }
   }
   if (records.empty()) return false;
   std::ofstream(run_dir + "/plot.html")
-      << MetricsPlotHtml(records, {"reward_mean", "kl_mean", "beta"}, summary);
+      << MetricsPlotHtml(records, {"reward_mean", "kl_mean", "rm_win_rate", "beta"}, summary);
   return true;
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -137,6 +138,20 @@ class Job {
   // Atomically replaces <run_dir>/metrics/<name>.prom with `body`.
   void WriteMetricsSnapshot(const std::string& name, const std::string& body);
   void FinalLearnerRecord();
+  // The RM win rate at RL checkpoints (eval.step_prompts; eval_report.h): one `rlhf eval`
+  // at a time, started from the RL loop, first of the SFT policy (the baseline), then of
+  // each new learner checkpoint (the newest one when several appeared meanwhile).
+  // StartStepEvals at RL start; TickStepEval each loop turn (never blocks);
+  // FinishStepEvals after RL: waits for the one in flight, evaluates the final
+  // checkpoint, and merges the results into metrics.jsonl.
+  std::string TrainingRmCheckpoint() const;
+  void StartStepEvals();
+  void TickStepEval();
+  void FinishStepEvals(bool interrupted);
+  void SpawnStepEval(int64_t step, const std::string& policy);
+  void HarvestStepEval();
+  // <run_dir>/eval_steps/sft.json (step 0) or step-<8 digits>.json.
+  std::string StepEvalJson(int64_t step) const;
   ChildSpec ActorSpec(int index);
   absl::Status StartPrometheus(Supervisor& sup);
   void UpdateTargets();
@@ -160,6 +175,12 @@ class Job {
   absl::Time rl_start_ = absl::Now();
   std::string prometheus_url_;
   std::string rl_checkpoint_;
+  std::string step_eval_rm_;            // "" = per-checkpoint win rates off
+  std::unique_ptr<Process> step_eval_;  // the `rlhf eval` in flight
+  int64_t step_eval_step_ = 0;          // its learner step (0 = the SFT baseline)
+  int64_t last_step_evaluated_ = 0;     // newest checkpoint step evaluated or started
+  std::optional<Json> step_eval_sft_;   // the SFT baseline's `rlhf eval` document
+  std::map<int64_t, Json> step_win_rates_;  // step -> StepWinRateFields
 };
 
 absl::Status Job::RunStage(const std::string& name, std::vector<std::string> argv) {
@@ -500,6 +521,145 @@ std::string NewestLearnerPolicy(const std::string& run_dir) {
   return newest.empty() ? "" : run_dir + "/learner/" + newest + "/policy";
 }
 
+// The learner checkpoints under <run_dir>/learner: step -> policy directory.
+std::map<int64_t, std::string> LearnerPolicies(const std::string& run_dir) {
+  std::map<int64_t, std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run_dir + "/learner", ec)) {
+    const std::string n = e.path().filename().string();
+    int64_t step = 0;
+    if (absl::StartsWith(n, "step-") && absl::SimpleAtoi(n.substr(5), &step) &&
+        fs::exists(e.path() / "policy" / "config.json")) {
+      out[step] = (e.path() / "policy").string();
+    }
+  }
+  return out;
+}
+
+std::string Job::TrainingRmCheckpoint() const {
+  for (const auto& sc : config_.reward_server().scorers()) {
+    if (sc.type() == "rm" && fs::exists(sc.checkpoint() + "/config.json")) return sc.checkpoint();
+  }
+  return "";
+}
+
+void Job::StartStepEvals() {
+  step_eval_rm_.clear();
+  if (!config_.launcher().eval() || config_.eval().step_prompts() <= 0) return;
+  step_eval_rm_ = TrainingRmCheckpoint();
+  if (step_eval_rm_.empty()) return;
+  // Checkpoints of an earlier run in this run_dir were evaluated then.
+  const auto existing = LearnerPolicies(run_dir_);
+  last_step_evaluated_ = existing.empty() ? 0 : existing.rbegin()->first;
+  std::error_code ec;
+  fs::create_directories(run_dir_ + "/eval_steps", ec);
+  SpawnStepEval(0, config_.model().sft_checkpoint());
+}
+
+std::string Job::StepEvalJson(int64_t step) const {
+  return step == 0 ? run_dir_ + "/eval_steps/sft.json"
+                   : absl::StrFormat("%s/eval_steps/step-%08d.json", run_dir_, step);
+}
+
+void Job::SpawnStepEval(int64_t step, const std::string& policy) {
+  const std::string json = StepEvalJson(step);
+  std::error_code ec;
+  fs::remove(json, ec);
+  ProcessSpec spec;
+  spec.name = "eval_steps";
+  spec.argv = StepEvalArgv(config_, paths_, policy, step_eval_rm_, json);
+  spec.log_path = Log("eval_steps");
+  auto p = Process::Spawn(spec);
+  if (!p.ok()) {
+    Say(absl::StrCat("[eval] per-checkpoint win rates off: ", p.status().message()));
+    step_eval_rm_.clear();
+    return;
+  }
+  step_eval_ = std::move(*p);
+  step_eval_step_ = step;
+}
+
+// A finished eval's result: its JSON document (the process may have been reaped by the
+// supervisor's orphan reaper, so its exit code is not the test).
+void Job::HarvestStepEval() {
+  const int64_t step = step_eval_step_;
+  step_eval_.reset();
+  const std::string json = StepEvalJson(step);
+  std::ifstream in(json);
+  Json doc = in ? Json::parse(in, nullptr, false) : Json();
+  if (!doc.is_object() || !doc.contains("samples")) {
+    Say(absl::StrCat("[eval] ", step == 0 ? "SFT" : absl::StrCat("step ", step),
+                     " win-rate evaluation failed; last lines of ", Log("eval_steps"), ":\n",
+                     TailFile(Log("eval_steps"), 10)));
+    if (step == 0) step_eval_rm_.clear();  // no baseline: nothing to compare with
+    return;
+  }
+  if (step == 0) {
+    step_eval_sft_ = std::move(doc);
+    return;
+  }
+  std::optional<Json> fields = StepWinRateFields(*step_eval_sft_, doc);
+  if (!fields.has_value()) return;
+  const Json& ci = (*fields)["rm_win_rate_ci95"];
+  Say(absl::StrCat("[eval] step ", step, ": RM win rate over SFT ",
+                   Fmt((*fields)["rm_win_rate"].get<double>()), " [",
+                   Fmt(ci[0].get<double>()), ", ", Fmt(ci[1].get<double>()), "] on ",
+                   (*fields)["eval_prompts"].get<int>(), " held-out prompts"));
+  step_win_rates_[step] = std::move(*fields);
+}
+
+void Job::TickStepEval() {
+  if (step_eval_rm_.empty()) return;
+  if (step_eval_ != nullptr) {
+    if (step_eval_->Poll()) return;
+    HarvestStepEval();
+    if (step_eval_rm_.empty()) return;
+  }
+  const auto policies = LearnerPolicies(run_dir_);
+  if (policies.empty() || policies.rbegin()->first <= last_step_evaluated_) return;
+  last_step_evaluated_ = policies.rbegin()->first;
+  SpawnStepEval(last_step_evaluated_, policies.rbegin()->second);
+}
+
+void Job::FinishStepEvals(bool interrupted) {
+  // Waits for the eval in flight and harvests it; on a stop request, stops it instead.
+  auto wait = [&]() {
+    while (!interrupted && step_eval_->Poll()) {
+      if (StopRequested()) interrupted = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (interrupted) {
+      step_eval_->Stop(absl::Milliseconds(config_.launcher().grace_period_ms()));
+      step_eval_.reset();
+      return;
+    }
+    HarvestStepEval();
+  };
+  if (step_eval_ != nullptr) wait();
+  // The final checkpoint, saved when the learner finished.
+  if (!interrupted) {
+    TickStepEval();
+    if (step_eval_ != nullptr) wait();
+  }
+  if (step_win_rates_.empty()) return;
+  std::vector<Json> records;
+  {
+    std::ifstream in(run_dir_ + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      Json j = Json::parse(line, nullptr, false);
+      if (!j.is_discarded()) records.push_back(std::move(j));
+    }
+  }
+  std::string text;
+  for (const Json& r : MergeStepFields(std::move(records), step_win_rates_)) {
+    absl::StrAppend(&text, r.dump(), "\n");
+  }
+  if (absl::Status s = WriteFileAtomically(run_dir_ + "/metrics.jsonl", text); !s.ok()) {
+    Say(absl::StrCat("[eval] writing the win rates to metrics.jsonl: ", s.message()));
+  }
+  step_win_rates_.clear();
+}
+
 absl::Status Job::Rl() {
   const absl::Time start = absl::Now();
   SupervisorOptions so;
@@ -536,11 +696,13 @@ absl::Status Job::Rl() {
   absl::Time last_print = absl::InfinitePast();
   rl_start_ = absl::Now();
   absl::Time next_poll = absl::Now();
+  StartStepEvals();
   while (sup.state() == JobState::kRunning && !StopRequested()) {
     sup.Tick();
     if (absl::Now() >= next_poll) {
       next_poll = absl::Now() + absl::Milliseconds(100);
       PollLearnerMetrics();
+      TickStepEval();
     }
     const absl::Time now = absl::Now();
     if (now >= next_status) {
@@ -585,6 +747,7 @@ absl::Status Job::Rl() {
   }
   sup.ShutdownAll();
   WriteProcesses(sup);
+  FinishStepEvals(interrupted || state == JobState::kFailed);
   summary_["wall_seconds"]["rl"] = absl::ToDoubleSeconds(absl::Now() - start);
   if (auto last = ReadLastJsonLine(run_dir_ + "/metrics.jsonl")) {
     summary_["rl"]["last_step"] = *last;
@@ -626,14 +789,8 @@ absl::Status Job::Eval() {
   std::vector<std::pair<std::string, std::string>> policies = {
       {"sft", config_.model().sft_checkpoint()}};
   if (!rl_checkpoint_.empty()) policies.push_back({"rl", rl_checkpoint_});
+  const std::string rm = TrainingRmCheckpoint();
   for (const auto& [name, ckpt] : policies) {
-    std::string rm;
-    for (const auto& sc : config_.reward_server().scorers()) {
-      if (sc.type() == "rm" && fs::exists(sc.checkpoint() + "/config.json")) {
-        rm = sc.checkpoint();
-        break;
-      }
-    }
     RLHF_RETURN_IF_ERROR(RunStage("eval_" + name, EvalArgv(config_, paths_, name, ckpt, rm)));
   }
   return absl::OkStatus();

@@ -135,6 +135,24 @@ Argv EvalArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string
   return argv;
 }
 
+Argv StepEvalArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& policy,
+                  const std::string& rm_checkpoint, const std::string& json_out) {
+  return {p.Bin("rlhf"),
+          "eval",
+          "--policy=" + policy,
+          "--prompts=" + c.data().dir() + "/rl_heldout.jsonl",
+          "--rm=" + rm_checkpoint,
+          "--json_out=" + json_out,
+          absl::StrCat("--temperature=", c.sampling().temperature()),
+          absl::StrCat("--max_new_tokens=", c.sampling().max_new_tokens()),
+          "--samples_per_prompt=1",
+          "--show=0",
+          absl::StrCat("--max_prompts=", c.eval().step_prompts()),
+          absl::StrCat("--seed=", c.seed()),
+          "--threads=1",
+          "--gold=false"};
+}
+
 namespace {
 
 // reward_server.scorers as rlhf-reward-server's --scorers_json (proto field names).

@@ -37,6 +37,12 @@ Argv RmArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& 
 Argv EvalArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& name,
               const std::string& policy, const std::string& rm_checkpoint);
 
+// `rlhf eval` for the win rate at an RL checkpoint (eval.step_prompts; eval_report.h):
+// `policy` on the first eval.step_prompts held-out prompts, one sample each, scored by
+// `rm_checkpoint`, into `json_out`; no KL, no samples shown, one thread.
+Argv StepEvalArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& policy,
+                  const std::string& rm_checkpoint, const std::string& json_out);
+
 // Server-specific arguments (after the common prefix).
 Argv RewardServerArgs(const rlhf::v1::JobConfig& c);
 Argv ReferenceServerArgs(const rlhf::v1::JobConfig& c);
