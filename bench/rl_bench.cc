@@ -215,7 +215,7 @@ int Main() {
     loop.prompts_per_step = absl::GetFlag(FLAGS_prompts_per_step);
     loop.samples_per_prompt = absl::GetFlag(FLAGS_samples_per_prompt);
     loop.sampling.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
-    loop.sampling.stop_tokens = {257};
+    // RunRl adds the SFT checkpoint's EOS (its tokenizer's) to the stop tokens.
     loop.log_every = 5;
     absl::StatusOr<RlRunResult> run = RunRl(*models, options, t, loop, /*evaluate_before=*/first);
     if (!run.ok()) {

@@ -30,6 +30,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "core/model/threads.h"
+#include "core/tokenizer/tokenizer.h"
 #include "reference_server/reference_client.h"
 #include "reference_server/reference_server.h"
 #include "reward_server/reward_client.h"
@@ -184,7 +185,8 @@ int main(int argc, char** argv) {
         rlhf::reward::RewardServerDeps deps;
         deps.registry = registry;
         deps.scorers.push_back(
-            {*rlhf::reward::ModelRewardScorer::Create("rm", rlhf::TransformerLM(c), 258, {}), 1.0});
+            {*rlhf::reward::ModelRewardScorer::Create("rm", rlhf::TransformerLM(c),
+                                                       rlhf::ByteTokenizer::kPad, {}), 1.0});
         reward = *rlhf::reward::RewardServer::Create(options, std::move(deps));
         if (!reward->Start().ok()) return 1;
         port = reward->port();

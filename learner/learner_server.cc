@@ -142,7 +142,8 @@ absl::Status LearnerServer::Start() {
   if (!options_.checkpoint_dir.empty()) {
     RLHF_ASSIGN_OR_RETURN(checkpointer_,
                           LearnerCheckpointer::Create({options_.checkpoint_dir,
-                                                       options_.keep_checkpoints}));
+                                                       options_.keep_checkpoints,
+                                                       options_.tokenizer}));
     store_ = std::make_unique<FileStateStore>(options_.checkpoint_dir +
                                               "/learner_service_state.pb");
   }

@@ -50,6 +50,9 @@ struct LearnerServerOptions {
   std::string checkpoint_dir;                // empty = nothing persisted (tests only)
   int checkpoint_every = 20;                 // steps; the last step is always saved
   int keep_checkpoints = 3;
+  // The policy's tokenizer, copied into every checkpoint (LearnerCheckpointerOptions);
+  // null = none recorded.
+  std::shared_ptr<const Tokenizer> tokenizer = nullptr;
   absl::Duration poll_interval = absl::Milliseconds(100);  // expiry + metrics refresh
   // The PPO-ptx term: when trainer.ptx_coef > 0, each step also trains on
   // ptx_batch_size of these texts (token ids, [BOS] text [EOS], >= 2 tokens each),

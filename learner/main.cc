@@ -24,12 +24,14 @@
 #include "core/data/builtin_task.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
+#include "core/tokenizer/model_dir.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/train/training_common.h"
 #include "learner/learner_server.h"
 #include "services/flags.h"
 #include "services/config/trainer_config.h"
 #include "services/config/config.h"
+#include "services/config/sampling_config.h"
 #include "services/metrics.h"
 #include "services/server.h"
 #include "services/shutdown.h"
@@ -64,7 +66,15 @@ ABSL_FLAG(bool, allow_state_reset, false,
 
 namespace {
 
-absl::StatusOr<rlhf::TransformerLM> LoadPolicy(const rlhf::v1::JobConfig& job) {
+struct Policy {
+  rlhf::TransformerLM model{nullptr};
+  // The policy's own tokenizer (the checkpoint's recorded one or its files; the byte
+  // tokenizer for a fresh preset): its ids encode the prompts, pad batches and end
+  // responses (EOS), so every process agrees with the model.
+  std::shared_ptr<const rlhf::Tokenizer> tokenizer;
+};
+
+absl::StatusOr<Policy> LoadPolicy(const rlhf::v1::JobConfig& job) {
   std::string dir = absl::GetFlag(FLAGS_policy_checkpoint);
   if (dir.empty() && !job.model().sft_checkpoint().empty()) {
     std::string candidate = job.model().sft_checkpoint() + "/config.json";
@@ -73,18 +83,31 @@ absl::StatusOr<rlhf::TransformerLM> LoadPolicy(const rlhf::v1::JobConfig& job) {
       dir = job.model().sft_checkpoint();
     }
   }
+  Policy policy;
   if (!dir.empty()) {
     auto loaded = rlhf::LoadCheckpoint(dir);
     if (!loaded.ok()) return loaded.status();
-    LOG(INFO) << "learner: initial policy from " << dir;
-    return loaded->model;
+    auto tokenizer = rlhf::LoadTokenizerForModel(dir, loaded->model->config().vocab_size);
+    if (!tokenizer.ok()) return tokenizer.status();
+    LOG(INFO) << "learner: initial policy from " << dir << ", " << (*tokenizer)->name()
+              << " tokenizer (vocab " << (*tokenizer)->vocab_size() << ", bos "
+              << (*tokenizer)->bos_id() << ", eos " << (*tokenizer)->eos_id() << ", pad "
+              << (*tokenizer)->pad_id() << ")";
+    policy.model = loaded->model;
+    policy.tokenizer = *std::move(tokenizer);
+    return policy;
   }
   auto config = rlhf::ModelConfigPreset(job.model().preset().empty() ? "tiny" : job.model().preset());
   if (!config.ok()) return config.status();
   if (job.model().max_seq_len() > 0) config->max_seq_len = job.model().max_seq_len();
   torch::manual_seed(job.seed());
   LOG(INFO) << "learner: fresh " << job.model().preset() << " policy (no SFT checkpoint)";
-  return rlhf::TransformerLM(*config);
+  policy.model = rlhf::TransformerLM(*config);
+  // The presets are the byte-vocabulary models.
+  auto tokenizer = rlhf::MakeTokenizerByName("byte");
+  if (!tokenizer.ok()) return tokenizer.status();
+  policy.tokenizer = *std::move(tokenizer);
+  return policy;
 }
 
 absl::Status Run() {
@@ -97,11 +120,12 @@ absl::Status Run() {
   rlhf::ConfigureComputeThreads(job.learner().threads());
   LOG(INFO) << "compute: " << rlhf::ComputeThreadsSummary();
 
-  auto prompts = rlhf::RlPromptsFromConfig(job, absl::GetFlag(FLAGS_prompts_jsonl));
-  if (!prompts.ok()) return prompts.status();
   auto policy = LoadPolicy(job);
   if (!policy.ok()) return policy.status();
-  const rlhf::ModelConfig& mc = (*policy)->config();
+  const rlhf::Tokenizer& tokenizer = *policy->tokenizer;
+  auto prompts = rlhf::RlPromptsFromConfig(job, tokenizer, absl::GetFlag(FLAGS_prompts_jsonl));
+  if (!prompts.ok()) return prompts.status();
+  const rlhf::ModelConfig& mc = policy->model->config();
 
   rlhf::learner::LearnerServerOptions o;
   o.grpc.name = "learner";
@@ -138,15 +162,17 @@ absl::Status Run() {
   auto trainer = rlhf::TrainerOptionsFromConfig(rl, job.sampling(), job.seed());
   if (!trainer.ok()) return trainer.status();
   o.trainer = *trainer;
+  o.trainer.pad_id = tokenizer.pad_id();
   if (o.trainer.ptx_coef > 0) {
-    auto pretrain = rlhf::PretrainFromConfig(job, mc.max_seq_len);
+    auto pretrain = rlhf::PretrainFromConfig(job, tokenizer, mc.max_seq_len);
     if (!pretrain.ok()) return pretrain.status();
     o.pretrain = *std::move(pretrain);
     o.ptx_batch_size = rl.ptx_batch_size();
     LOG(INFO) << "learner: ptx term on, " << o.pretrain.size() << " pretraining texts, "
               << o.ptx_batch_size << " per step, coef " << o.trainer.ptx_coef;
   }
-  o.sampling = job.sampling();
+  // The actors sample with this config (Register): they stop at the policy's EOS.
+  o.sampling = rlhf::WithModelEos(job.sampling(), tokenizer.eos_id());
   switch (rl.kl().estimator()) {
     case rlhf::v1::KL_ESTIMATOR_CHOICE_K2: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_K2; break;
     case rlhf::v1::KL_ESTIMATOR_CHOICE_K3: o.kl_estimator = rlhf::v1::KL_ESTIMATOR_K3; break;
@@ -162,6 +188,7 @@ absl::Status Run() {
   o.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every) > 0 ? absl::GetFlag(FLAGS_checkpoint_every)
                                                                  : std::max(1, rl.checkpoint_every());
   o.keep_checkpoints = std::max(1, rl.keep_checkpoints());
+  o.tokenizer = policy->tokenizer;  // each step checkpoint carries it
 
   auto registry = std::make_shared<prometheus::Registry>();
   int metrics_port = absl::GetFlag(FLAGS_metrics_port);
@@ -189,7 +216,7 @@ absl::Status Run() {
     LOG(INFO) << "learner: PPO value model from " << job.model().rm_checkpoint();
   }
   auto server =
-      rlhf::learner::LearnerServer::Create(o, *policy, *std::move(prompts), registry, value);
+      rlhf::learner::LearnerServer::Create(o, policy->model, *std::move(prompts), registry, value);
   if (!server.ok()) return server.status();
   if (absl::Status s = (*server)->Start(); !s.ok()) return s;
   std::printf("listening on %s:%d\n", o.grpc.host.c_str(), (*server)->port());

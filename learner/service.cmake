@@ -14,5 +14,5 @@ rlhf_library(rlhf_learner_service
   DEPS rlhf_learner_handler rlhf_trainer rlhf_weights rlhf_services rlhf_model rlhf_proto
        prometheus-cpp::core)
 rlhf_binary(rlhf-learner SOURCES main.cc
-  DEPS rlhf_learner_service rlhf_trainer_config rlhf_config rlhf_train rlhf_data
+  DEPS rlhf_learner_service rlhf_trainer_config rlhf_config rlhf_train rlhf_data rlhf_tokenizer
        absl::flags absl::flags_parse)

@@ -14,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "core/model/checkpoint.h"
 #include "core/model/threads.h"
+#include "core/tokenizer/model_dir.h"
 #include "core/tokenizer/tokenizer.h"
 #include "reference_server/reference_server.h"
 #include "services/batching_defaults.h"
@@ -33,7 +34,9 @@ ABSL_FLAG(std::string, metrics_host, "",
 ABSL_FLAG(std::string, checkpoint, "", "SFT checkpoint dir (the frozen reference)");
 ABSL_FLAG(std::string, preset, "", "serve a freshly initialised model of this preset");
 ABSL_FLAG(int, seed, 0, "seed for --preset initialisation");
-ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer (its PAD id pads batches): \"byte\" or a model/checkpoint directory");
+ABSL_FLAG(std::string, tokenizer, "",
+          "tokenizer whose PAD id pads batches: empty = the --checkpoint's own (the byte "
+          "tokenizer for --preset); \"byte\" or a model/checkpoint directory");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's");
 ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
           "sequences per request limit");
@@ -62,8 +65,6 @@ namespace {
 absl::Status Run() {
   rlhf::ConfigureComputeThreads(absl::GetFlag(FLAGS_threads));
   LOG(INFO) << "compute: " << rlhf::ComputeThreadsSummary();
-  auto tokenizer = rlhf::MakeTokenizerByName(absl::GetFlag(FLAGS_tokenizer));
-  if (!tokenizer.ok()) return tokenizer.status();
 
   rlhf::reference::ReferenceServerDeps deps;
   const bool from_checkpoint = !absl::GetFlag(FLAGS_checkpoint).empty();
@@ -80,6 +81,13 @@ absl::Status Run() {
     torch::manual_seed(absl::GetFlag(FLAGS_seed));
     deps.model = rlhf::TransformerLM(*config);
   }
+  // The model's own tokenizer unless told otherwise (presets are byte-vocabulary models).
+  std::string tokenizer_name = absl::GetFlag(FLAGS_tokenizer);
+  if (tokenizer_name.empty()) tokenizer_name = from_checkpoint ? absl::GetFlag(FLAGS_checkpoint) : "byte";
+  auto tokenizer = tokenizer_name == "byte"
+                       ? rlhf::MakeTokenizerByName("byte")
+                       : rlhf::LoadTokenizerForModel(tokenizer_name, deps.model->config().vocab_size);
+  if (!tokenizer.ok()) return tokenizer.status();
 
   rlhf::reference::ReferenceServerOptions options;
   options.grpc.name = "reference-server";

@@ -33,7 +33,9 @@
 namespace rlhf::reference {
 
 struct ReferenceHandlerOptions {
-  int32_t pad_id = 258;               // ByteTokenizer PAD
+  // The served model's tokenizer's pad_id() (main.cc takes it from the checkpoint); padded
+  // positions are masked, so any in-vocabulary id gives the same numbers.
+  int32_t pad_id = 0;
   int max_sequences_per_request = services::kDefaultMaxSequencesPerRequest;
   int64_t max_seq_len = 0;            // 0 = the model's max_seq_len
   // Caps one forward's float32 logits ([padded tokens, vocab]) at this many MiB by

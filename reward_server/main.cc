@@ -14,6 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "core/model/threads.h"
+#include "core/tokenizer/model_dir.h"
 #include "core/tokenizer/tokenizer.h"
 #include "reward_server/reward_server.h"
 #include "services/batching_defaults.h"
@@ -38,7 +39,10 @@ ABSL_FLAG(std::string, scorers_json, "",
           "JSON array of rlhf.v1.ScorerConfig objects (proto field names): rm, gold, length, "
           "regex, exact_match, remote; used instead of --scorers (rlhf run passes this)");
 ABSL_FLAG(bool, normalize, false, "normalise rm scores with the checkpoint's reward_mean/std");
-ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer for the gold scorer: \"byte\" or a model/checkpoint directory");
+ABSL_FLAG(std::string, tokenizer, "",
+          "tokenizer that turns the scored ids into text for the rule scorers (gold, regex, "
+          "...): empty = the first reward model's own (the byte tokenizer without one); "
+          "\"byte\" or a model/checkpoint directory");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's (256 without one)");
 ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
           "sequences per request limit");
@@ -73,9 +77,32 @@ absl::Status Run() {
     specs_text = absl::StrCat("rm:", absl::GetFlag(FLAGS_checkpoint),
                               specs_text.empty() ? "" : ",", specs_text);
   }
-  auto tokenizer_or = rlhf::MakeTokenizerByName(absl::GetFlag(FLAGS_tokenizer));
+  std::vector<rlhf::reward::ScorerSpec> specs;
+  if (!specs_text.empty() || !absl::GetFlag(FLAGS_scorers_json).empty()) {
+    auto parsed = absl::GetFlag(FLAGS_scorers_json).empty()
+                      ? rlhf::reward::ParseScorerSpecs(specs_text)
+                      : rlhf::reward::ParseScorerSpecsJson(absl::GetFlag(FLAGS_scorers_json));
+    if (!parsed.ok()) return parsed.status();
+    specs = *std::move(parsed);
+  }
+  // The ids scored are the policy's, and the reward models share its tokenizer (they
+  // start from its SFT checkpoint): by default the first reward model's own tokenizer.
+  std::string tokenizer_name = absl::GetFlag(FLAGS_tokenizer);
+  if (tokenizer_name.empty()) {
+    tokenizer_name = "byte";  // --preset and rule scorers alone: the byte-vocabulary models
+    for (const auto& spec : specs) {
+      if (spec.kind == rlhf::reward::ScorerSpec::Kind::kModel) {
+        tokenizer_name = spec.checkpoint;
+        break;
+      }
+    }
+  }
+  auto tokenizer_or = tokenizer_name == "byte" ? rlhf::MakeTokenizerByName("byte")
+                                               : rlhf::LoadTokenizerForModel(tokenizer_name);
   if (!tokenizer_or.ok()) return tokenizer_or.status();
   std::shared_ptr<const rlhf::Tokenizer> tokenizer = *std::move(tokenizer_or);
+  LOG(INFO) << "tokenizer: " << tokenizer->name() << " of " << tokenizer_name << " (vocab "
+            << tokenizer->vocab_size() << ")";
 
   rlhf::reward::RewardServerDeps deps;
   int64_t vocab = tokenizer->vocab_size();
@@ -99,29 +126,32 @@ absl::Status Run() {
     note_model(**scorer);
     deps.scorers.push_back({*std::move(scorer), 1.0});
   }
-  if (!specs_text.empty() || !absl::GetFlag(FLAGS_scorers_json).empty()) {
-    auto specs = absl::GetFlag(FLAGS_scorers_json).empty()
-                     ? rlhf::reward::ParseScorerSpecs(specs_text)
-                     : rlhf::reward::ParseScorerSpecsJson(absl::GetFlag(FLAGS_scorers_json));
-    if (!specs.ok()) return specs.status();
-    for (const auto& spec : *specs) {
-      if (spec.kind != rlhf::reward::ScorerSpec::Kind::kModel) {
-        auto scorer = rlhf::reward::MakeRuleScorer(spec, tokenizer);
-        if (!scorer.ok()) return scorer.status();
-        LOG(INFO) << "scorer '" << (*scorer)->name() << "' weight " << spec.weight;
-        deps.scorers.push_back({*std::move(scorer), spec.weight});
-        continue;
-      }
-      // Components are named rm, rm2, rm3, ... in flag order (--preset counts first).
-      std::string name = have_model ? absl::StrCat("rm", extra_models + 2) : "rm";
-      if (have_model) ++extra_models;
-      if (!spec.name.empty()) name = spec.name;
-      auto scorer = ModelRewardScorer::FromCheckpoint(name, spec.checkpoint, tokenizer->pad_id(),
-                                                      absl::GetFlag(FLAGS_normalize));
+  for (const auto& spec : specs) {
+    if (spec.kind != rlhf::reward::ScorerSpec::Kind::kModel) {
+      auto scorer = rlhf::reward::MakeRuleScorer(spec, tokenizer);
       if (!scorer.ok()) return scorer.status();
-      note_model(**scorer);
+      LOG(INFO) << "scorer '" << (*scorer)->name() << "' weight " << spec.weight;
       deps.scorers.push_back({*std::move(scorer), spec.weight});
+      continue;
     }
+    // Components are named rm, rm2, rm3, ... in flag order (--preset counts first).
+    std::string name = have_model ? absl::StrCat("rm", extra_models + 2) : "rm";
+    if (have_model) ++extra_models;
+    if (!spec.name.empty()) name = spec.name;
+    // Each reward model pads with its own tokenizer's PAD (EOS when it has none).
+    auto rm_tokenizer = rlhf::LoadTokenizerForModel(spec.checkpoint);
+    if (!rm_tokenizer.ok()) return rm_tokenizer.status();
+    auto scorer = ModelRewardScorer::FromCheckpoint(name, spec.checkpoint,
+                                                    (*rm_tokenizer)->pad_id(),
+                                                    absl::GetFlag(FLAGS_normalize));
+    if (!scorer.ok()) return scorer.status();
+    if ((*rm_tokenizer)->vocab_size() > (*scorer)->config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the tokenizer of ", spec.checkpoint, " has ", (*rm_tokenizer)->vocab_size(),
+          " ids but the reward model's vocabulary has ", (*scorer)->config().vocab_size));
+    }
+    note_model(**scorer);
+    deps.scorers.push_back({*std::move(scorer), spec.weight});
   }
   if (deps.scorers.empty()) {
     return absl::InvalidArgumentError("no scorer: pass --scorers, --checkpoint or --preset");

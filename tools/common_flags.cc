@@ -57,12 +57,13 @@ absl::StatusOr<ModelConfig> PresetConfig() {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerForModel(const std::string& dir,
                                                              const TransformerLM& model) {
-  auto tok = dir.empty() ? MakeTokenizerByName("byte") : LoadTokenizerForModel(dir);
+  if (!dir.empty()) return LoadTokenizerForModel(dir, model->config().vocab_size);
+  auto tok = MakeTokenizerByName("byte");
   if (!tok.ok()) return tok.status();
   if ((*tok)->vocab_size() > model->config().vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the tokenizer of ", dir.empty() ? "the preset" : dir, " (", (*tok)->name(), ") has ",
-        (*tok)->vocab_size(), " ids but the model's vocabulary has ", model->config().vocab_size));
+        "the tokenizer of the preset (", (*tok)->name(), ") has ", (*tok)->vocab_size(),
+        " ids but the model's vocabulary has ", model->config().vocab_size));
   }
   return tok;
 }

@@ -131,7 +131,8 @@ int RunEvalCommand(const std::vector<std::string>& args) {
                          {"kl", Num(s.kl)},
                          {"rm", Num(s.rm)},
                          {"rm2", Num(s.rm2)},
-                         {"tokens", s.tokens}});
+                         {"tokens", s.tokens},
+                         {"response_ids", s.response_ids}});
     }
     nlohmann::json j = {{"policy", absl::GetFlag(FLAGS_policy)},
                         {"n", report->n},

@@ -16,11 +16,13 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/model/checkpoint.h"
+#include "core/tokenizer/model_dir.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/status_macros.h"
 #include "core/rl_training/inprocess_loop.h"
 #include "core/rl_training/learner_state.h"
 #include "core/rl_training/trainer.h"
+#include "services/config/sampling_config.h"
 #include "services/config/trainer_config.h"
 #include "services/config/config.h"
 #include "tools/common_flags.h"
@@ -108,10 +110,22 @@ absl::Status RunRl(const std::vector<std::string>& args) {
   const double rm_mean = rm.metadata.value("reward_mean", 0.0);
   const double rm_std = rm.metadata.value("reward_std", 1.0);
 
-  RLHF_ASSIGN_OR_RETURN(auto prompts, RlPromptsFromConfig(job));
+  // The policy's tokenizer (recorded in the SFT checkpoint) encodes the prompts, pads
+  // batches and ends responses; the reward model pads with its own.
+  RLHF_ASSIGN_OR_RETURN(std::shared_ptr<const Tokenizer> tokenizer,
+                        LoadTokenizerForModel(job.model().sft_checkpoint(),
+                                              policy.config.vocab_size));
+  loop_options.tokenizer = tokenizer;  // each step checkpoint carries it
+  RLHF_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> rm_tokenizer,
+                        LoadTokenizerForModel(job.model().rm_checkpoint(), rm.config.vocab_size));
+  trainer_options.pad_id = tokenizer->pad_id();
+  RLHF_ASSIGN_OR_RETURN(loop_options.sampling,
+                        SamplingOptionsFromConfig(WithModelEos(job.sampling(), tokenizer->eos_id())));
+  RLHF_ASSIGN_OR_RETURN(auto prompts, RlPromptsFromConfig(job, *tokenizer));
   std::vector<std::vector<int32_t>> pretrain;
   if (trainer_options.ptx_coef > 0) {
-    RLHF_ASSIGN_OR_RETURN(pretrain, PretrainFromConfig(job, policy.config.max_seq_len));
+    RLHF_ASSIGN_OR_RETURN(pretrain,
+                          PretrainFromConfig(job, *tokenizer, policy.config.max_seq_len));
   }
   std::fprintf(stderr,
                "rl: in-process %s, %d steps x %d prompts x %d samples, %zu prompts, ptx %s, "
@@ -123,13 +137,12 @@ absl::Status RunRl(const std::vector<std::string>& args) {
 
   reference.model->eval();
   rm.model->eval();
-  const ByteTokenizer tokenizer;
   RLHF_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                         Trainer::Create(trainer_options, policy.model, value));
   RLHF_ASSIGN_OR_RETURN(
       std::unique_ptr<InProcessLoop> loop,
       InProcessLoop::Create(loop_options, std::move(trainer), reference.model,
-                            RewardModelScorer(rm.model, rm_mean, rm_std, tokenizer.pad_id()),
+                            RewardModelScorer(rm.model, rm_mean, rm_std, rm_tokenizer->pad_id()),
                             std::move(prompts), std::move(pretrain)));
   nlohmann::json steps = nlohmann::json::array();
   const absl::Time start = absl::Now();

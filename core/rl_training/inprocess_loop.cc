@@ -117,7 +117,8 @@ absl::StatusOr<std::unique_ptr<InProcessLoop>> InProcessLoop::Create(
   loop->reference_->eval();
   if (!options.checkpoint_dir.empty()) {
     RLHF_ASSIGN_OR_RETURN(loop->checkpointer_,
-                          LearnerCheckpointer::Create({options.checkpoint_dir, options.keep_checkpoints}));
+                          LearnerCheckpointer::Create({options.checkpoint_dir, options.keep_checkpoints,
+                                                       options.tokenizer}));
     if (options.resume) {
       absl::StatusOr<std::string> latest = loop->checkpointer_->Latest();
       if (latest.ok()) {

@@ -42,9 +42,10 @@ using RewardFn = std::function<absl::StatusOr<std::vector<float>>(
 
 // A learned reward model as a RewardFn: the scalar head at the last real token of
 // prompt + response, normalised (r - mean) / std. `rm` needs a scalar head; it is put in
-// eval mode and only read (no grad). Scores in chunks of `batch_size` sequences.
-RewardFn RewardModelScorer(TransformerLM rm, double mean = 0.0, double std = 1.0,
-                           int32_t pad_id = 258, int64_t batch_size = 64);
+// eval mode and only read (no grad). Scores in chunks of `batch_size` sequences, padded
+// with `pad_id` (the reward model's tokenizer's pad_id()).
+RewardFn RewardModelScorer(TransformerLM rm, double mean, double std, int32_t pad_id,
+                           int64_t batch_size = 64);
 
 struct InProcessLoopOptions {
   int64_t steps = 60;              // total trainer steps (a resumed run continues to this)
@@ -56,6 +57,9 @@ struct InProcessLoopOptions {
   std::string checkpoint_dir;      // "" = no checkpoints
   int64_t checkpoint_every = 20;   // steps; 0 = only at the end
   int keep_checkpoints = 3;
+  // The policy's tokenizer, copied into every checkpoint (LearnerCheckpointerOptions);
+  // null = none recorded.
+  std::shared_ptr<const Tokenizer> tokenizer = nullptr;
   bool resume = false;             // continue from checkpoint_dir's newest checkpoint
   int64_t log_every = 1;           // progress line every N steps; 0 = quiet
 };

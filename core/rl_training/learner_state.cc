@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "core/model/checkpoint.h"
 #include "core/status_macros.h"
+#include "core/tokenizer/model_dir.h"
 
 namespace rlhf {
 namespace {
@@ -143,10 +144,20 @@ absl::StatusOr<std::string> LearnerCheckpointer::Save(Trainer& trainer,
   };
 
   nlohmann::json meta = {{"learner_step", state.step}, {"policy_version", state.policy_version}};
+  // The checkpoint carries the policy's tokenizer (files copied next to the weights).
+  auto save_tokenizer = [&](const std::string& dir) -> absl::Status {
+    if (options_.tokenizer == nullptr) return absl::OkStatus();
+    absl::StatusOr<nlohmann::json> spec = SaveTokenizerFiles(*options_.tokenizer, dir);
+    if (!spec.ok()) return spec.status();
+    meta["tokenizer"] = *spec;
+    return absl::OkStatus();
+  };
+  if (absl::Status s = save_tokenizer(tmp + "/policy"); !s.ok()) return cleanup_on_error(s);
   if (absl::Status s = SaveCheckpoint(tmp + "/policy", trainer.policy(), meta); !s.ok()) {
     return cleanup_on_error(s);
   }
   if (trainer.value_model()) {
+    if (absl::Status s = save_tokenizer(tmp + "/value"); !s.ok()) return cleanup_on_error(s);
     if (absl::Status s = SaveCheckpoint(tmp + "/value", trainer.value_model(), meta); !s.ok()) {
       return cleanup_on_error(s);
     }

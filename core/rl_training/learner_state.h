@@ -33,12 +33,18 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/rl_training/trainer.h"
+#include "core/tokenizer/tokenizer.h"
 
 namespace rlhf {
 
 struct LearnerCheckpointerOptions {
   std::string root;   // directory holding the step-* checkpoints (created if missing)
   int keep_last = 3;  // >= 1 complete checkpoints kept after each save
+  // The policy's tokenizer: its files are copied into each checkpoint's policy/ (and
+  // value/) and recorded in their metadata, so that a step checkpoint alone is a usable
+  // model (core/tokenizer/model_dir.h). Null = none recorded (readers then assume the
+  // byte tokenizer). Shared, immutable.
+  std::shared_ptr<const Tokenizer> tokenizer = nullptr;
 };
 
 class LearnerCheckpointer {

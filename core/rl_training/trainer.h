@@ -98,7 +98,9 @@ struct TrainerOptions {
   double grpo_eps = 1e-4;
   bool whiten_advantages = false;  // masked whitening of advantages over the batch
   double temperature = 1.0;        // log-prob temperature (LogProbTemperature of sampling)
-  int32_t pad_id = 258;            // padding id for packing (ByteTokenizer::kPad)
+  // Padding id for packing: the policy tokenizer's pad_id(), set where the process loads
+  // the policy (padded positions are masked, so any in-vocabulary id gives the same numbers).
+  int32_t pad_id = 0;
   uint64_t seed = 1;               // minibatch shuffling generator
 };
 

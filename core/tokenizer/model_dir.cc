@@ -169,6 +169,18 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::stri
   return MakeTokenizerByName("byte");
 }
 
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& dir,
+                                                                 int64_t model_vocab_size) {
+  auto tok = LoadTokenizerForModel(dir);
+  if (!tok.ok()) return tok.status();
+  if ((*tok)->vocab_size() > model_vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the tokenizer of ", dir, " (", (*tok)->name(), ") has ", (*tok)->vocab_size(),
+        " ids but the model's vocabulary has ", model_vocab_size));
+  }
+  return tok;
+}
+
 absl::StatusOr<nlohmann::json> SaveTokenizerFiles(const Tokenizer& tok,
                                                   const std::string& dest_dir) {
   nlohmann::json spec = tok.Spec();

@@ -41,6 +41,13 @@ std::vector<std::string> TokenizerFilesInDir(const std::string& dir);
 //  3. the byte tokenizer (checkpoints of the built-in byte-vocabulary models).
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& dir);
 
+// LoadTokenizerForModel(dir) for the model loaded from `dir`, whose embedding has
+// `model_vocab_size` rows: InvalidArgument naming `dir` when the tokenizer has more ids
+// than the model (its ids would index past the embedding). Every process that loads a
+// model takes its BOS/EOS/PAD from here.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& dir,
+                                                                 int64_t model_vocab_size);
+
 // For checkpoint and export writers: copies the files of `tok` (Spec()'s "dir") into
 // `dest_dir` (created if needed; a no-op when it is the same directory) and returns the
 // spec to record in the checkpoint's metadata ({"type": ..., "dir": "."}). The byte

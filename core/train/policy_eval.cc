@@ -137,6 +137,7 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
       s.rm = batch_rm[b];
       s.rm2 = batch_rm2[b];
       s.tokens = static_cast<int64_t>(gen.responses[b].size());
+      s.response_ids = gen.responses[b];
       if (options.gold) golds.push_back(s.gold);
       if (reference != nullptr) kls.push_back(s.kl);
       if (reward_model != nullptr) rms.push_back(s.rm);

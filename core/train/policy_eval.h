@@ -51,6 +51,7 @@ struct PolicyEvalSample {
   double rm = 0;          // NaN without a reward model
   double rm2 = 0;         // NaN without a held-out reward model
   int64_t tokens = 0;     // response tokens (EOS included when finished)
+  std::vector<int32_t> response_ids;  // the sampled ids `response` decodes (EOS included)
 };
 
 struct Interval {

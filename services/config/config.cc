@@ -39,8 +39,6 @@ namespace pb = ::google::protobuf;
 using Json = nlohmann::json;
 using rlhf::v1::JobConfig;
 
-constexpr int kEosToken = 257;  // ByteTokenizer's EOS (core/tokenizer/tokenizer.h).
-
 // ---------------------------------------------------------------------------------
 // YAML -> typed JSON, guided by the descriptor.
 
@@ -552,7 +550,8 @@ JobConfig DefaultJobConfig() {
   sampling->set_top_k(0);
   sampling->set_top_p(1.0f);
   sampling->set_max_new_tokens(48);
-  sampling->add_stop_tokens(kEosToken);
+  // stop_tokens: none by default. The model's EOS always stops (each sampling process
+  // adds its tokenizer's, services/config/sampling_config.h: WithModelEos).
 
   auto* rl = c.mutable_rl();
   rl->set_algorithm(rlhf::v1::ALGORITHM_REINFORCE);

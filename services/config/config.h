@@ -38,7 +38,7 @@ struct LoadOptions {
   // the run directory must exist (paths inside it are produced by the pipeline).
   bool check_files = true;
   // "dotted.path=value" overrides applied on top of the file before anything else, the
-  // value parsed as YAML (e.g. "rl.steps=10", "sampling.stop_tokens=[257]").
+  // value parsed as YAML (e.g. "rl.steps=10", "sampling.max_new_tokens=32").
   std::vector<std::string> overrides;
 };
 

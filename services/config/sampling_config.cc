@@ -1,5 +1,7 @@
 #include "services/config/sampling_config.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace rlhf {
@@ -15,6 +17,14 @@ absl::StatusOr<SamplingOptions> SamplingOptionsFromConfig(const rlhf::v1::Sampli
     return absl::InvalidArgumentError(absl::StrCat("sampling.", st.message()));
   }
   return o;
+}
+
+rlhf::v1::SamplingConfig WithModelEos(rlhf::v1::SamplingConfig sampling, int32_t eos_id) {
+  const auto& stops = sampling.stop_tokens();
+  if (eos_id >= 0 && std::find(stops.begin(), stops.end(), eos_id) == stops.end()) {
+    sampling.add_stop_tokens(eos_id);
+  }
+  return sampling;
 }
 
 }  // namespace rlhf

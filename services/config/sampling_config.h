@@ -12,4 +12,10 @@ namespace rlhf {
 // field).
 absl::StatusOr<SamplingOptions> SamplingOptionsFromConfig(const rlhf::v1::SamplingConfig& sampling);
 
+// `sampling` with the model's EOS (its tokenizer's eos_id()) added to stop_tokens unless
+// already there: the job's sampling.stop_tokens lists only extra stop ids, and every
+// process that samples stops at the EOS of the model it samples from. eos_id < 0 (a
+// tokenizer without EOS) adds nothing.
+rlhf::v1::SamplingConfig WithModelEos(rlhf::v1::SamplingConfig sampling, int32_t eos_id);
+
 }  // namespace rlhf

@@ -116,8 +116,7 @@ absl::StatusOr<BuiltinTask> GenerateJobTask(const rlhf::v1::JobConfig& job) {
 }  // namespace
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> RlPromptsFromConfig(
-    const rlhf::v1::JobConfig& job, const std::string& path) {
-  const ByteTokenizer tokenizer;
+    const rlhf::v1::JobConfig& job, const Tokenizer& tokenizer, const std::string& path) {
   const std::string file = path.empty() ? ExistingDataFile(job, "rl_train.jsonl") : path;
   std::vector<std::vector<int32_t>> prompts;
   if (!file.empty()) {
@@ -135,8 +134,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> RlPromptsFromConfig(
 }
 
 absl::StatusOr<std::vector<std::vector<int32_t>>> PretrainFromConfig(
-    const rlhf::v1::JobConfig& job, int64_t max_seq_len) {
-  const ByteTokenizer tokenizer;
+    const rlhf::v1::JobConfig& job, const Tokenizer& tokenizer, int64_t max_seq_len) {
   std::string source = ExistingDataFile(job, "pretrain.jsonl");
   std::vector<std::string> texts;
   if (!source.empty()) {

