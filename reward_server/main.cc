@@ -2,6 +2,7 @@
 //
 //   rlhf-reward-server --scorers=rm:/ckpt/rm:1.0,gold:0.5 --normalize --port=50051
 //   rlhf-reward-server --preset=tiny --port=0 --port_file=/tmp/rm.port   (tests)
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -40,6 +41,8 @@ ABSL_FLAG(std::string, scorers_json, "",
 ABSL_FLAG(bool, normalize, false, "normalise rm scores with the checkpoint's reward_mean/std");
 ABSL_FLAG(std::string, tokenizer, "byte", "tokenizer for the gold scorer: \"byte\" or a model/checkpoint directory");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's (256 without one)");
+ABSL_FLAG(std::string, compute_dtype, rlhf::kDefaultComputeDtype,
+          "dtype the reward models run in: fp32 or bf16 (fp16 has no CPU kernels in LibTorch 1.13)");
 ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
           "sequences per request limit");
 ABSL_FLAG(int64_t, max_batch_tokens, rlhf::services::kDefaultMaxBatchTokens,
@@ -77,6 +80,13 @@ absl::Status Run() {
   if (!tokenizer_or.ok()) return tokenizer_or.status();
   std::shared_ptr<const rlhf::Tokenizer> tokenizer = *std::move(tokenizer_or);
 
+  rlhf::ModelLoadOptions load;
+  {
+    auto dtype = rlhf::ParseComputeDtype(absl::GetFlag(FLAGS_compute_dtype));
+    if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--", dtype.status().message()));
+    load.compute_dtype = *dtype;
+    load.max_seq_len = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_seq_len));
+  }
   rlhf::reward::RewardServerDeps deps;
   int64_t vocab = tokenizer->vocab_size();
   int64_t max_len = 256;
@@ -93,8 +103,9 @@ absl::Status Run() {
     config->lm_head = false;
     config->scalar_head = true;
     torch::manual_seed(absl::GetFlag(FLAGS_seed));
-    auto scorer = ModelRewardScorer::Create("rm", rlhf::TransformerLM(*config),
-                                            tokenizer->pad_id(), {});
+    rlhf::TransformerLM model(*config);
+    if (auto st = rlhf::CastToComputeDtype(model, load.compute_dtype); !st.ok()) return st;
+    auto scorer = ModelRewardScorer::Create("rm", model, tokenizer->pad_id(), {});
     if (!scorer.ok()) return scorer.status();
     note_model(**scorer);
     deps.scorers.push_back({*std::move(scorer), 1.0});
@@ -117,7 +128,7 @@ absl::Status Run() {
       if (have_model) ++extra_models;
       if (!spec.name.empty()) name = spec.name;
       auto scorer = ModelRewardScorer::FromCheckpoint(name, spec.checkpoint, tokenizer->pad_id(),
-                                                      absl::GetFlag(FLAGS_normalize));
+                                                      absl::GetFlag(FLAGS_normalize), load);
       if (!scorer.ok()) return scorer.status();
       note_model(**scorer);
       deps.scorers.push_back({*std::move(scorer), spec.weight});
