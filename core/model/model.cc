@@ -25,10 +25,13 @@ torch::Tensor LinearFwd(const torch::Tensor& x, const torch::Tensor& w, const to
   return y.view(sizes);
 }
 
-// RMSNorm as HF's LlamaRMSNorm: the statistics in fp32 whatever the compute dtype, then
-// back to it before the weight (for an fp32 model the casts are no-ops).
+// bf16/fp16 -> fp32; fp32 and fp64 (gradient checks) unchanged.
+torch::ScalarType AtLeastFloat(torch::ScalarType t) { return at::promote_types(t, torch::kFloat32); }
+
+// RMSNorm as HF's LlamaRMSNorm: the statistics in (at least) fp32 whatever the compute
+// dtype, then back to it before the weight (for an fp32 model the casts are no-ops).
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  const auto xf = x.to(torch::kFloat32);
+  const auto xf = x.to(AtLeastFloat(x.scalar_type()));
   return (xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps)).to(x.scalar_type()) * weight;
 }
 
@@ -126,8 +129,8 @@ class AttentionImpl : public torch::nn::Module {
                   .permute({0, 2, 3, 1, 4})
                   .reshape({B, KV, G * T, D});
     auto scores = at::matmul(qg, k.transpose(-1, -2)).view({B, KV, G, T, Lk});
-    // The mask is fp32: in a bf16/fp16 model the scores are promoted and the softmax runs
-    // in fp32 (as HF's), then back to the compute dtype.
+    // The mask is at least fp32: in a bf16/fp16 model the scores are promoted and the
+    // softmax runs in fp32 (as HF's), then back to the compute dtype.
     scores = at::softmax(scores + mask, -1).to(v.scalar_type()).view({B, KV, G * T, Lk});
     auto ctx = at::matmul(scores, v)               // [B, KV, G*T, D]
                    .view({B, H, T, D})
@@ -443,9 +446,10 @@ TransformerLMImpl::TransformerLMImpl(const ModelConfig& config) : config_(config
 
 torch::Tensor TransformerLMImpl::Unembed(const torch::Tensor& hidden) {
   TORCH_CHECK(config_.lm_head, "Unembed: model has no lm_head");
-  // fp32 logits whatever the compute dtype (a no-op for an fp32 model): log-probs and
-  // sampling downstream read them as float.
-  return LinearFwd(hidden, config_.tie_embeddings ? wte_->weight : lm_head_weight_, {}).to(torch::kFloat32);
+  // At least fp32 logits whatever the compute dtype (a no-op for an fp32 model):
+  // log-probs and sampling downstream read them as float.
+  const auto logits = LinearFwd(hidden, config_.tie_embeddings ? wte_->weight : lm_head_weight_, {});
+  return logits.to(AtLeastFloat(logits.scalar_type()));
 }
 
 ForwardOutput TransformerLMImpl::forward(const torch::Tensor& ids,
@@ -505,7 +509,8 @@ ForwardOutput TransformerLMImpl::Run(const torch::Tensor& ids, const torch::Tens
 
   // Additive mask [B, 1, 1, T, Lk]: causal (key j visible to query t iff j <= past + t)
   // and padded keys hidden.
-  const auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(ids.device());
+  const auto opts =
+      torch::TensorOptions().dtype(AtLeastFloat(wte_->weight.scalar_type())).device(ids.device());
   auto qpos = torch::arange(past, Lk, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   auto kpos = torch::arange(0, Lk, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   auto allowed = kpos.unsqueeze(0) <= qpos.unsqueeze(1);  // [T, Lk]
@@ -538,7 +543,8 @@ ForwardOutput TransformerLMImpl::Run(const torch::Tensor& ids, const torch::Tens
     out.logits = Unembed(mode == LogitsMode::kLast ? out.hidden.narrow(1, T - 1, 1) : out.hidden);
   }
   if (config_.scalar_head) {
-    out.scalar = LinearFwd(out.hidden, scalar_head_->weight, scalar_head_->bias).squeeze(-1).to(torch::kFloat32);
+    out.scalar = LinearFwd(out.hidden, scalar_head_->weight, scalar_head_->bias).squeeze(-1);
+    out.scalar = out.scalar.to(AtLeastFloat(out.scalar.scalar_type()));
   }
   return out;
 }
