@@ -5,6 +5,9 @@
 //     bytes) as a fraction of the safetensors file size, for the HF import (one tensor at
 //     a time) and, for contrast, our own checkpoint format (whole-file read). Each load
 //     runs in a fresh child process (this binary re-executed) so the peaks are its own;
+//   - export seconds and peak extra memory (VmHWM growth while ExportHfDirectory runs on a
+//     model built in a fresh child) as a fraction of the written files' size: the shards
+//     are streamed one tensor at a time, so this should be far below 1;
 //   - forward tokens/s of the imported model / the native model (same kernels expected: 1.0).
 //
 //   rlhf_bench_hf [--preset=gpt2-small] [--threads=2] [--dir=/tmp/...]
@@ -34,6 +37,7 @@ ABSL_FLAG(std::string, preset, "gpt2-small", "model shape");
 ABSL_FLAG(int, threads, 2, "intra-op threads");
 ABSL_FLAG(std::string, dir, "", "work directory (default: a temp dir, removed afterwards)");
 ABSL_FLAG(std::string, child_load, "", "internal: load this checkpoint, print JSON, exit");
+ABSL_FLAG(std::string, child_export, "", "internal: build the model, export it here, print JSON, exit");
 ABSL_FLAG(std::string, json_out, "", "also write the results as JSON here");
 
 namespace rlhf {
@@ -68,10 +72,33 @@ int ChildLoad(const std::string& dir) {
   return 0;
 }
 
-nlohmann::json RunChild(const std::string& self, const std::string& dir) {
-  const std::string out = dir + ".load.json";
-  const std::string cmd = absl::StrCat(self, " --threads=", absl::GetFlag(FLAGS_threads),
-                                       " --child_load=", dir, " > ", out);
+uint64_t DirBytes(const std::string& dir, const std::string& ext);
+
+// The model is built (not loaded) first, so VmHWM before the export is parameters only.
+int ChildExport(const std::string& dir) {
+  auto config = ModelConfigPreset(absl::GetFlag(FLAGS_preset));
+  if (!config.ok()) return 1;
+  torch::manual_seed(1);
+  TransformerLM model(*config);
+  const int64_t before = StatusKb("VmHWM:");
+  const auto t0 = Clock::now();
+  if (auto s = ExportHfDirectory(model, nlohmann::json::object(), dir); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  const int64_t after = StatusKb("VmHWM:");
+  nlohmann::json j = {{"seconds", secs},
+                      {"hwm_growth_bytes", (after - before) * 1024},
+                      {"file_bytes", DirBytes(dir, ".safetensors")}};
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+nlohmann::json RunChild(const std::string& self, const std::string& dir, const char* mode = "child_load") {
+  const std::string out = dir + "." + mode + ".json";
+  const std::string cmd = absl::StrCat(self, " --threads=", absl::GetFlag(FLAGS_threads), " --preset=",
+                                       absl::GetFlag(FLAGS_preset), " --", mode, "=", dir, " > ", out);
   if (std::system(cmd.c_str()) != 0) return nullptr;
   std::ifstream in(out);
   return nlohmann::json::parse(in, nullptr, false);
@@ -103,6 +130,7 @@ double ForwardTokensPerSec(TransformerLM& m, int64_t B, int64_t T) {
 int Main(const std::string& self) {
   at::set_num_threads(absl::GetFlag(FLAGS_threads));
   if (!absl::GetFlag(FLAGS_child_load).empty()) return ChildLoad(absl::GetFlag(FLAGS_child_load));
+  if (!absl::GetFlag(FLAGS_child_export).empty()) return ChildExport(absl::GetFlag(FLAGS_child_export));
   auto config = ModelConfigPreset(absl::GetFlag(FLAGS_preset));
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
@@ -143,6 +171,19 @@ int Main(const std::string& self) {
                 name.c_str(), r["seconds"].get<double>(), file / 1e6,
                 file / 1e6 / r["seconds"].get<double>(), extra / 1e6, extra / file);
     result["load_" + name] = r;
+  }
+  {
+    nlohmann::json r = RunChild(self, dir + "/export", "child_export");
+    if (r.is_null() || r.is_discarded()) {
+      std::fprintf(stderr, "child export failed\n");
+      return 1;
+    }
+    const double file = r["file_bytes"].get<double>(), extra = r["hwm_growth_bytes"].get<double>();
+    r["peak_extra_over_file"] = extra / file;
+    std::printf("export hf : %.2f s for %.0f MB (%.0f MB/s); peak extra memory %.0f MB = %.3f x file\n",
+                r["seconds"].get<double>(), file / 1e6, file / 1e6 / r["seconds"].get<double>(),
+                extra / 1e6, extra / file);
+    result["export_hf"] = r;
   }
   auto imported = LoadCheckpoint(hf_dir);
   if (!imported.ok()) return 1;

@@ -2,6 +2,7 @@
 //
 //   rlhf-reference-server --checkpoint=/ckpt/sft --port=50052
 //   rlhf-reference-server --preset=tiny --port=0 --port_file=/tmp/ref.port   (tests)
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -12,7 +13,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
 #include "core/model/checkpoint.h"
+#include "core/model/compute_dtype.h"
 #include "core/model/threads.h"
 #include "core/tokenizer/model_dir.h"
 #include "core/tokenizer/tokenizer.h"
@@ -38,6 +41,8 @@ ABSL_FLAG(std::string, tokenizer, "",
           "tokenizer whose PAD id pads batches: empty = the --checkpoint's own (the byte "
           "tokenizer for --preset); \"byte\" or a model/checkpoint directory");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's");
+ABSL_FLAG(std::string, compute_dtype, rlhf::kDefaultComputeDtype,
+          "dtype the model runs in: fp32 or bf16 (fp16 has no CPU kernels in LibTorch 1.13)");
 ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
           "sequences per request limit");
 ABSL_FLAG(int64_t, max_batch_tokens, rlhf::services::kDefaultMaxBatchTokens,
@@ -71,8 +76,15 @@ absl::Status Run() {
   if (from_checkpoint == !absl::GetFlag(FLAGS_preset).empty()) {
     return absl::InvalidArgumentError("pass exactly one of --checkpoint and --preset");
   }
+  rlhf::ModelLoadOptions load;
+  {
+    auto dtype = rlhf::ParseComputeDtype(absl::GetFlag(FLAGS_compute_dtype));
+    if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--", dtype.status().message()));
+    load.compute_dtype = *dtype;
+    load.max_seq_len = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_seq_len));
+  }
   if (from_checkpoint) {
-    auto loaded = rlhf::LoadCheckpoint(absl::GetFlag(FLAGS_checkpoint));
+    auto loaded = rlhf::LoadModel(absl::GetFlag(FLAGS_checkpoint), load);
     if (!loaded.ok()) return loaded.status();
     deps.model = loaded->model;
   } else {
@@ -80,6 +92,7 @@ absl::Status Run() {
     if (!config.ok()) return config.status();
     torch::manual_seed(absl::GetFlag(FLAGS_seed));
     deps.model = rlhf::TransformerLM(*config);
+    if (auto st = rlhf::CastToComputeDtype(deps.model, load.compute_dtype); !st.ok()) return st;
   }
   // The model's own tokenizer unless told otherwise (presets are byte-vocabulary models).
   std::string tokenizer_name = absl::GetFlag(FLAGS_tokenizer);

@@ -2,6 +2,7 @@
 //
 //   rlhf-reward-server --scorers=rm:/ckpt/rm:1.0,gold:0.5 --normalize --port=50051
 //   rlhf-reward-server --preset=tiny --port=0 --port_file=/tmp/rm.port   (tests)
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -44,6 +45,8 @@ ABSL_FLAG(std::string, tokenizer, "",
           "...): empty = the first reward model's own (the byte tokenizer without one); "
           "\"byte\" or a model/checkpoint directory");
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's (256 without one)");
+ABSL_FLAG(std::string, compute_dtype, rlhf::kDefaultComputeDtype,
+          "dtype the reward models run in: fp32 or bf16 (fp16 has no CPU kernels in LibTorch 1.13)");
 ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
           "sequences per request limit");
 ABSL_FLAG(int64_t, max_batch_tokens, rlhf::services::kDefaultMaxBatchTokens,
@@ -104,6 +107,13 @@ absl::Status Run() {
   LOG(INFO) << "tokenizer: " << tokenizer->name() << " of " << tokenizer_name << " (vocab "
             << tokenizer->vocab_size() << ")";
 
+  rlhf::ModelLoadOptions load;
+  {
+    auto dtype = rlhf::ParseComputeDtype(absl::GetFlag(FLAGS_compute_dtype));
+    if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--", dtype.status().message()));
+    load.compute_dtype = *dtype;
+    load.max_seq_len = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_seq_len));
+  }
   rlhf::reward::RewardServerDeps deps;
   int64_t vocab = tokenizer->vocab_size();
   int64_t max_len = 256;
@@ -120,8 +130,9 @@ absl::Status Run() {
     config->lm_head = false;
     config->scalar_head = true;
     torch::manual_seed(absl::GetFlag(FLAGS_seed));
-    auto scorer = ModelRewardScorer::Create("rm", rlhf::TransformerLM(*config),
-                                            tokenizer->pad_id(), {});
+    rlhf::TransformerLM model(*config);
+    if (auto st = rlhf::CastToComputeDtype(model, load.compute_dtype); !st.ok()) return st;
+    auto scorer = ModelRewardScorer::Create("rm", model, tokenizer->pad_id(), {});
     if (!scorer.ok()) return scorer.status();
     note_model(**scorer);
     deps.scorers.push_back({*std::move(scorer), 1.0});
@@ -143,7 +154,7 @@ absl::Status Run() {
     if (!rm_tokenizer.ok()) return rm_tokenizer.status();
     auto scorer = ModelRewardScorer::FromCheckpoint(name, spec.checkpoint,
                                                     (*rm_tokenizer)->pad_id(),
-                                                    absl::GetFlag(FLAGS_normalize));
+                                                    absl::GetFlag(FLAGS_normalize), load);
     if (!scorer.ok()) return scorer.status();
     if ((*rm_tokenizer)->vocab_size() > (*scorer)->config().vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -44,8 +44,9 @@ absl::StatusOr<std::unique_ptr<ModelRewardScorer>> ModelRewardScorer::Create(
 }
 
 absl::StatusOr<std::unique_ptr<ModelRewardScorer>> ModelRewardScorer::FromCheckpoint(
-    std::string name, const std::string& dir, int32_t pad_id, bool normalize) {
-  RLHF_ASSIGN_OR_RETURN(LoadedCheckpoint loaded, LoadCheckpoint(dir));
+    std::string name, const std::string& dir, int32_t pad_id, bool normalize,
+    const ModelLoadOptions& load) {
+  RLHF_ASSIGN_OR_RETURN(LoadedCheckpoint loaded, LoadModel(dir, load));
   Normalization n;
   if (normalize) {
     const nlohmann::json& md = loaded.metadata;

@@ -34,6 +34,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/model/compute_dtype.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -68,9 +69,10 @@ class ModelRewardScorer final : public RewardScorer {
       std::string name, TransformerLM model, int32_t pad_id, Normalization normalization);
   // Loads a checkpoint directory (core/model/checkpoint.h). normalize: apply
   // (r - reward_mean) / reward_std from config.json metadata (FailedPrecondition if the
-  // checkpoint has none).
+  // checkpoint has none). load: compute dtype and sequence length (core/model/compute_dtype.h).
   static absl::StatusOr<std::unique_ptr<ModelRewardScorer>> FromCheckpoint(
-      std::string name, const std::string& dir, int32_t pad_id, bool normalize);
+      std::string name, const std::string& dir, int32_t pad_id, bool normalize,
+      const ModelLoadOptions& load = {});
 
   std::string name() const override { return name_; }
   absl::StatusOr<std::vector<float>> Score(

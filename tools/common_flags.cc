@@ -1,5 +1,6 @@
 #include "tools/common_flags.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -33,6 +34,9 @@ ABSL_FLAG(std::string, prompt_template, "",
           "how prompts are rendered for the model, e.g. \"User: {prompt}\\nAssistant: \" "
           "(exactly one {prompt}); empty = as is. `rlhf run` applies it once in the data "
           "stage, so its stages read rendered files and pass none");
+ABSL_FLAG(std::string, compute_dtype, rlhf::kDefaultComputeDtype,
+          "eval/label: dtype the loaded models run in: fp32, bf16 (fp16 has no CPU kernels in "
+          "LibTorch 1.13); training commands need fp32");
 ABSL_FLAG(std::string, model, "",
           "model directory in HF layout (tokenizer.json, tokenizer.model, vocab.json + "
           "merges.txt, ...); \"byte\" = the built-in byte tokenizer");
@@ -46,6 +50,36 @@ absl::StatusOr<PromptTemplate> PromptTemplateFromFlag() {
 void ApplyThreads() {
   const int threads = absl::GetFlag(FLAGS_threads);
   rlhf::ConfigureComputeThreads(threads);
+}
+
+namespace {
+
+absl::StatusOr<ModelLoadOptions> LoadOptionsFromFlags() {
+  ModelLoadOptions options;
+  auto dtype = ParseComputeDtype(absl::GetFlag(FLAGS_compute_dtype));
+  if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--", dtype.status().message()));
+  options.compute_dtype = *dtype;
+  options.max_seq_len = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_seq_len));
+  return options;
+}
+
+}  // namespace
+
+absl::StatusOr<LoadedCheckpoint> LoadForInference(const std::string& dir) {
+  auto options = LoadOptionsFromFlags();
+  if (!options.ok()) return options.status();
+  return LoadModel(dir, *options);
+}
+
+absl::StatusOr<LoadedCheckpoint> LoadForTraining(const std::string& dir) {
+  auto options = LoadOptionsFromFlags();
+  if (!options.ok()) return options.status();
+  if (options->compute_dtype != torch::kFloat32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--compute_dtype=", absl::GetFlag(FLAGS_compute_dtype),
+        ": training runs in fp32 (the flag applies to forward-only commands: eval, label)"));
+  }
+  return LoadModel(dir, *options);
 }
 
 absl::StatusOr<ModelConfig> PresetConfig() {

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/data/prompt_template.h"
+#include "core/model/compute_dtype.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -31,6 +32,7 @@ ABSL_DECLARE_FLAG(int64_t, eval_every);
 ABSL_DECLARE_FLAG(int64_t, checkpoint_every);
 ABSL_DECLARE_FLAG(std::string, prompt_template);
 ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, compute_dtype);
 
 namespace rlhf::tools {
 
@@ -45,6 +47,12 @@ absl::StatusOr<ModelConfig> PresetConfig();
 // error if it has more ids than the model's vocabulary.
 absl::StatusOr<std::unique_ptr<Tokenizer>> TokenizerForModel(const std::string& dir,
                                                              const TransformerLM& model);
+// Loads a checkpoint (ours or HF) that this command only runs forward: in --compute_dtype
+// (default fp32), with --max_seq_len (when > 0) for the sliding-window check of HF models.
+absl::StatusOr<LoadedCheckpoint> LoadForInference(const std::string& dir);
+// Loads a checkpoint to train from: fp32 (a --compute_dtype other than fp32 is an error
+// naming the flag: training keeps fp32 weights), with --max_seq_len as above.
+absl::StatusOr<LoadedCheckpoint> LoadForTraining(const std::string& dir);
 // Prints "rlhf <cmd>: <status>" to stderr and returns 1.
 int Fail(const char* command, const absl::Status& status);
 // Writes text to path atomically (json_out).

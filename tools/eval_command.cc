@@ -52,24 +52,24 @@ int RunEvalCommand(const std::vector<std::string>& args) {
   if (absl::GetFlag(FLAGS_prompts).empty()) {
     return Fail("eval", absl::InvalidArgumentError("--prompts is required"));
   }
-  auto policy = LoadCheckpoint(absl::GetFlag(FLAGS_policy));
+  auto policy = LoadForInference(absl::GetFlag(FLAGS_policy));
   if (!policy.ok()) return Fail("eval", policy.status());
   std::optional<LoadedCheckpoint> reference, rm, rm2;
   if (!absl::GetFlag(FLAGS_reference).empty()) {
-    auto r = LoadCheckpoint(absl::GetFlag(FLAGS_reference));
+    auto r = LoadForInference(absl::GetFlag(FLAGS_reference));
     if (!r.ok()) return Fail("eval", r.status());
     reference = std::move(*r);
   }
   PolicyEvalOptions options;
   if (!absl::GetFlag(FLAGS_rm).empty()) {
-    auto r = LoadCheckpoint(absl::GetFlag(FLAGS_rm));
+    auto r = LoadForInference(absl::GetFlag(FLAGS_rm));
     if (!r.ok()) return Fail("eval", r.status());
     rm = std::move(*r);
     options.rm_mean = JsonNumberOr(rm->metadata, "reward_mean", 0.0);
     options.rm_std = JsonNumberOr(rm->metadata, "reward_std", 1.0);
   }
   if (!absl::GetFlag(FLAGS_heldout_rm).empty()) {
-    auto r = LoadCheckpoint(absl::GetFlag(FLAGS_heldout_rm));
+    auto r = LoadForInference(absl::GetFlag(FLAGS_heldout_rm));
     if (!r.ok()) return Fail("eval", r.status());
     rm2 = std::move(*r);
     options.rm2_mean = JsonNumberOr(rm2->metadata, "reward_mean", 0.0);

@@ -45,7 +45,7 @@ int RunLabelCommand(const std::vector<std::string>& args) {
   }
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return Fail("label", absl::InvalidArgumentError("--out (a .jsonl file) is required"));
-  auto policy = LoadCheckpoint(absl::GetFlag(FLAGS_policy));
+  auto policy = LoadForInference(absl::GetFlag(FLAGS_policy));
   if (!policy.ok()) return Fail("label", policy.status());
   // --prompts may list several files, read in order until --max_prompts.
   std::vector<std::string> prompts;

@@ -62,7 +62,7 @@ int RunRmCommand(const std::vector<std::string>& args) {
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   TransformerLM model{nullptr};
   if (!absl::GetFlag(FLAGS_init).empty()) {
-    auto sft = LoadCheckpoint(absl::GetFlag(FLAGS_init));
+    auto sft = LoadForTraining(absl::GetFlag(FLAGS_init));
     if (!sft.ok()) return Fail("rm", sft.status());
     auto rm = RewardModelFromSft(*sft, seed);
     if (!rm.ok()) return Fail("rm", rm.status());

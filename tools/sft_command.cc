@@ -47,7 +47,7 @@ int RunSftCommand(const std::vector<std::string>& args) {
   torch::manual_seed(absl::GetFlag(FLAGS_seed));
   TransformerLM model{nullptr};
   if (!absl::GetFlag(FLAGS_init).empty()) {
-    auto ckpt = LoadCheckpoint(absl::GetFlag(FLAGS_init));
+    auto ckpt = LoadForTraining(absl::GetFlag(FLAGS_init));
     if (!ckpt.ok()) return Fail("sft", ckpt.status());
     model = ckpt->model;
   } else {

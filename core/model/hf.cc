@@ -1,6 +1,11 @@
 #include "core/model/hf.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -229,7 +234,7 @@ bool IsHfConfigJson(const nlohmann::json& config) {
   return config.is_object() && config.contains("model_type") && !config.contains("format");
 }
 
-absl::StatusOr<ModelConfig> ModelConfigFromHf(const nlohmann::json& hf) {
+absl::StatusOr<ModelConfig> ModelConfigFromHf(const nlohmann::json& hf, const HfLoadOptions& options) {
   if (!hf.is_object()) return Bad("config.json: not a JSON object");
   HfFields f{hf, absl::OkStatus()};
   const std::string model_type = f.String("model_type", "");
@@ -320,8 +325,9 @@ absl::StatusOr<ModelConfig> ModelConfigFromHf(const nlohmann::json& hf) {
         }
       }
     }
-    // Sliding-window attention never applies to sequences no longer than the window:
-    // cap max_seq_len there instead of implementing the banded mask.
+    // Sliding-window attention never applies to sequences no longer than the window, so
+    // instead of the banded mask: an error when the caller's sequences are longer, else
+    // max_seq_len capped at the window (a longer input is then rejected by forward).
     bool sliding = false;
     if (mistral) sliding = f.Find("sliding_window") != nullptr;
     if (qwen2) {
@@ -332,6 +338,13 @@ absl::StatusOr<ModelConfig> ModelConfigFromHf(const nlohmann::json& hf) {
       const int64_t window = f.Int("sliding_window", 4096);
       if (window <= 0) {
         f.Fail("config.json: field \"sliding_window\" must be > 0");
+      } else if (options.max_seq_len > window) {
+        f.Fail(absl::StrCat(
+            "config.json: field \"sliding_window\" = ", window,
+            qwen2 ? " (with use_sliding_window = true)" : "",
+            " would apply to the sequences of length ", options.max_seq_len,
+            " this job runs, and sliding-window attention is not implemented; run with "
+            "max_seq_len <= ", window, " (model.max_seq_len / --max_seq_len)"));
       } else {
         c.max_seq_len = std::min(c.max_seq_len, window);
       }
@@ -361,12 +374,12 @@ absl::StatusOr<ModelConfig> ModelConfigFromHf(const nlohmann::json& hf) {
   return c;
 }
 
-absl::StatusOr<LoadedCheckpoint> LoadHfDirectory(const std::string& dir) {
+absl::StatusOr<LoadedCheckpoint> LoadHfDirectory(const std::string& dir, const HfLoadOptions& options) {
   const std::string config_path = (fs::path(dir) / "config.json").string();
   RLHF_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(config_path));
   const nlohmann::json hf = nlohmann::json::parse(config_text, nullptr, false);
   if (hf.is_discarded() || !hf.is_object()) return Bad(absl::StrCat(config_path, ": not a JSON object"));
-  auto config = ModelConfigFromHf(hf);
+  auto config = ModelConfigFromHf(hf, options);
   if (!config.ok()) return Bad(absl::StrCat(config_path, ": ", config.status().message()));
   const ModelConfig& c = *config;
   const Family family = *FamilyOf(hf["model_type"].get<std::string>());
@@ -531,7 +544,26 @@ absl::StatusOr<LoadedCheckpoint> LoadHfDirectory(const std::string& dir) {
   return out;
 }
 
-absl::StatusOr<NamedTensors> ToHfTensors(const TransformerLM& model, const std::string& model_type) {
+namespace {
+
+// One HF tensor of an export and where it comes from: a whole parameter, rows of one
+// (q;k;v and gate;up are stacked in ours), or a transposed one (GPT-2's Conv1D).
+struct HfSlice {
+  std::string name;
+  torch::Tensor param;  // our parameter, detached, on the CPU
+  std::vector<int64_t> shape;  // HF shape
+  bool transpose = false;
+  bool whole = true;
+  int64_t row = 0;
+  // The tensor in HF layout and the parameter's dtype: a view, except for a transposed
+  // weight (a fresh contiguous copy).
+  torch::Tensor Materialize() const {
+    if (transpose) return param.t().contiguous();
+    return whole ? param : param.narrow(0, row, shape[0]);
+  }
+};
+
+absl::StatusOr<std::vector<HfSlice>> HfExportPlan(const TransformerLM& model, const std::string& model_type) {
   RLHF_ASSIGN_OR_RETURN(const Family family, FamilyOf(model_type));
   const ModelConfig& c = model->config();
   if ((family == Family::kGpt2) != (c.arch == Architecture::kGpt2)) {
@@ -554,21 +586,16 @@ absl::StatusOr<NamedTensors> ToHfTensors(const TransformerLM& model, const std::
   const std::string prefix = family == Family::kGpt2 ? "transformer." : "model.";
   const std::vector<MapEntry> plan = BuildPlan(c, family, prefix, seq_cls);
   auto params = model->named_parameters(/*recurse=*/true);
-  NamedTensors out;
+  std::vector<HfSlice> out;
   for (const MapEntry& m : plan) {
     const torch::Tensor* src = params.find(m.ours);
     if (src == nullptr) return absl::InternalError(absl::StrCat("HF export: no parameter ", m.ours));
     const torch::Tensor t = src->detach().to(torch::kCPU);
     int64_t row = 0;
     for (size_t p = 0; p < m.hf.size(); ++p) {
-      if (m.transpose) {
-        out.emplace_back(m.hf[p], t.t().contiguous());
-      } else if (m.hf.size() == 1) {
-        out.emplace_back(m.hf[p], t);
-      } else {
-        out.emplace_back(m.hf[p], t.narrow(0, row, m.hf_shapes[p][0]));
-        row += m.hf_shapes[p][0];
-      }
+      HfSlice slice{m.hf[p], t, m.hf_shapes[p], m.transpose, m.hf.size() == 1, row};
+      if (!slice.whole) row += m.hf_shapes[p][0];
+      out.push_back(std::move(slice));
     }
   }
   if (seq_cls && c.scalar_head_bias) {
@@ -578,6 +605,103 @@ absl::StatusOr<NamedTensors> ToHfTensors(const TransformerLM& model, const std::
                               "); HF's score layer has none, so the scores would change"));
     }
   }
+  return out;
+}
+
+absl::Status WriteError(const std::string& path, const char* what, int err) {
+  const std::string message = absl::StrCat(path, ": ", what, ": ", std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
+  return absl::UnavailableError(message);
+}
+
+absl::Status WriteAll(int fd, const char* data, size_t size, const std::string& path) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return WriteError(path, "write", errno);
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// Writes one safetensors shard without holding it in memory: the header first (every
+// size follows from the HF shapes), then each tensor converted to `dtype` and written in
+// turn. Like WriteFileAtomically: a temporary file in the same directory, fsync'ed and
+// renamed over `path`, so a reader never sees a partial shard.
+absl::Status WriteShardStreaming(const std::string& path, const std::vector<const HfSlice*>& slices,
+                                 torch::ScalarType dtype) {
+  const uint16_t one = 1;
+  if (*reinterpret_cast<const uint8_t*>(&one) != 1) {
+    return absl::UnimplementedError("safetensors: big-endian host");
+  }
+  const char* dtype_name = dtype == torch::kFloat16 ? "F16" : dtype == torch::kBFloat16 ? "BF16" : "F32";
+  const uint64_t elem = c10::elementSize(dtype);
+  nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
+  std::vector<uint64_t> sizes;
+  uint64_t offset = 0;
+  for (const HfSlice* s : slices) {
+    uint64_t bytes = elem;
+    for (int64_t d : s->shape) bytes *= static_cast<uint64_t>(d);
+    header[s->name] = {{"dtype", dtype_name}, {"shape", s->shape}, {"data_offsets", {offset, offset + bytes}}};
+    sizes.push_back(bytes);
+    offset += bytes;
+  }
+  std::string json = header.dump();
+  json.append((8 - json.size() % 8) % 8, ' ');  // align the data section to 8 bytes
+  std::string prefix(8, '\0');
+  for (int i = 0; i < 8; ++i) prefix[i] = static_cast<char>((json.size() >> (8 * i)) & 0xff);
+  prefix += json;
+
+  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return WriteError(tmp, "open", errno);
+  auto fail = [&](absl::Status status) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return status;
+  };
+  if (auto st = WriteAll(fd, prefix.data(), prefix.size(), tmp); !st.ok()) return fail(st);
+  for (size_t i = 0; i < slices.size(); ++i) {
+    // The only copy alive at a time: this tensor in HF layout and the export dtype
+    // (none at all for an F32 export of an untransposed fp32 parameter).
+    auto t = TorchCall([&] { return slices[i]->Materialize().to(dtype).contiguous(); }, "HF export");
+    if (!t.ok()) return fail(t.status());
+    const uint64_t bytes = static_cast<uint64_t>(t->numel()) * t->element_size();
+    if (bytes != sizes[i]) {
+      return fail(absl::InternalError(absl::StrCat("HF export: tensor \"", slices[i]->name, "\" has ",
+                                                   bytes, " bytes, the header says ", sizes[i])));
+    }
+    if (auto st = WriteAll(fd, static_cast<const char*>(t->data_ptr()), bytes, tmp); !st.ok()) {
+      return fail(st);
+    }
+  }
+  if (::fsync(fd) != 0) return fail(WriteError(tmp, "fsync", errno));
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return WriteError(tmp, "close", err);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return WriteError(path, "rename", err);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<NamedTensors> ToHfTensors(const TransformerLM& model, const std::string& model_type) {
+  RLHF_ASSIGN_OR_RETURN(std::vector<HfSlice> plan, HfExportPlan(model, model_type));
+  NamedTensors out;
+  RLHF_RETURN_IF_ERROR(TorchCall(
+      [&] {
+        for (const HfSlice& s : plan) out.emplace_back(s.name, s.Materialize());
+      },
+      "HF export"));
   return out;
 }
 
@@ -609,7 +733,7 @@ absl::Status ExportHfDirectory(const TransformerLM& model, const nlohmann::json&
     model_type = c.qkv_bias && !c.out_bias && !c.mlp_bias ? "qwen2" : "llama";
   }
   RLHF_ASSIGN_OR_RETURN(const Family family, FamilyOf(model_type));
-  RLHF_ASSIGN_OR_RETURN(NamedTensors tensors, ToHfTensors(model, model_type));
+  RLHF_ASSIGN_OR_RETURN(const std::vector<HfSlice> slices, HfExportPlan(model, model_type));
   const bool seq_cls = c.scalar_head;
 
   // config.json: the source's fields, then ours over them.
@@ -685,17 +809,18 @@ absl::Status ExportHfDirectory(const TransformerLM& model, const nlohmann::json&
   }
   fs::remove(fs::path(out_dir) / "config.json", ec);
 
-  // Group tensors into shards by size, in order.
-  std::vector<NamedTensors> shards(1);
+  // Group tensors into shards by size, in order; each shard is then streamed to disk.
+  std::vector<std::vector<const HfSlice*>> shards(1);
   uint64_t in_shard = 0, total = 0;
   const uint64_t elem = c10::elementSize(dtype);
-  for (auto& [name, t] : tensors) {
-    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * elem;
+  for (const HfSlice& s : slices) {
+    uint64_t bytes = elem;
+    for (int64_t d : s.shape) bytes *= static_cast<uint64_t>(d);
     if (in_shard > 0 && in_shard + bytes > options.max_shard_bytes) {
       shards.emplace_back();
       in_shard = 0;
     }
-    shards.back().emplace_back(name, t);
+    shards.back().push_back(&s);
     in_shard += bytes;
     total += bytes;
   }
@@ -704,17 +829,8 @@ absl::Status ExportHfDirectory(const TransformerLM& model, const nlohmann::json&
     const std::string file = shards.size() == 1
                                  ? "model.safetensors"
                                  : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size());
-    NamedTensors converted;
-    RLHF_RETURN_IF_ERROR(TorchCall(
-        [&] {
-          for (auto& [name, t] : shards[s]) {
-            converted.emplace_back(name, t.to(dtype).contiguous());
-            weight_map[name] = file;
-          }
-        },
-        "HF export"));
-    RLHF_RETURN_IF_ERROR(
-        WriteSafetensors((fs::path(out_dir) / file).string(), converted, {{"format", "pt"}}));
+    for (const HfSlice* slice : shards[s]) weight_map[slice->name] = file;
+    RLHF_RETURN_IF_ERROR(WriteShardStreaming((fs::path(out_dir) / file).string(), shards[s], dtype));
   }
   if (shards.size() > 1) {
     nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};

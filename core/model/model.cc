@@ -25,6 +25,16 @@ torch::Tensor LinearFwd(const torch::Tensor& x, const torch::Tensor& w, const to
   return y.view(sizes);
 }
 
+// bf16/fp16 -> fp32; fp32 and fp64 (gradient checks) unchanged.
+torch::ScalarType AtLeastFloat(torch::ScalarType t) { return at::promote_types(t, torch::kFloat32); }
+
+// RMSNorm as HF's LlamaRMSNorm: the statistics in (at least) fp32 whatever the compute
+// dtype, then back to it before the weight (for an fp32 model the casts are no-ops).
+torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  const auto xf = x.to(AtLeastFloat(x.scalar_type()));
+  return (xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps)).to(x.scalar_type()) * weight;
+}
+
 // LayerNorm (GPT-2, weight + bias) or RMSNorm (LLaMA, weight only).
 class NormImpl : public torch::nn::Module {
  public:
@@ -34,7 +44,7 @@ class NormImpl : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x) {
     if (bias.defined()) return at::layer_norm(x, {dim_}, weight, bias, eps_);
-    return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps_) * weight;
+    return RmsNorm(x, weight, eps_);
   }
   torch::Tensor weight, bias;
 
@@ -119,7 +129,9 @@ class AttentionImpl : public torch::nn::Module {
                   .permute({0, 2, 3, 1, 4})
                   .reshape({B, KV, G * T, D});
     auto scores = at::matmul(qg, k.transpose(-1, -2)).view({B, KV, G, T, Lk});
-    scores = at::softmax(scores + mask, -1).view({B, KV, G * T, Lk});
+    // The mask is at least fp32: in a bf16/fp16 model the scores are promoted and the
+    // softmax runs in fp32 (as HF's), then back to the compute dtype.
+    scores = at::softmax(scores + mask, -1).to(v.scalar_type()).view({B, KV, G * T, Lk});
     auto ctx = at::matmul(scores, v)               // [B, KV, G*T, D]
                    .view({B, H, T, D})
                    .transpose(1, 2)
@@ -434,7 +446,10 @@ TransformerLMImpl::TransformerLMImpl(const ModelConfig& config) : config_(config
 
 torch::Tensor TransformerLMImpl::Unembed(const torch::Tensor& hidden) {
   TORCH_CHECK(config_.lm_head, "Unembed: model has no lm_head");
-  return LinearFwd(hidden, config_.tie_embeddings ? wte_->weight : lm_head_weight_, {});
+  // At least fp32 logits whatever the compute dtype (a no-op for an fp32 model):
+  // log-probs and sampling downstream read them as float.
+  const auto logits = LinearFwd(hidden, config_.tie_embeddings ? wte_->weight : lm_head_weight_, {});
+  return logits.to(AtLeastFloat(logits.scalar_type()));
 }
 
 ForwardOutput TransformerLMImpl::forward(const torch::Tensor& ids,
@@ -494,7 +509,8 @@ ForwardOutput TransformerLMImpl::Run(const torch::Tensor& ids, const torch::Tens
 
   // Additive mask [B, 1, 1, T, Lk]: causal (key j visible to query t iff j <= past + t)
   // and padded keys hidden.
-  const auto opts = torch::TensorOptions().dtype(wte_->weight.scalar_type()).device(ids.device());
+  const auto opts =
+      torch::TensorOptions().dtype(AtLeastFloat(wte_->weight.scalar_type())).device(ids.device());
   auto qpos = torch::arange(past, Lk, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   auto kpos = torch::arange(0, Lk, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   auto allowed = kpos.unsqueeze(0) <= qpos.unsqueeze(1);  // [T, Lk]
@@ -522,12 +538,13 @@ ForwardOutput TransformerLMImpl::Run(const torch::Tensor& ids, const torch::Tens
   }
   ForwardOutput out;
   out.hidden = ln_f_bias_.defined() ? at::layer_norm(x, {config_.d_model}, ln_f_weight_, ln_f_bias_, config_.norm_eps)
-                                    : x * at::rsqrt(x.pow(2).mean(-1, true) + config_.norm_eps) * ln_f_weight_;
+                                    : RmsNorm(x, ln_f_weight_, config_.norm_eps);
   if (config_.lm_head) {
     out.logits = Unembed(mode == LogitsMode::kLast ? out.hidden.narrow(1, T - 1, 1) : out.hidden);
   }
   if (config_.scalar_head) {
     out.scalar = LinearFwd(out.hidden, scalar_head_->weight, scalar_head_->bias).squeeze(-1);
+    out.scalar = out.scalar.to(AtLeastFloat(out.scalar.scalar_type()));
   }
   return out;
 }

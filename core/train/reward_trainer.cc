@@ -125,6 +125,15 @@ absl::StatusOr<std::unique_ptr<RewardTrainer>> RewardTrainer::Create(
     }
     if (!t->reference_prompts_.empty()) break;  // held-out only, when there is any
   }
+  // The pairwise loss is invariant to a constant shift of the scores, so the scalar
+  // head's bias gets no signal, only rounding noise that Adam's normalisation turns into
+  // lr-sized steps. Its gradient is zeroed (it stays in the optimizer, so saved trainer
+  // states keep their layout): at 0 for a fresh head, the trained RM stays exportable as
+  // an HF *ForSequenceClassification model, whose `score` has no bias (core/model/hf.h).
+  auto named = t->model_->named_parameters();
+  if (torch::Tensor* bias = named.find("scalar_head.bias")) {
+    bias->register_hook([](const torch::Tensor& grad) { return torch::zeros_like(grad); });
+  }
   t->optimizer_ = std::make_unique<torch::optim::AdamW>(
       t->model_->parameters(),
       torch::optim::AdamWOptions(options.lr).weight_decay(options.weight_decay));

@@ -520,6 +520,7 @@ JobConfig DefaultJobConfig() {
   model->set_sft_checkpoint("<run_dir>/sft");
   model->set_rm_checkpoint("<run_dir>/rm");
   model->set_max_seq_len(128);
+  model->set_compute_dtype("fp32");  // = kDefaultComputeDtype (core/model/compute_dtype.h)
 
   auto* sft = c.mutable_sft();
   sft->set_steps(600);
@@ -778,6 +779,10 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
 
   ch.Require(!c.model().preset().empty(), "model.preset: must not be empty");
   ch.AtLeast("model.max_seq_len", c.model().max_seq_len(), 8);
+  ch.Require(c.model().compute_dtype() == "fp32" || c.model().compute_dtype() == "bf16" ||
+                 c.model().compute_dtype() == "fp16",
+             absl::StrCat("model.compute_dtype: must be fp32, bf16 or fp16, got '",
+                          c.model().compute_dtype(), "'"));
 
   const auto& s = c.sft();
   ch.AtLeast("sft.steps", s.steps(), 0);

@@ -183,6 +183,19 @@ TEST(ServerArgs, ReferenceServerAndLearner) {
               ElementsAre("--config=/run/config.yaml", "--checkpoint_dir=/run/learner"));
 }
 
+TEST(ServerArgs, ComputeDtypeReachesTheForwardOnlyProcesses) {
+  rlhf::v1::JobConfig c = Config();
+  c.mutable_model()->set_compute_dtype("bf16");
+  const std::string flag = "--compute_dtype=bf16";
+  EXPECT_THAT(ReferenceServerArgs(c), ::testing::Contains(flag));
+  EXPECT_THAT(RewardServerArgs(c), ::testing::Contains(flag));
+  EXPECT_THAT(EvalArgv(c, kPaths, "rl", "/p", "/m/rm"), ::testing::Contains(flag));
+  EXPECT_THAT(LabelArgv(c, kPaths, "/run/x.jsonl"), ::testing::Contains(flag));
+  // Training stages keep fp32 weights.
+  EXPECT_THAT(SftArgv(c, kPaths), ::testing::Not(::testing::Contains(flag)));
+  EXPECT_THAT(RmArgv(c, kPaths, "/d/rank.jsonl"), ::testing::Not(::testing::Contains(flag)));
+}
+
 TEST(ServerArgs, SecurityFlagsOnlyForWhatIsSet) {
   rlhf::v1::SecurityConfig s;
   EXPECT_TRUE(ServerSecurityArgs(s).empty());

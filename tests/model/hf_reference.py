@@ -126,8 +126,10 @@ def gpt2_forward(cfg, sd, ids, mask, pos):
 
 
 def rms_norm(x, w, eps):
-    var = x.float().pow(2).mean(-1, keepdim=True)
-    return w * (x * torch.rsqrt(var + eps))
+    # LlamaRMSNorm: statistics in float32, back to the input dtype before the weight.
+    xf = x.float()
+    var = xf.pow(2).mean(-1, keepdim=True)
+    return w * (xf * torch.rsqrt(var + eps)).to(x.dtype)
 
 
 def rotate_half(x):
@@ -159,9 +161,9 @@ def llama_forward(cfg, sd, ids, mask, pos):
     inv_freq = 1.0 / (rope_theta_of(cfg) ** (torch.arange(0, Dh, 2, dtype=torch.int64).float() / Dh))
     freqs = pos[..., None].float() * inv_freq[None, None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos()[:, None], emb.sin()[:, None]  # unsqueeze_dim=1
-    allowed = attention_bool_mask(mask)
     h = sd[p + "embed_tokens.weight"][ids]
+    cos, sin = emb.cos()[:, None].to(h.dtype), emb.sin()[:, None].to(h.dtype)  # unsqueeze_dim=1
+    allowed = attention_bool_mask(mask)
 
     def lin(x, name, bias):
         y = x @ sd[name + ".weight"].T
@@ -180,7 +182,7 @@ def llama_forward(cfg, sd, ids, mask, pos):
         v = v[:, :, None].expand(B, KV, rep, T, Dh).reshape(B, H, T, Dh)
         w = torch.matmul(q, k.transpose(2, 3)) * Dh ** -0.5
         w = w.masked_fill(~allowed, torch.finfo(w.dtype).min)
-        w = torch.softmax(w, dim=-1, dtype=torch.float32)
+        w = torch.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
         o = torch.matmul(w, v).transpose(1, 2).reshape(B, T, H * Dh)
         h = h + lin(o, lp + "self_attn.o_proj", attn_bias)
         m = rms_norm(h, sd[lp + "post_attention_layernorm.weight"], eps)
@@ -368,7 +370,19 @@ def gen(out):
             y = reference(cfg, weights, ids, mask).float().contiguous()
         key = "scores" if y.dim() == 1 else "logits"
         write_safetensors(os.path.join(d, "expected.safetensors"), {"ids": ids, "mask": mask, key: y})
+        if name in BF16_COMPUTE_CASES:
+            # The same forward run in bfloat16 throughout (HF's torch_dtype=bfloat16): the
+            # weights as stored, or rounded to bf16 the way Tensor.to rounds them.
+            w16 = {k: v.to(torch.bfloat16) for k, v in stored.items() if v.is_floating_point()}
+            with torch.no_grad():
+                y16 = reference(cfg, w16, ids, mask).float().contiguous()
+            write_safetensors(os.path.join(d, "expected_bf16.safetensors"),
+                              {"ids": ids, "mask": mask, key: y16, key + "_fp32": y})
     print("wrote", len(cases()), "cases to", out)
+
+
+# Cases that also get expected_bf16.safetensors (a BF16 file, and an F32 one run in bf16).
+BF16_COMPUTE_CASES = ("qwen2_tied_bf16", "gpt2_prefix")
 
 
 def gen_e2e(out, node_modules):

@@ -7,11 +7,20 @@
 //    batch of different lengths, with and without the KV cache;
 //  - round trip: import -> export -> import is bitwise; the Python reference reading our
 //    export (sharded, F32/F16) reproduces our logits/scores;
-//  - bad files and configs: each a clear error naming the file/tensor/field.
+//  - compute dtype: a BF16 directory loaded with compute bf16 keeps bf16 parameters and its
+//    logits match the reference run in bf16 (tolerance below); fp32 stays the default and
+//    exact; fp16 on CPU is a clear error;
+//  - `rlhf export --format hf` (the binary) of reward models reads back with the same
+//    scores, and a scalar-head bias HF cannot hold is refused;
+//  - bad files and configs: each a clear error naming the file/tensor/field; a sliding
+//    window shorter than the job's sequences is an error naming `sliding_window`.
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <set>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -22,6 +31,7 @@
 #include <torch/torch.h>
 
 #include "core/model/checkpoint.h"
+#include "core/model/compute_dtype.h"
 #include "core/model/hf.h"
 #include "core/model/model.h"
 
@@ -289,6 +299,189 @@ TEST_F(HfTest, RewardModelWithBiasCannotBeExportedSilently) {
   EXPECT_TRUE(torch::allclose(rm->forward(ids).scalar, b->model->forward(ids).scalar, 0, 0));
 }
 
+// ---- compute dtype ----
+
+// bf16 has an 8-bit significand: each rounding is off by up to 2^-9 relative, and a forward
+// pass rounds at every op, in a different order in our fused kernels than in the
+// reference's. Stated tolerance: max abs logit difference <= 2^-5 (3.1%) of the largest
+// |logit|. Measured: ~1% (see the report); the same forward in fp32 differs from the bf16
+// reference by ~2%, so the test also checks ours is bf16 (parameters) and differs from
+// fp32 (not silently upcast).
+constexpr double kBf16RelTolerance = 1.0 / 32;
+
+TEST_F(HfTest, Bf16ComputeKeepsBf16ParametersAndMatchesTheBf16Reference) {
+  for (const std::string name : {"qwen2_tied_bf16", "gpt2_prefix"}) {
+    SCOPED_TRACE(name);
+    auto c = ReadSafetensors(Case(name) + "/expected_bf16.safetensors");
+    ASSERT_TRUE(c.ok()) << c.status();
+    std::map<std::string, torch::Tensor> e;
+    for (auto& [n, t] : c->tensors) e[n] = t;
+    const auto real = e["mask"].to(torch::kBool);
+    const double scale = e["logits_fp32"].index({real}).abs().max().item<double>();
+
+    ModelLoadOptions bf16;
+    bf16.compute_dtype = torch::kBFloat16;
+    auto m = LoadModel(Case(name), bf16);
+    ASSERT_TRUE(m.ok()) << m.status();
+    for (const auto& p : m->model->named_parameters()) {
+      EXPECT_EQ(p.value().scalar_type(), torch::kBFloat16) << p.key();
+    }
+    torch::NoGradGuard no_grad;
+    m->model->eval();
+    const auto y = m->model->forward(e["ids"], e["mask"]);
+    EXPECT_EQ(y.logits.scalar_type(), torch::kFloat32);  // logits come back as fp32
+    EXPECT_EQ(y.hidden.scalar_type(), torch::kBFloat16);
+    const double diff = MaxDiffAtReal(y.logits, e["logits"], e["mask"]);
+    std::printf("[ %s ] bf16 max abs diff %.4g (%.2f%% of max |logit| %.3g)\n", name.c_str(), diff,
+                100 * diff / scale, scale);
+    EXPECT_LE(diff, kBf16RelTolerance * scale);
+    EXPECT_GT(MaxDiffAtReal(y.logits, e["logits_fp32"], e["mask"]), 1e-3);  // really bf16
+    // With the KV cache as well.
+    KVCache cache;
+    const int64_t T = e["ids"].size(1), split = 6;
+    const auto first = m->model->forward(e["ids"].narrow(1, 0, split), e["mask"].narrow(1, 0, split), {}, &cache);
+    const auto rest = m->model->forward(e["ids"].narrow(1, split, T - split), e["mask"], {}, &cache);
+    EXPECT_LE(MaxDiffAtReal(torch::cat({first.logits, rest.logits}, 1), e["logits"], e["mask"]),
+              kBf16RelTolerance * scale);
+
+    // The default stays fp32 and exact.
+    auto f = LoadModel(Case(name));
+    ASSERT_TRUE(f.ok()) << f.status();
+    for (const auto& p : f->model->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+    EXPECT_LE(MaxDiffAtReal(f->model->forward(e["ids"], e["mask"]).logits, e["logits_fp32"], e["mask"]), 1e-4);
+  }
+}
+
+TEST_F(HfTest, UnsupportedComputeDtypesAreClearErrors) {
+  EXPECT_EQ(*ParseComputeDtype("bf16"), torch::kBFloat16);
+  EXPECT_EQ(*ParseComputeDtype("fp32"), torch::kFloat32);
+  EXPECT_THAT(Message(ParseComputeDtype("int8").status()), AllOf(HasSubstr("compute_dtype"), HasSubstr("int8")));
+  // LibTorch 1.13's CPU build has no Half matmul/softmax/layer_norm: refused before loading.
+  ModelLoadOptions fp16;
+  fp16.compute_dtype = torch::kFloat16;
+  auto r = LoadModel(Case("mistral_gqa_f16"), fp16);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(Message(r.status()), AllOf(HasSubstr("fp16"), HasSubstr("cpu"), HasSubstr("bf16 or fp32")));
+  auto model = LoadModel(Case("gpt2_prefix"));
+  ASSERT_TRUE(model.ok());
+  EXPECT_FALSE(CastToComputeDtype(model->model, torch::kFloat16).ok());
+  for (const auto& p : model->model->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);  // unchanged
+}
+
+// ---- `rlhf export` (the binary) of reward models ----
+
+std::string RlhfBinary() {
+  const char* bin_dir = std::getenv("RLHF_BIN_DIR");
+  return std::string(bin_dir != nullptr ? bin_dir : "build/bin") + "/rlhf";
+}
+
+TEST_F(HfTest, CliExportOfRewardModelsReadsBackWithTheSameScores) {
+  // Our own RM checkpoint (as `rlhf rm` writes it: scalar head with a bias, here zero) and
+  // an HF *ForSequenceClassification directory.
+  ModelConfig c = *ModelConfigPreset("tiny");
+  c.n_layers = 2;
+  c.max_seq_len = 32;
+  c.lm_head = false;
+  c.scalar_head = true;
+  torch::manual_seed(11);
+  TransformerLM native(c);
+  const std::string ours = Dir("cli_rm_ours");
+  ASSERT_TRUE(SaveCheckpoint(ours, native, {{"reward_mean", 0.25}, {"reward_std", 2.0}}).ok());
+  // And one trained by `rlhf rm` (a few steps on a tiny SFT trunk): its scalar-head bias
+  // must stay exportable (the trainer freezes it; the pairwise loss cannot train it).
+  const std::string trained = Dir("cli_rm_trained");
+  const std::string rlhf = RlhfBinary();
+  ASSERT_EQ(RunCommand(rlhf + " data --out " + trained + "/data --seed 1 --num_sft=32 --num_sft_heldout=4 "
+                       "--num_rank=24 --num_rank_heldout=4 --num_rl_train=4 --num_rl_heldout=4 "
+                       "--num_pretrain=4 > " + trained + ".log 2>&1 && " +
+                       rlhf + " sft --data " + trained + "/data/sft.jsonl --out " + trained +
+                       "/sft --steps 2 --batch_size 4 --threads 1 >> " + trained + ".log 2>&1 && " +
+                       rlhf + " rm --init " + trained + "/sft --data " + trained + "/data/rank.jsonl --out " +
+                       trained + "/rm --steps 8 --batch_size 4 --threads 1 >> " + trained + ".log 2>&1"),
+            0)
+      << ReadText(trained + ".log");
+  for (const std::string& src : {ours, Case("llama_rm"), trained + "/rm"}) {
+    SCOPED_TRACE(src);
+    const std::string out = src + "_cli_export";
+    fs::remove_all(out);
+    ASSERT_EQ(RunCommand(RlhfBinary() + " export --format hf --checkpoint " + src + " --out " + out +
+                         " --max_shard_mb 1 > " + out + ".log 2>&1"),
+              0)
+        << ReadText(out + ".log");
+    auto a = LoadCheckpoint(src);
+    auto b = LoadCheckpoint(out);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    EXPECT_TRUE(b->config.scalar_head && !b->config.lm_head);
+    EXPECT_THAT(ReadText(out + "/config.json"), HasSubstr("ForSequenceClassification"));
+    auto ids = torch::randint(3, 60, {3, 9}, torch::kLong);
+    auto mask = torch::ones({3, 9}, torch::kLong);
+    mask.index_put_({1, torch::indexing::Slice(0, 5)}, 0);
+    torch::NoGradGuard no_grad;
+    const auto sa = a->model->forward(ids, mask).scalar, sb = b->model->forward(ids, mask).scalar;
+    EXPECT_TRUE(torch::equal(sa, sb));
+    if (src != Case("llama_rm")) {
+      EXPECT_EQ(b->metadata["reward_mean"], a->metadata["reward_mean"]);  // normalisation travels with it
+      // The reference, reading the exported files, gives our scores.
+      ASSERT_TRUE(WriteSafetensors(out + ".ours.safetensors",
+                                   {{"ids", ids}, {"mask", mask}, {"scores", sa.select(1, -1).contiguous()}})
+                      .ok());
+      EXPECT_EQ(RunCommand(Python() + " " + ReferenceScript() + " check " + out + " " + out +
+                           ".ours.safetensors"),
+                0);
+    }
+  }
+  // A scalar-head bias HF's `score` cannot hold: refused, nothing exported.
+  {
+    torch::NoGradGuard g;
+    native->named_parameters()["scalar_head.bias"].fill_(0.5);
+  }
+  const std::string biased = Dir("cli_rm_biased");
+  ASSERT_TRUE(SaveCheckpoint(biased, native).ok());
+  const std::string out = Dir("cli_rm_biased_export");
+  EXPECT_NE(RunCommand(RlhfBinary() + " export --checkpoint " + biased + " --out " + out + " > " +
+                       out + ".log 2>&1"),
+            0);
+  EXPECT_THAT(ReadText(out + ".log"), HasSubstr("bias"));
+  EXPECT_FALSE(fs::exists(out + "/config.json"));
+}
+
+TEST_F(HfTest, ShardedExportStreamsEachTensorAndRoundTripsBitwise) {
+  // GPT-2 (transposed Conv1D weights) exported in BF16 with a shard limit below one layer:
+  // many shards, every tensor read back equal to the model's bf16-rounded parameter.
+  auto a = LoadCheckpoint(Case("gpt2_prefix"));
+  ASSERT_TRUE(a.ok()) << a.status();
+  const std::string out = Dir("stream_export");
+  HfExportOptions opts;
+  opts.max_shard_bytes = 3000;
+  opts.dtype = "BF16";
+  ASSERT_TRUE(ExportHfDirectory(a->model, a->metadata, out, opts).ok());
+  const auto index = nlohmann::json::parse(ReadText(out + "/model.safetensors.index.json"));
+  std::set<std::string> shards;
+  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+    shards.insert(it.value().get<std::string>());
+  }
+  EXPECT_GT(shards.size(), 5u);
+  uint64_t total = 0;
+  for (const std::string& shard : shards) {
+    auto f = SafetensorsFile::Open(out + "/" + shard);
+    ASSERT_TRUE(f.ok()) << f.status();
+    uint64_t bytes = 0;
+    for (const auto& e : f->header().entries) bytes += e.end - e.begin;
+    // A shard exceeds the limit only when it holds a single larger tensor.
+    EXPECT_TRUE(bytes <= opts.max_shard_bytes || f->header().entries.size() == 1) << shard;
+    total += bytes;
+    EXPECT_FALSE(fs::exists(out + "/" + shard + ".tmp." + std::to_string(::getpid())));
+  }
+  EXPECT_EQ(index["metadata"]["total_size"].get<uint64_t>(), total);
+  auto b = LoadCheckpoint(out);
+  ASSERT_TRUE(b.ok()) << b.status();
+  const auto ta = ModelTensors(a->model), tb = ModelTensors(b->model);
+  ASSERT_EQ(ta.size(), tb.size());
+  for (size_t i = 0; i < ta.size(); ++i) {
+    EXPECT_TRUE(torch::equal(ta[i].second.to(torch::kBFloat16).to(torch::kFloat32), tb[i].second)) << ta[i].first;
+  }
+}
+
 // ---- bad directories ----
 
 class HfBadFileTest : public HfTest {
@@ -439,6 +632,43 @@ TEST_F(HfBadFileTest, UnsupportedConfigFieldsAreNamed) {
   EXPECT_THAT(with("gpt2_prefix", [](auto& c) { c["architectures"] = {"GPT2ForTokenClassification"}; }),
               HasSubstr("architectures"));
   EXPECT_THAT(with("gpt2_prefix", [](auto& c) { c["n_embd"] = "wide"; }), HasSubstr("n_embd"));
+}
+
+TEST_F(HfBadFileTest, SlidingWindowThatWouldApplyIsAnErrorNamingTheField) {
+  auto edit = [&](const std::string& name, auto fn) {
+    const std::string d = Copy(name);
+    auto cfg = nlohmann::json::parse(ReadText(d + "/config.json"));
+    fn(cfg);
+    WriteText(d + "/config.json", cfg.dump());
+    return d;
+  };
+  auto load = [](const std::string& d, int64_t max_seq_len) {
+    ModelLoadOptions o;
+    o.max_seq_len = max_seq_len;
+    return LoadModel(d, o);
+  };
+  // Mistral: sliding_window set and shorter than the job's sequences.
+  const std::string m = edit("mistral_gqa_f16", [](auto& c) { c["sliding_window"] = 8; });
+  auto r = load(m, 16);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(Message(r.status()), AllOf(HasSubstr("sliding_window"), HasSubstr("max_seq_len <= 8")));
+  r = load(m, 8);  // sequences no longer than the window: the window never applies
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.max_seq_len, 8);
+  // Qwen2: only with use_sliding_window and layers past max_window_layers.
+  const std::string q = edit("qwen2_tied_bf16", [](auto& c) {
+    c["use_sliding_window"] = true;
+    c["max_window_layers"] = 0;
+  });
+  r = load(q, 16);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(Message(r.status()), AllOf(HasSubstr("sliding_window"), HasSubstr("use_sliding_window")));
+  r = load(Case("qwen2_tied_bf16"), 16);  // use_sliding_window = false (window 8 unused)
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.max_seq_len, 48);
+  r = load(Case("mistral_gqa_f16"), 48);  // sliding_window = null
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->config.max_seq_len, 48);
 }
 
 TEST_F(HfBadFileTest, SlidingWindowCapsTheSequenceLength) {

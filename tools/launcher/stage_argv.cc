@@ -8,6 +8,16 @@
 
 namespace rlhf::launcher {
 
+namespace {
+
+// model.compute_dtype for the processes that only run frozen models forward (unset in a
+// bare JobConfig: the binaries' own default, fp32).
+void AppendComputeDtype(const rlhf::v1::JobConfig& c, Argv* argv) {
+  if (!c.model().compute_dtype().empty()) argv->push_back("--compute_dtype=" + c.model().compute_dtype());
+}
+
+}  // namespace
+
 Argv UserDataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p) {
   const auto& d = c.data();
   Argv argv = {p.Bin("rlhf"),
@@ -75,7 +85,7 @@ Argv SftArgv(const rlhf::v1::JobConfig& c, const JobPaths& p) {
 Argv LabelArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& out) {
   const auto& r = c.rm();
   const std::string data = c.data().dir();
-  return {p.Bin("rlhf"),
+  Argv argv = {p.Bin("rlhf"),
           "label",
           "--policy=" + c.model().sft_checkpoint(),
           "--prompts=" + data + "/rank.jsonl," + data + "/sft.jsonl",
@@ -89,6 +99,8 @@ Argv LabelArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::strin
           absl::StrCat("--seed=", c.seed()),
           "--threads=2",
           "--json_out=" + p.run_dir + "/label.json"};
+  AppendComputeDtype(c, &argv);
+  return argv;
 }
 
 Argv RmArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string& rank_files) {
@@ -124,6 +136,7 @@ Argv EvalArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::string
                absl::StrCat("--show=", c.eval().num_examples()),
                absl::StrCat("--seed=", c.seed()),
                "--threads=2"};
+  AppendComputeDtype(c, &argv);
   if (!rm_checkpoint.empty()) argv.push_back("--rm=" + rm_checkpoint);
   if (c.eval().num_prompts() > 0) {
     argv.push_back(absl::StrCat("--max_prompts=", c.eval().num_prompts()));
@@ -189,6 +202,7 @@ Argv RewardServerArgs(const rlhf::v1::JobConfig& c) {
                absl::StrCat("--threads=", rs.endpoint().threads())};
   AppendBatching(rs.batching(), &argv);
   argv.push_back(absl::StrCat("--max_seq_len=", c.model().max_seq_len()));
+  AppendComputeDtype(c, &argv);
   if (normalize) argv.push_back("--normalize");
   return argv;
 }
@@ -199,6 +213,7 @@ Argv ReferenceServerArgs(const rlhf::v1::JobConfig& c) {
                absl::StrCat("--threads=", ref.endpoint().threads())};
   AppendBatching(ref.batching(), &argv);
   argv.push_back(absl::StrCat("--max_seq_len=", c.model().max_seq_len()));
+  AppendComputeDtype(c, &argv);
   return argv;
 }
 
