@@ -355,7 +355,8 @@ TEST_F(DistributedTest, PpoWithPtxTrainsTheValueModelAndThePretrainingTerm) {
                                   "--out=" + dir_ + "/rm"});
   ASSERT_EQ(rm->Wait(absl::Seconds(60)), 0) << rm->log();
   StartScorers();
-  std::vector<std::string> args = LearnerArgs("grpc", 3, 0);
+  // No step budget: a learner that stops at step 3 can exit before a poll sees step 3.
+  std::vector<std::string> args = LearnerArgs("grpc", 100000, 0);
   args.back() += ",rl.algorithm=ppo,rl.ptx_coef=0.5,rl.ptx_batch_size=4,model.rm_checkpoint=" +
                  dir_ + "/rm,data.dir=" + dir_ + "/data";
   Proc* learner = Start("rlhf-learner", "learner", args);
@@ -369,6 +370,8 @@ TEST_F(DistributedTest, PpoWithPtxTrainsTheValueModelAndThePretrainingTerm) {
   const std::string log = learner->log();
   EXPECT_NE(log.find("PPO value model from " + dir_ + "/rm"), std::string::npos) << log;
   EXPECT_NE(log.find("ptx term on, 32 pretraining texts, 4 per step"), std::string::npos) << log;
+  learner->Kill(SIGTERM);
+  EXPECT_EQ(learner->Wait(absl::Seconds(60)), 0) << learner->log();
 }
 
 // kl.estimator exact end to end (issue 22): the actors send their per-step sampling
@@ -394,7 +397,7 @@ TEST_F(DistributedTest, DISABLED_ExactKlOnTheRlPathStaysNearTarget) {
                     {"--checkpoint=" + dir_ + "/sft", "--port_file=" + dir_ + "/reference.port"});
   reward_port_ = WaitPort(dir_ + "/reward.port", rm);
   reference_port_ = WaitPort(dir_ + "/reference.port", ref);
-  std::vector<std::string> args = LearnerArgs("grpc", kSteps, 0);
+  std::vector<std::string> args = LearnerArgs("grpc", 100000, 0);  // stopped below
   args.back() += absl::StrCat(",rl.kl.estimator=exact,rl.kl.top_k=16,rl.lr=3e-3,rl.kl.beta=0.05,",
                               "rl.kl.adaptive=true,rl.kl.target=", kTarget,
                               ",rl.kl.horizon=8,data.dir=", dir_, "/data");
@@ -435,6 +438,8 @@ TEST_F(DistributedTest, DISABLED_ExactKlOnTheRlPathStaysNearTarget) {
   EXPECT_GT(late, kTarget / 3) << "step:kl/beta" << trace;
   EXPECT_LT(late, kTarget * 3) << "step:kl/beta" << trace;
   std::fprintf(stderr, "exact KL per step (kl/beta):%s\n", trace.c_str());
+  learner->Kill(SIGTERM);
+  EXPECT_EQ(learner->Wait(absl::Seconds(60)), 0) << learner->log();
 }
 
 TEST_F(DistributedTest, MalformedTrajectoriesAreRejectedAndNothingIsTrained) {
