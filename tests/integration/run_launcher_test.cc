@@ -126,6 +126,11 @@ class RunLauncherTest : public ::testing::Test {
     return up >= n;
   }
 
+  // The fake learner holds before its last step until ReleaseHold(): a test that acts on a
+  // running job passes HoldEnv() so the job cannot end before the test is done with it.
+  std::string HoldEnv() const { return "FAKE_HOLD_FILE=" + dir_ + "/release"; }
+  void ReleaseHold() const { std::ofstream(dir_ + "/release") << "go\n"; }
+
   std::string dir_, run_dir_;
 };
 
@@ -191,7 +196,7 @@ TEST_F(RunLauncherTest, SigtermStopsEverythingAndLeavesNoProcess) {
 
 TEST_F(RunLauncherTest, KilledActorIsRestartedAndTheJobCompletes) {
   WriteConfig();
-  auto run = StartRun({"FAKE_STEPS=40", "FAKE_STEP_MS=150"});
+  auto run = StartRun({"FAKE_STEPS=40", "FAKE_STEP_MS=150", HoldEnv()});
   ASSERT_NE(run, nullptr);
   pid_t actor0 = 0;
   ASSERT_TRUE(WaitForProcesses(*run, [&](const nlohmann::json& procs) {
@@ -201,6 +206,15 @@ TEST_F(RunLauncherTest, KilledActorIsRestartedAndTheJobCompletes) {
     return actor0 > 0 && ActorsUp(procs, 2);
   })) << ReadAll(dir_ + "/run.log");
   ASSERT_EQ(::kill(actor0, SIGKILL), 0);
+  ASSERT_TRUE(WaitForProcesses(*run, [&](const nlohmann::json& procs) {
+    for (const auto& p : procs) {
+      if (p["name"] == "actor-0" && p["up"].get<bool>() && p["pid"].get<pid_t>() != actor0) {
+        return true;
+      }
+    }
+    return false;
+  })) << ReadAll(dir_ + "/run.log");
+  ReleaseHold();
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));
   const std::string log = ReadAll(dir_ + "/run.log");
   ASSERT_EQ(run->exit_code(), 0) << log;
@@ -233,7 +247,7 @@ TEST_F(RunLauncherTest, CrashedLearnerFailsTheJobWithItsLog) {
 // Issue 23 item 6: kill -9 of the stateless servers restarts them; the job completes.
 TEST_F(RunLauncherTest, KilledScoringServersAreRestartedAndTheJobCompletes) {
   WriteConfig();
-  auto run = StartRun({"FAKE_STEPS=40", "FAKE_STEP_MS=150"});
+  auto run = StartRun({"FAKE_STEPS=40", "FAKE_STEP_MS=150", HoldEnv()});
   ASSERT_NE(run, nullptr);
   for (const char* server : {"reward_server", "reference_server"}) {
     pid_t pid = 0;
@@ -251,6 +265,7 @@ TEST_F(RunLauncherTest, KilledScoringServersAreRestartedAndTheJobCompletes) {
       return false;
     })) << server << "\n" << ReadAll(dir_ + "/run.log");
   }
+  ReleaseHold();
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));
   const std::string log = ReadAll(dir_ + "/run.log");
   ASSERT_EQ(run->exit_code(), 0) << log;

@@ -8,6 +8,8 @@
 // steps (after lingering 1 s, as the real learner waits for its actors).
 // Flags are --key=value; unknown flags are ignored (the launcher passes the real
 // binaries' flags). FAKE_LEARNER_CRASH_MS makes the learner abort() after that long.
+// FAKE_HOLD_FILE (a path) holds the learner before its last step until that file exists,
+// so a test can finish what it does to a running job before the job may end.
 #include <signal.h>
 #include <unistd.h>
 
@@ -137,6 +139,8 @@ int main(int argc, char** argv) {
   const int exit_ms = int_flag("exit_after_ms", -1);
   const int total_steps = EnvInt("FAKE_STEPS", 5);
   const int step_ms = EnvInt("FAKE_STEP_MS", 200);
+  const char* hold_env = std::getenv("FAKE_HOLD_FILE");
+  const std::string hold_file = hold_env != nullptr ? hold_env : "";
   int step = 0;
   absl::Time next_step = start + absl::Milliseconds(step_ms);
   while (true) {
@@ -162,6 +166,9 @@ int main(int argc, char** argv) {
     }
     if (learner && absl::Now() >= next_step) {
       next_step += absl::Milliseconds(step_ms);
+      if (step + 1 >= total_steps && !hold_file.empty() && !std::ifstream(hold_file).good()) {
+        continue;
+      }
       ++step;
       steps.Increment();
       version.Set(step);
