@@ -27,8 +27,13 @@
 #include "core/model/threads.h"
 
 ABSL_FLAG(std::string, learner_address, "127.0.0.1:50051", "learner host:port");
-ABSL_FLAG(std::string, reward_address, "", "reward server host:port");
-ABSL_FLAG(std::string, reference_address, "", "reference server host:port");
+ABSL_FLAG(std::string, reward_address, "",
+          "reward server host:port, or replicas as host:port,host:port (round robin; a "
+          "failed call is retried on another), or dns:///name:port for a name with many "
+          "addresses");
+ABSL_FLAG(std::string, reference_address, "",
+          "reference server host:port, or replicas as host:port,host:port, or "
+          "dns:///name:port");
 ABSL_FLAG(std::string, actor_name, "actor", "name reported to the learner (logs, metrics)");
 ABSL_FLAG(uint64_t, seed, 1, "sampling seed (mixed with prompt ids)");
 ABSL_FLAG(int, max_prompts, 0, "prompts per lease; 0 = the learner's actors.prompts_per_lease");

@@ -63,6 +63,9 @@ ABSL_FLAG(bool, require_client_cert, false, "mutual TLS");
 ABSL_FLAG(bool, allow_insecure, false, "allow plaintext, tokenless non-loopback listening");
 ABSL_FLAG(int, threads, 0, "LibTorch intra-op threads; 0 = LibTorch default");
 ABSL_FLAG(int, max_message_mb, 64, "max gRPC message size, MiB");
+ABSL_FLAG(int, max_connection_age_s, rlhf::services::kDefaultScorerMaxConnectionAgeS,
+          "close each client connection after this many seconds (clients reconnect and "
+          "re-resolve, so replicas added behind a DNS name get traffic); 0 = never");
 ABSL_FLAG(double, shutdown_grace_s, 10.0, "how long in-flight calls may finish on shutdown");
 
 namespace {
@@ -106,6 +109,7 @@ absl::Status Run() {
   options.grpc.name = "reference-server";
   options.grpc.host = absl::GetFlag(FLAGS_host);
   options.grpc.port = absl::GetFlag(FLAGS_port);
+  options.grpc.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
   auto message_bytes = rlhf::services::MessageBytesFromMiB(absl::GetFlag(FLAGS_max_message_mb));
   if (!message_bytes.ok()) return message_bytes.status();
   options.grpc.max_message_bytes = *message_bytes;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "services/auth.h"
+#include "services/replica_target.h"
 #include "services/server.h"
 
 namespace rlhf::services {
@@ -31,6 +32,13 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   if (!options.lb_policy.empty()) args.SetLoadBalancingPolicyName(options.lb_policy);
+  auto target = ParseReplicaTarget(options.target);
+  if (!target.ok()) return target.status();
+  // A replica list's static target has no name: TLS checks the first entry's host (and
+  // call metadata carries it), unless server_name_override says otherwise.
+  if (!target->authority.empty() && options.tls.server_name_override.empty()) {
+    args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, target->authority);
+  }
 
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (options.tls.enabled) {
@@ -55,7 +63,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
   } else {
     creds = grpc::InsecureChannelCredentials();
   }
-  return grpc::CreateCustomChannel(options.target, creds, args);
+  return grpc::CreateCustomChannel(target->target, creds, args);
 }
 
 absl::Status WaitForChannelReady(const std::shared_ptr<grpc::Channel>& channel,

@@ -46,7 +46,9 @@ struct ClientTlsOptions {
 };
 
 struct ChannelOptions {
-  std::string target;                // "host:port", "dns:///name:port", "unix:/path"
+  // "host:port", "dns:///name:port", "unix:/path", or replicas of one service as
+  // "host:port,host:port" (see replica_target.h: resolved once, round_robin over them).
+  std::string target;
   ClientTlsOptions tls;
   std::string auth_token;            // sent by PrepareContext; kept here for convenience
   int max_message_bytes = 64 << 20;  // send and receive limit, bytes

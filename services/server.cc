@@ -6,12 +6,13 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/server_builder_option.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
-#include <grpcpp/impl/server_builder_option.h>
 #include <grpcpp/server_builder.h>
 
 #include "absl/strings/ascii.h"
@@ -91,6 +92,15 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Create(
   }
   if (options.max_message_bytes <= 0) {
     return absl::InvalidArgumentError("max_message_bytes: must be > 0");
+  }
+  // gRPC takes milliseconds as an int: 24 days is below INT_MAX ms.
+  for (const auto& [name, value] :
+       {std::pair<const char*, absl::Duration>{"max_connection_age", options.max_connection_age},
+        {"max_connection_age_grace", options.max_connection_age_grace}}) {
+    if (value < absl::ZeroDuration() || value > absl::Hours(24 * 24)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": ", absl::FormatDuration(value), " not in [0, 24 days]"));
+    }
   }
   const bool tls = options.tls.enabled();
   if (!IsLoopbackHost(options.host) && !tls && options.auth_token.empty() &&
@@ -199,6 +209,14 @@ absl::Status GrpcServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time) / 2));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  if (options_.max_connection_age > absl::ZeroDuration()) {
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(options_.max_connection_age)));
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(options_.max_connection_age_grace)));
+  }
   // Two servers on one port would silently split traffic; make a taken port an error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   if (options_.max_threads > 0) {

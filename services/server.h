@@ -53,10 +53,21 @@ struct GrpcServerOptions {
   std::string auth_token;         // non-empty: every call needs "authorization: Bearer <t>"
   bool allow_insecure = false;    // listen on non-loopback without TLS or token
   int max_threads = 0;            // > 0: cap gRPC's thread pool (ResourceQuota)
+  // Close each client connection (GOAWAY) after this long, +-10% jitter, so clients
+  // reconnect and re-resolve: a replica added behind a DNS name then gets its share of
+  // the calls. Zero = never (the default: the learner's weight streams are long-lived).
+  // Calls in flight at that moment get max_connection_age_grace to finish. Both in
+  // [0, 24 days].
+  absl::Duration max_connection_age = absl::ZeroDuration();
+  absl::Duration max_connection_age_grace = absl::Seconds(30);
   // Fully qualified service names ("rlhf.v1.RewardService") that health checking also
   // reports individually (the overall "" status is always reported).
   std::vector<std::string> health_service_names;
 };
+
+// The reward and reference servers' max_connection_age (their --max_connection_age_s):
+// stateless replicas that an actor reaches through one DNS name.
+inline constexpr int kDefaultScorerMaxConnectionAgeS = 300;
 
 // True for 127.0.0.0/8, ::1, "localhost" and unix sockets.
 bool IsLoopbackHost(const std::string& host);

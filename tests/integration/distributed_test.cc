@@ -4,10 +4,13 @@
 // accounting invariant from the learner's own counters, bitwise-identical weights on
 // every actor for every version (both transports), a SIGKILLed learner restarted from
 // its checkpoint with the actors reconnecting, PPO (value model from the RM) with the
-// pretraining term, and malformed trajectories rejected.
+// pretraining term, replicated reward servers (one killed mid-run, nothing lost), and
+// malformed trajectories rejected.
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,9 +25,13 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "core/util/http_get.h"
 #include "learner/learner_client.h"
 
 extern char** environ;
@@ -152,12 +159,45 @@ class DistributedTest : public ::testing::Test {
                          "weights.timeout_s=20,weights.bucket_bytes=65536,weights.transport=",
                          transport)};
   }
-  Proc* StartActor(const std::string& name) {
-    return Start("rlhf-actor", name,
-                 {absl::StrCat("--learner_address=127.0.0.1:", learner_port_),
-                  absl::StrCat("--reward_address=127.0.0.1:", reward_port_),
-                  absl::StrCat("--reference_address=127.0.0.1:", reference_port_),
-                  "--actor_name=" + name, "--log_weight_hashes", "--call_timeout_s=10"});
+  // `reward_address` empty: the one reward server StartScorers started.
+  Proc* StartActor(const std::string& name, const std::string& reward_address = "") {
+    return Start(
+        "rlhf-actor", name,
+        {absl::StrCat("--learner_address=127.0.0.1:", learner_port_),
+         "--reward_address=" +
+             (reward_address.empty() ? absl::StrCat("127.0.0.1:", reward_port_) : reward_address),
+         absl::StrCat("--reference_address=127.0.0.1:", reference_port_), "--actor_name=" + name,
+         "--log_weight_hashes", "--call_timeout_s=10"});
+  }
+  // A port nothing listens on now (bound and released): for servers whose /metrics
+  // port the test must know (they write no port file for it).
+  static int UnusedPort() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    int port = 0;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port = ntohs(addr.sin_port);
+    }
+    ::close(fd);
+    return port;
+  }
+  // Score calls a reward server answered OK, from its /metrics; -1 if unreadable.
+  static double ScoreCallsServed(int metrics_port) {
+    auto body = rlhf::HttpGet("127.0.0.1", metrics_port, "/metrics", absl::Seconds(2));
+    if (!body.ok()) return -1;
+    for (absl::string_view line : absl::StrSplit(*body, '\n')) {
+      if (!absl::StartsWith(line, "rlhf_reward_server_requests_total{") ||
+          !absl::StrContains(line, "Score") || !absl::StrContains(line, "code=\"OK\"")) {
+        continue;
+      }
+      double v = 0;
+      if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) return v;
+    }
+    return 0;
   }
   std::unique_ptr<GrpcLearnerClient> Client() {
     rlhf::services::ChannelOptions c;
@@ -370,6 +410,53 @@ TEST_F(DistributedTest, PpoWithPtxTrainsTheValueModelAndThePretrainingTerm) {
   const std::string log = learner->log();
   EXPECT_NE(log.find("PPO value model from " + dir_ + "/rm"), std::string::npos) << log;
   EXPECT_NE(log.find("ptx term on, 32 pretraining texts, 4 per step"), std::string::npos) << log;
+  learner->Kill(SIGTERM);
+  EXPECT_EQ(learner->Wait(absl::Seconds(60)), 0) << learner->log();
+}
+
+// Replicated reward servers (issue 18): the actor is given two gold reward servers as a
+// list ("127.0.0.1:P0,localhost:P1"); round_robin spreads its Score calls over both.
+// One is killed with SIGKILL mid-run: the actor's calls go to the survivor (a failed
+// call is retried there), no lease is released or re-issued, nothing is rejected, and
+// the job keeps training with the learner's accounting intact.
+TEST_F(DistributedTest, ReplicatedRewardServersLoseNothingWhenOneDies) {
+  std::vector<Proc*> replicas;
+  std::vector<int> ports, metrics_ports;
+  for (int i = 0; i < 2; ++i) {
+    const std::string tag = absl::StrCat("reward", i);
+    metrics_ports.push_back(UnusedPort());
+    replicas.push_back(Start("rlhf-reward-server", tag,
+                             {"--scorers=gold", "--port_file=" + dir_ + "/" + tag + ".port",
+                              absl::StrCat("--metrics_port=", metrics_ports.back())}));
+    ports.push_back(WaitPort(dir_ + "/" + tag + ".port", replicas.back()));
+  }
+  Proc* ref = Start("rlhf-reference-server", "reference",
+                    {"--preset=tiny", "--seed=3", "--port_file=" + dir_ + "/reference.port"});
+  reference_port_ = WaitPort(dir_ + "/reference.port", ref);
+  Proc* learner = Start("rlhf-learner", "learner", LearnerArgs("grpc", 100000, 0));
+  learner_port_ = WaitPort(dir_ + "/learner.port", learner);
+  Proc* actor = StartActor("a0", absl::StrCat("127.0.0.1:", ports[0], ",localhost:", ports[1]));
+
+  // Both replicas serve (round_robin over the list).
+  const absl::Time until = absl::Now() + absl::Seconds(120);
+  while (absl::Now() < until &&
+         (ScoreCallsServed(metrics_ports[0]) < 1 || ScoreCallsServed(metrics_ports[1]) < 1)) {
+    ASSERT_TRUE(actor->alive()) << actor->log();
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_GE(ScoreCallsServed(metrics_ports[0]), 1) << actor->log();
+  ASSERT_GE(ScoreCallsServed(metrics_ports[1]), 1) << actor->log();
+
+  replicas[0]->Kill(SIGKILL);
+  const double survivor_before = ScoreCallsServed(metrics_ports[1]);
+  const int64_t killed_at = Client()->GetStats(absl::Now() + absl::Seconds(5))->step();
+  auto s = WaitStats([&](const auto& s) { return s.step() >= killed_at + 4; }, learner);
+  EXPECT_GT(ScoreCallsServed(metrics_ports[1]), survivor_before);
+  EXPECT_EQ(s.prompts_reissued(), 0) << s.ShortDebugString() << "\n" << actor->log();
+  EXPECT_EQ(s.trajectories_rejected(), 0) << s.ShortDebugString();
+  ExpectAccounting(s);
+  actor->Kill(SIGTERM);
+  EXPECT_EQ(actor->Wait(absl::Seconds(90)), 0) << actor->log();
   learner->Kill(SIGTERM);
   EXPECT_EQ(learner->Wait(absl::Seconds(60)), 0) << learner->log();
 }
