@@ -30,25 +30,14 @@ absl::Status CheckFinite(const C& values, const std::string& field) {
   return absl::OkStatus();
 }
 
+// A store error as the caller sees it: retriable (a full disk stays RESOURCE_EXHAUSTED).
+absl::Status RetriableStoreError(const absl::Status& s) {
+  const absl::StatusCode code =
+      s.code() == absl::StatusCode::kResourceExhausted ? s.code() : absl::StatusCode::kUnavailable;
+  return absl::Status(code, absl::StrCat("persisting the learner state: ", s.message()));
+}
+
 }  // namespace
-
-absl::Status FileStateStore::Write(const rlhf::v1::LearnerState& state) {
-  std::string bytes;
-  if (!state.SerializeToString(&bytes)) return absl::InternalError("serializing learner state");
-  return WriteFileAtomically(path_, bytes, kDurable);
-}
-
-absl::StatusOr<std::optional<rlhf::v1::LearnerState>> FileStateStore::Read() {
-  std::ifstream in(path_, std::ios::binary);
-  if (!in) return std::optional<rlhf::v1::LearnerState>();
-  std::stringstream ss;
-  ss << in.rdbuf();
-  rlhf::v1::LearnerState state;
-  if (!state.ParseFromString(ss.str())) {
-    return absl::DataLossError(absl::StrCat(path_, ": not a valid LearnerState"));
-  }
-  return std::optional<rlhf::v1::LearnerState>(std::move(state));
-}
 
 absl::StatusOr<std::unique_ptr<LearnerHandler>> LearnerHandler::Create(
     const LearnerHandlerOptions& options, std::vector<std::vector<int32_t>> prompts,
@@ -102,10 +91,16 @@ absl::Status LearnerHandler::Restore(int64_t trainer_step, int64_t policy_versio
                 "(--allow_state_reset) to start the accounting over"));
     }
     restore_note_ = lost;
-    return absl::OkStatus();
+    return PersistLocked();  // the log starts after a snapshot
   }
-  if (missing) return absl::OkStatus();
+  if (missing) return PersistLocked();
   FromProtoLocked(**state);
+  // Acknowledged calls after the snapshot: their records, applied as they were live.
+  auto records = store_->ReadLog();
+  if (!records.ok()) return records.status();
+  for (auto& record : *records) {
+    if (record.seq() > (*state)->log_seq()) ApplyLocked(std::move(record));
+  }
   // Batches of steps the restored trainer has not seen go back to the buffer's front.
   std::vector<rlhf::v1::TrainedBatch> keep;
   std::deque<rlhf::v1::BufferedGroup> rebuffer;
@@ -155,6 +150,7 @@ rlhf::v1::LearnerState LearnerHandler::ToProtoLocked() const {
   s.set_checkpointed_step(checkpointed_step_);
   for (int64_t src : trained_sources_) s.add_trained_sources(src);
   s.mutable_completed_owners()->insert(completed_owner_.begin(), completed_owner_.end());
+  s.set_log_seq(store_ != nullptr ? store_->last_seq() : 0);
   return s;
 }
 
@@ -184,11 +180,91 @@ void LearnerHandler::FromProtoLocked(const rlhf::v1::LearnerState& s) {
 absl::Status LearnerHandler::PersistLocked() {
   if (store_ == nullptr) return absl::OkStatus();
   absl::Status s = store_->Write(ToProtoLocked());
-  if (s.ok()) return s;
-  const absl::StatusCode code = s.code() == absl::StatusCode::kResourceExhausted
-                                    ? s.code()
-                                    : absl::StatusCode::kUnavailable;
-  return absl::Status(code, absl::StrCat("persisting the learner state: ", s.message()));
+  return s.ok() ? s : RetriableStoreError(s);
+}
+
+absl::Status LearnerHandler::RecordLocked(rlhf::v1::LearnerLogRecord record, int64_t* seq) {
+  *seq = 0;
+  if (store_ == nullptr) {
+    ApplyLocked(std::move(record));
+    return absl::OkStatus();
+  }
+  if (!options_.log_records) {
+    const Snapshot before = SnapshotLocked();
+    ApplyLocked(std::move(record));
+    return CommitLocked(before);
+  }
+  // Decide, log, then apply: a failed append leaves nothing to roll back.
+  absl::StatusOr<int64_t> appended = store_->Append(record);
+  if (!appended.ok()) {
+    absl::Status s = RetriableStoreError(appended.status());
+    return absl::Status(s.code(), absl::StrCat(s.message(), " (nothing changed; retry)"));
+  }
+  ApplyLocked(std::move(record));
+  *seq = *appended;
+  // The log holds the record whether or not this snapshot succeeds.
+  if (store_->log_bytes() > options_.max_log_bytes) (void)PersistLocked();
+  return absl::OkStatus();
+}
+
+void LearnerHandler::ApplyLocked(rlhf::v1::LearnerLogRecord record) {
+  switch (record.op_case()) {
+    case rlhf::v1::LearnerLogRecord::kRegisterActor: {
+      auto& op = *record.mutable_register_actor();
+      actors_[op.actor_id()] = Actor{op.name(), clock_()};
+      next_actor_number_ = std::max(next_actor_number_, op.actor_number() + 1);
+      stats_.set_actors_registered_total(stats_.actors_registered_total() + 1);
+      break;
+    }
+    case rlhf::v1::LearnerLogRecord::kLease: {
+      auto& op = *record.mutable_lease();
+      const auto& lease = op.lease();
+      const int n = lease.prompts_size();
+      for (int i = 0; i < op.from_reissue() && !reissue_.empty(); ++i) reissue_.pop_front();
+      cursor_ += n - op.from_reissue();
+      if (n > 0) {
+        next_prompt_id_ = std::max(next_prompt_id_, lease.prompts(n - 1).prompt_id() + 1);
+      }
+      next_lease_number_ = std::max(next_lease_number_, op.lease_number() + 1);
+      stats_.set_leases_issued(stats_.leases_issued() + 1);
+      stats_.set_prompts_leased(stats_.prompts_leased() + n);
+      const std::string id = lease.lease_id();
+      leases_[id] = std::move(*op.mutable_lease());
+      break;
+    }
+    case rlhf::v1::LearnerLogRecord::kSubmit: {
+      auto& op = *record.mutable_submit();
+      int64_t accepted = 0;
+      for (auto& g : *op.mutable_accepted()) {
+        accepted += g.trajectories_size();
+        buffer_.push_back(std::move(g));
+      }
+      for (int64_t source : op.stale_sources()) ReissueLocked(source);
+      stats_.set_trajectories_dropped_stale(stats_.trajectories_dropped_stale() +
+                                            op.stale_trajectories());
+      stats_.set_trajectories_accepted(stats_.trajectories_accepted() + accepted);
+      stats_.set_leases_completed(stats_.leases_completed() + 1);
+      RememberLocked(completed_order_, completed_, op.lease_id());
+      completed_owner_[op.lease_id()] = op.actor_id();
+      leases_.erase(op.lease_id());
+      break;
+    }
+    case rlhf::v1::LearnerLogRecord::kRelease:
+      ExpireLeaseLocked(record.release().lease_id());
+      break;
+    case rlhf::v1::LearnerLogRecord::OP_NOT_SET:
+      break;
+  }
+}
+
+absl::Status LearnerHandler::AwaitDurable(int64_t seq) {
+  if (seq <= 0) return absl::OkStatus();
+  absl::Status s = store_->Sync(seq);
+  return s.ok() ? s : RetriableStoreError(s);
+}
+
+int64_t LearnerHandler::AckSeqLocked() const {
+  return store_ != nullptr && options_.log_records ? store_->last_seq() : 0;
 }
 
 LearnerHandler::Snapshot LearnerHandler::SnapshotLocked() const {
@@ -252,18 +328,23 @@ absl::StatusOr<rlhf::v1::RegisterResponse> LearnerHandler::Register(
     return absl::InvalidArgumentError(absl::StrCat("actor_name: ", request.actor_name().size(),
                                                    " bytes > ", options_.max_name_bytes));
   }
-  absl::MutexLock lock(&mu_);
-  const Snapshot before = SnapshotLocked();
-  std::string id = absl::StrCat(run_id_, "-A", next_actor_number_++);
-  actors_[id] = Actor{request.actor_name(), clock_()};
-  stats_.set_actors_registered_total(stats_.actors_registered_total() + 1);
-  if (absl::Status s = CommitLocked(before); !s.ok()) return s;
   rlhf::v1::RegisterResponse response;
-  response.set_actor_id(id);
-  response.set_lease_timeout_ms(absl::ToInt64Milliseconds(options_.lease_timeout));
-  response.set_samples_per_prompt(options_.samples_per_prompt);
-  response.set_prompts_per_lease(options_.prompts_per_lease);
-  response.mutable_current_version()->set_version(stats_.policy_version());
+  int64_t seq = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    rlhf::v1::LearnerLogRecord record;
+    auto* op = record.mutable_register_actor();
+    op->set_actor_id(absl::StrCat(run_id_, "-A", next_actor_number_));
+    op->set_name(request.actor_name());
+    op->set_actor_number(next_actor_number_);
+    response.set_actor_id(op->actor_id());
+    if (absl::Status s = RecordLocked(std::move(record), &seq); !s.ok()) return s;
+    response.set_lease_timeout_ms(absl::ToInt64Milliseconds(options_.lease_timeout));
+    response.set_samples_per_prompt(options_.samples_per_prompt);
+    response.set_prompts_per_lease(options_.prompts_per_lease);
+    response.mutable_current_version()->set_version(stats_.policy_version());
+  }
+  if (absl::Status s = AwaitDurable(seq); !s.ok()) return s;
   return response;
 }
 
@@ -297,64 +378,71 @@ absl::Status LearnerHandler::Deregister(const rlhf::v1::DeregisterRequest& reque
 
 absl::StatusOr<rlhf::v1::LeasePromptsResponse> LearnerHandler::LeasePrompts(
     const rlhf::v1::LeasePromptsRequest& request) {
-  absl::MutexLock lock(&mu_);
-  if (!TouchLocked(request.actor_id())) {
-    return absl::NotFoundError(
-        absl::StrCat("actor_id: unknown actor ", BoundedEcho(request.actor_id()), " (re-register)"));
-  }
-  if (request.max_prompts() < 0) {
-    return absl::InvalidArgumentError("max_prompts: must be >= 0");
-  }
   rlhf::v1::LeasePromptsResponse response;
-  response.mutable_latest_version()->set_version(stats_.policy_version());
-  response.set_retry_after_ms(absl::ToInt64Milliseconds(options_.retry_after));
-  if (stats_.step() >= options_.total_steps) {
-    response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_DONE);
-    return response;
-  }
-  // Work sampled with `held` must still be trainable when the learner is one update
-  // further (the batch being trained now, if any).
-  if (request.held_version().version() < EffectiveVersionLocked() - options_.max_staleness) {
-    response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_STALE_WEIGHTS);
-    return response;
-  }
-  int64_t in_flight = static_cast<int64_t>(buffer_.size()) +
-                      (in_training_ ? static_cast<int64_t>(in_training_->groups.size()) : 0);
-  for (const auto& [id, lease] : leases_) in_flight += lease.prompts_size();
-  const int64_t capacity =
-      int64_t{options_.prompts_per_step} * (options_.max_staleness + 1) - in_flight;
-  int64_t n = options_.prompts_per_lease;
-  if (request.max_prompts() > 0) n = std::min<int64_t>(n, request.max_prompts());
-  n = std::min(n, capacity);
-  if (n <= 0) {
-    response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_BATCH_FULL);
-    return response;
-  }
-  const Snapshot before = SnapshotLocked();
-  rlhf::v1::LearnerState::Lease lease;
-  lease.set_lease_id(absl::StrCat(run_id_, "-L", next_lease_number_++));
-  lease.set_actor_id(request.actor_id());
-  lease.set_issued_version(stats_.policy_version());
-  for (int64_t i = 0; i < n; ++i) {
-    int64_t source;
-    if (!reissue_.empty()) {
-      source = reissue_.front();
-      reissue_.pop_front();
-    } else {
-      source = cursor_++ % static_cast<int64_t>(prompts_.size());
+  int64_t seq = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!TouchLocked(request.actor_id())) {
+      return absl::NotFoundError(absl::StrCat("actor_id: unknown actor ",
+                                              BoundedEcho(request.actor_id()), " (re-register)"));
     }
-    auto* p = lease.add_prompts();
-    p->set_prompt_id(next_prompt_id_++);
-    p->set_source_index(source);
-    p->mutable_tokens()->Add(prompts_[source].begin(), prompts_[source].end());
+    if (request.max_prompts() < 0) {
+      return absl::InvalidArgumentError("max_prompts: must be >= 0");
+    }
+    response.mutable_latest_version()->set_version(stats_.policy_version());
+    response.set_retry_after_ms(absl::ToInt64Milliseconds(options_.retry_after));
+    if (stats_.step() >= options_.total_steps) {
+      response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_DONE);
+      return response;
+    }
+    // Work sampled with `held` must still be trainable when the learner is one update
+    // further (the batch being trained now, if any).
+    if (request.held_version().version() < EffectiveVersionLocked() - options_.max_staleness) {
+      response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_STALE_WEIGHTS);
+      return response;
+    }
+    int64_t in_flight = static_cast<int64_t>(buffer_.size()) +
+                        (in_training_ ? static_cast<int64_t>(in_training_->groups.size()) : 0);
+    for (const auto& [id, lease] : leases_) in_flight += lease.prompts_size();
+    const int64_t capacity =
+        int64_t{options_.prompts_per_step} * (options_.max_staleness + 1) - in_flight;
+    int64_t n = options_.prompts_per_lease;
+    if (request.max_prompts() > 0) n = std::min<int64_t>(n, request.max_prompts());
+    n = std::min(n, capacity);
+    if (n <= 0) {
+      response.set_wait(rlhf::v1::LeasePromptsResponse::WAIT_BATCH_FULL);
+      return response;
+    }
+    // Decide the lease without changing anything; ApplyLocked takes it.
+    rlhf::v1::LearnerLogRecord record;
+    auto* op = record.mutable_lease();
+    auto* lease = op->mutable_lease();
+    lease->set_lease_id(absl::StrCat(run_id_, "-L", next_lease_number_));
+    op->set_lease_number(next_lease_number_);
+    lease->set_actor_id(request.actor_id());
+    lease->set_issued_version(stats_.policy_version());
+    int from_reissue = 0;
+    int64_t cursor = cursor_;
+    int64_t prompt_id = next_prompt_id_;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t source = from_reissue < static_cast<int>(reissue_.size())
+                                 ? reissue_[from_reissue++]
+                                 : cursor++ % static_cast<int64_t>(prompts_.size());
+      auto* p = lease->add_prompts();
+      p->set_prompt_id(prompt_id++);
+      p->set_source_index(source);
+      p->mutable_tokens()->Add(prompts_[source].begin(), prompts_[source].end());
+    }
+    op->set_from_reissue(from_reissue);
+    response.set_lease_id(lease->lease_id());
+    *response.mutable_prompts() = lease->prompts();
+    if (absl::Status s = RecordLocked(std::move(record), &seq); !s.ok()) return s;
+    response.set_expires_unix_ms(absl::ToUnixMillis(clock_() + options_.lease_timeout));
   }
-  stats_.set_leases_issued(stats_.leases_issued() + 1);
-  stats_.set_prompts_leased(stats_.prompts_leased() + n);
-  leases_[lease.lease_id()] = lease;
-  if (absl::Status s = CommitLocked(before); !s.ok()) return s;
-  response.set_lease_id(lease.lease_id());
-  *response.mutable_prompts() = lease.prompts();
-  response.set_expires_unix_ms(absl::ToUnixMillis(clock_() + options_.lease_timeout));
+  // Not waited for: a lease acknowledges no data. Its record precedes the record of the
+  // submission that completes it, so that submission's sync makes both durable; after a
+  // crash that lost it, the submission is refused (unknown lease, or a prompt that
+  // differs) and its prompts are leased again.
   return response;
 }
 
@@ -479,73 +567,80 @@ absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> LearnerHandler::Submit(
         "trajectories: ", request.trajectories_size(), " > ", max_trajectories,
         " (prompts_per_lease x samples_per_prompt)"));
   }
-  absl::MutexLock lock(&mu_);
-  TouchLocked(request.actor_id());
-  if (auto owner = completed_owner_.find(request.lease_id());
-      completed_.count(request.lease_id()) &&
-      (owner == completed_owner_.end() || owner->second == request.actor_id())) {
-    stats_.set_duplicate_submissions(stats_.duplicate_submissions() + 1);
-    response.set_duplicate(true);
-    return response;
-  }
-  auto it = leases_.find(request.lease_id());
-  if (it == leases_.end()) {
-    stats_.set_trajectories_rejected(stats_.trajectories_rejected() + request.trajectories_size());
-    if (expired_.count(request.lease_id())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "lease_id: lease ", request.lease_id(), " expired; its prompts were re-issued"));
+  int64_t seq = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    TouchLocked(request.actor_id());
+    if (auto owner = completed_owner_.find(request.lease_id());
+        completed_.count(request.lease_id()) &&
+        (owner == completed_owner_.end() || owner->second == request.actor_id())) {
+      stats_.set_duplicate_submissions(stats_.duplicate_submissions() + 1);
+      response.set_duplicate(true);
+      seq = AckSeqLocked();  // the original's record may still be on its way to disk
+    } else {
+      auto it = leases_.find(request.lease_id());
+      if (it == leases_.end()) {
+        stats_.set_trajectories_rejected(stats_.trajectories_rejected() +
+                                         request.trajectories_size());
+        if (expired_.count(request.lease_id())) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "lease_id: lease ", request.lease_id(), " expired; its prompts were re-issued"));
+        }
+        if (completed_.count(request.lease_id())) {
+          return absl::PermissionDeniedError(
+              absl::StrCat("actor_id: lease ", request.lease_id(), " was issued to another actor"));
+        }
+        return absl::InvalidArgumentError(
+            absl::StrCat("lease_id: unknown lease ", BoundedEcho(request.lease_id())));
+      }
+      if (it->second.actor_id() != request.actor_id()) {
+        return absl::PermissionDeniedError(absl::StrCat("actor_id: lease ", request.lease_id(),
+                                                        " was issued to another actor, not ",
+                                                        BoundedEcho(request.actor_id())));
+      }
+      rlhf::v1::LearnerLogRecord record;
+      std::vector<int64_t> accepted_staleness;
+      if (request.trajectories_size() == 0) {  // an explicit release: re-issue its prompts
+        record.mutable_release()->set_lease_id(request.lease_id());
+      } else {
+        if (absl::Status s = ValidateLocked(request, it->second); !s.ok()) {
+          stats_.set_trajectories_rejected(stats_.trajectories_rejected() +
+                                           request.trajectories_size());
+          return s;
+        }
+        // Group by prompt in lease order; decide which groups are too stale to keep.
+        auto* op = record.mutable_submit();
+        op->set_lease_id(request.lease_id());
+        op->set_actor_id(it->second.actor_id());
+        for (const auto& p : it->second.prompts()) {
+          rlhf::v1::BufferedGroup g;
+          g.set_lease_id(request.lease_id());
+          g.set_actor_id(it->second.actor_id());
+          *g.mutable_prompt() = p;
+          for (const auto& t : request.trajectories()) {
+            if (t.prompt_id() == p.prompt_id()) *g.add_trajectories() = t;
+          }
+          g.set_version(g.trajectories(0).version().version());
+          const int64_t staleness = stats_.policy_version() - g.version();
+          if (staleness > options_.max_staleness) {
+            op->add_stale_sources(p.source_index());
+            op->set_stale_trajectories(op->stale_trajectories() + g.trajectories_size());
+            response.set_dropped_stale(response.dropped_stale() + g.trajectories_size());
+            continue;
+          }
+          accepted_staleness.push_back(staleness);
+          response.set_accepted(response.accepted() + g.trajectories_size());
+          *op->add_accepted() = std::move(g);
+        }
+      }
+      if (absl::Status s = RecordLocked(std::move(record), &seq); !s.ok()) return s;
+      if (staleness_hook_) {
+        for (int64_t staleness : accepted_staleness) staleness_hook_(staleness);
+      }
     }
-    if (completed_.count(request.lease_id())) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "actor_id: lease ", request.lease_id(), " was issued to another actor"));
-    }
-    return absl::InvalidArgumentError(
-        absl::StrCat("lease_id: unknown lease ", BoundedEcho(request.lease_id())));
   }
-  if (it->second.actor_id() != request.actor_id()) {
-    return absl::PermissionDeniedError(absl::StrCat("actor_id: lease ", request.lease_id(),
-                                                    " was issued to another actor, not ",
-                                                    BoundedEcho(request.actor_id())));
-  }
-  if (request.trajectories_size() == 0) {  // an explicit release: re-issue its prompts
-    const Snapshot before = SnapshotLocked();
-    ExpireLeaseLocked(request.lease_id());
-    if (absl::Status s = CommitLocked(before); !s.ok()) return s;
-    return response;
-  }
-  if (absl::Status s = ValidateLocked(request, it->second); !s.ok()) {
-    stats_.set_trajectories_rejected(stats_.trajectories_rejected() + request.trajectories_size());
-    return s;
-  }
-  const Snapshot before = SnapshotLocked();
-  // Group by prompt in lease order.
-  for (const auto& p : it->second.prompts()) {
-    rlhf::v1::BufferedGroup g;
-    g.set_lease_id(request.lease_id());
-    g.set_actor_id(it->second.actor_id());
-    *g.mutable_prompt() = p;
-    for (const auto& t : request.trajectories()) {
-      if (t.prompt_id() == p.prompt_id()) *g.add_trajectories() = t;
-    }
-    g.set_version(g.trajectories(0).version().version());
-    const int64_t staleness = stats_.policy_version() - g.version();
-    if (staleness > options_.max_staleness) {
-      stats_.set_trajectories_dropped_stale(stats_.trajectories_dropped_stale() +
-                                            g.trajectories_size());
-      response.set_dropped_stale(response.dropped_stale() + g.trajectories_size());
-      ReissueLocked(p.source_index());
-      continue;
-    }
-    if (staleness_hook_) staleness_hook_(staleness);
-    response.set_accepted(response.accepted() + g.trajectories_size());
-    buffer_.push_back(std::move(g));
-  }
-  stats_.set_trajectories_accepted(stats_.trajectories_accepted() + response.accepted());
-  stats_.set_leases_completed(stats_.leases_completed() + 1);
-  RememberLocked(completed_order_, completed_, request.lease_id());
-  completed_owner_[request.lease_id()] = it->second.actor_id();
-  leases_.erase(it);
-  if (absl::Status s = CommitLocked(before); !s.ok()) return s;  // durable before the ack
+  // Durable before the acknowledgement.
+  if (absl::Status s = AwaitDurable(seq); !s.ok()) return s;
   return response;
 }
 

@@ -20,15 +20,23 @@
 //   prompts_reissued + prompts_outstanding + prompts_buffered (+ the batch in training).
 //
 // Durability: with a StateStore, every mutation that an acknowledgement depends on is
-// persisted (the whole LearnerState, atomically) BEFORE the call returns, so an acked
-// trajectory survives a crash. A call whose persist fails changes nothing (the
-// in-memory state is rolled back under the same lock, so no other call sees it) and
-// answers UNAVAILABLE (RESOURCE_EXHAUSTED for a full disk) naming the cause: retriable.
+// durable BEFORE the call returns, so an acked trajectory survives a crash (a lease is
+// made durable by the submission that completes it: LeasePrompts does not wait). The hot path
+// (Register, LeasePrompts, Submit) decides under the mutex, appends one record of the
+// decision to the store's log, applies it with the same ApplyLocked that replays it
+// after a restart, and waits for the log's group commit outside the mutex
+// (state_store.h); the rare operations (training steps, checkpoints, expiry,
+// deregistration) write a whole snapshot, which also empties the log. A call whose
+// append or snapshot fails changes nothing and answers UNAVAILABLE (RESOURCE_EXHAUSTED
+// for a full disk) naming the cause: retriable. A failed sync breaks the store: that
+// call and every later one that would acknowledge something fail until a restart
+// recovers from the disk.
 //
 // Ownership: a lease is submitted or released only by the actor it was issued to
-// (PERMISSION_DENIED otherwise, also for duplicates of completed leases). Batches taken by training stay in the state until a
-// checkpoint covering their step is reported (OnCheckpointed); Restore(step) puts the
-// batches of steps after the restored checkpoint back at the front of the buffer.
+// (PERMISSION_DENIED otherwise, also for duplicates of completed leases). Batches taken by training
+// stay in the state until a checkpoint covering their step is reported (OnCheckpointed);
+// Restore(step) puts the batches of steps after the restored checkpoint back at the front of the
+// buffer.
 //
 // Thread-safety: all methods are thread-safe (one mutex).
 #pragma once
@@ -47,6 +55,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "learner/state_store.h"
 #include "rlhf/v1/learner.pb.h"
 
 namespace rlhf::learner {
@@ -74,26 +83,13 @@ struct LearnerHandlerOptions {
   // step (restore_note() says what was lost).
   bool allow_state_reset = false;
   bool require_exact_kl = false;   // kl_estimator EXACT: every trajectory carries exact_kl
-};
-
-// Where the handler's state is persisted. Write must be atomic and durable.
-class StateStore {
- public:
-  virtual ~StateStore() = default;
-  virtual absl::Status Write(const rlhf::v1::LearnerState& state) = 0;
-  // nullopt when nothing was ever written.
-  virtual absl::StatusOr<std::optional<rlhf::v1::LearnerState>> Read() = 0;
-};
-
-// A file written as temp + fsync + rename + directory fsync.
-class FileStateStore : public StateStore {
- public:
-  explicit FileStateStore(std::string path) : path_(std::move(path)) {}
-  absl::Status Write(const rlhf::v1::LearnerState& state) override;
-  absl::StatusOr<std::optional<rlhf::v1::LearnerState>> Read() override;
-
- private:
-  const std::string path_;
+  // true: the hot path appends log records (group commit). false: every mutation writes
+  // a whole snapshot under the mutex, as before the log (bench/learner_log_bench.cc
+  // measures one against the other).
+  bool log_records = true;
+  // A log longer than this is folded into a snapshot (bounds replay after a crash;
+  // training steps snapshot anyway). Bytes.
+  int64_t max_log_bytes = int64_t{256} << 20;
 };
 
 class LearnerHandler {
@@ -170,6 +166,17 @@ class LearnerHandler {
                  StateStore* store, Clock clock);
 
   absl::Status PersistLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The hot path's commit: appends `record` to the log and applies it (or, without the
+  // log, applies it and writes a snapshot, rolled back on failure). *seq = what the
+  // caller must Sync (outside the mutex) before acknowledging; 0 = nothing to wait for.
+  absl::Status RecordLocked(rlhf::v1::LearnerLogRecord record, int64_t* seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies a decided record: live (after its append) and when replaying the log.
+  void ApplyLocked(rlhf::v1::LearnerLogRecord record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits until record `seq` is durable (no-op for 0). Called without the mutex.
+  absl::Status AwaitDurable(int64_t seq) ABSL_LOCKS_EXCLUDED(mu_);
+  // The seq an acknowledgement of the current state must wait for.
+  int64_t AckSeqLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The state to roll back to if the next persist fails (empty without a store).
   struct Snapshot {
     std::optional<rlhf::v1::LearnerState> state;

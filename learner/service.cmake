@@ -1,7 +1,7 @@
 # LearnerService: handler logic (no gRPC), the gRPC adapter and server, the client (real
 # + fake) and the rlhf-learner binary.
 rlhf_library(rlhf_learner_handler
-  SOURCES learner_handler.cc
+  SOURCES learner_handler.cc state_store.cc
   DEPS rlhf_proto rlhf_util absl::status absl::statusor absl::strings absl::str_format
        absl::synchronization absl::time absl::random_random)
 # What another component links to talk to a learner: the interface, the gRPC client and

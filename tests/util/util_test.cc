@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "core/status_macros.h"
+#include "core/util/crc32c.h"
 #include "core/util/file_util.h"
 #include "core/util/splitmix.h"
 #include "tests/testing/status_matchers.h"
@@ -23,6 +24,16 @@ namespace {
 using ::rlhf::testing::IsOk;
 using ::rlhf::testing::StatusIs;
 using ::testing::HasSubstr;
+
+// The standard check values of CRC-32C (RFC 3720 B.4 and the "123456789" check).
+TEST(Crc32c, MatchesTheStandardCheckValues) {
+  EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);
+  EXPECT_EQ(Crc32c(std::string(32, '\0')), 0x8A9136AAu);
+  EXPECT_EQ(Crc32c(std::string(32, '\xff')), 0x62A8AB43u);
+  EXPECT_EQ(Crc32c(""), 0u);
+  // Incremental: the crc of a whole equals the crc continued over its parts.
+  EXPECT_EQ(Crc32c("6789", Crc32c("12345")), Crc32c("123456789"));
+}
 
 TEST(SplitMix64, MatchesTheReferenceSequence) {
   // Vigna's splitmix64.c seeded with 0: the first three outputs.
