@@ -181,19 +181,19 @@ int main(int argc, char** argv) {
   // without their '\n', so ours encodes the same lines.
   std::vector<std::string> spm_lines;
   for (const std::string& l : lines) spm_lines.push_back(l.substr(0, l.find('\n')));
-  for (const std::string& type : std::vector<std::string>(
-           absl::StrSplit(absl::GetFlag(FLAGS_spm), ',', absl::SkipEmpty()))) {
+  for (const std::string& type :
+       std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_spm), ',', absl::SkipEmpty()))) {
     const std::string dir = "/tmp/rlhf_bench_spm_" + std::to_string(getpid()) + "_" + type;
     mkdir(dir.c_str(), 0755);
     const std::string model = dir + "/tokenizer.model";
     auto trained = rlhf::testing_tok::RunCommand(
         "spm_train --input=" + text_file + " --model_prefix=" + dir + "/tokenizer --model_type=" +
         type + " --vocab_size=" + std::to_string(absl::GetFlag(FLAGS_spm_vocab_size)) +
-        " --hard_vocab_limit=false --num_threads=1 --minloglevel=2 > " + dir +
-        "/train.log 2>&1");
+        " --hard_vocab_limit=false --num_threads=1 --minloglevel=2 > " + dir + "/train.log 2>&1");
     auto tok = rlhf::LoadTokenizerFromModelDir(dir);
     if (trained.exit_code != 0 || !tok.ok()) {
-      std::fprintf(stderr, "spm-%s: spm_train failed (Debian package sentencepiece; %s/train.log)\n",
+      std::fprintf(stderr,
+                   "spm-%s: spm_train failed (Debian package sentencepiece; %s/train.log)\n",
                    type.c_str(), dir.c_str());
       return 1;
     }
@@ -258,15 +258,22 @@ int main(int argc, char** argv) {
     const double oracle_enc = mb * reps / std::max(1e-6, enc_run - enc_start);
     const double oracle_dec = mb * reps / std::max(1e-6, dec_run - dec_start);
     const std::string name = "spm-" + type;
-    std::printf("%-8s %10zu %9.2f MB/s %7.2f MB/s %7.2f MB/s %7.2f MB/s %7.2f MB/s %9.2fx"
-                "  (oracle: spm_encode/spm_decode processes; %zu of %zu lines' ids differ)\n",
-                name.c_str(), ids.size(), cold, enc, oracle_enc, dec, oracle_dec,
-                enc / oracle_enc, differing, spm_lines.size());
-    results.push_back({{"model", name}, {"tokens", ids.size()}, {"ours_encode_cold_mb_s", cold},
-                       {"ours_encode_mb_s", enc}, {"oracle_encode_mb_s", oracle_enc},
-                       {"ours_decode_mb_s", dec}, {"oracle_decode_mb_s", oracle_dec},
-                       {"encode_ratio", enc / oracle_enc}, {"lines_with_different_ids", differing},
-                       {"oracle", "spm_encode/spm_decode processes"}, {"sink", sink}});
+    std::printf(
+        "%-8s %10zu %9.2f MB/s %7.2f MB/s %7.2f MB/s %7.2f MB/s %7.2f MB/s %9.2fx"
+        "  (oracle: spm_encode/spm_decode processes; %zu of %zu lines' ids differ)\n",
+        name.c_str(), ids.size(), cold, enc, oracle_enc, dec, oracle_dec, enc / oracle_enc,
+        differing, spm_lines.size());
+    results.push_back({{"model", name},
+                       {"tokens", ids.size()},
+                       {"ours_encode_cold_mb_s", cold},
+                       {"ours_encode_mb_s", enc},
+                       {"oracle_encode_mb_s", oracle_enc},
+                       {"ours_decode_mb_s", dec},
+                       {"oracle_decode_mb_s", oracle_dec},
+                       {"encode_ratio", enc / oracle_enc},
+                       {"lines_with_different_ids", differing},
+                       {"oracle", "spm_encode/spm_decode processes"},
+                       {"sink", sink}});
     for (const char* f :
          {"/tokenizer.model", "/tokenizer.vocab", "/train.log", "/text_rep.txt", "/ids_rep.txt"})
       unlink((dir + f).c_str());

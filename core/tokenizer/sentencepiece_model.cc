@@ -18,8 +18,8 @@
 namespace rlhf::spm {
 namespace {
 
-constexpr absl::string_view kSpaceSymbol = "\xe2\x96\x81";           // U+2581
-constexpr absl::string_view kReplacementChar = "\xef\xbf\xbd";       // U+FFFD
+constexpr absl::string_view kSpaceSymbol = "\xe2\x96\x81";          // U+2581
+constexpr absl::string_view kReplacementChar = "\xef\xbf\xbd";      // U+FFFD
 constexpr absl::string_view kDefaultUnkSurface = " \xe2\x81\x87 ";  // " ⁇ "
 // SentencePiece's cost of an unknown character below the lowest piece score (UNIGRAM).
 constexpr float kUnkPenalty = 10.0f;
@@ -34,10 +34,10 @@ enum WireType { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixed32 = 5 };
 struct Field {
   int number = 0;
   int wire_type = 0;
-  uint64_t varint = 0;       // kVarint, kFixed64, kFixed32
-  absl::string_view bytes;   // kLengthDelimited
-  size_t offset = 0;         // of the tag, from the start of the file
-  size_t value_offset = 0;   // of the value (for nested messages)
+  uint64_t varint = 0;      // kVarint, kFixed64, kFixed32
+  absl::string_view bytes;  // kLengthDelimited
+  size_t offset = 0;        // of the tag, from the start of the file
+  size_t value_offset = 0;  // of the value (for nested messages)
 };
 
 // Where we are, for error messages: "FILE: ... at byte N (ModelProto.pieces[3])".
@@ -47,9 +47,9 @@ struct Context {
 };
 
 absl::Status WireError(const Context& ctx, size_t offset, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat(*ctx.file, ": not a valid SentencePiece model: ",
-                                                 what, " at byte ", offset, " (in ", ctx.path,
-                                                 ")"));
+  return absl::InvalidArgumentError(absl::StrCat(*ctx.file,
+                                                 ": not a valid SentencePiece model: ", what,
+                                                 " at byte ", offset, " (in ", ctx.path, ")"));
 }
 
 // Reads a varint at data[*pos]; false when truncated or longer than 10 bytes.
@@ -120,9 +120,9 @@ absl::Status ForEachField(absl::string_view data, size_t base, const Context& ct
         break;
       }
       default:  // groups (3, 4) are not in sentencepiece_model.proto; 6, 7 do not exist
-        return WireError(ctx, f.offset,
-                         absl::StrCat("unsupported wire type ", f.wire_type, " of field ",
-                                      f.number));
+        return WireError(
+            ctx, f.offset,
+            absl::StrCat("unsupported wire type ", f.wire_type, " of field ", f.number));
     }
     absl::Status s = fn(f);
     if (!s.ok()) return s;
@@ -134,8 +134,8 @@ absl::Status ExpectWireType(const Field& f, int wire_type, const Context& ctx,
                             absl::string_view name) {
   if (f.wire_type == wire_type) return absl::OkStatus();
   return WireError(ctx, f.offset,
-                   absl::StrCat("field ", name, " (", f.number, ") has wire type ",
-                                f.wire_type, ", expected ", wire_type));
+                   absl::StrCat("field ", name, " (", f.number, ") has wire type ", f.wire_type,
+                                ", expected ", wire_type));
 }
 
 absl::Status ReadBool(const Field& f, const Context& ctx, absl::string_view name, bool* out) {
@@ -144,8 +144,7 @@ absl::Status ReadBool(const Field& f, const Context& ctx, absl::string_view name
   return absl::OkStatus();
 }
 
-absl::Status ReadInt32(const Field& f, const Context& ctx, absl::string_view name,
-                       int32_t* out) {
+absl::Status ReadInt32(const Field& f, const Context& ctx, absl::string_view name, int32_t* out) {
   if (auto s = ExpectWireType(f, kVarint, ctx, name); !s.ok()) return s;
   // Negative int32s are sign-extended to 64 bits on the wire; truncation undoes it.
   *out = static_cast<int32_t>(static_cast<uint32_t>(f.varint));
@@ -272,8 +271,8 @@ bool IsValidDecodeUtf8(absl::string_view in, size_t* mblen) {
       return true;
     }
   } else if (len >= 4 && (b0 & 0xF8) == 0xF0) {
-    const uint32_t cp = ((b0 & 0x07) << 18) | ((in[1] & 0x3F) << 12) | ((in[2] & 0x3F) << 6) |
-                        (in[3] & 0x3F);
+    const uint32_t cp =
+        ((b0 & 0x07) << 18) | ((in[1] & 0x3F) << 12) | ((in[2] & 0x3F) << 6) | (in[3] & 0x3F);
     if (IsTrailByte(in[1]) && IsTrailByte(in[2]) && IsTrailByte(in[3]) && cp >= 0x10000 &&
         IsValidCodepoint(cp)) {
       *mblen = 4;
@@ -307,10 +306,8 @@ absl::StatusOr<ModelProto> ParseModelProto(absl::string_view bytes, const std::s
         return ParsePiece(f, ctx, &proto.pieces.back());
       }
       case 2: {
-        if (auto st = ExpectWireType(f, kLengthDelimited, top, "trainer_spec"); !st.ok())
-          return st;
-        return ParseTrainerSpec(f, Context{&file, "ModelProto.trainer_spec"},
-                                &proto.trainer_spec);
+        if (auto st = ExpectWireType(f, kLengthDelimited, top, "trainer_spec"); !st.ok()) return st;
+        return ParseTrainerSpec(f, Context{&file, "ModelProto.trainer_spec"}, &proto.trainer_spec);
       }
       case 3: {
         if (auto st = ExpectWireType(f, kLengthDelimited, top, "normalizer_spec"); !st.ok())
@@ -346,9 +343,9 @@ struct Model::Trie {
   void Insert(absl::string_view key, int32_t id) {
     int32_t node = 0;
     for (char c : key) {
-      auto [it, inserted] = children.try_emplace(
-          (static_cast<uint64_t>(node) << 8) | static_cast<uint8_t>(c),
-          static_cast<int32_t>(value.size()));
+      auto [it, inserted] =
+          children.try_emplace((static_cast<uint64_t>(node) << 8) | static_cast<uint8_t>(c),
+                               static_cast<int32_t>(value.size()));
       if (inserted) value.push_back(-1);
       node = it->second;
     }
@@ -385,10 +382,9 @@ class Model::Normalizer {
           trie_size |= static_cast<uint32_t>(static_cast<uint8_t>(blob[i])) << (8 * i);
       }
       if (blob.size() <= 4 || trie_size > blob.size() - 4) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(file, ": ", field,
-                         ".precompiled_charsmap is broken (its trie size does not fit the ",
-                         blob.size(), "-byte blob)"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            file, ": ", field, ".precompiled_charsmap is broken (its trie size does not fit the ",
+            blob.size(), "-byte blob)"));
       }
       n->units_.resize(trie_size / 4);
       std::memcpy(n->units_.data(), blob.data() + 4, n->units_.size() * 4);
@@ -636,10 +632,9 @@ EncodeResult Model::EncodeUnigram(absl::string_view normalized) const {
       const Piece& piece = proto_.pieces[id];
       if (piece.type == PieceType::kUnused) continue;
       const int64_t length = key_pos - starts_at;
-      const double score =
-          piece.type == PieceType::kUserDefined
-              ? static_cast<double>(static_cast<float>(length) * max_score_) - 0.1
-              : static_cast<double>(piece.score);
+      const double score = piece.type == PieceType::kUserDefined
+                               ? static_cast<double>(static_cast<float>(length) * max_score_) - 0.1
+                               : static_cast<double>(piece.score);
       const double candidate = score + static_cast<double>(till_here);
       BestPathNode& target = best[key_pos];
       if (target.starts_at == -1 || candidate > static_cast<double>(target.best_path_score)) {
@@ -693,8 +688,7 @@ EncodeResult Model::EncodeBpe(absl::string_view normalized) const {
   std::priority_queue<SymbolPair, std::vector<SymbolPair>, decltype(lower)> agenda(lower);
   std::vector<Symbol> symbols;
   symbols.reserve(normalized.size());
-  absl::flat_hash_map<absl::string_view, std::pair<absl::string_view, absl::string_view>>
-      rev_merge;
+  absl::flat_hash_map<absl::string_view, std::pair<absl::string_view, absl::string_view>> rev_merge;
   auto maybe_add = [&](int left, int right) {
     if (left == -1 || right == -1 || symbols[left].freeze || symbols[right].freeze) return;
     const absl::string_view piece(symbols[left].piece.data(),

@@ -88,8 +88,7 @@ class Model {
  public:
   // Validates the pieces as SentencePiece does (non-empty, unique, exactly one UNKNOWN,
   // 256 byte pieces iff byte_fallback) and builds the tries. Errors name `file`.
-  static absl::StatusOr<std::unique_ptr<Model>> Create(ModelProto proto,
-                                                       const std::string& file);
+  static absl::StatusOr<std::unique_ptr<Model>> Create(ModelProto proto, const std::string& file);
   // Reads and parses `path` first.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path);
   ~Model();
@@ -124,10 +123,8 @@ class Model {
   std::vector<std::pair<absl::string_view, int32_t>> EncodeUnigram(
       absl::string_view normalized) const;
   std::vector<std::pair<absl::string_view, int32_t>> EncodeBpe(absl::string_view normalized) const;
-  std::vector<std::pair<absl::string_view, int32_t>> EncodeWord(
-      absl::string_view normalized) const;
-  std::vector<std::pair<absl::string_view, int32_t>> EncodeChar(
-      absl::string_view normalized) const;
+  std::vector<std::pair<absl::string_view, int32_t>> EncodeWord(absl::string_view normalized) const;
+  std::vector<std::pair<absl::string_view, int32_t>> EncodeChar(absl::string_view normalized) const;
   // Longest user-defined symbol at the start of `text` (*found) or one UTF-8 char.
   size_t PrefixMatch(absl::string_view text, bool* found) const;
 
@@ -141,7 +138,7 @@ class Model {
   std::unique_ptr<Trie> trie_;  // pieces_ by bytes (UNIGRAM)
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<Normalizer> denormalizer_;
-  std::vector<int32_t> byte_ids_;  // byte -> id of <0xNN>, with byte_fallback
+  std::vector<int32_t> byte_ids_;    // byte -> id of <0xNN>, with byte_fallback
   std::vector<int16_t> byte_of_id_;  // id -> its byte for BYTE pieces, else -1
   float min_score_ = 0.0f;           // over NORMAL pieces (UNIGRAM's unk score)
   float max_score_ = 0.0f;           // over NORMAL pieces and FLT_MIN (user-defined bonus)

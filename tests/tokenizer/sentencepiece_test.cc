@@ -77,25 +77,28 @@ std::string Join(const std::vector<int32_t>& ids) {
 // special-looking strings, and (unless `seen_only`) characters no training line has.
 std::vector<std::string> Corpus(int n, uint32_t seed, bool seen_only) {
   const std::vector<std::string> prose = {
-      "the",    "model",   "learns",  "from",    "human",  "feedback", "reward", "policy",
-      "token",  "value",   "actor",   "learner", "batch",  "gradient", "The",    "Model",
-      "don't",  "it's",    "we'll",   "(x)",     "a+b=c",  "x_1",      "end.",   "why?",
-      "über",   "naïve",   "café",    "résumé",  "Ångström", "piñata", "straße", "coöperate",
-      "hello",  "world",   "tokenization", "sentencepiece", "unigram", "merges", "READ",
-      "ME",     "e-mail",  "https://example.com/a?b=c", "foo.bar()", "#include", "->"};
-  const std::vector<std::string> digits = {"0",     "7",       "42",         "2026",
-                                           "3.14159", "1,000,000", "2026-12-07", "x2y3",
-                                           "007",   "99.5%",   "+1-555-0100", "1e-9"};
+      "the",       "model",     "learns", "from",   "human",        "feedback",
+      "reward",    "policy",    "token",  "value",  "actor",        "learner",
+      "batch",     "gradient",  "The",    "Model",  "don't",        "it's",
+      "we'll",     "(x)",       "a+b=c",  "x_1",    "end.",         "why?",
+      "über",      "naïve",     "café",   "résumé", "Ångström",     "piñata",
+      "straße",    "coöperate", "hello",  "world",  "tokenization", "sentencepiece",
+      "unigram",   "merges",    "READ",   "ME",     "e-mail",       "https://example.com/a?b=c",
+      "foo.bar()", "#include",  "->"};
+  const std::vector<std::string> digits = {"0",       "7",         "42",          "2026",
+                                           "3.14159", "1,000,000", "2026-12-07",  "x2y3",
+                                           "007",     "99.5%",     "+1-555-0100", "1e-9"};
   const std::vector<std::string> cjk = {"日本語", "テキスト", "数据集", "和模型", "한국어",
-                                        "문장", "東京", "の", "が", "中文"};
-  const std::vector<std::string> emoji = {"😀", "👍🏽", "👨‍👩‍👧", "🇯🇵", "❤️", "🎉"};
-  const std::vector<std::string> nfkc = {"ｆｕｌｌ", "ﬁne",  "ﬂow",   "①②③", "™",    "ｶﾀｶﾅ",
-                                         "Å",      "x²",    "…",      "㎏",    "Ⅻ",    "e\u0301",
-                                         "A\u00a0B", "左\u3000右", "ＡＢＣ", "１２３", "½"};
-  const std::vector<std::string> specials = {"<s>", "</s>", "<sep>", "[MASK]", "<unk>",
-                                             "<0x41>", "▁"};
-  const std::vector<std::string> unseen = {"Ω≈ç", "ʃʒ", "ᚠᛇᚻ", "ꙮ", "∮", "ქართული",
-                                           "हिन्दी", "𝔘𝔫𝔦", "🦜", "Ꮳ"};
+                                        "문장",   "東京",     "の",     "が",     "中文"};
+  const std::vector<std::string> emoji = {"😀",  "👍🏽", "👨‍👩‍👧",
+                                          "🇯🇵", "❤️",   "🎉"};
+  const std::vector<std::string> nfkc = {
+      "ｆｕｌｌ", "ﬁne", "ﬂow",     "①②③",      "™",          "ｶﾀｶﾅ",   "Å",      "x²", "…",
+      "㎏",       "Ⅻ",   "e\u0301", "A\u00a0B", "左\u3000右", "ＡＢＣ", "１２３", "½"};
+  const std::vector<std::string> specials = {"<s>",   "</s>",   "<sep>", "[MASK]",
+                                             "<unk>", "<0x41>", "▁"};
+  const std::vector<std::string> unseen = {"Ω≈ç",     "ʃʒ",    "ᚠᛇᚻ", "ꙮ",    "∮",
+                                           "ქართული", "हिन्दी", "𝔘𝔫𝔦", "🦜", "Ꮳ"};
   const std::vector<std::string> seps = {" ", " ", " ", " ", "  ", "   ", "\t", "", " \t "};
   std::mt19937 rng(seed);
   auto pick = [&](const std::vector<std::string>& v) { return v[rng() % v.size()]; };
@@ -150,10 +153,10 @@ struct Trained {
 Trained Train(const std::string& name, const std::string& flags) {
   Trained t{NewDir(name), ""};
   Write(t.dir + "/train.txt", JoinLines(Corpus(2500, 11, /*seen_only=*/true)));
-  auto r = testing_tok::RunCommand("spm_train --input=" + t.dir + "/train.txt --model_prefix=" +
-                                   t.dir + "/tokenizer --num_threads=1 --minloglevel=2 " +
-                                   "--hard_vocab_limit=false " + flags + " > " + t.dir +
-                                   "/train.log 2>&1");
+  auto r = testing_tok::RunCommand(
+      "spm_train --input=" + t.dir + "/train.txt --model_prefix=" + t.dir +
+      "/tokenizer --num_threads=1 --minloglevel=2 " + "--hard_vocab_limit=false " + flags + " > " +
+      t.dir + "/train.log 2>&1");
   if (r.exit_code != 0) {
     t.error = "spm_train " + flags + " failed (Debian package sentencepiece):\n" +
               ReadAll(t.dir + "/train.log");
@@ -170,12 +173,12 @@ void ExpectMatchesSpm(const std::string& name, const std::string& flags) {
   const std::vector<std::string> lines = Corpus(1200, 29, /*seen_only=*/false);
   Write(t.dir + "/input.txt", JoinLines(lines));
   const std::string model = t.dir + "/tokenizer.model";
-  auto encoded = testing_tok::RunCommand("spm_encode --model=" + model +
-                                         " --output_format=id < " + t.dir + "/input.txt");
+  auto encoded = testing_tok::RunCommand("spm_encode --model=" + model + " --output_format=id < " +
+                                         t.dir + "/input.txt");
   ASSERT_EQ(encoded.exit_code, 0);
   Write(t.dir + "/ids.txt", encoded.output);
-  auto decoded = testing_tok::RunCommand("spm_decode --model=" + model +
-                                         " --input_format=id < " + t.dir + "/ids.txt");
+  auto decoded = testing_tok::RunCommand("spm_decode --model=" + model + " --input_format=id < " +
+                                         t.dir + "/ids.txt");
   ASSERT_EQ(decoded.exit_code, 0);
   const std::vector<std::string> want_ids = Lines(encoded.output);
   const std::vector<std::string> want_text = Lines(decoded.output);
@@ -216,17 +219,16 @@ void ExpectMatchesSpm(const std::string& name, const std::string& flags) {
   for (int i = 0; i < 300; ++i) {
     std::vector<int32_t> ids;
     for (int k = static_cast<int>(rng() % 12); k > 0; --k) {
-      ids.push_back(rng() % 2 ? static_cast<int32_t>(rng() % (*tok)->vocab_size())
-                              : static_cast<int32_t>(rng() % std::min<int64_t>(
-                                                              259, (*tok)->vocab_size())));
+      ids.push_back(
+          rng() % 2 ? static_cast<int32_t>(rng() % (*tok)->vocab_size())
+                    : static_cast<int32_t>(rng() % std::min<int64_t>(259, (*tok)->vocab_size())));
     }
     random_ids += Join(ids) + "\n";
     sequences.push_back(ids);
   }
   Write(t.dir + "/random_ids.txt", random_ids);
   auto random_text = testing_tok::RunCommand("spm_decode --model=" + model +
-                                             " --input_format=id < " + t.dir +
-                                             "/random_ids.txt");
+                                             " --input_format=id < " + t.dir + "/random_ids.txt");
   ASSERT_EQ(random_text.exit_code, 0);
   const std::vector<std::string> want_random = Lines(random_text.output);
   ASSERT_EQ(want_random.size(), sequences.size());
@@ -234,8 +236,8 @@ void ExpectMatchesSpm(const std::string& name, const std::string& flags) {
   for (size_t i = 0; i < sequences.size(); ++i) {
     const std::string text = (*tok)->Decode(sequences[i]);
     if (text != want_random[i] && ++random_mismatches <= 5) {
-      ADD_FAILURE() << "decode [" << Join(sequences[i]) << "]\n  ours: [" << text
-                    << "]\n  spm:  [" << want_random[i] << "]";
+      ADD_FAILURE() << "decode [" << Join(sequences[i]) << "]\n  ours: [" << text << "]\n  spm:  ["
+                    << want_random[i] << "]";
     }
   }
   EXPECT_EQ(random_mismatches, 0);
@@ -326,9 +328,7 @@ std::string Varint(uint64_t v) {
   return s;
 }
 std::string Tag(int field, int wire_type) { return Varint((field << 3) | wire_type); }
-std::string Bytes(int field, const std::string& s) {
-  return Tag(field, 2) + Varint(s.size()) + s;
-}
+std::string Bytes(int field, const std::string& s) { return Tag(field, 2) + Varint(s.size()) + s; }
 std::string Int(int field, int64_t v) { return Tag(field, 0) + Varint(static_cast<uint64_t>(v)); }
 std::string Float(int field, float f) {
   uint32_t bits;
@@ -428,8 +428,7 @@ TEST(SentencePieceModelTest, MalformedFilesAreClearErrors) {
   ASSERT_TRUE(no_unk.ok());
   EXPECT_THAT(std::string(spm::Model::Create(*no_unk, "x.model").status().message()),
               HasSubstr("no UNKNOWN piece"));
-  auto bytes = spm::ParseModelProto(PieceMsg("<unk>", 0, 2) + PieceMsg("<0x41>", 0, 6),
-                                    "y.model");
+  auto bytes = spm::ParseModelProto(PieceMsg("<unk>", 0, 2) + PieceMsg("<0x41>", 0, 6), "y.model");
   ASSERT_TRUE(bytes.ok());
   EXPECT_THAT(std::string(spm::Model::Create(*bytes, "y.model").status().message()),
               HasSubstr("pieces[1]"));

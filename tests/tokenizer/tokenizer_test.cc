@@ -1,5 +1,7 @@
 // Tokenizer loading, hand-computed BPE merges, errors and specs. SentencePiece models
 // are tested in sentencepiece_test.cc.
+#include "core/tokenizer/tokenizer.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,7 +15,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/tokenizer/model_dir.h"
-#include "core/tokenizer/tokenizer.h"
 
 namespace rlhf {
 namespace {
