@@ -292,6 +292,10 @@ int PieceToByte(absl::string_view piece) {
 
 using EncodeResult = std::vector<std::pair<absl::string_view, int32_t>>;
 
+uint64_t PairKey(int32_t left, int32_t right) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+}
+
 }  // namespace
 
 absl::StatusOr<ModelProto> ParseModelProto(absl::string_view bytes, const std::string& file) {
@@ -558,6 +562,19 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(ModelProto proto, const std
     m->trie_ = std::make_unique<Trie>();
     for (const auto& [piece, id] : m->pieces_) m->trie_->Insert(piece, id);
   }
+  if (p.trainer_spec.model_type == ModelType::kBpe) {
+    // Every split of every piece into two pieces: BPE's pair lookup by ids.
+    for (const auto& [piece, id] : m->pieces_) {
+      const absl::string_view whole = piece;
+      for (size_t k = 1; k < whole.size(); ++k) {
+        auto left = m->pieces_.find(whole.substr(0, k));
+        if (left == m->pieces_.end()) continue;
+        auto right = m->pieces_.find(whole.substr(k));
+        if (right == m->pieces_.end()) continue;
+        m->merges_[PairKey(left->second, right->second)] = id;
+      }
+    }
+  }
   auto normalizer = Normalizer::Create(p.normalizer_spec, p.trainer_spec.treat_whitespace_as_suffix,
                                        m.get(), file, "normalizer_spec");
   if (!normalizer.ok()) return normalizer.status();
@@ -675,11 +692,13 @@ EncodeResult Model::EncodeBpe(absl::string_view normalized) const {
     int right;
     float score;
     size_t size;
+    int32_t id;  // of the merged piece
   };
   struct Symbol {
     int prev;
     int next;
     bool freeze;
+    int32_t id;  // in pieces_, or -1
     absl::string_view piece;
   };
   auto lower = [](const SymbolPair& a, const SymbolPair& b) {
@@ -693,10 +712,19 @@ EncodeResult Model::EncodeBpe(absl::string_view normalized) const {
     if (left == -1 || right == -1 || symbols[left].freeze || symbols[right].freeze) return;
     const absl::string_view piece(symbols[left].piece.data(),
                                   symbols[left].piece.size() + symbols[right].piece.size());
-    auto it = pieces_.find(piece);
-    if (it == pieces_.end()) return;
-    agenda.push(SymbolPair{left, right, proto_.pieces[it->second].score, piece.size()});
-    if (proto_.pieces[it->second].type == PieceType::kUnused) {
+    int32_t merged = -1;
+    if (symbols[left].id >= 0 && symbols[right].id >= 0) {
+      // Both halves are pieces: the table of splits answers without hashing strings.
+      auto it = merges_.find(PairKey(symbols[left].id, symbols[right].id));
+      if (it == merges_.end()) return;
+      merged = it->second;
+    } else {
+      auto it = pieces_.find(piece);
+      if (it == pieces_.end()) return;
+      merged = it->second;
+    }
+    agenda.push(SymbolPair{left, right, proto_.pieces[merged].score, piece.size(), merged});
+    if (proto_.pieces[merged].type == PieceType::kUnused) {
       rev_merge[piece] = {symbols[left].piece, symbols[right].piece};
     }
   };
@@ -704,6 +732,11 @@ EncodeResult Model::EncodeBpe(absl::string_view normalized) const {
     Symbol s;
     const size_t len = PrefixMatch(normalized, &s.freeze);
     s.piece = normalized.substr(0, len);
+    s.id = -1;
+    if (!s.freeze) {
+      auto it = pieces_.find(s.piece);
+      if (it != pieces_.end()) s.id = it->second;
+    }
     s.prev = index - 1;
     normalized.remove_prefix(len);
     s.next = normalized.empty() ? -1 : index + 1;
@@ -721,6 +754,7 @@ EncodeResult Model::EncodeBpe(absl::string_view normalized) const {
       continue;
     }
     l.piece = absl::string_view(l.piece.data(), l.piece.size() + r.piece.size());
+    l.id = top.id;
     l.next = r.next;
     if (r.next >= 0) symbols[r.next].prev = top.left;
     r.piece = absl::string_view();

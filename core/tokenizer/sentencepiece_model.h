@@ -136,6 +136,8 @@ class Model {
   absl::flat_hash_map<std::string, int32_t> user_defined_;
   std::vector<size_t> user_defined_lengths_;
   std::unique_ptr<Trie> trie_;  // pieces_ by bytes (UNIGRAM)
+  // (left id << 32 | right id) -> id of the piece that is their concatenation (BPE).
+  absl::flat_hash_map<uint64_t, int32_t> merges_;
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<Normalizer> denormalizer_;
   std::vector<int32_t> byte_ids_;    // byte -> id of <0xNN>, with byte_fallback

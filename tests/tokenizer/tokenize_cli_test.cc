@@ -126,9 +126,9 @@ TEST(TokenizeCliTest, SentencePieceModelMatchesSpmEncodeAndDecode) {
 
   std::string ids_in;
   for (const std::string& e : expected) ids_in += e + "\n";
-  auto spm_text =
-      RunCommand("spm_encode --model=" + dir + "/tokenizer.model --output_format=id < '" +
-                 texts_file + "' | spm_decode --model=" + dir + "/tokenizer.model --input_format=id");
+  auto spm_text = RunCommand(
+      "spm_encode --model=" + dir + "/tokenizer.model --output_format=id < '" + texts_file +
+      "' | spm_decode --model=" + dir + "/tokenizer.model --input_format=id");
   ASSERT_EQ(spm_text.exit_code, 0);
   const std::vector<std::string> want_text = SplitLines(spm_text.output);
   auto back = RunCommand(cmd + " --decode < '" + TempFile("spm_ids.txt", ids_in) + "'");
