@@ -200,8 +200,8 @@ void ExpectMatchesSpm(const std::string& name, const std::string& flags) {
                     << "\n  spm:  " << want_ids[i];
     }
     std::vector<int32_t> spm_ids;
-    for (const std::string& s : absl::StrSplit(want_ids[i], ' ', absl::SkipEmpty()))
-      spm_ids.push_back(std::stoi(s));
+    for (absl::string_view s : absl::StrSplit(want_ids[i], ' ', absl::SkipEmpty()))
+      spm_ids.push_back(std::stoi(std::string(s)));
     const std::string text = (*tok)->Decode(spm_ids);
     if (text != want_text[i] && ++text_mismatches <= 5) {
       ADD_FAILURE() << "decode line " << i << " [" << want_ids[i] << "]\n  ours: [" << text
