@@ -305,6 +305,14 @@ TEST(SentencePieceSpmTest, SpecialIdsAndSpec) {
   auto again = MakeTokenizer((*tok)->Spec());
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ((*again)->Encode("the model"), ids);
+  // A checkpoint carries the .model file and rebuilds the tokenizer from it.
+  const std::string ckpt = NewDir("ckpt");
+  auto saved = SaveTokenizerFiles(**tok, ckpt);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(*saved, (json{{"type", "sentencepiece"}, {"dir", "."}}));
+  auto carried = MakeTokenizer(*saved, ckpt);
+  ASSERT_TRUE(carried.ok()) << carried.status();
+  EXPECT_EQ((*carried)->Encode("the model"), ids);
 
   // Without --pad_id there is no pad: pad with EOS.
   Trained d = Train("ids_default", "--model_type=bpe --vocab_size=300");
