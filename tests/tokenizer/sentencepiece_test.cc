@@ -271,6 +271,15 @@ TEST(SentencePieceSpmTest, BpeByteFallbackSplitDigitsUserSymbols) {
                    "'--user_defined_symbols=<sep>,[MASK],ﬁ' --character_coverage=0.995");
 }
 
+// Llama-2's trainer flags: BPE, identity normalization, whitespace kept (runs of "▁"
+// become whitespace-only pieces), byte fallback, digits split.
+TEST(SentencePieceSpmTest, BpeLlama2Flags) {
+  ExpectMatchesSpm("bpe_llama2",
+                   "--model_type=bpe --vocab_size=500 --normalization_rule_name=identity "
+                   "--remove_extra_whitespaces=false --byte_fallback=true --split_digits=true "
+                   "--allow_whitespace_only_pieces=true --character_coverage=0.99995");
+}
+
 TEST(SentencePieceSpmTest, UnigramIdentityKeepWhitespaceUserSymbols) {
   ExpectMatchesSpm("unigram_identity",
                    "--model_type=unigram --vocab_size=400 --normalization_rule_name=identity "
