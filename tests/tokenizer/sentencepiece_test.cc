@@ -293,6 +293,14 @@ TEST(SentencePieceSpmTest, BpeNfkcCaseFoldWhitespaceSuffix) {
                    "--treat_whitespace_as_suffix=true");
 }
 
+// A denormalization rule set (applied to decoded text): "a" -> "A", "th" -> "TH".
+TEST(SentencePieceSpmTest, UnigramDenormalizationRules) {
+  const std::string rules = NewDir("denorm_rules") + "/rules.tsv";
+  Write(rules, "61\t41\n74 68\t54 48\n");
+  ExpectMatchesSpm("denorm",
+                   "--model_type=unigram --vocab_size=400 --denormalization_rule_tsv=" + rules);
+}
+
 TEST(SentencePieceSpmTest, CharAndWordModels) {
   ExpectMatchesSpm("char", "--model_type=char --vocab_size=150");
   ExpectMatchesSpm("word", "--model_type=word --vocab_size=150");
