@@ -4,6 +4,14 @@
 //
 //   build/bin/rlhf_bench_tokenizer [--models=gpt2,llama3,qwen3,llama2] [--text=FILE]
 //       [--seconds=3] [--npm_dir=build/npm] [--json_out=FILE]
+//       [--spm=unigram,bpe] [--spm_vocab_size=8000]
+//
+// SentencePiece rows ("spm-unigram", "spm-bpe"): a model of that type is trained on the
+// text by Debian's `spm_train`, and our reader/encoder (sentencepiece_model.h) is timed
+// against the `spm_encode` / `spm_decode` processes (C++ libsentencepiece) on the same
+// lines: the oracle time is the process's wall time on the text repeated to last about
+// --seconds, minus the time of the same process on empty input (start-up and model
+// load). The row also reports how many lines' ids differ from spm_encode's (must be 0).
 //
 // The text defaults to Debian's license texts (~260 KB of English prose), encoded line by line as
 // a data loader does; both sides warm their per-word caches with one pass first. Decode
@@ -34,6 +42,10 @@ ABSL_FLAG(std::string, text, "/usr/share/common-licenses",
 ABSL_FLAG(double, seconds, 3.0, "seconds per measurement");
 ABSL_FLAG(std::string, npm_dir, "build/npm", "where tokenizer_npm_setup installed the oracles");
 ABSL_FLAG(std::string, json_out, "", "also write the numbers as JSON to this file");
+ABSL_FLAG(std::string, spm, "unigram,bpe",
+          "SentencePiece model types to train on the text with spm_train and time against "
+          "spm_encode/spm_decode (empty: none)");
+ABSL_FLAG(int, spm_vocab_size, 8000, "vocabulary size of the SentencePiece models");
 
 namespace {
 
@@ -41,6 +53,22 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// Wall seconds of a shell command (its stdout is kept in *output when given).
+double TimeCommand(const std::string& cmd, std::string* output = nullptr) {
+  auto t0 = Clock::now();
+  auto r = rlhf::testing_tok::RunCommand(cmd);
+  const double s = Seconds(t0);
+  if (r.exit_code != 0) std::fprintf(stderr, "failed (%d): %s\n", r.exit_code, cmd.c_str());
+  if (output != nullptr) *output = std::move(r.output);
+  return s;
+}
+
+std::string JoinIds(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (size_t k = 0; k < ids.size(); ++k) s += (k ? " " : "") + std::to_string(ids[k]);
+  return s;
 }
 
 }  // namespace
@@ -148,6 +176,108 @@ int main(int argc, char** argv) {
                        {"ours_decode_mb_s", dec}, {"oracle_decode_mb_s", oracle_dec},
                        {"encode_ratio", oracle_enc > 0 ? enc / oracle_enc : 0.0},
                        {"sink", sink}});
+  }
+  // SentencePiece: ours vs the spm_encode / spm_decode processes. They read lines
+  // without their '\n', so ours encodes the same lines.
+  std::vector<std::string> spm_lines;
+  for (const std::string& l : lines) spm_lines.push_back(l.substr(0, l.find('\n')));
+  for (const std::string& type :
+       std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_spm), ',', absl::SkipEmpty()))) {
+    const std::string dir = "/tmp/rlhf_bench_spm_" + std::to_string(getpid()) + "_" + type;
+    mkdir(dir.c_str(), 0755);
+    const std::string model = dir + "/tokenizer.model";
+    auto trained = rlhf::testing_tok::RunCommand(
+        "spm_train --input=" + text_file + " --model_prefix=" + dir + "/tokenizer --model_type=" +
+        type + " --vocab_size=" + std::to_string(absl::GetFlag(FLAGS_spm_vocab_size)) +
+        " --hard_vocab_limit=false --num_threads=1 --minloglevel=2 > " + dir + "/train.log 2>&1");
+    auto tok = rlhf::LoadTokenizerFromModelDir(dir);
+    if (trained.exit_code != 0 || !tok.ok()) {
+      std::fprintf(stderr,
+                   "spm-%s: spm_train failed (Debian package sentencepiece; %s/train.log)\n",
+                   type.c_str(), dir.c_str());
+      return 1;
+    }
+    std::vector<int32_t> ids;
+    std::string ours_ids;
+    auto t0 = Clock::now();
+    for (const std::string& l : spm_lines) {
+      std::vector<int32_t> e = (*tok)->Encode(l);
+      ours_ids += JoinIds(e) + "\n";
+      ids.insert(ids.end(), e.begin(), e.end());
+    }
+    const double cold = mb / Seconds(t0);
+    int passes = 0;
+    size_t sink = 0;
+    t0 = Clock::now();
+    do {
+      for (const std::string& l : spm_lines) sink += (*tok)->Encode(l).size();
+      ++passes;
+    } while (Seconds(t0) < seconds);
+    const double enc = mb * passes / Seconds(t0);
+    passes = 0;
+    t0 = Clock::now();
+    do {
+      for (size_t i = 0; i < ids.size(); i += 256) {
+        std::vector<int32_t> chunk(ids.begin() + i, ids.begin() + std::min(ids.size(), i + 256));
+        sink += (*tok)->Decode(chunk).size();
+      }
+      ++passes;
+    } while (Seconds(t0) < seconds);
+    const double dec = mb * passes / Seconds(t0);
+
+    // Exactness on this text, then the processes' throughput.
+    std::string spm_ids;
+    TimeCommand("spm_encode --model=" + model + " --output_format=id < " + text_file, &spm_ids);
+    std::vector<std::string> want = absl::StrSplit(spm_ids, '\n');
+    std::vector<std::string> got = absl::StrSplit(ours_ids, '\n');
+    size_t differing = 0;
+    for (size_t i = 0; i < std::max(want.size(), got.size()); ++i)
+      if (i >= want.size() || i >= got.size() || want[i] != got[i]) ++differing;
+    // Repeat the text so that each process runs about `seconds`.
+    const double once = std::max(
+        1e-3, TimeCommand("spm_encode --model=" + model + " --output_format=id < " + text_file +
+                          " > /dev/null") -
+                  TimeCommand("spm_encode --model=" + model + " --output_format=id < /dev/null"));
+    const int reps = std::max(1, static_cast<int>(seconds / once));
+    {
+      std::ofstream rep_text(dir + "/text_rep.txt", std::ios::binary);
+      std::ofstream rep_ids(dir + "/ids_rep.txt", std::ios::binary);
+      for (int r = 0; r < reps; ++r) {
+        rep_text << text;
+        rep_ids << spm_ids;
+      }
+    }
+    const double enc_start =
+        TimeCommand("spm_encode --model=" + model + " --output_format=id < /dev/null > /dev/null");
+    const double enc_run = TimeCommand("spm_encode --model=" + model + " --output_format=id < " +
+                                       dir + "/text_rep.txt > /dev/null");
+    const double dec_start =
+        TimeCommand("spm_decode --model=" + model + " --input_format=id < /dev/null > /dev/null");
+    const double dec_run = TimeCommand("spm_decode --model=" + model + " --input_format=id < " +
+                                       dir + "/ids_rep.txt > /dev/null");
+    const double oracle_enc = mb * reps / std::max(1e-6, enc_run - enc_start);
+    const double oracle_dec = mb * reps / std::max(1e-6, dec_run - dec_start);
+    const std::string name = "spm-" + type;
+    std::printf(
+        "%-8s %10zu %9.2f MB/s %7.2f MB/s %7.2f MB/s %7.2f MB/s %7.2f MB/s %9.2fx"
+        "  (oracle: spm_encode/spm_decode processes; %zu of %zu lines' ids differ)\n",
+        name.c_str(), ids.size(), cold, enc, oracle_enc, dec, oracle_dec, enc / oracle_enc,
+        differing, spm_lines.size());
+    results.push_back({{"model", name},
+                       {"tokens", ids.size()},
+                       {"ours_encode_cold_mb_s", cold},
+                       {"ours_encode_mb_s", enc},
+                       {"oracle_encode_mb_s", oracle_enc},
+                       {"ours_decode_mb_s", dec},
+                       {"oracle_decode_mb_s", oracle_dec},
+                       {"encode_ratio", enc / oracle_enc},
+                       {"lines_with_different_ids", differing},
+                       {"oracle", "spm_encode/spm_decode processes"},
+                       {"sink", sink}});
+    for (const char* f :
+         {"/tokenizer.model", "/tokenizer.vocab", "/train.log", "/text_rep.txt", "/ids_rep.txt"})
+      unlink((dir + f).c_str());
+    rmdir(dir.c_str());
   }
   unlink(text_file.c_str());
   if (!absl::GetFlag(FLAGS_json_out).empty()) {

@@ -10,7 +10,7 @@ RLHF_PACKAGES=(
   libabsl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libyaml-cpp-dev libre2-dev
-  libpcre2-dev libicu-dev libsentencepiece-dev sentencepiece nodejs
+  libpcre2-dev libicu-dev sentencepiece nodejs
   prometheus
   python3 python3-grpcio python3-protobuf python3-torch python3-yaml
   procps

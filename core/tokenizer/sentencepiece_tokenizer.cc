@@ -1,59 +1,45 @@
 #include "core/tokenizer/sentencepiece_tokenizer.h"
 
-#include <fstream>
-
-#include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
-#include "core/tokenizer/sentencepiece_backend.h"
+#include "core/tokenizer/sentencepiece_model.h"
 
 namespace rlhf {
 
-SentencePieceTokenizer::SentencePieceTokenizer(std::unique_ptr<spm::Processor> sp,
+SentencePieceTokenizer::SentencePieceTokenizer(std::unique_ptr<spm::Model> model,
                                                nlohmann::json spec)
-    : sp_(std::move(sp)), spec_(std::move(spec)) {}
+    : model_(std::move(model)), spec_(std::move(spec)) {}
 SentencePieceTokenizer::~SentencePieceTokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::Load(
     const std::string& path, nlohmann::json spec) {
-  if (!std::ifstream(path).good()) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::string error;
-  auto sp = spm::Processor::Load(path, &error);
-  if (sp == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a SentencePiece model: ", error));
-  }
+  auto model = spm::Model::Load(path);
+  if (!model.ok()) return model.status();
   return std::unique_ptr<SentencePieceTokenizer>(
-      new SentencePieceTokenizer(std::move(sp), std::move(spec)));
+      new SentencePieceTokenizer(*std::move(model), std::move(spec)));
 }
 
 std::vector<int32_t> SentencePieceTokenizer::Encode(absl::string_view text) const {
-  std::vector<int> ids = sp_->Encode(std::string_view(text.data(), text.size()));
-  return std::vector<int32_t>(ids.begin(), ids.end());
+  return model_->Encode(text);
 }
 
+// Special ids are all CONTROL pieces (pad is one, or EOS), which the model decodes to
+// "" exactly where spm_decode does (a control piece between byte pieces splits their run).
 std::string SentencePieceTokenizer::Decode(const std::vector<int32_t>& ids) const {
-  std::vector<int> keep;
-  keep.reserve(ids.size());
-  for (int32_t id : ids)
-    if (id >= 0 && id < vocab_size() && !IsSpecial(id)) keep.push_back(id);
-  return sp_->Decode(keep);
+  return model_->Decode(ids);
 }
 
 std::string SentencePieceTokenizer::DecodeWithSpecial(const std::vector<int32_t>& ids) const {
-  std::vector<int> keep;
-  for (int32_t id : ids)
-    if (id >= 0 && id < vocab_size()) keep.push_back(id);
-  return sp_->Decode(keep);
+  return model_->Decode(ids, /*render_control=*/true);
 }
 
-int64_t SentencePieceTokenizer::vocab_size() const { return sp_->vocab_size(); }
-int32_t SentencePieceTokenizer::bos_id() const { return sp_->bos_id(); }
-int32_t SentencePieceTokenizer::eos_id() const { return sp_->eos_id(); }
+int64_t SentencePieceTokenizer::vocab_size() const { return model_->size(); }
+int32_t SentencePieceTokenizer::bos_id() const { return model_->bos_id(); }
+int32_t SentencePieceTokenizer::eos_id() const { return model_->eos_id(); }
 int32_t SentencePieceTokenizer::pad_id() const {
-  return sp_->pad_id() >= 0 ? sp_->pad_id() : sp_->eos_id();
+  return model_->pad_id() >= 0 ? model_->pad_id() : model_->eos_id();
 }
 bool SentencePieceTokenizer::IsSpecial(int32_t id) const {
-  return id >= 0 && id < vocab_size() && (sp_->IsControl(id) || id == pad_id());
+  return id >= 0 && id < vocab_size() &&
+         (model_->type(id) == spm::PieceType::kControl || id == pad_id());
 }
 
 }  // namespace rlhf

@@ -1,11 +1,12 @@
-// Tokenizer loading, hand-computed BPE merges, errors, and SentencePiece against
-// Debian's spm_train / spm_encode / spm_decode.
+// Tokenizer loading, hand-computed BPE merges, errors and specs. SentencePiece models
+// are tested in sentencepiece_test.cc.
+#include "core/tokenizer/tokenizer.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -14,8 +15,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/tokenizer/model_dir.h"
-#include "core/tokenizer/tokenizer.h"
-#include "tests/tokenizer/oracle_util.h"
 
 namespace rlhf {
 namespace {
@@ -294,83 +293,6 @@ TEST(ModelTokenizerTest, CheckpointsCarryTheirTokenizer) {
   EXPECT_THAT(Msg(missing.status()), HasSubstr("metadata.tokenizer"));
   EXPECT_THAT(Msg(missing.status()), HasSubstr("config.json"));
 }
-
-// SentencePiece: a small BPE model trained here with Debian's spm_train; ids and decoded
-// text must equal spm_encode's and spm_decode's.
-#if RLHF_WITH_SENTENCEPIECE
-TEST(SentencePieceTest, MatchesSpmEncodeAndDecode) {
-  const std::string dir = NewDir("spm");
-  std::mt19937 rng(7);
-  const std::vector<std::string> words = {
-      "the", "model", "learns", "from", "human", "feedback", "reward", "policy", "token",
-      "über", "naïve", "日本語", "数据", "2026", "3.14", "don't", "it's", "(x)", "a+b=c"};
-  auto sentence = [&](int n) {
-    std::string s;
-    for (int i = 0; i < n; ++i) {
-      if (i > 0) s += ' ';
-      s += words[rng() % words.size()];
-    }
-    return s;
-  };
-  std::string train;
-  for (int i = 0; i < 400; ++i) train += sentence(4 + rng() % 12) + "\n";
-  Write(dir + "/train.txt", train);
-  auto trained = testing_tok::RunCommand(
-      "spm_train --input=" + dir + "/train.txt --model_prefix=" + dir +
-      "/tokenizer --vocab_size=120 --model_type=bpe --character_coverage=1.0 "
-      "--minloglevel=2 > " + dir + "/train.log 2>&1");
-  ASSERT_EQ(trained.exit_code, 0) << "spm_train failed (package sentencepiece)";
-
-  std::string input;
-  std::vector<std::string> lines;
-  for (int i = 0; i < 200; ++i) {
-    std::string line = sentence(1 + rng() % 15);
-    if (i % 10 == 0) line += " unseen:Ω≈ç😀";
-    lines.push_back(line);
-    input += line + "\n";
-  }
-  Write(dir + "/input.txt", input);
-  auto encoded = testing_tok::RunCommand("spm_encode --model=" + dir +
-                                         "/tokenizer.model --output_format=id < " + dir +
-                                         "/input.txt");
-  ASSERT_EQ(encoded.exit_code, 0);
-  std::vector<std::string> expected = testing_tok::SplitLines(encoded.output);
-  ASSERT_EQ(expected.size(), lines.size());
-  auto decoded = testing_tok::RunCommand("spm_decode --model=" + dir +
-                                         "/tokenizer.model --input_format=id < /dev/stdin <<'EOF'\n" +
-                                         encoded.output + "EOF");
-  std::vector<std::string> expected_text = testing_tok::SplitLines(decoded.output);
-  ASSERT_EQ(expected_text.size(), lines.size());
-
-  auto tok = LoadTokenizerFromModelDir(dir);
-  ASSERT_TRUE(tok.ok()) << tok.status();
-  EXPECT_EQ((*tok)->name(), "sentencepiece");
-  EXPECT_EQ((*tok)->vocab_size(), 120);
-  EXPECT_EQ((*tok)->bos_id(), 1);  // spm_train's defaults: unk 0, bos 1, eos 2, no pad
-  EXPECT_EQ((*tok)->eos_id(), 2);
-  EXPECT_EQ((*tok)->pad_id(), 2);
-  for (size_t i = 0; i < lines.size(); ++i) {
-    std::vector<int32_t> ids = (*tok)->Encode(lines[i]);
-    std::string joined;
-    for (size_t k = 0; k < ids.size(); ++k) joined += (k ? " " : "") + std::to_string(ids[k]);
-    EXPECT_EQ(joined, expected[i]) << lines[i];
-    EXPECT_EQ((*tok)->Decode(ids), expected_text[i]);
-  }
-}
-#else
-// Without libsentencepiece (the default build), a SentencePiece model is refused with an
-// error that names the file and says what to use instead.
-TEST(SentencePieceTest, ModelFileIsAClearErrorWithoutTheBackend) {
-  const std::string dir = NewDir("spm_off");
-  Write(dir + "/tokenizer.model", "not read");
-  auto tok = LoadTokenizerFromModelDir(dir);
-  ASSERT_FALSE(tok.ok());
-  EXPECT_NE(std::string(tok.status().message()).find("tokenizer.model"), std::string::npos)
-      << tok.status();
-  EXPECT_NE(std::string(tok.status().message()).find("tokenizer.json"), std::string::npos)
-      << tok.status();
-}
-#endif
 
 }  // namespace
 }  // namespace rlhf
