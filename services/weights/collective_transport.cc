@@ -11,6 +11,7 @@
 //      timeout) and constructs rank 0;
 //   4. the flat buffer is broadcast from rank 0 in bucket_bytes slices.
 #include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
