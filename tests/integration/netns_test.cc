@@ -246,7 +246,7 @@ class NetnsTest : public ::testing::Test {
 
   // Starts learner + servers on host A and two actors on B and C. Every process runs in
   // its own directory with relative credential paths.
-  void StartJob(const Hosts& h) {
+  void StartJob(const Hosts& h, const std::string& transport = "grpc") {
     auto tls = rlhf::launcher::EnsureJobTls(dir_ + "/tls", {h.ip_a, "localhost", "127.0.0.1"});
     ASSERT_TRUE(tls.ok()) << tls.status();
     tls_ = *tls;
@@ -270,7 +270,7 @@ class NetnsTest : public ::testing::Test {
         "rl.minibatch_size=8,rl.max_staleness=1,actors.prompts_per_lease=2,"
         "sampling.max_new_tokens=6,data.num_rl_train=24,learner.lease_timeout_ms=3000,"
         "learner.heartbeat_interval_ms=300,weights.timeout_s=20,weights.bucket_bytes=65536,"
-        "weights.transport=grpc"};
+        "weights.transport=" + transport + ",weights.store_host=" + h.ip_a};
     for (const auto& s : server_security) {
       reward_args.push_back(s);
       reference_args.push_back(s);
@@ -366,6 +366,20 @@ class NetnsTest : public ::testing::Test {
     return static_cast<double>(s1.trajectories_trained() - s0.trajectories_trained()) / secs;
   }
 
+  // Every version both actors applied: the same hash; at least two such versions.
+  void ExpectIdenticalWeights() {
+    int shared = 0;
+    for (const auto& [version, by_actor] : Hashes()) {
+      std::set<std::string> distinct;
+      for (const auto& [actor, h] : by_actor) distinct.insert(h);
+      EXPECT_EQ(distinct.size(), 1u) << "version " << version << ": "
+                                     << absl::StrJoin(distinct, ",");
+      EXPECT_EQ(distinct.count("MISMATCH"), 0u) << "version " << version;
+      shared += by_actor.size() == 2;
+    }
+    EXPECT_GE(shared, 2);
+  }
+
   void StopAll() {
     for (auto& [name, p] : actors_) p->Kill(SIGTERM);
     for (auto& [name, p] : actors_) EXPECT_EQ(p->Wait(absl::Seconds(90)), 0) << Tail(p->log());
@@ -422,16 +436,7 @@ TEST_F(NetnsTest, ActorsOnTwoHostsTrainThroughALinkFailure) {
 
   StopAll();
   // Identical weights on every actor for every version both applied.
-  int shared = 0;
-  for (const auto& [version, by_actor] : Hashes()) {
-    std::set<std::string> distinct;
-    for (const auto& [actor, h] : by_actor) distinct.insert(h);
-    EXPECT_EQ(distinct.size(), 1u) << "version " << version << ": "
-                                   << absl::StrJoin(distinct, ",");
-    EXPECT_EQ(distinct.count("MISMATCH"), 0u) << "version " << version;
-    shared += by_actor.size() == 2;
-  }
-  EXPECT_GE(shared, 2);
+  ExpectIdenticalWeights();
 
   // The same job on loopback (one namespace), for the throughput ratio.
   procs_.clear();
@@ -444,6 +449,25 @@ TEST_F(NetnsTest, ActorsOnTwoHostsTrainThroughALinkFailure) {
   StopAll();
   std::printf("trajectories/s: across namespaces %.2f, loopback %.2f (ratio %.2f)\n",
               netns_rate, loopback_rate, loopback_rate > 0 ? netns_rate / loopback_rate : 0.0);
+}
+
+}  // namespace
+
+// The collective transport across hosts: the learner's TCPStore on A's address, Gloo
+// bound per host (the learner on store_host's address, each actor on the local address
+// of its route to it; no interface configured). The gRPC control plane stays mutual TLS.
+namespace {
+
+TEST_F(NetnsTest, CollectiveWeightsAcrossHostsAreIdentical) {
+  const Hosts hosts = BuildTopology();
+  ASSERT_FALSE(HasFailure());
+  StartJob(hosts, "collective");
+  ASSERT_FALSE(HasFailure());
+  WaitStats([&](const auto& s) {
+    return s.step() >= 4 && NewestVersionOf("b") >= 3 && NewestVersionOf("c") >= 3;
+  }, "both actors receiving broadcast versions");
+  StopAll();
+  ExpectIdenticalWeights();
 }
 
 }  // namespace
