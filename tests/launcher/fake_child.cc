@@ -28,6 +28,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "services/metrics.h"
+#include "rlhf/v1/reward.grpc.pb.h"
 #include "services/server.h"
 
 namespace {
@@ -108,7 +109,10 @@ int main(int argc, char** argv) {
     }
     options.auth_token = *token;
   }
-  auto server = rlhf::services::GrpcServer::Create(options, {});
+  // A sync service (every method UNIMPLEMENTED): with a token there is no reflection
+  // service, and gRPC needs one sync service to serve health.
+  rlhf::v1::RewardService::Service unimplemented;
+  auto server = rlhf::services::GrpcServer::Create(options, {&unimplemented});
   absl::Status started = server.ok() ? (*server)->Start() : server.status();
   if (!started.ok()) {
     std::fprintf(stderr, "fake child: cannot start server: %s\n", started.ToString().c_str());

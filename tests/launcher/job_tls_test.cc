@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "services/channel.h"
 #include "services/health.h"
+#include "rlhf/v1/reward.grpc.pb.h"
 #include "services/server.h"
 #include "tests/services/test_certs.h"
 #include "tests/testing/temp_dir.h"
@@ -132,7 +133,10 @@ TEST_F(JobTlsTest, ServersAcceptTheJobsClientAndRefuseOthers) {
   auto token = services::ReadTokenFile(sec.token_file());
   ASSERT_TRUE(token.ok()) << token.status();
   o.auth_token = *token;
-  auto server = services::GrpcServer::Create(o, {});
+  // A sync service (every method UNIMPLEMENTED): a token-protected server has no
+  // reflection, and gRPC needs at least one sync service to serve health.
+  rlhf::v1::RewardService::Service unimplemented;
+  auto server = services::GrpcServer::Create(o, {&unimplemented});
   ASSERT_TRUE(server.ok()) << server.status();
   ASSERT_TRUE((*server)->Start().ok());
   auto health = [&](const services::ClientTlsOptions& tls, absl::Duration wait) {

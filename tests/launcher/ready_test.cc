@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/time/clock.h"
+#include "rlhf/v1/reward.grpc.pb.h"
 #include "services/server.h"
 #include "tests/services/test_certs.h"
 
@@ -45,7 +46,9 @@ class ReadyTest : public ::testing::Test {
     o.tls.ca_file = certs_.ca_pem;
     o.tls.require_client_cert = true;
     o.auth_token = "tok";
-    auto server = services::GrpcServer::Create(o, {});
+    // A sync service (every method UNIMPLEMENTED): a token-protected server has no
+    // reflection, and gRPC needs at least one sync service to serve health.
+    auto server = services::GrpcServer::Create(o, {&unimplemented_});
     EXPECT_TRUE(server.ok()) << server.status();
     if (!server.ok()) return nullptr;
     EXPECT_TRUE((*server)->Start().ok());
@@ -59,6 +62,7 @@ class ReadyTest : public ::testing::Test {
 
   rlhf::testing::TestCerts certs_;
   std::unique_ptr<Process> process_;
+  rlhf::v1::RewardService::Service unimplemented_;
 };
 
 TEST_F(ReadyTest, ProbeWithTheJobsCaAndClientCertSeesServing) {
