@@ -934,10 +934,10 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
              "security.tls_ca: required when require_client_cert is true");
   ch.Require(c.security().client_cert().empty() == c.security().client_key().empty(),
              "security.client_key: client_cert and client_key must be given together");
-  ch.Require(!(c.security().has_auto_tls() && c.security().auto_tls()) ||
-                 c.security().tls_cert().empty(),
-             "security.auto_tls: true makes the job's own certificates; remove tls_cert/"
-             "tls_key/tls_ca to use it, or set auto_tls: false to use the given ones");
+  ch.Require(
+      !(c.security().has_auto_tls() && c.security().auto_tls()) || c.security().tls_cert().empty(),
+      "security.auto_tls: true makes the job's own certificates; remove tls_cert/"
+      "tls_key/tls_ca to use it, or set auto_tls: false to use the given ones");
 
   ch.AtLeast("launcher.grace_period_ms", c.launcher().grace_period_ms(), 0);
   ch.AtLeast("launcher.health_timeout_s", c.launcher().health_timeout_s(), 1);

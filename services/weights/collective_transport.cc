@@ -302,9 +302,12 @@ class CollectivePublisher : public WeightPublisher {
             "collective rendezvous generation ", round.generation, ": peer(s) ",
             absl::StrJoin(missing, ", "), " did not join within ", options_.timeout_s, " s"));
       }
-      RLHF_ASSIGN_OR_RETURN(group_, TorchCall([&] {
-        return MakeGroup(prefix, 0, world, timeout, options_, options_.store_host, port_);
-      }, "creating process group"));
+      RLHF_ASSIGN_OR_RETURN(group_, TorchCall(
+                                        [&] {
+                                          return MakeGroup(prefix, 0, world, timeout, options_,
+                                                           options_.store_host, port_);
+                                        },
+                                        "creating process group"));
     }
     torch::Tensor buffer = ToDevice(round.weights->buffer, options_.use_cuda);
     absl::Status sent = TorchCall([&] {
@@ -385,11 +388,15 @@ class CollectiveReceiver : public WeightReceiver {
         std::string rank = std::to_string(g.rank());
         prefix->set(absl::StrCat("ready/", g.rank()), std::vector<uint8_t>(rank.begin(), rank.end()));
       }, "rendezvous"));
-      RLHF_ASSIGN_OR_RETURN(group_, TorchCall([&] {
-        return MakeGroup(prefix, g.rank(), g.world_size(), timeout, options_, g.store_host(),
-                         g.store_port());
-      }, absl::StrCat("joining collective generation ", g.generation(), " (learner at ",
-                      store_addr, ")").c_str()));
+      RLHF_ASSIGN_OR_RETURN(group_,
+                            TorchCall(
+                                [&] {
+                                  return MakeGroup(prefix, g.rank(), g.world_size(), timeout,
+                                                   options_, g.store_host(), g.store_port());
+                                },
+                                absl::StrCat("joining collective generation ", g.generation(),
+                                             " (learner at ", store_addr, ")")
+                                    .c_str()));
       generation_ = g.generation();
     }
     flat_.reset();  // lets the pool hand its buffer out again once the actor dropped it

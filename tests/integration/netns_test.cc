@@ -79,8 +79,7 @@ int Sh(const std::string& command, std::string* out = nullptr) {
 // binary: the pid is the binary's). SIGKILLed if still alive at destruction.
 class Proc {
  public:
-  Proc(std::vector<std::string> argv, const std::string& cwd, const std::string& log)
-      : log_(log) {
+  Proc(std::vector<std::string> argv, const std::string& cwd, const std::string& log) : log_(log) {
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
@@ -137,8 +136,8 @@ struct Hosts {
 class NetnsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root to create network namespaces (uid "
-                                       << ::geteuid() << ")";
+    if (::geteuid() != 0)
+      GTEST_SKIP() << "needs root to create network namespaces (uid " << ::geteuid() << ")";
     std::string out;
     if (Sh("ip netns list", &out) != 0) {
       GTEST_SKIP() << "`ip netns` unavailable (iproute2): " << out;
@@ -253,8 +252,8 @@ class NetnsTest : public ::testing::Test {
     const std::vector<std::string> server_files = {"server.pem", "server.key", "ca.pem", "token"};
     const std::vector<std::string> client_files = {"client.pem", "client.key", "ca.pem", "token"};
     const std::vector<std::string> server_security = {
-        "--tls_cert=server.pem", "--tls_key=server.key", "--tls_ca=ca.pem",
-        "--require_client_cert", "--token_file=token"};
+        "--tls_cert=server.pem", "--tls_key=server.key", "--tls_ca=ca.pem", "--require_client_cert",
+        "--token_file=token"};
     for (const char* name : {"reward", "reference", "learner"}) {
       CopyCredentials(WorkDir(name), server_files);
     }
@@ -270,7 +269,8 @@ class NetnsTest : public ::testing::Test {
         "rl.minibatch_size=8,rl.max_staleness=1,actors.prompts_per_lease=2,"
         "sampling.max_new_tokens=6,data.num_rl_train=24,learner.lease_timeout_ms=3000,"
         "learner.heartbeat_interval_ms=300,weights.timeout_s=20,weights.bucket_bytes=65536,"
-        "weights.transport=" + transport + ",weights.store_host=" + h.ip_a};
+        "weights.transport=" +
+            transport + ",weights.store_host=" + h.ip_a};
     for (const auto& s : server_security) {
       reward_args.push_back(s);
       reference_args.push_back(s);
@@ -326,7 +326,8 @@ class NetnsTest : public ::testing::Test {
       absl::SleepFor(absl::Milliseconds(100));
     }
     ADD_FAILURE() << "not reached: " << what << "; last stats: " << last.ShortDebugString()
-                  << "\nlearner log tail:\n" << Tail(learner_->log());
+                  << "\nlearner log tail:\n"
+                  << Tail(learner_->log());
     return last;
   }
 
@@ -372,8 +373,8 @@ class NetnsTest : public ::testing::Test {
     for (const auto& [version, by_actor] : Hashes()) {
       std::set<std::string> distinct;
       for (const auto& [actor, h] : by_actor) distinct.insert(h);
-      EXPECT_EQ(distinct.size(), 1u) << "version " << version << ": "
-                                     << absl::StrJoin(distinct, ",");
+      EXPECT_EQ(distinct.size(), 1u)
+          << "version " << version << ": " << absl::StrJoin(distinct, ",");
       EXPECT_EQ(distinct.count("MISMATCH"), 0u) << "version " << version;
       shared += by_actor.size() == 2;
     }
@@ -383,8 +384,8 @@ class NetnsTest : public ::testing::Test {
   void StopAll() {
     for (auto& [name, p] : actors_) p->Kill(SIGTERM);
     for (auto& [name, p] : actors_) EXPECT_EQ(p->Wait(absl::Seconds(90)), 0) << Tail(p->log());
-    auto s = WaitStats([](const auto& s) { return s.actors_connected() == 0; },
-                       "actors deregistered");
+    auto s =
+        WaitStats([](const auto& s) { return s.actors_connected() == 0; }, "actors deregistered");
     EXPECT_EQ(s.prompts_leased(), s.prompts_trained() + s.prompts_reissued() +
                                       s.prompts_outstanding() + s.prompts_buffered())
         << s.ShortDebugString();
@@ -412,27 +413,33 @@ TEST_F(NetnsTest, ActorsOnTwoHostsTrainThroughALinkFailure) {
   const double netns_rate = MeasureThroughput(6);
 
   // Both actors work and hold identical weights per version.
-  auto s = WaitStats([&](const auto& s) {
-    return s.actors_connected() == 2 && NewestVersionOf("b") >= 2 && NewestVersionOf("c") >= 2;
-  }, "both actors registered and updated");
+  auto s = WaitStats(
+      [&](const auto& s) {
+        return s.actors_connected() == 2 && NewestVersionOf("b") >= 2 && NewestVersionOf("c") >= 2;
+      },
+      "both actors registered and updated");
 
   // C's host loses its link: its leases expire and go back; B alone keeps training.
   const std::string c_link = "rvc" + tag_;
   Ip("link set " + c_link + " down");
   const int64_t reissued_before = s.prompts_reissued(), step_at_cut = s.step();
-  s = WaitStats([&](const auto& s) {
-    return s.prompts_reissued() > reissued_before && s.step() >= step_at_cut + 3;
-  }, "C's leases re-issued and training continuing without C");
+  s = WaitStats(
+      [&](const auto& s) {
+        return s.prompts_reissued() > reissued_before && s.step() >= step_at_cut + 3;
+      },
+      "C's leases re-issued and training continuing without C");
   EXPECT_GT(s.leases_expired(), 0);
 
   // The link comes back: C rejoins and receives newer versions than before.
   const int64_t c_version_at_cut = NewestVersionOf("c");
   Ip("link set " + c_link + " up");
   const int64_t step_at_up = s.step();
-  s = WaitStats([&](const auto& s) {
-    return s.step() >= step_at_up + 3 && NewestVersionOf("c") > c_version_at_cut &&
-           s.actors_connected() == 2;
-  }, "C rejoined", absl::Seconds(300));
+  s = WaitStats(
+      [&](const auto& s) {
+        return s.step() >= step_at_up + 3 && NewestVersionOf("c") > c_version_at_cut &&
+               s.actors_connected() == 2;
+      },
+      "C rejoined", absl::Seconds(300));
 
   StopAll();
   // Identical weights on every actor for every version both applied.
@@ -447,8 +454,8 @@ TEST_F(NetnsTest, ActorsOnTwoHostsTrainThroughALinkFailure) {
   ASSERT_FALSE(HasFailure());
   const double loopback_rate = MeasureThroughput(6);
   StopAll();
-  std::printf("trajectories/s: across namespaces %.2f, loopback %.2f (ratio %.2f)\n",
-              netns_rate, loopback_rate, loopback_rate > 0 ? netns_rate / loopback_rate : 0.0);
+  std::printf("trajectories/s: across namespaces %.2f, loopback %.2f (ratio %.2f)\n", netns_rate,
+              loopback_rate, loopback_rate > 0 ? netns_rate / loopback_rate : 0.0);
 }
 
 }  // namespace
@@ -463,9 +470,11 @@ TEST_F(NetnsTest, CollectiveWeightsAcrossHostsAreIdentical) {
   ASSERT_FALSE(HasFailure());
   StartJob(hosts, "collective");
   ASSERT_FALSE(HasFailure());
-  WaitStats([&](const auto& s) {
-    return s.step() >= 4 && NewestVersionOf("b") >= 3 && NewestVersionOf("c") >= 3;
-  }, "both actors receiving broadcast versions");
+  WaitStats(
+      [&](const auto& s) {
+        return s.step() >= 4 && NewestVersionOf("b") >= 3 && NewestVersionOf("c") >= 3;
+      },
+      "both actors receiving broadcast versions");
   StopAll();
   ExpectIdenticalWeights();
 }

@@ -291,8 +291,8 @@ TEST_F(RunLauncherTest, AutoTlsJobBecomesReadyAndCompletes) {
   const std::string log = ReadAll(dir_ + "/run.log");
   ASSERT_EQ(run->exit_code(), 0) << log;
   EXPECT_THAT(log, HasSubstr("security.auto_tls: mutual TLS + token"));
-  for (const char* f : {"ca.pem", "ca.key", "server.pem", "server.key", "client.pem",
-                        "client.key", "token"}) {
+  for (const char* f :
+       {"ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key", "token"}) {
     EXPECT_TRUE(fs::exists(run_dir_ + "/tls/" + f)) << f;
   }
   for (const char* server : {"reward_server", "reference_server", "learner"}) {

@@ -27,8 +27,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "services/metrics.h"
 #include "rlhf/v1/reward.grpc.pb.h"
+#include "services/metrics.h"
 #include "services/server.h"
 
 namespace {

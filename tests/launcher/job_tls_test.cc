@@ -16,9 +16,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "rlhf/v1/reward.grpc.pb.h"
 #include "services/channel.h"
 #include "services/health.h"
-#include "rlhf/v1/reward.grpc.pb.h"
 #include "services/server.h"
 #include "tests/services/test_certs.h"
 #include "tests/testing/temp_dir.h"
@@ -212,8 +212,14 @@ TEST(JobTlsConfigTest, NamesAreEveryHostAndAdvertisedAddressWithoutWildcards) {
 }
 
 TEST(JobTlsConfigTest, UseJobTlsWiresEveryFieldAndKeepsAGivenToken) {
-  JobTlsFiles f{"/r/tls", "/r/tls/ca.pem", "/r/tls/ca.key", "/r/tls/server.pem",
-                "/r/tls/server.key", "/r/tls/client.pem", "/r/tls/client.key", "/r/tls/token"};
+  JobTlsFiles f{"/r/tls",
+                "/r/tls/ca.pem",
+                "/r/tls/ca.key",
+                "/r/tls/server.pem",
+                "/r/tls/server.key",
+                "/r/tls/client.pem",
+                "/r/tls/client.key",
+                "/r/tls/token"};
   rlhf::v1::SecurityConfig s;
   s.set_auto_tls(true);
   UseJobTls(f, &s);

@@ -83,8 +83,7 @@ TEST(GrpcServerTest, RefusesInsecureNonLoopback) {
   EXPECT_NE(server.status().message().find("clear text"), std::string::npos);
   EXPECT_NE(server.status().message().find("TLS"), std::string::npos);
   options.host = "10.1.2.3";
-  EXPECT_EQ(GrpcServer::Create(options, {}).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(GrpcServer::Create(options, {}).status().code(), absl::StatusCode::kFailedPrecondition);
   // On loopback a token alone is fine (nothing crosses a network).
   options.host = "127.0.0.1";
   EXPECT_TRUE(GrpcServer::Create(options, {}).ok());

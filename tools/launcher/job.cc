@@ -18,11 +18,11 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "core/util/file_util.h"
@@ -287,7 +287,8 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
   spec.process.argv = {Bin(binary), "--host=" + endpoint.host(),
                        absl::StrCat("--port=", endpoint.port()), "--port_file=" + port_file,
                        absl::StrCat("--metrics_port=", metrics_port)};
-  if (!endpoint.metrics_host().empty()) spec.process.argv.push_back("--metrics_host=" + metrics_host);
+  if (!endpoint.metrics_host().empty())
+    spec.process.argv.push_back("--metrics_host=" + metrics_host);
   for (auto& a : args) spec.process.argv.push_back(std::move(a));
   if (security_flags) {
     for (auto& a : ServerSecurityArgs(config_.security()))

@@ -68,9 +68,8 @@ absl::Status Openssl(const std::string& openssl, const std::string& dir,
   if (!p.ok()) return p.status();
   if (!(*p)->WaitExit(absl::Now() + absl::Seconds(60))) {
     (*p)->Stop(absl::Seconds(1));
-    return absl::DeadlineExceededError(absl::StrCat("security.auto_tls: `",
-                                                    absl::StrJoin(spec.argv, " "),
-                                                    "` did not finish in 60 s"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        "security.auto_tls: `", absl::StrJoin(spec.argv, " "), "` did not finish in 60 s"));
   }
   if (!(*p)->exited_cleanly()) {
     return absl::InternalError(absl::StrCat("security.auto_tls: `", absl::StrJoin(spec.argv, " "),
@@ -83,12 +82,12 @@ absl::Status Openssl(const std::string& openssl, const std::string& dir,
 absl::Status WritePrivate(const std::string& path, const std::string& contents) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
-    return absl::PermissionDeniedError(absl::StrCat("cannot write '", path, "': ",
-                                                    std::strerror(errno)));
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot write '", path, "': ", std::strerror(errno)));
   }
   ::fchmod(fd, 0600);  // an existing file keeps its mode through O_TRUNC
-  const bool ok = ::write(fd, contents.data(), contents.size()) ==
-                  static_cast<ssize_t>(contents.size());
+  const bool ok =
+      ::write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size());
   const bool closed = ::close(fd) == 0;
   if (!ok || !closed) {
     return absl::UnavailableError(absl::StrCat("writing '", path, "': ", std::strerror(errno)));
@@ -118,10 +117,10 @@ absl::Status MakeLeaf(const std::string& openssl, const JobTlsFiles& f, const st
   std::error_code ec;
   fs::remove(base + ".pem", ec);  // never left paired with a newer .ext if this fails
   if (absl::Status s = WritePrivate(ext_file, ext); !s.ok()) return s;
-  if (absl::Status s = Openssl(openssl, f.dir,
-                               {"req", "-new", "-newkey", "ec", "-pkeyopt",
-                                "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=" + cn,
-                                "-keyout", base + ".key", "-out", csr});
+  if (absl::Status s =
+          Openssl(openssl, f.dir,
+                  {"req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                   "-nodes", "-subj", "/CN=" + cn, "-keyout", base + ".key", "-out", csr});
       !s.ok()) {
     return s;
   }
@@ -142,8 +141,8 @@ absl::Status MakeLeaf(const std::string& openssl, const JobTlsFiles& f, const st
 bool AutoTlsEnabled(const rlhf::v1::JobConfig& c) {
   if (c.security().has_auto_tls()) return c.security().auto_tls();
   if (!c.security().tls_cert().empty()) return false;
-  for (const auto* e : {&c.reward_server().endpoint(), &c.reference_server().endpoint(),
-                        &c.learner().endpoint()}) {
+  for (const auto* e :
+       {&c.reward_server().endpoint(), &c.reference_server().endpoint(), &c.learner().endpoint()}) {
     if (!services::IsLoopbackHost(e->host())) return true;
   }
   return false;
@@ -158,8 +157,8 @@ std::vector<std::string> JobTlsNames(const rlhf::v1::JobConfig& c) {
     if (IsWildcard(name)) return;
     if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
   };
-  for (const auto* e : {&c.reward_server().endpoint(), &c.reference_server().endpoint(),
-                        &c.learner().endpoint()}) {
+  for (const auto* e :
+       {&c.reward_server().endpoint(), &c.reference_server().endpoint(), &c.learner().endpoint()}) {
     add(e->host());
     add(e->advertise());
   }
@@ -197,7 +196,8 @@ absl::StatusOr<JobTlsFiles> EnsureJobTls(const std::string& dir,
   const std::string san_line = absl::StrCat("subjectAltName=", absl::StrJoin(sans, ","));
   // The names the current server certificate was issued for (server.ext), so that a
   // changed address list re-issues it.
-  const bool server_current = have_server && ReadAll(dir + "/server.ext").find(san_line + "\n") == 0;
+  const bool server_current =
+      have_server && ReadAll(dir + "/server.ext").find(san_line + "\n") == 0;
   if (!have_ca || !server_current || !have_client) {
     const std::string openssl = FindOnPath("openssl");
     if (openssl.empty()) {
@@ -228,8 +228,8 @@ absl::StatusOr<JobTlsFiles> EnsureJobTls(const std::string& dir,
       }
     }
     if (!have_ca || !have_client) {
-      if (absl::Status s = MakeLeaf(openssl, f, dir + "/client", "rlhf-client",
-                                    "extendedKeyUsage=clientAuth\n");
+      if (absl::Status s =
+              MakeLeaf(openssl, f, dir + "/client", "rlhf-client", "extendedKeyUsage=clientAuth\n");
           !s.ok()) {
         return s;
       }

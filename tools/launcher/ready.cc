@@ -33,9 +33,9 @@ absl::Status WaitForServing(const std::string& host, int port, Process& process,
   options.lb_policy = "";  // one address
   auto channel = services::MakeChannel(options);
   if (!channel.ok()) {
-    return absl::Status(channel.status().code(),
-                        absl::StrCat(process.name(), ": readiness probe: ",
-                                     channel.status().message()));
+    return absl::Status(
+        channel.status().code(),
+        absl::StrCat(process.name(), ": readiness probe: ", channel.status().message()));
   }
   std::string last = "no answer";
   while (true) {
