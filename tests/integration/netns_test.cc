@@ -282,7 +282,9 @@ class NetnsTest : public ::testing::Test {
     const int reward_port = WaitPort(WorkDir("reward") + "/port", reward);
     const int reference_port = WaitPort(WorkDir("reference") + "/port", reference);
     learner_port_ = WaitPort(WorkDir("learner") + "/port", learner_);
-    ASSERT_GT(reward_port * reference_port * learner_port_, 0);
+    ASSERT_GT(reward_port, 0);
+    ASSERT_GT(reference_port, 0);
+    ASSERT_GT(learner_port_, 0);
     learner_target_ = absl::StrCat(h.ip_a, ":", learner_port_);
     for (const auto& [ns, name] : {std::pair{h.ns_b, "b"}, std::pair{h.ns_c, "c"}}) {
       CopyCredentials(WorkDir(name), client_files);
