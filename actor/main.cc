@@ -53,6 +53,9 @@ ABSL_FLAG(std::string, token_file, "", "bearer token file for all three servers"
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA of the servers (enables TLS)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM client key");
+ABSL_FLAG(std::string, gloo_interface, "",
+          "collective weights: network interface Gloo binds (e.g. eth1); empty = the "
+          "local address of the route to the learner's rendezvous store");
 ABSL_FLAG(int, max_message_mb, 256, "max gRPC message (must fit one weight bucket), MiB");
 ABSL_FLAG(bool, log_weight_hashes, false,
           "print 'weights: actor=N version=V hash=H' of the applied parameters");
@@ -114,6 +117,7 @@ absl::Status Run() {
     return absl::InvalidArgumentError("--generation_batch: must be >= 0");
   }
   options.log_weight_hashes = absl::GetFlag(FLAGS_log_weight_hashes);
+  options.weights.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
   rlhf::actor::Actor actor(options, learner->get(), reward->get(), reference->get(), registry);
   // The loop runs on a helper thread; this (main) thread takes the shutdown signals
   // with sigtimedwait so that they are never delivered to a thread that has them

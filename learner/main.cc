@@ -54,6 +54,14 @@ ABSL_FLAG(std::string, prompts_jsonl, "",
           "exists, else the generated built-in task");
 ABSL_FLAG(int, checkpoint_every, 0, "steps between checkpoints; 0 = rl.checkpoint_every");
 ABSL_FLAG(std::string, token_file, "", "bearer token file; empty = security.token_file");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate; empty = security.tls_cert");
+ABSL_FLAG(std::string, tls_key, "", "PEM server key; empty = security.tls_key");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA for client certificates; empty = security.tls_ca");
+ABSL_FLAG(bool, require_client_cert, false, "mutual TLS (or security.require_client_cert)");
+ABSL_FLAG(bool, allow_insecure, false,
+          "allow plaintext non-loopback listening (or security.allow_insecure)");
+ABSL_FLAG(std::string, gloo_interface, "",
+          "collective weights: network interface Gloo binds; empty = weights.gloo_interface");
 ABSL_FLAG(double, drain_grace_s, 10.0, "after the last step, wait this long for actors to leave");
 ABSL_FLAG(bool, exit_when_done, true, "exit once rl.steps are trained");
 ABSL_FLAG(std::string, metrics_host, "",
@@ -134,11 +142,16 @@ absl::Status Run() {
   if (o.grpc.host.empty()) o.grpc.host = "127.0.0.1";
   o.grpc.port = absl::GetFlag(FLAGS_port) >= 0 ? absl::GetFlag(FLAGS_port)
                                                : job.learner().endpoint().port();
-  o.grpc.allow_insecure = job.security().allow_insecure();
-  o.grpc.tls.cert_file = job.security().tls_cert();
-  o.grpc.tls.key_file = job.security().tls_key();
-  o.grpc.tls.ca_file = job.security().tls_ca();
-  o.grpc.tls.require_client_cert = job.security().require_client_cert();
+  // Each flag, when given, overrides its security.* field (rlhf run passes both).
+  auto flag_or = [](const std::string& flag, const std::string& field) {
+    return flag.empty() ? field : flag;
+  };
+  o.grpc.allow_insecure = absl::GetFlag(FLAGS_allow_insecure) || job.security().allow_insecure();
+  o.grpc.tls.cert_file = flag_or(absl::GetFlag(FLAGS_tls_cert), job.security().tls_cert());
+  o.grpc.tls.key_file = flag_or(absl::GetFlag(FLAGS_tls_key), job.security().tls_key());
+  o.grpc.tls.ca_file = flag_or(absl::GetFlag(FLAGS_tls_ca), job.security().tls_ca());
+  o.grpc.tls.require_client_cert =
+      absl::GetFlag(FLAGS_require_client_cert) || job.security().require_client_cert();
   std::string token_file = absl::GetFlag(FLAGS_token_file).empty() ? job.security().token_file()
                                                                    : absl::GetFlag(FLAGS_token_file);
   if (!token_file.empty()) {
@@ -159,6 +172,9 @@ absl::Status Run() {
   o.handler.max_abs_kl = absl::GetFlag(FLAGS_max_abs_kl);
   o.handler.allow_state_reset = absl::GetFlag(FLAGS_allow_state_reset);
   o.weights = rlhf::weights::OptionsFromConfig(job.weights());
+  if (!absl::GetFlag(FLAGS_gloo_interface).empty()) {
+    o.weights.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
+  }
   auto trainer = rlhf::TrainerOptionsFromConfig(rl, job.sampling(), job.seed());
   if (!trainer.ok()) return trainer.status();
   o.trainer = *trainer;

@@ -103,12 +103,16 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Create(
     }
   }
   const bool tls = options.tls.enabled();
-  if (!IsLoopbackHost(options.host) && !tls && options.auth_token.empty() &&
-      !options.allow_insecure) {
+  // Off loopback, plaintext is refused with or without a token: a bearer token sent in
+  // clear text is readable by anyone on the path, so it protects nothing.
+  if (!IsLoopbackHost(options.host) && !tls && !options.allow_insecure) {
     return absl::FailedPreconditionError(absl::StrCat(
         options.name, ": refusing to listen on non-loopback address '", options.host,
-        "' without TLS or an auth token (anyone on the network could call or impersonate "
-        "it); configure --tls_cert/--tls_key or --token_file, or pass --allow_insecure"));
+        "' without TLS (",
+        options.auth_token.empty() ? "anyone on the network could call or impersonate it"
+                                   : "the bearer token would cross the network in clear text",
+        "); enable TLS with --tls_cert/--tls_key (`rlhf run`: security.auto_tls), or pass "
+        "--allow_insecure on a trusted network"));
   }
   std::string cert, key, ca;
   if (tls) {

@@ -11,8 +11,9 @@
 // status "" and every registered service name), server reflection, explicit max
 // send/receive message sizes and keepalive settings, optional TLS / mutual TLS, and an
 // optional shared bearer token (checked by each service with BearerTokenAuth, see
-// auth.h). A server asked to listen on a non-loopback address with neither TLS nor a
-// token refuses to start (FailedPrecondition) unless allow_insecure is set.
+// auth.h). A server asked to listen on a non-loopback address without TLS refuses to
+// start (FailedPrecondition naming the address), token or not (a token over plaintext
+// is readable on the wire), unless allow_insecure is set.
 //
 // Thread-safety: Start/Shutdown/SetServing may be called from any thread, Shutdown at
 // most once after Start. The services passed to Create are not owned and must outlive
@@ -51,7 +52,7 @@ struct GrpcServerOptions {
   absl::Duration keepalive_timeout = absl::Seconds(10);  // drop if no ping ack
   ServerTlsOptions tls;
   std::string auth_token;         // non-empty: every call needs "authorization: Bearer <t>"
-  bool allow_insecure = false;    // listen on non-loopback without TLS or token
+  bool allow_insecure = false;    // listen on non-loopback without TLS (token or not)
   int max_threads = 0;            // > 0: cap gRPC's thread pool (ResourceQuota)
   // Close each client connection (GOAWAY) after this long, +-10% jitter, so clients
   // reconnect and re-resolve: a replica added behind a DNS name then gets its share of

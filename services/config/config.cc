@@ -371,6 +371,8 @@ void ResolvePaths(JobConfig& c, const std::string& base) {
   sec->set_tls_cert(Absolute(base, sec->tls_cert()));
   sec->set_tls_key(Absolute(base, sec->tls_key()));
   sec->set_tls_ca(Absolute(base, sec->tls_ca()));
+  sec->set_client_cert(Absolute(base, sec->client_cert()));
+  sec->set_client_key(Absolute(base, sec->client_key()));
 }
 
 // Checkpoints and files the YAML named explicitly must exist.
@@ -412,6 +414,8 @@ absl::Status CheckExplicitFiles(const JobConfig& c, const Json& user) {
   check({"security", "tls_cert"}, c.security().tls_cert(), "TLS certificate");
   check({"security", "tls_key"}, c.security().tls_key(), "TLS key");
   check({"security", "tls_ca"}, c.security().tls_ca(), "TLS CA");
+  check({"security", "client_cert"}, c.security().client_cert(), "TLS client certificate");
+  check({"security", "client_key"}, c.security().client_key(), "TLS client key");
   if (errors.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(errors, "\n"));
 }
@@ -928,6 +932,12 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
              "security.tls_key: tls_cert and tls_key must be given together");
   ch.Require(!c.security().require_client_cert() || !c.security().tls_ca().empty(),
              "security.tls_ca: required when require_client_cert is true");
+  ch.Require(c.security().client_cert().empty() == c.security().client_key().empty(),
+             "security.client_key: client_cert and client_key must be given together");
+  ch.Require(
+      !(c.security().has_auto_tls() && c.security().auto_tls()) || c.security().tls_cert().empty(),
+      "security.auto_tls: true makes the job's own certificates; remove tls_cert/"
+      "tls_key/tls_ca to use it, or set auto_tls: false to use the given ones");
 
   ch.AtLeast("launcher.grace_period_ms", c.launcher().grace_period_ms(), 0);
   ch.AtLeast("launcher.health_timeout_s", c.launcher().health_timeout_s(), 1);

@@ -10,6 +10,11 @@
 //      ProcessGroup; the learner waits for all ready keys (naming the missing ones on
 //      timeout) and constructs rank 0;
 //   4. the flat buffer is broadcast from rank 0 in bucket_bytes slices.
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <functional>
@@ -51,21 +56,56 @@ using GroupPtr = c10::intrusive_ptr<::c10d::ProcessGroup>;
 
 std::string GenPrefix(int64_t generation) { return absl::StrCat("rlhf/gen", generation, "/"); }
 
+// The local IP address this host would use to reach host:port: a connected UDP socket
+// sends nothing, but the kernel picks the route and the source address. "" on failure.
+std::string LocalAddressToward(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return "";
+  std::string out;
+  for (addrinfo* ai = res; ai != nullptr && out.empty(); ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_storage local{};
+    socklen_t len = sizeof(local);
+    char buf[INET6_ADDRSTRLEN] = {0};
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
+        ::getnameinfo(reinterpret_cast<sockaddr*>(&local), len, buf, sizeof(buf), nullptr, 0,
+                      NI_NUMERICHOST) == 0) {
+      out = buf;
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return out;
+}
+
+// Gloo's device: the configured interface; else rank 0 (the learner) binds the store's
+// address and other ranks the local address of their route to it. (Binding the store's
+// address on an actor's host, as every rank once did, fails off that host.)
 GroupPtr MakeGroup(const StorePtr& store, int rank, int world, std::chrono::milliseconds timeout,
-                   bool use_cuda, const std::string& host) {
+                   const WeightTransportOptions& options, const std::string& store_host,
+                   int store_port) {
 #if defined(RLHF_WITH_CUDA)
-  if (use_cuda) {
+  if (options.use_cuda) {
     auto opts = ::c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
     return c10::make_intrusive<::c10d::ProcessGroupNCCL>(store, rank, world, opts);
   }
 #endif
-  (void)use_cuda;
   auto opts = ::c10d::ProcessGroupGloo::Options::create(timeout);
-  if (const char* ifname = std::getenv("RLHF_GLOO_IFNAME"); ifname && *ifname) {
+  std::string ifname = options.gloo_interface;
+  if (const char* env = std::getenv("RLHF_GLOO_IFNAME"); ifname.empty() && env != nullptr) {
+    ifname = env;
+  }
+  if (!ifname.empty()) {
     opts->devices.push_back(::c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
   } else {
-    opts->devices.push_back(::c10d::ProcessGroupGloo::createDeviceForHostname(host));
+    std::string local = rank == 0 ? store_host : LocalAddressToward(store_host, store_port);
+    if (local.empty()) local = store_host;
+    opts->devices.push_back(::c10d::ProcessGroupGloo::createDeviceForHostname(local));
   }
   return c10::make_intrusive<::c10d::ProcessGroupGloo>(store, rank, world, opts);
 }
@@ -262,9 +302,12 @@ class CollectivePublisher : public WeightPublisher {
             "collective rendezvous generation ", round.generation, ": peer(s) ",
             absl::StrJoin(missing, ", "), " did not join within ", options_.timeout_s, " s"));
       }
-      RLHF_ASSIGN_OR_RETURN(group_, TorchCall([&] {
-        return MakeGroup(prefix, 0, world, timeout, options_.use_cuda, options_.store_host);
-      }, "creating process group"));
+      RLHF_ASSIGN_OR_RETURN(group_, TorchCall(
+                                        [&] {
+                                          return MakeGroup(prefix, 0, world, timeout, options_,
+                                                           options_.store_host, port_);
+                                        },
+                                        "creating process group"));
     }
     torch::Tensor buffer = ToDevice(round.weights->buffer, options_.use_cuda);
     absl::Status sent = TorchCall([&] {
@@ -345,11 +388,15 @@ class CollectiveReceiver : public WeightReceiver {
         std::string rank = std::to_string(g.rank());
         prefix->set(absl::StrCat("ready/", g.rank()), std::vector<uint8_t>(rank.begin(), rank.end()));
       }, "rendezvous"));
-      RLHF_ASSIGN_OR_RETURN(group_, TorchCall([&] {
-        return MakeGroup(prefix, g.rank(), g.world_size(), timeout, options_.use_cuda,
-                         g.store_host());
-      }, absl::StrCat("joining collective generation ", g.generation(), " (learner at ",
-                      store_addr, ")").c_str()));
+      RLHF_ASSIGN_OR_RETURN(group_,
+                            TorchCall(
+                                [&] {
+                                  return MakeGroup(prefix, g.rank(), g.world_size(), timeout,
+                                                   options_, g.store_host(), g.store_port());
+                                },
+                                absl::StrCat("joining collective generation ", g.generation(),
+                                             " (learner at ", store_addr, ")")
+                                    .c_str()));
       generation_ = g.generation();
     }
     flat_.reset();  // lets the pool hand its buffer out again once the actor dropped it

@@ -121,6 +121,7 @@ WeightTransportOptions OptionsFromConfig(const rlhf::v1::WeightsConfig& config) 
   if (config.timeout_s() > 0) o.timeout_s = config.timeout_s();
   if (!config.store_host().empty()) o.store_host = config.store_host();
   o.store_port = config.store_port();
+  o.gloo_interface = config.gloo_interface();
   return o;
 }
 

@@ -38,6 +38,11 @@ struct WeightTransportOptions {
   // (store_port 0 = pick a free port). Actors take the address from the header.
   std::string store_host = "127.0.0.1";
   int store_port = 0;
+  // Collective only: the interface Gloo's device binds ("eth1"). Empty = the
+  // RLHF_GLOO_IFNAME environment variable if set, else the learner binds store_host's
+  // address and an actor the local address of its route to store_host (so that it
+  // works across hosts with no configuration).
+  std::string gloo_interface;
   bool use_cuda = false;            // NCCL on the current CUDA device (RLHF_WITH_CUDA)
 };
 

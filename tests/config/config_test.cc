@@ -162,6 +162,32 @@ TEST(ConfigTest, ConsistencyErrors) {
   EXPECT_THAT(s.status().message(), HasSubstr("sampling.max_new_tokens: must be < model.max_seq_len"));
 }
 
+// Issue 18: security.auto_tls is tri-state (unset = decided by the addresses), reads
+// from YAML and survives the resolved config; true with given certificates is refused.
+TEST(ConfigTest, AutoTlsIsTriStateAndConflictsWithGivenCertificates) {
+  auto unset = Parse("");
+  ASSERT_TRUE(unset.ok()) << unset.status();
+  EXPECT_FALSE(unset->security().has_auto_tls());
+  auto off = Parse("security:\n  auto_tls: false\n");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_TRUE(off->security().has_auto_tls());
+  EXPECT_FALSE(off->security().auto_tls());
+  auto on = Parse(
+      "security:\n  auto_tls: true\nlearner:\n  endpoint:\n    advertise: a.example\n"
+      "weights:\n  gloo_interface: eth1\n");
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_TRUE(on->security().auto_tls());
+  EXPECT_EQ(on->learner().endpoint().advertise(), "a.example");
+  EXPECT_EQ(on->weights().gloo_interface(), "eth1");
+  auto both = Parse("security:\n  auto_tls: true\n  tls_cert: /c.pem\n  tls_key: /k.pem\n", [] {
+    LoadOptions o = Opts();
+    o.check_files = false;
+    return o;
+  }());
+  ASSERT_FALSE(both.ok());
+  EXPECT_THAT(both.status().message(), HasSubstr("security.auto_tls: true makes the job's own"));
+}
+
 TEST(ConfigTest, MissingExplicitCheckpointNamesPath) {
   auto c = Parse("model:\n  sft_checkpoint: /definitely/not/here/sft\n");
   ASSERT_FALSE(c.ok());

@@ -111,7 +111,9 @@ TEST_F(SlurmE2eTest, JobCompletesAndExtraActorsJoinAndLeave) {
       // The gold rule scorer: no reward model to train at test size.
       << "reward_server:\n  scorers:\n    - type: gold\n"
       << "learner:\n  threads: 1\n"
-      << "security:\n  token_file: " << dir_ << "/token\n"
+      // One node: the servers' all-interfaces plaintext is opted into (a token alone is
+      // refused off loopback).
+      << "security:\n  token_file: " << dir_ << "/token\n  allow_insecure: true\n"
       << "slurm:\n  overcommit: true\n  advertise_host: 127.0.0.1\n  stop_grace_s: 20\n"
       << "eval:\n  num_prompts: 16\n  num_examples: 1\n";
 

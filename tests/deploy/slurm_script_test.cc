@@ -56,13 +56,13 @@ class SlurmScriptTest : public ::testing::Test {
 };
 
 TEST_F(SlurmScriptTest, ScriptsCarryTheResourceShapeAndFlags) {
-  auto s = Generate(absl::StrCat(
-      "actors:\n  count: 3\n  threads: 2\nlearner:\n  threads: 4\n",
-      "reward_server:\n  endpoint:\n    threads: 3\n  scorers:\n    - type: gold\n",
-      "reference_server:\n  endpoint:\n    threads: 1\n",
-      "security:\n  token_file: ", dir_, "/token\n",
-      "slurm:\n  partition: gpu\n  time_limit: \"2:00:00\"\n  nodes: 2\n",
-      "  mem_per_cpu_mb: 4000\n  sbatch_args: [\"--qos=high\"]\n"));
+  auto s = Generate(
+      absl::StrCat("actors:\n  count: 3\n  threads: 2\nlearner:\n  threads: 4\n",
+                   "reward_server:\n  endpoint:\n    threads: 3\n  scorers:\n    - type: gold\n",
+                   "reference_server:\n  endpoint:\n    threads: 1\n",
+                   "security:\n  token_file: ", dir_, "/token\n  allow_insecure: true\n",
+                   "slurm:\n  partition: gpu\n  time_limit: \"2:00:00\"\n  nodes: 2\n",
+                   "  mem_per_cpu_mb: 4000\n  sbatch_args: [\"--qos=high\"]\n"));
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->job_script, dir_ + "/run/slurm/job.sbatch");
   EXPECT_TRUE(s->job_id.empty());
@@ -121,8 +121,14 @@ TEST_F(SlurmScriptTest, RefusesWhatSlurmCannotRunAndWritesNothing) {
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("security.token_file"));
   EXPECT_FALSE(fs::exists(dir_ + "/run/slurm/job.sbatch"));
+  // A token without TLS is refused too: it would cross the network in clear text.
+  s = Generate(absl::StrCat("security:\n  token_file: ", dir_, "/token\n"));
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("clear text"));
+  EXPECT_FALSE(fs::exists(dir_ + "/run/slurm/job.sbatch"));
 
-  s = Generate(absl::StrCat("security:\n  token_file: ", dir_, "/token\n",
+  s = Generate(absl::StrCat("security:\n  token_file: ", dir_, "/token\n  allow_insecure: true\n",
                             "weights:\n  transport: collective\n"));
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("weights.transport"));

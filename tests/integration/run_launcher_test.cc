@@ -295,6 +295,50 @@ TEST_F(RunLauncherTest, AResumedRunDoesNotRepeatStepsInMetricsJsonl) {
       << "a step was written twice";
 }
 
+// Issue 18: security.auto_tls makes a per-job CA; every server (the stand-ins honour the
+// real flags) runs mutual TLS + token, the launcher's probes present the job's client
+// certificate, and the job becomes ready and completes.
+TEST_F(RunLauncherTest, AutoTlsJobBecomesReadyAndCompletes) {
+  WriteConfig("security:\n  auto_tls: true\n");
+  auto run = StartRun({"FAKE_STEPS=6", "FAKE_STEP_MS=200"});
+  ASSERT_NE(run, nullptr);
+  ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));
+  const std::string log = ReadAll(dir_ + "/run.log");
+  ASSERT_EQ(run->exit_code(), 0) << log;
+  EXPECT_THAT(log, HasSubstr("security.auto_tls: mutual TLS + token"));
+  for (const char* f :
+       {"ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key", "token"}) {
+    EXPECT_TRUE(fs::exists(run_dir_ + "/tls/" + f)) << f;
+  }
+  for (const char* server : {"reward_server", "reference_server", "learner"}) {
+    EXPECT_THAT(ReadAll(run_dir_ + "/logs/" + server + ".log"),
+                HasSubstr("tls on, client cert required, token on"))
+        << server;
+  }
+  // The resolved config names the files (the real learner reads them from it).
+  config::LoadOptions lo;
+  lo.check_files = false;
+  auto resolved = config::LoadJobConfig(run_dir_ + "/config.yaml", lo);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(resolved->security().tls_cert(), run_dir_ + "/tls/server.pem");
+  EXPECT_EQ(resolved->security().client_cert(), run_dir_ + "/tls/client.pem");
+  EXPECT_EQ(resolved->security().token_file(), run_dir_ + "/tls/token");
+  EXPECT_TRUE(resolved->security().require_client_cert());
+  // Actors were handed the CA, a certificate and the token (the stand-in actor serves
+  // with them; what it was given is stage_argv_test's).
+  EXPECT_THAT(ReadAll(run_dir_ + "/logs/actor-0.log"),
+              HasSubstr("fake child actor-0: tls on, client cert not required, token on"));
+  EXPECT_THAT(ProcessesMentioning(dir_), ::testing::IsEmpty());
+
+  // A resumed run reuses the CA (the same bytes) and completes again.
+  const std::string ca = ReadAll(run_dir_ + "/tls/ca.pem");
+  auto again = StartRun({"FAKE_STEPS=3", "FAKE_STEP_MS=200"});
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(again->WaitExit(absl::Now() + absl::Seconds(90)));
+  ASSERT_EQ(again->exit_code(), 0) << ReadAll(dir_ + "/run.log");
+  EXPECT_EQ(ReadAll(run_dir_ + "/tls/ca.pem"), ca);
+}
+
 TEST_F(RunLauncherTest, ConfigErrorsNameTheYamlPath) {
   struct Case {
     std::string yaml, want;

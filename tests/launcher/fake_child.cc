@@ -10,6 +10,9 @@
 // binaries' flags). FAKE_LEARNER_CRASH_MS makes the learner abort() after that long.
 // FAKE_HOLD_FILE (a path) holds the learner before its last step until that file exists,
 // so a test can finish what it does to a running job before the job may end.
+// The real binaries' --host, --tls_cert/--tls_key/--tls_ca/--require_client_cert,
+// --token_file and --allow_insecure are honoured, so that the launcher's probes meet the
+// security a real server would have.
 #include <signal.h>
 #include <unistd.h>
 
@@ -26,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "rlhf/v1/reward.grpc.pb.h"
 #include "services/metrics.h"
 #include "services/server.h"
 
@@ -93,11 +97,33 @@ int main(int argc, char** argv) {
 
   rlhf::services::GrpcServerOptions options;
   options.name = name;
-  auto server = rlhf::services::GrpcServer::Create(options, {});
-  if (!server.ok() || !(*server)->Start().ok()) {
-    std::fprintf(stderr, "fake child: cannot start server\n");
+  options.host = flag("host", options.host);
+  options.tls.cert_file = flag("tls_cert");
+  options.tls.key_file = flag("tls_key");
+  options.tls.ca_file = flag("tls_ca");
+  options.tls.require_client_cert = flag("require_client_cert") == "true";
+  options.allow_insecure = flag("allow_insecure") == "true";
+  if (!flag("token_file").empty()) {
+    auto token = rlhf::services::ReadTokenFile(flag("token_file"));
+    if (!token.ok()) {
+      std::fprintf(stderr, "fake child: %s\n", token.status().ToString().c_str());
+      return 2;
+    }
+    options.auth_token = *token;
+  }
+  // A sync service (every method UNIMPLEMENTED): with a token there is no reflection
+  // service, and gRPC needs one sync service to serve health.
+  rlhf::v1::RewardService::Service unimplemented;
+  auto server = rlhf::services::GrpcServer::Create(options, {&unimplemented});
+  absl::Status started = server.ok() ? (*server)->Start() : server.status();
+  if (!started.ok()) {
+    std::fprintf(stderr, "fake child: cannot start server: %s\n", started.ToString().c_str());
     return 2;
   }
+  std::printf("fake child %s: tls %s, client cert %s, token %s\n", name.c_str(),
+              options.tls.enabled() ? "on" : "off",
+              options.tls.require_client_cert ? "required" : "not required",
+              options.auth_token.empty() ? "off" : "on");
   auto registry = std::make_shared<prometheus::Registry>();
   auto& ticks = prometheus::BuildCounter()
                     .Name("rlhf_fake_ticks_total")

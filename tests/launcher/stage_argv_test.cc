@@ -227,6 +227,35 @@ TEST(ActorArgv, AddressesSeedMetricsAndClientSecurity) {
                   "--threads=2", "--metrics_port=9100", "--token_file=/t", "--tls_ca=/ca.pem"));
   c.mutable_actors()->set_generation_batch(16);
   EXPECT_THAT(ActorArgv(c, kPaths, 1, a, -1), Contains("--generation_batch=16"));
+  c.mutable_weights()->set_gloo_interface("veth7");
+  EXPECT_THAT(ActorArgv(c, kPaths, 1, a, -1), Contains("--gloo_interface=veth7"));
+}
+
+TEST(ActorArgv, ClientCertificateUnderMutualTls) {
+  rlhf::v1::SecurityConfig s;
+  s.set_tls_ca("/ca.pem");
+  s.set_tls_cert("/server.pem");
+  s.set_tls_key("/server.key");
+  s.set_require_client_cert(true);
+  // Without a separate client certificate the server's own is presented.
+  EXPECT_THAT(ActorSecurityArgs(s),
+              ElementsAre("--tls_ca=/ca.pem", "--tls_cert=/server.pem", "--tls_key=/server.key"));
+  s.set_client_cert("/client.pem");
+  s.set_client_key("/client.key");
+  EXPECT_THAT(ActorSecurityArgs(s),
+              ElementsAre("--tls_ca=/ca.pem", "--tls_cert=/client.pem", "--tls_key=/client.key"));
+}
+
+TEST(ServerArgs, AdvertisedHost) {
+  rlhf::v1::ServerEndpoint e;
+  e.set_host("10.213.0.2");
+  EXPECT_EQ(AdvertisedHost(e), "10.213.0.2");
+  e.set_host("0.0.0.0");
+  EXPECT_EQ(AdvertisedHost(e), "127.0.0.1");
+  e.set_host("::");
+  EXPECT_EQ(AdvertisedHost(e), "127.0.0.1");
+  e.set_advertise("learner.example");
+  EXPECT_EQ(AdvertisedHost(e), "learner.example");
 }
 
 }  // namespace

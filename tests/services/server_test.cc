@@ -72,10 +72,37 @@ TEST(GrpcServerTest, RefusesInsecureNonLoopback) {
   EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(server.status().message().find("allow_insecure"), std::string::npos);
 
-  options.auth_token = "secret";  // a token makes it acceptable
+  EXPECT_NE(server.status().message().find("'0.0.0.0'"), std::string::npos);
+
+  // A token over plaintext is refused like no auth at all: it would travel in clear.
+  options.auth_token = "secret";
+  server = GrpcServer::Create(options, {});
+  ASSERT_FALSE(server.ok());
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(server.status().message().find("'0.0.0.0'"), std::string::npos);
+  EXPECT_NE(server.status().message().find("clear text"), std::string::npos);
+  EXPECT_NE(server.status().message().find("TLS"), std::string::npos);
+  options.host = "10.1.2.3";
+  EXPECT_EQ(GrpcServer::Create(options, {}).status().code(), absl::StatusCode::kFailedPrecondition);
+  // On loopback a token alone is fine (nothing crosses a network).
+  options.host = "127.0.0.1";
   EXPECT_TRUE(GrpcServer::Create(options, {}).ok());
+  options.host = "0.0.0.0";
   options.auth_token.clear();
-  options.allow_insecure = true;  // so does an explicit opt-in
+  options.allow_insecure = true;  // an explicit opt-in accepts plaintext
+  EXPECT_TRUE(GrpcServer::Create(options, {}).ok());
+  options.auth_token = "secret";
+  EXPECT_TRUE(GrpcServer::Create(options, {}).ok());
+}
+
+TEST(GrpcServerTest, TlsOffLoopbackIsAccepted) {
+  auto certs = rlhf::testing::GenerateTestCerts();
+  ASSERT_TRUE(certs.ok()) << certs.status();
+  GrpcServerOptions options;
+  options.host = "0.0.0.0";
+  options.auth_token = "secret";
+  options.tls.cert_file = certs->server_cert;
+  options.tls.key_file = certs->server_key;
   EXPECT_TRUE(GrpcServer::Create(options, {}).ok());
 }
 

@@ -18,19 +18,21 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "core/util/file_util.h"
 #include "services/config/config.h"
 #include "services/metrics.h"
+#include "services/server.h"
 #include "services/shutdown.h"
 #include "tools/launcher/eval_report.h"
 #include "tools/launcher/http.h"
+#include "tools/launcher/job_tls.h"
 #include "tools/launcher/process.h"
 #include "tools/launcher/prometheus.h"
 #include "tools/launcher/ready.h"
@@ -273,15 +275,20 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
   const std::string port_file = ports_ + "/" + name + ".port";
   std::error_code ec;
   fs::remove(port_file, ec);
+  // /metrics listens where configured (endpoint.metrics_host, default the gRPC host).
+  const std::string metrics_host =
+      endpoint.metrics_host().empty() ? endpoint.host() : endpoint.metrics_host();
   int metrics_port = endpoint.metrics_port();
   if (metrics_port == 0) {
-    RLHF_ASSIGN_OR_RETURN(metrics_port, PickFreePort(endpoint.host()));
+    RLHF_ASSIGN_OR_RETURN(metrics_port, PickFreePort(metrics_host));
   }
   ChildSpec spec;
   spec.process.name = name;
   spec.process.argv = {Bin(binary), "--host=" + endpoint.host(),
                        absl::StrCat("--port=", endpoint.port()), "--port_file=" + port_file,
                        absl::StrCat("--metrics_port=", metrics_port)};
+  if (!endpoint.metrics_host().empty())
+    spec.process.argv.push_back("--metrics_host=" + metrics_host);
   for (auto& a : args) spec.process.argv.push_back(std::move(a));
   if (security_flags) {
     for (auto& a : ServerSecurityArgs(config_.security()))
@@ -294,7 +301,9 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
   spec.critical = true;
   // The learner exits 0 once rl.steps are done: that is the job completing.
   spec.completes_job = name == "learner";
-  const std::string host = endpoint.host();
+  // Others dial the advertised address; the probe does too, with the job's TLS.
+  const std::string host = AdvertisedHost(endpoint);
+  const ProbeOptions probe = ProbeOptionsFromSecurity(config_.security());
   const absl::Duration timeout = absl::Seconds(config_.launcher().health_timeout_s());
   auto port_out = std::make_shared<int>(0);
   // A crash is not the end (issue 23): the scoring servers are stateless and the
@@ -308,17 +317,18 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
       if (absl::StartsWith(a, "--port=") && *port_out > 0) a = absl::StrCat("--port=", *port_out);
     }
   };
-  spec.ready = [port_file, host, timeout, port_out](Process& p) -> absl::Status {
+  spec.ready = [port_file, host, probe, timeout, port_out](Process& p) -> absl::Status {
     const absl::Time deadline = absl::Now() + timeout;
     RLHF_ASSIGN_OR_RETURN(int port, WaitForPortFile(port_file, p, deadline));
     *port_out = port;
-    return WaitForServing(host == "0.0.0.0" ? "127.0.0.1" : host, port, p, deadline);
+    return WaitForServing(host, port, p, deadline, probe);
   };
   Say(absl::StrCat("[run] starting ", name, " (log ", spec.process.log_path, ")"));
   RLHF_RETURN_IF_ERROR(sup.Start(std::move(spec)));
-  *address = absl::StrCat(host, ":", *port_out);
+  *address = services::JoinHostPort(host, *port_out);
   if (metrics_port > 0) {
-    targets_.push_back({absl::StrCat(host == "0.0.0.0" ? "127.0.0.1" : host, ":", metrics_port),
+    const bool wildcard = metrics_host == "0.0.0.0" || metrics_host == "::";
+    targets_.push_back({services::JoinHostPort(wildcard ? host : metrics_host, metrics_port),
                         {{"component", name}}});
     if (name == "learner") learner_metrics_port_ = metrics_port;
   }
@@ -356,8 +366,10 @@ absl::Status Job::StartRlChildren(Supervisor& sup) {
   RLHF_RETURN_IF_ERROR(StartServer(sup, "reference_server", "rlhf-reference-server",
                                    config_.reference_server().endpoint(),
                                    ReferenceServerArgs(config_), 2, true, &reference_addr_));
+  // The learner reads security.* from config.yaml too; the flags say the same, so that
+  // the command line shows how it was started.
   RLHF_RETURN_IF_ERROR(StartServer(sup, "learner", "rlhf-learner", config_.learner().endpoint(),
-                                   LearnerArgs(paths_), 1, false, &learner_addr_));
+                                   LearnerArgs(paths_), 1, true, &learner_addr_));
   // The learner's exit code 0 means "rl.steps done": the job completed.
   for (int i = 0; i < config_.actors().count(); ++i) {
     Say(absl::StrCat("[run] starting actor-", i));
@@ -822,6 +834,13 @@ void Job::PrintTable() {
 absl::Status Job::Run() {
   fs::create_directories(logs_);
   fs::create_directories(ports_);
+  if (AutoTlsEnabled(config_)) {
+    // Before config.yaml: the learner reads security.* from it.
+    RLHF_ASSIGN_OR_RETURN(JobTlsFiles tls, EnsureJobTls(run_dir_ + "/tls", JobTlsNames(config_)));
+    UseJobTls(tls, config_.mutable_security());
+    Say(absl::StrCat("[run] security.auto_tls: mutual TLS + token, CA and certificates in ",
+                     tls.dir));
+  }
   RLHF_RETURN_IF_ERROR(config::WriteJobConfig(config_, run_dir_ + "/config.yaml"));
   Say(absl::StrCat("[run] job '", config_.name(), "': run dir ", run_dir_,
                    " (resolved config: config.yaml)"));

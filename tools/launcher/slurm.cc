@@ -294,11 +294,13 @@ exit "$rc"
 
 absl::Status CheckRunnable(const JobConfig& c) {
   const auto& s = c.security();
-  if (s.token_file().empty() && s.tls_cert().empty() && !s.allow_insecure()) {
+  // The servers refuse plaintext off loopback, token or not (services/server.h).
+  if (s.tls_cert().empty() && !s.allow_insecure()) {
     return absl::FailedPreconditionError(
         "security: on Slurm the servers listen on all interfaces (actors run on other "
-        "nodes); set security.token_file (and tls_cert/tls_key/tls_ca), or "
-        "security.allow_insecure: true on a trusted network");
+        "nodes); set security.tls_cert/tls_key/tls_ca (and security.token_file), or "
+        "security.allow_insecure: true on a trusted network (a token alone would travel "
+        "in clear text)");
   }
   if (c.weights().transport() == rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE) {
     return absl::FailedPreconditionError(

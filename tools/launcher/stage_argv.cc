@@ -245,6 +245,9 @@ Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
     argv.push_back(absl::StrCat("--generation_batch=", c.actors().generation_batch()));
   }
   if (metrics_port >= 0) argv.push_back(absl::StrCat("--metrics_port=", metrics_port));
+  if (!c.weights().gloo_interface().empty()) {
+    argv.push_back("--gloo_interface=" + c.weights().gloo_interface());
+  }
   for (auto& flag : ActorSecurityArgs(c.security())) argv.push_back(std::move(flag));
   return argv;
 }
@@ -253,12 +256,23 @@ Argv ActorSecurityArgs(const rlhf::v1::SecurityConfig& s) {
   Argv a;
   if (!s.token_file().empty()) a.push_back("--token_file=" + s.token_file());
   if (!s.tls_ca().empty()) a.push_back("--tls_ca=" + s.tls_ca());
-  // Mutual TLS: the servers ask every client for a certificate signed by tls_ca.
-  if (s.require_client_cert()) {
+  if (!s.client_cert().empty()) {
+    a.push_back("--tls_cert=" + s.client_cert());
+    a.push_back("--tls_key=" + s.client_key());
+  } else if (s.require_client_cert()) {
+    // Mutual TLS: the servers ask every client for a certificate signed by tls_ca.
     a.push_back("--tls_cert=" + s.tls_cert());
     a.push_back("--tls_key=" + s.tls_key());
   }
   return a;
+}
+
+std::string AdvertisedHost(const rlhf::v1::ServerEndpoint& e) {
+  if (!e.advertise().empty()) return e.advertise();
+  if (e.host().empty() || e.host() == "0.0.0.0" || e.host() == "::" || e.host() == "[::]") {
+    return "127.0.0.1";
+  }
+  return e.host();
 }
 
 }  // namespace rlhf::launcher

@@ -49,9 +49,14 @@ Argv ReferenceServerArgs(const rlhf::v1::JobConfig& c);
 Argv LearnerArgs(const JobPaths& p);
 // The TLS / token flags every server gets from security.*.
 Argv ServerSecurityArgs(const rlhf::v1::SecurityConfig& s);
-// The client side: the token, the CA that signs the servers and, with
-// require_client_cert, the certificate and key the actor presents (mutual TLS).
+// The client side: the token, the CA that signs the servers and the certificate and key
+// the actor presents: security.client_cert/client_key when set, else, with
+// require_client_cert, tls_cert/tls_key (mutual TLS).
 Argv ActorSecurityArgs(const rlhf::v1::SecurityConfig& s);
+
+// The address clients dial for `e`: e.advertise, else e.host, else (host 0.0.0.0 / ::)
+// 127.0.0.1.
+std::string AdvertisedHost(const rlhf::v1::ServerEndpoint& e);
 
 struct ActorAddresses {
   std::string learner, reward, reference;
