@@ -7,7 +7,9 @@
 //
 // Checked: training proceeds with bitwise-identical weights on both actors per version;
 // C's link goes down mid-run: its leases expire and are re-issued, training continues;
-// the link comes back: C rejoins and receives new versions again; at the end
+// the link comes back: C rejoins and receives new versions again; one of the two reward
+// replicas (actors have both as a list) is killed with SIGKILL: nothing is refused and
+// training goes on; at the end
 // prompts_leased == trained + reissued + outstanding + buffered (GetStats). The learner
 // has a huge step budget and is stopped with SIGTERM once the conditions hold (no race
 // with a process that exits on its own). Also prints trajectories/s of the same job
@@ -254,7 +256,7 @@ class NetnsTest : public ::testing::Test {
     const std::vector<std::string> server_security = {
         "--tls_cert=server.pem", "--tls_key=server.key", "--tls_ca=ca.pem", "--require_client_cert",
         "--token_file=token"};
-    for (const char* name : {"reward", "reference", "learner"}) {
+    for (const char* name : {"reward", "reward2", "reference", "learner"}) {
       CopyCredentials(WorkDir(name), server_files);
     }
     std::vector<std::string> reward_args = {"--host=" + h.ip_a, "--scorers=gold",
@@ -277,9 +279,13 @@ class NetnsTest : public ::testing::Test {
       learner_args.push_back(s);
     }
     Proc* reward = Start(h.ns_a, "reward", "rlhf-reward-server", reward_args);
+    // A second replica of the reward server: actors get both as a list.
+    reward2_ = Start(h.ns_a, "reward2", "rlhf-reward-server", reward_args);
     Proc* reference = Start(h.ns_a, "reference", "rlhf-reference-server", reference_args);
     learner_ = Start(h.ns_a, "learner", "rlhf-learner", learner_args);
     const int reward_port = WaitPort(WorkDir("reward") + "/port", reward);
+    const int reward2_port = WaitPort(WorkDir("reward2") + "/port", reward2_);
+    ASSERT_GT(reward2_port, 0);
     const int reference_port = WaitPort(WorkDir("reference") + "/port", reference);
     learner_port_ = WaitPort(WorkDir("learner") + "/port", learner_);
     ASSERT_GT(reward_port, 0);
@@ -290,7 +296,8 @@ class NetnsTest : public ::testing::Test {
       CopyCredentials(WorkDir(name), client_files);
       actors_[name] = Start(ns, name, "rlhf-actor",
                             {"--learner_address=" + learner_target_,
-                             absl::StrCat("--reward_address=", h.ip_a, ":", reward_port),
+                             absl::StrCat("--reward_address=", h.ip_a, ":", reward_port, ",",
+                                          h.ip_a, ":", reward2_port),
                              absl::StrCat("--reference_address=", h.ip_a, ":", reference_port),
                              std::string("--actor_name=") + name, "--log_weight_hashes",
                              "--call_timeout_s=5", "--tls_ca=ca.pem", "--tls_cert=client.pem",
@@ -403,6 +410,7 @@ class NetnsTest : public ::testing::Test {
   std::vector<std::unique_ptr<Proc>> procs_;
   std::map<std::string, Proc*> actors_;
   Proc* learner_ = nullptr;
+  Proc* reward2_ = nullptr;
   int learner_port_ = 0;
   std::string learner_target_;
 };
@@ -442,6 +450,15 @@ TEST_F(NetnsTest, ActorsOnTwoHostsTrainThroughALinkFailure) {
                s.actors_connected() == 2;
       },
       "C rejoined", absl::Seconds(300));
+
+  // One of the two reward replicas dies: the actors' calls go to the other; nothing
+  // is refused and no lease is given up over it, and training goes on.
+  const int64_t rejected_before = s.trajectories_rejected();
+  reward2_->Kill(SIGKILL);
+  const int64_t step_at_kill = s.step();
+  s = WaitStats([&](const auto& s) { return s.step() >= step_at_kill + 3; },
+                "training after a reward replica died");
+  EXPECT_EQ(s.trajectories_rejected(), rejected_before) << s.ShortDebugString();
 
   StopAll();
   // Identical weights on every actor for every version both applied.
