@@ -16,7 +16,10 @@ find_program(RLHF_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 # our targets say PUBLIC rlhf::torch and nothing else.
 if(NOT TARGET rlhf_torch)
   add_library(rlhf_torch INTERFACE)
-  target_link_libraries(rlhf_torch INTERFACE ${TORCH_LIBRARIES})
+  # Threads::Threads: LibTorch is threaded anyway, and with -pthread on every torch target
+  # their flags match those of protobuf/gRPC users, so one precompiled header serves them
+  # all (cmake/RlhfTargets.cmake, rlhf_use_torch_pch_everywhere).
+  target_link_libraries(rlhf_torch INTERFACE ${TORCH_LIBRARIES} Threads::Threads)
   if(RLHF_WITH_CUDA)
     target_compile_definitions(rlhf_torch INTERFACE RLHF_WITH_CUDA=1)
   endif()
