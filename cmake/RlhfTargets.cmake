@@ -28,8 +28,7 @@ endfunction()
 # target that links LibTorch, directly or through our libraries; torch headers dominate
 # compile time (a bare <torch/torch.h> TU is ~25 s on 2 cores). GCC uses a PCH only when
 # the macros it was built with match the TU's, so every torch target compiles with the
-# same flags: rlhf::torch carries Threads::Threads (-pthread, which protobuf/gRPC users
-# get anyway), and rlhf_use_torch_pch_everywhere() (called once, at the end of the top
+# same flags: rlhf::torch carries -pthread (which gRPC users get anyway, from re2), and rlhf_use_torch_pch_everywhere() (called once, at the end of the top
 # CMakeLists.txt) attaches the PCH to each such target -- none is listed by hand.
 # -Winvalid-pch with -Werror turns a PCH GCC refuses into a build error, not a slow build.
 
@@ -62,6 +61,11 @@ function(_rlhf_links_torch target out)
     if(t STREQUAL "rlhf_torch")
       set(found TRUE)
       break()
+    endif()
+    # Imported targets (LibTorch's own, absl, gRPC, ...) cannot lead back to ours.
+    get_target_property(imported "${t}" IMPORTED)
+    if(imported)
+      continue()
     endif()
     get_target_property(type "${t}" TYPE)
     if(NOT type STREQUAL "INTERFACE_LIBRARY")
