@@ -16,7 +16,13 @@ find_program(RLHF_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 # our targets say PUBLIC rlhf::torch and nothing else.
 if(NOT TARGET rlhf_torch)
   add_library(rlhf_torch INTERFACE)
-  target_link_libraries(rlhf_torch INTERFACE ${TORCH_LIBRARIES})
+  target_link_libraries(rlhf_torch INTERFACE ${TORCH_LIBRARIES} Threads::Threads)
+  # -pthread (it defines _REENTRANT) on every torch target, LibTorch being threaded anyway:
+  # re2::re2, and through gRPC every gRPC user, compiles with it, and GCC takes a
+  # precompiled header only when such macros match, so with it on all of them one PCH
+  # serves every torch target (cmake/RlhfTargets.cmake). Threads::Threads adds no flag
+  # here: glibc has pthreads in libc.
+  target_compile_options(rlhf_torch INTERFACE -pthread)
   if(RLHF_WITH_CUDA)
     target_compile_definitions(rlhf_torch INTERFACE RLHF_WITH_CUDA=1)
   endif()

@@ -24,12 +24,86 @@ function(rlhf_binary name)
   rlhf_warnings(${name})
 endfunction()
 
-# rlhf_torch_pch(target): reuse one precompiled LibTorch header; torch headers dominate
-# compile time (a bare <torch/torch.h> TU is ~25 s on 2 cores).
+# One precompiled LibTorch header (core/CMakeLists.txt: rlhf_torch_pch_anchor) for every
+# target that links LibTorch, directly or through our libraries; torch headers dominate
+# compile time (a bare <torch/torch.h> TU is ~25 s on 2 cores). GCC uses a PCH only when
+# the macros it was built with match the TU's, so every torch target compiles with the
+# same flags: rlhf::torch carries -pthread (which gRPC users get anyway, from re2), and rlhf_use_torch_pch_everywhere() (called once, at the end of the top
+# CMakeLists.txt) attaches the PCH to each such target -- none is listed by hand.
+# -Winvalid-pch with -Werror turns a PCH GCC refuses into a build error, not a slow build.
+
+# rlhf_torch_pch(target): reuse the shared PCH in `target` (idempotent).
 function(rlhf_torch_pch target)
-  if(TARGET rlhf_torch_pch_anchor)
+  get_target_property(reuse ${target} PRECOMPILE_HEADERS_REUSE_FROM)
+  if(TARGET rlhf_torch_pch_anchor AND NOT reuse AND NOT target STREQUAL rlhf_torch_pch_anchor)
     target_precompile_headers(${target} REUSE_FROM rlhf_torch_pch_anchor)
   endif()
+endfunction()
+
+# Sets ${out} to TRUE when `target` links rlhf_torch through its link closure.
+function(_rlhf_links_torch target out)
+  set(todo ${target})
+  set(seen "")
+  set(found FALSE)
+  while(todo)
+    list(POP_FRONT todo t)
+    # $<LINK_ONLY:x> still links x; other generator expressions are not ours.
+    string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" t "${t}")
+    if(t MATCHES "^\\$<" OR NOT TARGET "${t}" OR t IN_LIST seen)
+      continue()
+    endif()
+    list(APPEND seen "${t}")
+    get_target_property(aliased "${t}" ALIASED_TARGET)
+    if(aliased)
+      list(APPEND todo "${aliased}")
+      continue()
+    endif()
+    if(t STREQUAL "rlhf_torch")
+      set(found TRUE)
+      break()
+    endif()
+    # Imported targets (LibTorch's own, absl, gRPC, ...) cannot lead back to ours.
+    get_target_property(imported "${t}" IMPORTED)
+    if(imported)
+      continue()
+    endif()
+    get_target_property(type "${t}" TYPE)
+    if(NOT type STREQUAL "INTERFACE_LIBRARY")
+      get_target_property(deps "${t}" LINK_LIBRARIES)
+      if(deps)
+        list(APPEND todo ${deps})
+      endif()
+    endif()
+    get_target_property(ideps "${t}" INTERFACE_LINK_LIBRARIES)
+    if(ideps)
+      list(APPEND todo ${ideps})
+    endif()
+  endwhile()
+  set(${out} ${found} PARENT_SCOPE)
+endfunction()
+
+# Attaches the shared torch PCH to every compiled target of ours under `dir` (default:
+# the whole project) that links LibTorch.
+function(rlhf_use_torch_pch_everywhere)
+  set(dirs ${ARGN})
+  if(NOT dirs)
+    set(dirs ${PROJECT_SOURCE_DIR})
+  endif()
+  while(dirs)
+    list(POP_FRONT dirs dir)
+    get_property(subdirs DIRECTORY ${dir} PROPERTY SUBDIRECTORIES)
+    list(APPEND dirs ${subdirs})
+    get_property(targets DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)
+    foreach(t ${targets})
+      get_target_property(type ${t} TYPE)
+      if(type MATCHES "^(STATIC_LIBRARY|SHARED_LIBRARY|OBJECT_LIBRARY|MODULE_LIBRARY|EXECUTABLE)$")
+        _rlhf_links_torch(${t} links_torch)
+        if(links_torch)
+          rlhf_torch_pch(${t})
+        endif()
+      endif()
+    endforeach()
+  endwhile()
 endfunction()
 
 # rlhf_test(name SOURCES ... DEPS ... [LABELS ...] [TIMEOUT s])

@@ -343,6 +343,10 @@ void LearnerServer::Shutdown(absl::Time deadline) {
 }
 
 int LearnerServer::port() const { return server_ ? server_->port() : 0; }
+bool LearnerServer::FinalStatsPending() const {
+  return service_ != nullptr &&
+         service_->StatsPollerWaiting(absl::Now(), options_.stats_poller_window);
+}
 std::string LearnerServer::rendezvous_address() const {
   return publisher_ ? publisher_->rendezvous_address() : "";
 }

@@ -54,6 +54,9 @@ struct LearnerServerOptions {
   // null = none recorded.
   std::shared_ptr<const Tokenizer> tokenizer = nullptr;
   absl::Duration poll_interval = absl::Milliseconds(100);  // expiry + metrics refresh
+  // A GetStats caller counts as an active poller for this long after its last call
+  // (FinalStatsPending).
+  absl::Duration stats_poller_window = absl::Seconds(1);
   // The PPO-ptx term: when trainer.ptx_coef > 0, each step also trains on
   // ptx_batch_size of these texts (token ids, [BOS] text [EOS], >= 2 tokens each),
   // taken in order from position step * ptx_batch_size (mod size): a pure function of
@@ -90,6 +93,10 @@ class LearnerServer {
   int port() const;
   std::string rendezvous_address() const;
   LearnerHandler& handler() { return *handler_; }
+  // True while an active GetStats poller (one call within options.stats_poller_window)
+  // has not yet been answered with done = true; rlhf-learner waits for it after its last
+  // step, so `rlhf run` records the last step from GetStats.
+  bool FinalStatsPending() const;
   // The training thread's last error ("" if none).
   std::string last_error() const;
 

@@ -276,8 +276,18 @@ grpc::ServerUnaryReactor* LearnerServiceImpl::GetStats(grpc::CallbackServerConte
   rlhf::v1::LearnerStats stats = handler_->Stats();
   auto ps = publisher_->stats();
   stats.set_weight_syncs(ps.syncs);
+  {
+    absl::MutexLock l(&stats_mu_);
+    last_stats_call_ = absl::Now();
+    if (stats.done()) done_stats_sent_ = true;
+  }
   reactor->Complete(std::move(stats));
   return reactor;
+}
+
+bool LearnerServiceImpl::StatsPollerWaiting(absl::Time now, absl::Duration window) const {
+  absl::MutexLock l(&stats_mu_);
+  return !done_stats_sent_ && now - last_stats_call_ <= window;
 }
 
 }  // namespace rlhf::learner

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "learner/learner_handler.h"
 #include "rlhf/v1/learner.grpc.pb.h"
 #include "services/auth.h"
@@ -52,6 +53,13 @@ class LearnerServiceImpl final : public rlhf::v1::LearnerService::CallbackServic
                                      const rlhf::v1::GetStatsRequest* req,
                                      rlhf::v1::LearnerStats* resp) override;
 
+  // Whether a GetStats poller is still owed the final stats: a GetStats arrived within
+  // `window` before `now` and none has been answered with done = true yet. rlhf-learner
+  // keeps serving after its last step while this holds (learner/main.cc), so a poller
+  // such as `rlhf run` sees the last step; a caller that stopped polling holds nothing up
+  // for longer than `window`.
+  bool StatsPollerWaiting(absl::Time now, absl::Duration window) const;
+
  private:
   LearnerHandler* const handler_;
   weights::WeightPublisher* const publisher_;
@@ -64,6 +72,9 @@ class LearnerServiceImpl final : public rlhf::v1::LearnerService::CallbackServic
   std::atomic<int64_t> next_stream_{1};
   absl::Mutex streams_mu_;
   std::multimap<std::string, std::string> streams_ ABSL_GUARDED_BY(streams_mu_);
+  mutable absl::Mutex stats_mu_;
+  absl::Time last_stats_call_ ABSL_GUARDED_BY(stats_mu_) = absl::InfinitePast();
+  bool done_stats_sent_ ABSL_GUARDED_BY(stats_mu_) = false;
 };
 
 }  // namespace rlhf::learner

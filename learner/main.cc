@@ -4,7 +4,8 @@
 //       --port_file=runs/x/learner.port --metrics_port=0 [--set=rl.steps=10 ...]  (one line)
 //
 // Prints "listening on HOST:PORT" once serving (and writes --port_file). Exits 0 after
-// rl.steps updates once the actors have drained (or --drain_grace_s passed), or on
+// rl.steps updates once the actors have drained and an active GetStats poller has seen
+// the final stats (LearnerServer::FinalStatsPending), or --drain_grace_s passed; or on
 // SIGTERM/SIGINT after a graceful shutdown. Restarted with the same --checkpoint_dir it
 // resumes from the newest checkpoint with its leases and acknowledged trajectories.
 #include <csignal>
@@ -256,8 +257,14 @@ absl::Status Run() {
       break;
     }
     if (absl::GetFlag(FLAGS_exit_when_done) && (*server)->WaitDone(absl::ZeroDuration())) {
+      // Actors leave once they see "done"; a GetStats poller (`rlhf run` records every
+      // step from it) gets to see the last step before we go.
+      auto someone_waits = [&] {
+        return (*server)->handler().Stats().actors_connected() > 0 ||
+               (*server)->FinalStatsPending();
+      };
       const absl::Time until = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_grace_s));
-      while (absl::Now() < until && (*server)->handler().Stats().actors_connected() > 0 &&
+      while (absl::Now() < until && someone_waits() &&
              rlhf::services::PollShutdownSignal(tick) == 0) {
       }
       auto stats = (*server)->handler().Stats();

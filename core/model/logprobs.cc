@@ -57,10 +57,12 @@ absl::StatusOr<SequenceBatch> MakeSequenceBatch(const std::vector<std::vector<in
   auto attn = torch::zeros({B, T}, torch::kLong);
   auto resp = torch::zeros({B, T}, torch::kFloat32);
   auto pos = torch::zeros({B, T}, torch::kLong);
+  auto last = torch::zeros({B}, torch::kLong);
   auto ids_a = ids.accessor<int64_t, 2>();
   auto attn_a = attn.accessor<int64_t, 2>();
   auto resp_a = resp.accessor<float, 2>();
   auto pos_a = pos.accessor<int64_t, 2>();
+  auto last_a = last.accessor<int64_t, 1>();
   for (int64_t b = 0; b < B; ++b) {
     const int64_t p = batch.prompt_lengths[b], r = batch.response_lengths[b];
     for (int64_t t = 0; t < p; ++t) ids_a[b][t] = prompts[b][prompt_begin[b] + t];
@@ -72,11 +74,15 @@ absl::StatusOr<SequenceBatch> MakeSequenceBatch(const std::vector<std::vector<in
       attn_a[b][t] = 1;
       pos_a[b][t] = t;
     }
+    last_a[b] = p + r - 1;
+    batch.real_tokens += p + r;
   }
   batch.ids = ids;
   batch.attention_mask = attn;
   batch.response_mask = resp;
+  batch.target_mask = resp;
   batch.position_ids = pos;
+  batch.last_index = last;
   return batch;
 }
 

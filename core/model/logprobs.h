@@ -21,14 +21,23 @@
 
 namespace rlhf {
 
-// A right-padded batch of prompt+response sequences. Row b holds
-// prompt_lengths[b] prompt tokens followed by response_lengths[b] response tokens,
-// then padding up to T = max over rows of the total length.
+// A right-padded batch of prompt+response sequences: the one batch type of every
+// trainer and scorer (RL trainer, reference server, SFT and reward-model trainers via
+// PackBatch in core/train/training_common.h). Row b holds prompt_lengths[b] prompt
+// tokens followed by response_lengths[b] response tokens, then padding up to T = max
+// over rows of the total length.
 struct SequenceBatch {
   torch::Tensor ids;             // [B, T] int64, right-padded with pad_id
   torch::Tensor attention_mask;  // [B, T] int64, 1 = real token (prompt or response)
   torch::Tensor response_mask;   // [B, T] float32, 1 at positions holding response tokens
   torch::Tensor position_ids;    // [B, T] int64, 0..len-1 then 0 on padding
+  // [B, T] float32, 1 where ids[b, t] is a next-token loss target (predicted from
+  // position t - 1): the response tokens (the same tensor as response_mask; treat both
+  // as read-only). PackBatch(include_prompt) also marks the prompt tokens after the
+  // first.
+  torch::Tensor target_mask;
+  torch::Tensor last_index;               // [B] int64, index of each row's last real token
+  int64_t real_tokens = 0;                // Σ attention_mask
   std::vector<int64_t> prompt_lengths;    // after truncation
   std::vector<int64_t> response_lengths;  // after truncation
 };

@@ -59,6 +59,9 @@ SequenceBatch SliceBatch(const SequenceBatch& b, const torch::Tensor& rows) {
   out.attention_mask = attn.slice(1, 0, len);
   out.response_mask = b.response_mask.index_select(0, rows).slice(1, 0, len);
   out.position_ids = b.position_ids.index_select(0, rows).slice(1, 0, len);
+  out.target_mask = b.target_mask.index_select(0, rows).slice(1, 0, len);
+  out.last_index = b.last_index.index_select(0, rows);
+  out.real_tokens = out.attention_mask.sum().item<int64_t>();
   const auto acc = rows.accessor<int64_t, 1>();
   for (int64_t i = 0; i < rows.size(0); ++i) {
     out.prompt_lengths.push_back(b.prompt_lengths[acc[i]]);

@@ -65,32 +65,17 @@ bool TruncateToFit(int64_t max_len, std::vector<int32_t>* prompt, std::vector<in
 PackedBatch PackBatch(const std::vector<std::vector<int32_t>>& prompts,
                       const std::vector<std::vector<int32_t>>& responses, int32_t pad_id,
                       bool include_prompt) {
-  const int64_t B = static_cast<int64_t>(prompts.size());
-  int64_t T = 1;
-  for (int64_t b = 0; b < B; ++b) {
-    T = std::max<int64_t>(T, prompts[b].size() + responses[b].size());
+  SequenceBatchOptions options;
+  options.pad_id = pad_id;
+  absl::StatusOr<SequenceBatch> batch = MakeSequenceBatch(prompts, responses, options);
+  // Only a broken precondition fails here (no max_len: nothing is ever too long).
+  TORCH_CHECK(batch.ok(), "PackBatch: ", batch.status().ToString());
+  if (include_prompt) {
+    // Every real token but the first: position 0 has no predecessor to predict it from.
+    batch->target_mask = batch->attention_mask.to(torch::kFloat32);
+    batch->target_mask.select(1, 0).zero_();
   }
-  PackedBatch out;
-  out.ids = torch::full({B, T}, pad_id, torch::kInt64);
-  out.attention_mask = torch::zeros({B, T}, torch::kInt64);
-  out.target_mask = torch::zeros({B, T}, torch::kFloat32);
-  out.last_index = torch::zeros({B}, torch::kInt64);
-  auto ids = out.ids.accessor<int64_t, 2>();
-  auto attn = out.attention_mask.accessor<int64_t, 2>();
-  auto target = out.target_mask.accessor<float, 2>();
-  auto last = out.last_index.accessor<int64_t, 1>();
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t p = prompts[b].size(), r = responses[b].size();
-    for (int64_t t = 0; t < p + r; ++t) {
-      ids[b][t] = t < p ? prompts[b][t] : responses[b][t - p];
-      attn[b][t] = 1;
-      // Position 0 has no predecessor, so it is never a target.
-      target[b][t] = (t >= p || (include_prompt && t > 0)) ? 1.f : 0.f;
-    }
-    last[b] = p + r - 1;
-    out.real_tokens += p + r;
-  }
-  return out;
+  return *std::move(batch);
 }
 
 double LearningRate(int64_t step, int64_t total_steps, int64_t warmup_steps, double peak_lr,

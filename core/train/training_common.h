@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/model/checkpoint.h"
+#include "core/model/logprobs.h"
 #include "core/model/model.h"
 #include "core/tokenizer/tokenizer.h"
 
@@ -44,17 +45,12 @@ std::vector<std::vector<int32_t>> EncodePretrainTexts(const Tokenizer& tokenizer
 // response would remain (the caller drops the record).
 bool TruncateToFit(int64_t max_len, std::vector<int32_t>* prompt, std::vector<int32_t>* response);
 
-// A right-padded batch of prompt+response rows.
-struct PackedBatch {
-  torch::Tensor ids;             // [B, T] int64, padded with pad_id
-  torch::Tensor attention_mask;  // [B, T] int64, 1 = real token
-  torch::Tensor target_mask;     // [B, T] float: 1 where ids[b, t] is a loss target (it is
-                                 // predicted from position t - 1)
-  torch::Tensor last_index;      // [B] int64, index of the last real token of each row
-  int64_t real_tokens = 0;       // Σ attention_mask
-};
-// Rows are prompt[b] + response[b] (prompts must be non-empty). Targets are the response
-// tokens, or every token after the first when include_prompt.
+// The SFT and reward-model trainers' batches are the one batch type (core/model/logprobs.h).
+using PackedBatch = SequenceBatch;
+// MakeSequenceBatch without a length limit: rows are prompt[b] + response[b]. Targets
+// (target_mask) are the response tokens, or every token after the first when
+// include_prompt. Precondition (the trainers' rows meet it): prompts.size() ==
+// responses.size() >= 1 and every prompt non-empty; a violation throws c10::Error.
 PackedBatch PackBatch(const std::vector<std::vector<int32_t>>& prompts,
                       const std::vector<std::vector<int32_t>>& responses, int32_t pad_id,
                       bool include_prompt);

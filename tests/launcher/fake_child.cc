@@ -4,8 +4,11 @@
 //
 // Invoked as rlhf-learner (a symlink), it also plays a learner: a "step" every
 // FAKE_STEP_MS ms published on /metrics like the real one (rlhf_learner_steps_total,
-// rlhf_learner_policy_version, rlhf_learner_train_stat{name}), exit 0 after FAKE_STEPS
-// steps (after lingering 1 s, as the real learner waits for its actors).
+// rlhf_learner_policy_version, rlhf_learner_train_stat{name}) and answered by
+// LearnerService.GetStats (step, policy_version = step, last_step_stats reward_mean =
+// 0.1 * step, kl_mean 0.5, beta 0.05; trajectories_trained = 32 * step; done at the last
+// step), exit 0 after FAKE_STEPS steps (after lingering 1 s, as the real learner waits
+// for its actors and its GetStats poller).
 // Flags are --key=value; unknown flags are ignored (the launcher passes the real
 // binaries' flags). FAKE_LEARNER_CRASH_MS makes the learner abort() after that long.
 // FAKE_HOLD_FILE (a path) holds the learner before its last step until that file exists,
@@ -16,11 +19,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -30,10 +35,40 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "rlhf/v1/reward.grpc.pb.h"
+#include "rlhf/v1/learner.grpc.pb.h"
 #include "services/metrics.h"
 #include "services/server.h"
 
 namespace {
+
+// GetStats of the fake learner, from the step counter of the main loop.
+class FakeLearnerService final : public rlhf::v1::LearnerService::CallbackService {
+ public:
+  FakeLearnerService(const std::atomic<int>* step, int total_steps)
+      : step_(step), total_steps_(total_steps) {}
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
+                                     const rlhf::v1::GetStatsRequest*,
+                                     rlhf::v1::LearnerStats* resp) override {
+    const int step = step_->load();
+    resp->set_step(step);
+    resp->set_policy_version(step);
+    resp->set_trajectories_trained(32 * step);
+    resp->set_done(step >= total_steps_);
+    if (step > 0) {
+      auto& stats = *resp->mutable_last_step_stats();
+      stats["reward_mean"] = 0.1 * step;
+      stats["kl_mean"] = 0.5;
+      stats["beta"] = 0.05;
+    }
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  const std::atomic<int>* const step_;
+  const int total_steps_;
+};
 
 void WriteFile(const std::string& path, const std::string& text) {
   if (path.empty()) return;
@@ -95,6 +130,11 @@ int main(int argc, char** argv) {
   }
   absl::SleepFor(absl::Milliseconds(int_flag("startup_delay_ms", 0)));
 
+  const int total_steps = EnvInt("FAKE_STEPS", 5);
+  std::atomic<int> step{0};
+  FakeLearnerService learner_service(&step, total_steps);
+  std::vector<grpc::Service*> services;
+  if (learner) services.push_back(&learner_service);
   rlhf::services::GrpcServerOptions options;
   options.name = name;
   options.host = flag("host", options.host);
@@ -114,7 +154,8 @@ int main(int argc, char** argv) {
   // A sync service (every method UNIMPLEMENTED): with a token there is no reflection
   // service, and gRPC needs one sync service to serve health.
   rlhf::v1::RewardService::Service unimplemented;
-  auto server = rlhf::services::GrpcServer::Create(options, {&unimplemented});
+  if (!learner) services.push_back(&unimplemented);
+  auto server = rlhf::services::GrpcServer::Create(options, services);
   absl::Status started = server.ok() ? (*server)->Start() : server.status();
   if (!started.ok()) {
     std::fprintf(stderr, "fake child: cannot start server: %s\n", started.ToString().c_str());
@@ -163,11 +204,9 @@ int main(int argc, char** argv) {
   const int crash_ms = learner ? EnvInt("FAKE_LEARNER_CRASH_MS", int_flag("crash_after_ms", -1))
                                : int_flag("crash_after_ms", -1);
   const int exit_ms = int_flag("exit_after_ms", -1);
-  const int total_steps = EnvInt("FAKE_STEPS", 5);
   const int step_ms = EnvInt("FAKE_STEP_MS", 200);
   const char* hold_env = std::getenv("FAKE_HOLD_FILE");
   const std::string hold_file = hold_env != nullptr ? hold_env : "";
-  int step = 0;
   absl::Time next_step = start + absl::Milliseconds(step_ms);
   while (true) {
     timespec ts{0, 20 * 1000 * 1000};
@@ -192,24 +231,25 @@ int main(int argc, char** argv) {
     }
     if (learner && absl::Now() >= next_step) {
       next_step += absl::Milliseconds(step_ms);
-      if (step + 1 >= total_steps && !hold_file.empty() && !std::ifstream(hold_file).good()) {
+      if (step.load() + 1 >= total_steps && !hold_file.empty() &&
+          !std::ifstream(hold_file).good()) {
         continue;
       }
-      ++step;
+      const int current = ++step;  // GetStats answers from here on with this step's stats
       steps.Increment();
-      version.Set(step);
-      stat.Add({{"name", "reward_mean"}}).Set(0.1 * step);
+      version.Set(current);
+      stat.Add({{"name", "reward_mean"}}).Set(0.1 * current);
       stat.Add({{"name", "kl_mean"}}).Set(0.5);
       stat.Add({{"name", "beta"}}).Set(0.05);
       if (!flag("metrics_jsonl").empty()) {
         std::ofstream(flag("metrics_jsonl"), std::ios::app)
-            << absl::StrCat("{\"step\": ", step, ", \"policy_version\": ", step,
-                            ", \"reward_mean\": ", 0.1 * step, ", \"kl\": 0.5, \"beta\": 0.05, ",
-                            "\"trajectories_total\": ", 32 * step, "}\n");
+            << absl::StrCat("{\"step\": ", current, ", \"policy_version\": ", current,
+                            ", \"reward_mean\": ", 0.1 * current, ", \"kl\": 0.5, \"beta\": 0.05, ",
+                            "\"trajectories_total\": ", 32 * current, "}\n");
       }
-      if (step >= total_steps) {
+      if (current >= total_steps) {
         // Like the real learner, linger a moment (it waits for actors to leave).
-        std::printf("fake learner: %d steps done\n", step);
+        std::printf("fake learner: %d steps done\n", current);
         std::fflush(stdout);
         absl::SleepFor(absl::Seconds(1));
         return 0;

@@ -1,5 +1,6 @@
 // The LearnerService over a real gRPC server on a loopback port: weight streams are
-// publisher members per stream, not per actor id (issue 23 item 3).
+// publisher members per stream, not per actor id (issue 23 item 3); a GetStats poller
+// is owed the done reply (issue 21: `rlhf run` records the last step from GetStats).
 #include "learner/learner_service.h"
 
 #include <set>
@@ -138,6 +139,83 @@ TEST(LearnerServiceTest, ClosingAnOlderWeightStreamKeepsTheNewerSubscribed) {
   }
   (void)new_stream->Finish();
   (*server)->Shutdown(absl::Now() + absl::Seconds(2));
+}
+
+// rlhf-learner's exit waits for StatsPollerWaiting: true only while a GetStats caller
+// polled within the window and has not yet been answered with done = true.
+TEST(LearnerServiceTest, AStatsPollerWaitsForTheDoneReply) {
+  LearnerHandlerOptions ho;
+  ho.vocab_size = 50;
+  ho.prompts_per_step = 1;
+  ho.samples_per_prompt = 1;
+  ho.prompts_per_lease = 1;
+  ho.total_steps = 1;
+  auto handler = LearnerHandler::Create(ho, {{1, 2}}, nullptr);
+  ASSERT_TRUE(handler.ok());
+  ASSERT_TRUE((*handler)->Restore(0, 0).ok());
+  auto publisher = weights::MakeWeightPublisher(weights::WeightTransportOptions{});
+  ASSERT_TRUE(publisher.ok());
+  LearnerServiceImpl service(handler->get(), publisher->get(), rlhf::v1::RegisterResponse(), "",
+                             nullptr);
+  services::GrpcServerOptions so;
+  auto server = services::GrpcServer::Create(so, {&service});
+  ASSERT_TRUE(server.ok());
+  ASSERT_TRUE((*server)->Start().ok());
+  services::ChannelOptions co;
+  co.target = (*server)->address();
+  auto channel = services::MakeChannel(co);
+  ASSERT_TRUE(channel.ok());
+  auto stub = rlhf::v1::LearnerService::NewStub(*channel);
+  auto get_stats = [&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    rlhf::v1::LearnerStats stats;
+    EXPECT_TRUE(stub->GetStats(&ctx, rlhf::v1::GetStatsRequest(), &stats).ok());
+    return stats;
+  };
+  // Far longer than any scheduling delay between the reply and the checks below, so
+  // nothing here depends on timing.
+  const absl::Duration window = absl::Hours(1);
+
+  EXPECT_FALSE(service.StatsPollerWaiting(absl::Now(), window));  // nobody polled
+  EXPECT_FALSE(get_stats().done());
+  const absl::Time polled = absl::Now();
+  EXPECT_TRUE(service.StatsPollerWaiting(polled, window));
+  // A caller that stopped polling holds nothing up once the window has passed.
+  EXPECT_FALSE(service.StatsPollerWaiting(polled + absl::Hours(2), window));
+
+  // One step (total_steps = 1): the run is done, but the poller has not seen it yet.
+  rlhf::v1::RegisterRequest reg;
+  reg.set_actor_name("a");
+  auto actor = (*handler)->Register(reg);
+  ASSERT_TRUE(actor.ok());
+  rlhf::v1::LeasePromptsRequest lr;
+  lr.set_actor_id(actor->actor_id());
+  auto lease = (*handler)->LeasePrompts(lr);
+  ASSERT_TRUE(lease.ok());
+  ASSERT_EQ(lease->prompts_size(), 1);
+  rlhf::v1::SubmitTrajectoriesRequest sr;
+  sr.set_actor_id(actor->actor_id());
+  sr.set_lease_id(lease->lease_id());
+  auto* t = sr.add_trajectories();
+  t->set_prompt_id(lease->prompts(0).prompt_id());
+  *t->mutable_tokens()->mutable_prompt() = lease->prompts(0).tokens();
+  t->mutable_tokens()->add_response(7);
+  t->add_behaviour_logprobs(-1.0f);
+  t->add_ref_logprobs(-1.5f);
+  t->add_kl(0.5f);
+  t->set_reward(1.0f);
+  ASSERT_TRUE((*handler)->Submit(sr).ok());
+  auto batch = (*handler)->WaitForBatch(absl::ZeroDuration());
+  ASSERT_TRUE(batch.has_value());
+  ASSERT_TRUE((*handler)->OnTrained(*batch, 1, {}).ok());
+  ASSERT_TRUE((*handler)->done());
+  EXPECT_TRUE(service.StatsPollerWaiting(polled, window));
+
+  EXPECT_TRUE(get_stats().done());
+  EXPECT_FALSE(service.StatsPollerWaiting(absl::Now(), window));  // it has seen the end
+  (*server)->Shutdown(absl::Now() + absl::Seconds(2));
+  (*publisher)->Shutdown();
 }
 
 }  // namespace

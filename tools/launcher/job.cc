@@ -26,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "core/status_macros.h"
 #include "core/util/file_util.h"
+#include "learner/learner_client.h"
 #include "services/config/config.h"
 #include "services/metrics.h"
 #include "services/server.h"
@@ -36,6 +37,7 @@
 #include "tools/launcher/process.h"
 #include "tools/launcher/prometheus.h"
 #include "tools/launcher/ready.h"
+#include "tools/launcher/run_records.h"
 #include "tools/launcher/stage_argv.h"
 #include "tools/launcher/status.h"
 #include "tools/launcher/summary.h"
@@ -135,11 +137,14 @@ class Job {
   absl::Status StartServer(Supervisor& sup, const std::string& name, const std::string& binary,
                            const rlhf::v1::ServerEndpoint& endpoint, std::vector<std::string> args,
                            int stop_order, bool security_flags, std::string* address);
-  void PollLearnerMetrics();
+  // The learner's progress: a metrics.jsonl record per new step (from GetStats,
+  // run_records.h) and its newest /metrics body as its snapshot.
+  void PollLearner();
+  // The client PollLearner reads GetStats with (after StartRlChildren).
+  absl::Status ConnectLearner();
   void SnapshotMetrics();
   // Atomically replaces <run_dir>/metrics/<name>.prom with `body`.
   void WriteMetricsSnapshot(const std::string& name, const std::string& body);
-  void FinalLearnerRecord();
   // The RM win rate at RL checkpoints (eval.step_prompts; eval_report.h): one `rlhf eval`
   // at a time, started from the RL loop, first of the SFT policy (the baseline), then of
   // each new learner checkpoint (the newest one when several appeared meanwhile).
@@ -173,8 +178,8 @@ class Job {
   std::vector<ScrapeTarget> targets_;
   std::string reward_addr_, reference_addr_, learner_addr_;
   int learner_metrics_port_ = -1;
-  int64_t last_jsonl_step_ = 0;
-  absl::Time rl_start_ = absl::Now();
+  std::unique_ptr<learner::LearnerClient> learner_client_;
+  std::unique_ptr<RunRecorder> recorder_;
   std::string prometheus_url_;
   std::string rl_checkpoint_;
   std::string step_eval_rm_;            // "" = per-checkpoint win rates off
@@ -426,49 +431,26 @@ absl::Status Job::StartPrometheus(Supervisor& sup) {
   return absl::OkStatus();
 }
 
-// The learner publishes its training statistics on /metrics; metrics.jsonl gets one
-// line per new learner step seen there (polled a few times a second: a step takes
-// seconds, so in practice every step).
-void Job::PollLearnerMetrics() {
-  if (learner_metrics_port_ <= 0) return;
-  auto body = HttpGet("127.0.0.1", learner_metrics_port_, "/metrics", absl::Seconds(1));
-  if (!body.ok()) return;
-  // The learner may exit between two status ticks; keep its newest body as its snapshot.
-  WriteMetricsSnapshot("learner", *body);
-  auto record = LearnerRecordFromMetrics(ParseMetrics(*body));
-  if (!record.has_value()) return;
-  const int64_t step = (*record)["step"].get<int64_t>();
-  if (step <= last_jsonl_step_) return;
-  last_jsonl_step_ = step;
-  (*record)["time_unix_s"] = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-  (*record)["elapsed_s"] = absl::ToDoubleSeconds(absl::Now() - rl_start_);
-  std::ofstream(run_dir_ + "/metrics.jsonl", std::ios::app) << record->dump() << "\n";
+absl::Status Job::ConnectLearner() {
+  RLHF_ASSIGN_OR_RETURN(services::ChannelOptions channel,
+                        LearnerChannelOptions(config_.security(), learner_addr_));
+  // One attempt per poll: the next poll is the retry (a restarting learner must not
+  // hold up the status loop).
+  services::RetryOptions once;
+  once.max_attempts = 1;
+  RLHF_ASSIGN_OR_RETURN(learner_client_, learner::GrpcLearnerClient::Create(channel, once));
+  return absl::OkStatus();
 }
 
-// A learner that finished exits right after its last step, possibly before the next
-// poll; its log's closing line ("done: N steps, version V, T trajectories trained")
-// then supplies the final metrics.jsonl record (marked "final": true, without the
-// step statistics that only /metrics carried).
-void Job::FinalLearnerRecord() {
-  std::ifstream in(Log("learner"));
-  std::string line, done;
-  while (std::getline(in, line)) {
-    if (absl::StartsWith(line, "done: ")) done = line;
-  }
-  long long steps = 0, version = 0, trained = 0;
-  if (done.empty() || std::sscanf(done.c_str(), "done: %lld steps, version %lld, %lld",
-                                  &steps, &version, &trained) != 3) {
-    return;
-  }
-  if (steps <= last_jsonl_step_) return;
-  last_jsonl_step_ = steps;
-  Json record = {{"step", steps},
-                 {"policy_version", version},
-                 {"trajectories_trained_total", trained},
-                 {"final", true},
-                 {"time_unix_s", absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch())},
-                 {"elapsed_s", absl::ToDoubleSeconds(absl::Now() - rl_start_)}};
-  std::ofstream(run_dir_ + "/metrics.jsonl", std::ios::app) << record.dump() << "\n";
+// metrics.jsonl gets one line per new learner step its GetStats reports (polled a few
+// times a second: a step takes seconds, so in practice every step; a finished learner
+// answers until a poller has seen its last step, learner/main.cc).
+void Job::PollLearner() {
+  if (recorder_ != nullptr) (void)recorder_->Poll(absl::Now() + absl::Seconds(1));
+  if (learner_metrics_port_ <= 0) return;
+  auto body = HttpGet("127.0.0.1", learner_metrics_port_, "/metrics", absl::Seconds(1));
+  // The learner may exit between two status ticks; keep its newest body as its snapshot.
+  if (body.ok()) WriteMetricsSnapshot("learner", *body);
 }
 
 // <run_dir>/metrics/<process>.prom: the last /metrics body read from each process
@@ -682,12 +664,14 @@ absl::Status Job::Rl() {
   fs::remove(run_dir_ + "/metrics.jsonl.launcher", ec);
   // A resumed run appends to the same metrics.jsonl: steps the learner trains again
   // after restoring an older checkpoint are not written twice (issue 23).
+  int64_t last_jsonl_step = 0;
   if (auto last = ReadLastJsonLine(run_dir_ + "/metrics.jsonl");
       last.has_value() && last->contains("step") && (*last)["step"].is_number_integer()) {
-    last_jsonl_step_ = std::max(last_jsonl_step_, (*last)["step"].get<int64_t>());
+    last_jsonl_step = (*last)["step"].get<int64_t>();
   }
 
   absl::Status st = StartRlChildren(sup);
+  if (st.ok()) st = ConnectLearner();
   if (st.ok()) {
     UpdateTargets();
     if (config_.monitoring().prometheus()) st = StartPrometheus(sup);
@@ -706,14 +690,15 @@ absl::Status Job::Rl() {
   bool printed_line = false;
   std::optional<int64_t> last_printed_step;
   absl::Time last_print = absl::InfinitePast();
-  rl_start_ = absl::Now();
+  recorder_ = std::make_unique<RunRecorder>(learner_client_.get(), run_dir_ + "/metrics.jsonl",
+                                            last_jsonl_step, absl::Now());
   absl::Time next_poll = absl::Now();
   StartStepEvals();
   while (sup.state() == JobState::kRunning && !StopRequested()) {
     sup.Tick();
     if (absl::Now() >= next_poll) {
       next_poll = absl::Now() + absl::Milliseconds(100);
-      PollLearnerMetrics();
+      PollLearner();
       TickStepEval();
     }
     const absl::Time now = absl::Now();
@@ -745,8 +730,7 @@ absl::Status Job::Rl() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  PollLearnerMetrics();
-  FinalLearnerRecord();
+  PollLearner();
   if (printed_line) std::fprintf(stderr, "\n");
   const bool interrupted = StopRequested();
   const JobState state = sup.state();

@@ -1,12 +1,10 @@
 #include "tools/launcher/status.h"
 
-#include <cmath>
 #include <fstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "tools/launcher/http.h"
 
 namespace rlhf::launcher {
 
@@ -42,31 +40,6 @@ std::optional<nlohmann::json> ReadLastJsonLine(const std::string& path) {
     end = begin - 1;
   }
   return std::nullopt;
-}
-
-std::optional<nlohmann::json> LearnerRecordFromMetrics(const std::vector<MetricSample>& samples) {
-  auto step = SumMetric(samples, "rlhf_learner_steps_total");
-  if (!step.has_value() || *step < 1) return std::nullopt;
-  nlohmann::json j;
-  j["step"] = static_cast<int64_t>(*step);
-  if (auto v = SumMetric(samples, "rlhf_learner_policy_version")) {
-    j["policy_version"] = static_cast<int64_t>(*v);
-  }
-  if (auto v = SumMetric(samples, "rlhf_learner_actors_connected")) {
-    j["actors_connected"] = static_cast<int64_t>(*v);
-  }
-  for (const auto& s : samples) {
-    if (s.name == "rlhf_learner_train_stat") {
-      auto it = s.labels.find("name");
-      if (it != s.labels.end() && std::isfinite(s.value)) j[it->second] = s.value;
-    } else if (s.name == "rlhf_learner_trajectories_total") {
-      auto it = s.labels.find("outcome");
-      if (it != s.labels.end()) {
-        j[absl::StrCat("trajectories_", it->second, "_total")] = static_cast<int64_t>(s.value);
-      }
-    }
-  }
-  return j;
 }
 
 TrainingStatus StatusTracker::Update(const std::optional<nlohmann::json>& record, int actors_up,

@@ -1,5 +1,5 @@
 // The live status line of `rlhf run`, built from the learner's metrics.jsonl (one JSON
-// object per learner step) and the supervisor's view of its processes:
+// object per learner step, run_records.h) and the supervisor's view of its processes:
 //
 //   step 12/60 v12 | reward 0.412 | KL 1.23 | beta 0.051 | 37.2 traj/s | actors 2/2 | ETA 1m20s
 //
@@ -40,13 +40,6 @@ std::optional<nlohmann::json> ReadLastJsonLine(const std::string& path);
 
 // First numeric value among `keys` in a JSON object (numbers or numeric strings).
 std::optional<double> JsonNumber(const nlohmann::json& j, std::initializer_list<const char*> keys);
-
-struct MetricSample;
-// One metrics.jsonl record from the learner's /metrics samples: step
-// (rlhf_learner_steps_total), policy_version, every rlhf_learner_train_stat{name} as
-// its name, trajectories by outcome (trajectories_<outcome>_total), actors_connected.
-// nullopt before the first step.
-std::optional<nlohmann::json> LearnerRecordFromMetrics(const std::vector<MetricSample>& samples);
 
 // Accumulates successive metrics.jsonl records into rates and an ETA.
 class StatusTracker {

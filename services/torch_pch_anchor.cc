@@ -1,1 +1,0 @@
-// Anchor for the servers' LibTorch precompiled header (see services/CMakeLists.txt).
