@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include <c10/util/string_utils.h>
+#include "core/model/torch_compat.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -126,9 +126,7 @@ double ClipGradNorm(const std::vector<torch::Tensor>& params, double max_norm) {
 }
 
 namespace {
-std::string StateKey(const torch::Tensor& p) {
-  return c10::guts::to_string(p.unsafeGetTensorImpl());
-}
+compat::OptimizerStateKeyType StateKey(const torch::Tensor& p) { return compat::OptimizerStateKey(p); }
 }  // namespace
 
 NamedTensors AdamWStateTensors(torch::optim::AdamW& optimizer, const TransformerLM& model) {

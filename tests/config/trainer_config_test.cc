@@ -159,6 +159,8 @@ std::vector<FieldCase> FieldCases() {
        [](const O& o, const L&) { return o.grpo_eps == 0.375; }},
       {"whiten_advantages", [](R* r) { r->set_whiten_advantages(true); },
        [](const O& o, const L&) { return o.whiten_advantages; }},
+      {"train_dtype", [](R* r) { r->set_train_dtype("bf16"); },
+       [](const O& o, const L&) { return o.train_dtype == torch::kBFloat16; }},
   };
 }
 

@@ -357,7 +357,7 @@ absl::Status Job::StartRlChildren(Supervisor& sup) {
                                    config_.reference_server().endpoint(),
                                    ReferenceServerArgs(config_), 2, true, &reference_addr_));
   RLHF_RETURN_IF_ERROR(StartServer(sup, "learner", "rlhf-learner", config_.learner().endpoint(),
-                                   LearnerArgs(paths_), 1, false, &learner_addr_));
+                                   LearnerArgs(config_, paths_), 1, false, &learner_addr_));
   // The learner's exit code 0 means "rl.steps done": the job completed.
   for (int i = 0; i < config_.actors().count(); ++i) {
     Say(absl::StrCat("[run] starting actor-", i));
