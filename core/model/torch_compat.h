@@ -62,16 +62,24 @@ inline int64_t CudaDeviceCount() { return static_cast<int64_t>(torch::cuda::devi
 using OptimizerStateMap =
     std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
 using OptimizerStateKeyType = typename OptimizerStateMap::key_type;
-inline OptimizerStateKeyType OptimizerStateKey(const torch::Tensor& p) {
-  if constexpr (std::is_same_v<OptimizerStateKeyType, std::string>) {
+namespace internal {
+// A template so that only the branch of the linked LibTorch's key type is instantiated.
+template <typename Key>
+Key OptimizerStateKeyAs(const torch::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
     // LibTorch 1.13 keys by c10::guts::to_string(TensorImpl*), i.e. operator<< of the
     // pointer (c10/util/string_utils.h is gone in 2.x, so spell it out).
     std::ostringstream s;
     s << static_cast<const void*>(p.unsafeGetTensorImpl());
     return s.str();
   } else {
-    return static_cast<OptimizerStateKeyType>(p.unsafeGetTensorImpl());
+    return static_cast<Key>(static_cast<void*>(p.unsafeGetTensorImpl()));
   }
+}
+}  // namespace internal
+
+inline OptimizerStateKeyType OptimizerStateKey(const torch::Tensor& p) {
+  return internal::OptimizerStateKeyAs<OptimizerStateKeyType>(p);
 }
 
 namespace internal {

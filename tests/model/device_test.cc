@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <torch/optim/adamw.h>
 
 #include "core/model/compute_dtype.h"
 #include "core/model/torch_compat.h"
