@@ -7,7 +7,6 @@
 // Stateless: the model architecture, sampling settings and weights come from the
 // learner. Exits 0 when the learner reports the run done, or after draining on
 // SIGTERM/SIGINT (the batch in hand is submitted, then it deregisters).
-#include <c10/util/Logging.h>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -15,18 +14,19 @@
 #include <thread>
 
 #include <ATen/Parallel.h>
+#include <c10/util/Logging.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "actor/actor.h"
-#include "services/flags.h"
+#include "core/model/device.h"
+#include "core/model/threads.h"
 #include "services/channel.h"
+#include "services/flags.h"
 #include "services/metrics.h"
 #include "services/server.h"
 #include "services/shutdown.h"
-#include "core/model/device.h"
-#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, learner_address, "127.0.0.1:50051", "learner host:port");
 ABSL_FLAG(std::string, reward_address, "", "reward server host:port");

@@ -480,7 +480,6 @@ int Main() {
   return 0;
 }
 
-
 // --check_kv_parity: KV-cache decoding vs a full forward, on --device, fp32.
 int CheckKvParity() {
   const torch::Device dev = BenchDevice();
@@ -559,8 +558,9 @@ int CheckKvParity() {
     if (!packed.ok()) return 1;
     const SequenceBatch dbatch = SequenceBatchToDevice(*packed, dev);
     const auto full_lp = PerSequenceResponseValues(
-        ResponseLogProbs(model->forward(dbatch.ids, dbatch.attention_mask, dbatch.position_ids).logits,
-                         dbatch, 1.0),
+        ResponseLogProbs(
+            model->forward(dbatch.ids, dbatch.attention_mask, dbatch.position_ids).logits, dbatch,
+            1.0),
         dbatch);
     double dlogp = 0;
     for (int64_t b = 0; b < B; ++b) {

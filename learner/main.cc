@@ -25,18 +25,18 @@
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
 #include "core/model/device.h"
+#include "core/model/threads.h"
 #include "core/tokenizer/model_dir.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/train/training_common.h"
 #include "learner/learner_server.h"
-#include "services/flags.h"
-#include "services/config/trainer_config.h"
 #include "services/config/config.h"
 #include "services/config/sampling_config.h"
+#include "services/config/trainer_config.h"
+#include "services/flags.h"
 #include "services/metrics.h"
 #include "services/server.h"
 #include "services/shutdown.h"
-#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, config, "", "job config YAML (rlhf.v1.JobConfig); empty = defaults");
 ABSL_FLAG(std::vector<std::string>, set, {},
@@ -167,8 +167,8 @@ absl::Status Run() {
   o.trainer = *trainer;
   o.trainer.pad_id = tokenizer.pad_id();
   {
-    std::string name = absl::GetFlag(FLAGS_device).empty() ? job.model().device()
-                                                           : absl::GetFlag(FLAGS_device);
+    std::string name =
+        absl::GetFlag(FLAGS_device).empty() ? job.model().device() : absl::GetFlag(FLAGS_device);
     if (name.empty()) name = rlhf::kDefaultDevice;
     auto device = rlhf::ParseDevice(name);
     if (!device.ok()) return device.status();

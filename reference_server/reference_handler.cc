@@ -280,9 +280,10 @@ absl::StatusOr<std::vector<ReferenceItemResult>> ReferenceHandler::RunBatch(
           r.kl = ToVector(PerTokenKl(policy, reference, item.estimator));
           if (item.source != nullptr && item.source->policy_distributions_size() > 0) {
             // Row t of the response is predicted at position prompt_len + t - 1.
-            const torch::Tensor rows = at::log_softmax(
-                out.logits[b].narrow(0, packed.prompt_lengths[b] - 1, n).to(torch::kFloat), -1)
-                .to(torch::kCPU);
+            const torch::Tensor rows =
+                at::log_softmax(
+                    out.logits[b].narrow(0, packed.prompt_lengths[b] - 1, n).to(torch::kFloat), -1)
+                    .to(torch::kCPU);
             r.exact_kl = ExactKl(*item.source, rows);
             if (item.estimator == KlEstimator::kExact) r.kl = r.exact_kl;
           }

@@ -8,9 +8,8 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
-
-#include <re2/re2.h>
 #include <nlohmann/json.hpp>
+#include <re2/re2.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -18,12 +17,12 @@
 #include "absl/strings/str_split.h"
 #include "core/data/gold_labeler.h"
 #include "core/data/jsonl.h"
-#include "core/train/training_common.h"
-#include "reward_server/reward_client.h"
 #include "core/model/checkpoint.h"
 #include "core/model/device.h"
 #include "core/model/logprobs.h"
 #include "core/status_macros.h"
+#include "core/train/training_common.h"
+#include "reward_server/reward_client.h"
 
 namespace rlhf::reward {
 

@@ -59,8 +59,7 @@ inline bool CudaAvailable() { return torch::cuda::is_available(); }
 inline int64_t CudaDeviceCount() { return static_cast<int64_t>(torch::cuda::device_count()); }
 
 // The key torch::optim::Optimizer::state() uses for parameter `p`.
-using OptimizerStateMap =
-    std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
+using OptimizerStateMap = std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
 using OptimizerStateKeyType = typename OptimizerStateMap::key_type;
 namespace internal {
 // A template so that only the branch of the linked LibTorch's key type is instantiated.

@@ -638,9 +638,8 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
       vo = value_->forward(sub.ids, sub.attention_mask, sub.position_ids);
     }
     const torch::Tensor values = ShiftRight(vo.scalar.to(torch::kFloat32));
-    ValueLossOutput vl =
-        ClippedValueLoss(values, rows_of(t.old_values), rows_of(t.value_targets), m,
-                         options_.value_clip_eps, options_.aggregation);
+    ValueLossOutput vl = ClippedValueLoss(values, rows_of(t.old_values), rows_of(t.value_targets),
+                                          m, options_.value_clip_eps, options_.aggregation);
     (vl.loss * (options_.value_coef * weight)).backward();
     totals->tokens_processed += sub.ids.numel();
     losses->value += vl.loss.item<double>() * weight;

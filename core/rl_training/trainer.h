@@ -31,8 +31,9 @@
 // truncated importance weights min(ρ_t, c) (ρ = 1 on-policy, so it is then exactly the
 // seed's estimator return x Σ ∇log π).
 //
-// Device: the trainer runs on options.device (core/model/device.h); batches are packed on the host and each micro-batch's ids, masks and targets are
-// moved to that device; statistics come back as host numbers.
+// Device: the trainer runs on options.device (core/model/device.h); batches are packed on the host
+// and each micro-batch's ids, masks and targets are moved to that device; statistics come back as
+// host numbers.
 //
 // Value function (PPO only): a SEPARATE TransformerLM with scalar_head = true (lm_head
 // may be false), given to Create(); InstructGPT initialises it from the reward model.

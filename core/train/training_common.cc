@@ -9,11 +9,10 @@
 #include <utility>
 #include <vector>
 
-#include "core/model/torch_compat.h"
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/model/torch_compat.h"
 #include "core/status_macros.h"
 
 namespace rlhf {
@@ -126,7 +125,9 @@ double ClipGradNorm(const std::vector<torch::Tensor>& params, double max_norm) {
 }
 
 namespace {
-compat::OptimizerStateKeyType StateKey(const torch::Tensor& p) { return compat::OptimizerStateKey(p); }
+compat::OptimizerStateKeyType StateKey(const torch::Tensor& p) {
+  return compat::OptimizerStateKey(p);
+}
 }  // namespace
 
 NamedTensors AdamWStateTensors(torch::optim::AdamW& optimizer, const TransformerLM& model) {

@@ -24,12 +24,14 @@ bool ParseIndex(absl::string_view digits, int* index) {
 bool IsDeviceName(absl::string_view name) {
   int index = 0;
   return name == "cpu" || name == "cuda" ||
-         (absl::StartsWith(name, kCudaPrefix) && ParseIndex(name.substr(kCudaPrefix.size()), &index));
+         (absl::StartsWith(name, kCudaPrefix) &&
+          ParseIndex(name.substr(kCudaPrefix.size()), &index));
 }
 
 int CudaIndexOf(absl::string_view name) {
   int index = -1;
-  if (!absl::StartsWith(name, kCudaPrefix) || !ParseIndex(name.substr(kCudaPrefix.size()), &index)) {
+  if (!absl::StartsWith(name, kCudaPrefix) ||
+      !ParseIndex(name.substr(kCudaPrefix.size()), &index)) {
     return -1;
   }
   return index;

@@ -786,9 +786,9 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
                  c.model().compute_dtype() == "fp16",
              absl::StrCat("model.compute_dtype: must be fp32, bf16 or fp16, got '",
                           c.model().compute_dtype(), "'"));
-  ch.Require(rlhf::IsDeviceName(c.model().device()),
-             absl::StrCat("model.device: must be cpu, cuda or cuda:N, got '", c.model().device(),
-                          "'"));
+  ch.Require(
+      rlhf::IsDeviceName(c.model().device()),
+      absl::StrCat("model.device: must be cpu, cuda or cuda:N, got '", c.model().device(), "'"));
 
   const auto& s = c.sft();
   ch.AtLeast("sft.steps", s.steps(), 0);

@@ -177,8 +177,9 @@ TEST(ConfigTest, DeviceAndTrainDtype) {
   for (const char* bad : {"gpu", "CUDA", "cuda:", "cuda:-1", "cuda:x", "cpu:0"}) {
     auto c = Parse(std::string("model:\n  device: \"") + bad + "\"\n");
     ASSERT_FALSE(c.ok()) << bad;
-    EXPECT_THAT(c.status().message(),
-                HasSubstr(std::string("model.device: must be cpu, cuda or cuda:N, got '") + bad + "'"));
+    EXPECT_THAT(
+        c.status().message(),
+        HasSubstr(std::string("model.device: must be cpu, cuda or cuda:N, got '") + bad + "'"));
   }
   auto t = Parse("rl:\n  train_dtype: fp16\n");
   ASSERT_FALSE(t.ok());

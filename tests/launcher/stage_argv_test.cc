@@ -207,7 +207,8 @@ TEST(ServerArgs, DeviceReachesEveryRlProcess) {
   EXPECT_THAT(ReferenceServerArgs(c), ::testing::Contains(flag));
   EXPECT_THAT(RewardServerArgs(c), ::testing::Contains(flag));
   // The offline stages run on the CPU (docs/gpu.md): no flag they would not understand.
-  EXPECT_THAT(SftArgv(c, kPaths), ::testing::Not(::testing::Contains(::testing::HasSubstr("--device"))));
+  EXPECT_THAT(SftArgv(c, kPaths),
+              ::testing::Not(::testing::Contains(::testing::HasSubstr("--device"))));
   EXPECT_THAT(EvalArgv(c, kPaths, "rl", "/p", "/m/rm"),
               ::testing::Not(::testing::Contains(::testing::HasSubstr("--device"))));
   // The job config's default ("cpu") is passed as such; unset passes nothing.

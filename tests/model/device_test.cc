@@ -20,9 +20,9 @@
 namespace rlhf {
 namespace {
 
+using ::rlhf::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
-using ::rlhf::testing::StatusIs;
 
 TEST(DeviceName, SyntaxOnly) {
   for (const char* ok : {"cpu", "cuda", "cuda:0", "cuda:7", "cuda:123"}) {
@@ -81,7 +81,8 @@ TEST(Device, ModelAndBatchMoves) {
   EXPECT_EQ(moved.prompt_lengths, batch->prompt_lengths);
   EXPECT_EQ(moved.response_lengths, batch->response_lengths);
   TransformerLM null_model{nullptr};
-  EXPECT_THAT(MoveModelToDevice(null_model, torch::kCPU), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("null")));
+  EXPECT_THAT(MoveModelToDevice(null_model, torch::kCPU),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("null")));
 }
 
 TEST(AutocastGuard, Bf16MatmulsInsideAndStateRestoredAfter) {
@@ -104,7 +105,8 @@ TEST(AutocastGuard, Bf16MatmulsInsideAndStateRestoredAfter) {
   EXPECT_EQ(nested.scalar_type(), at::kBFloat16);
   // The same product with the inputs rounded to bf16 by hand (fp32 accumulation is at
   // least as exact as LibTorch's bf16 kernel, so allow one bf16 rounding of the result).
-  const at::Tensor ref = at::mm(a.to(at::kBFloat16).to(at::kFloat), b.to(at::kBFloat16).to(at::kFloat));
+  const at::Tensor ref =
+      at::mm(a.to(at::kBFloat16).to(at::kFloat), b.to(at::kBFloat16).to(at::kFloat));
   EXPECT_TRUE(at::allclose(inside.to(at::kFloat), ref, /*rtol=*/1.0 / 128, /*atol=*/1e-2));
   EXPECT_FALSE(compat::internal::AutocastEnabled(c10::DeviceType::CPU));
   EXPECT_EQ(compat::internal::AutocastDtype(c10::DeviceType::CPU), dtype_before);

@@ -42,9 +42,9 @@ TrainerOptions Options(torch::ScalarType dtype) {
   TrainerOptions o;
   o.algorithm = RlAlgorithm::kReinforce;
   o.lr = kLr;
-  o.grad_clip = 0;         // raw gradients, comparable between the two runs
+  o.grad_clip = 0;          // raw gradients, comparable between the two runs
   o.minibatch_size = 1000;  // one optimizer step
-  o.kl.initial_beta = 0;   // returns = rewards in [0, 1], so |A| <= 1
+  o.kl.initial_beta = 0;    // returns = rewards in [0, 1], so |A| <= 1
   o.kl.adaptive = false;
   o.train_dtype = dtype;
   return o;
@@ -61,7 +61,8 @@ torch::Tensor FlatGrad(TransformerLM& m) {
 TEST(TrainerDtype, Bf16AutocastStepMatchesFp32WithinBf16Tolerance) {
   TransformerLM ref = TinyModel(5);
   TransformerLM a = TinyModel(3), b = TinyModel(3), init = TinyModel(3);
-  const std::vector<std::vector<int32_t>> prompts = {{1, 72, 105}, {1, 97, 98, 99}, {1, 120}, {1, 50, 51}};
+  const std::vector<std::vector<int32_t>> prompts = {
+      {1, 72, 105}, {1, 97, 98, 99}, {1, 120}, {1, 50, 51}};
   const std::vector<Trajectory> batch = SampleBatch(init, ref, prompts, /*samples=*/4, 0, 0);
   auto ta = Trainer::Create(Options(torch::kFloat32), a);
   auto tb = Trainer::Create(Options(torch::kBFloat16), b);
@@ -104,7 +105,8 @@ TEST(TrainerDtype, Bf16AutocastStepMatchesFp32WithinBf16Tolerance) {
   }
   const TrainerState st = (*tb)->ExportState();
   ASSERT_FALSE(st.optimizer_tensors.empty());
-  for (const auto& [name, t] : st.optimizer_tensors) EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
+  for (const auto& [name, t] : st.optimizer_tensors)
+    EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
 
   // Weights: within 2·lr everywhere; identical where the gradient signs agree.
   const double moved = MaxAbsDiff(b, init);
@@ -118,17 +120,19 @@ TEST(TrainerDtype, Bf16AutocastStepMatchesFp32WithinBf16Tolerance) {
   }
   const double agree = double(same) / total;
   EXPECT_GE(agree, 0.9);
-  std::printf("bf16 vs fp32: max|dlogp| %.3g over %lld tokens, |dloss| %.3g, grad rel L2 %.3g, "
-              "grad_norm %.5g vs %.5g, identical updates %.4f of %lld weights\n",
-              d_lp, static_cast<long long>(tokens), std::abs(sb.policy_loss - sa.policy_loss), rel,
-              sb.grad_norm, sa.grad_norm, agree, static_cast<long long>(total));
+  std::printf(
+      "bf16 vs fp32: max|dlogp| %.3g over %lld tokens, |dloss| %.3g, grad rel L2 %.3g, "
+      "grad_norm %.5g vs %.5g, identical updates %.4f of %lld weights\n",
+      d_lp, static_cast<long long>(tokens), std::abs(sb.policy_loss - sa.policy_loss), rel,
+      sb.grad_norm, sa.grad_norm, agree, static_cast<long long>(total));
 }
 
 TEST(TrainerDtype, RefusesFp16AndNonFp32MasterWeights) {
   TrainerOptions o = Options(torch::kFloat16);
-  EXPECT_THAT(ValidateTrainerOptions(o),
-              ::rlhf::testing::StatusIs(absl::StatusCode::kInvalidArgument,
-                                        HasSubstr("rl.train_dtype must be fp32 or bf16, got fp16")));
+  EXPECT_THAT(
+      ValidateTrainerOptions(o),
+      ::rlhf::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                HasSubstr("rl.train_dtype must be fp32 or bf16, got fp16")));
   TransformerLM half = TinyModel(1);
   half->to(torch::kBFloat16);
   auto t = Trainer::Create(Options(torch::kBFloat16), half);
