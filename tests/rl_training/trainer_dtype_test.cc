@@ -63,7 +63,10 @@ TEST(TrainerDtype, Bf16AutocastStepMatchesFp32WithinBf16Tolerance) {
   TransformerLM a = TinyModel(3), b = TinyModel(3), init = TinyModel(3);
   const std::vector<std::vector<int32_t>> prompts = {
       {1, 72, 105}, {1, 97, 98, 99}, {1, 120}, {1, 50, 51}};
-  const std::vector<Trajectory> batch = SampleBatch(init, ref, prompts, /*samples=*/4, 0, 0);
+  std::vector<Trajectory> batch = SampleBatch(init, ref, prompts, /*samples=*/4, 0, 0);
+  // Spread rewards over [0, 1] (the sampled bytes of an untrained model rarely score):
+  // non-zero advantages, still |A| <= 1.
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].reward = static_cast<float>(i % 3) / 2;
   auto ta = Trainer::Create(Options(torch::kFloat32), a);
   auto tb = Trainer::Create(Options(torch::kBFloat16), b);
   ASSERT_TRUE(ta.ok() && tb.ok());
