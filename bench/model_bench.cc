@@ -326,7 +326,7 @@ int Main() {
   {
     auto device = ParseDevice(absl::GetFlag(FLAGS_device));
     if (!device.ok()) {
-      std::fprintf(stderr, "--%s\n", std::string(device.status().message()).c_str());
+      std::fprintf(stderr, "--device: %s\n", std::string(device.status().message()).c_str());
       return 2;
     }
     BenchDevice() = *device;

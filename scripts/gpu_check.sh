@@ -148,6 +148,7 @@ if not p:
 print("\n## 2. C++ vs PyTorch-Python, same model, same device, same run\n")
 print("| train dtype | case (batch:len[:new]) | C++ tok/s | Python tok/s | C++/Python |")
 print("|---|---|---|---|---|")
+notes = []
 for dtype in ("fp32", "bf16"):
     b = load(f"bench_{dtype}.json")
     for c in (b or {}).get("cases", []):
@@ -157,9 +158,13 @@ for dtype in ("fp32", "bf16"):
         print(f"| {dtype} | {c['case']} | {c['cpp_tokens_per_s']:.0f} | {py:.0f} | "
               f"{c['speedup_vs_python']:.2f} |")
     if b:
-        print(f"\n({dtype} run: device {b.get('device')}, LibTorch {b.get('torch_version')}, "
-              f"matmul peak {b['sgemm_gflops']:.0f} GFLOP/s, read bandwidth "
-              f"{b['read_bandwidth_gbs']:.0f} GB/s)\n")
+        notes.append(f"{dtype} run: device {b.get('device')}, LibTorch {b.get('torch_version')}, "
+                     f"matmul peak {b['sgemm_gflops']:.0f} GFLOP/s, read bandwidth "
+                     f"{b['read_bandwidth_gbs']:.0f} GB/s")
+print()
+for note in notes:
+    print(f"- {note}")
+print()
 n = load("nccl.json")
 print("## 3. Broadcast between two processes\n")
 if not n or "skipped" in n:
