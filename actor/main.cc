@@ -115,7 +115,8 @@ absl::Status Run() {
   options.log_weight_hashes = absl::GetFlag(FLAGS_log_weight_hashes);
   auto device = rlhf::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) {
-    return absl::Status(device.status().code(), absl::StrCat("--device: ", device.status().message()));
+    return absl::Status(device.status().code(),
+                        absl::StrCat("--device: ", device.status().message()));
   }
   options.device = *device;
   // The collective transport broadcasts over NCCL between CUDA processes (compiled in

@@ -87,7 +87,8 @@ absl::Status Run() {
     load.max_seq_len = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_seq_len));
     auto device = rlhf::ParseDevice(absl::GetFlag(FLAGS_device));
     if (!device.ok()) {
-      return absl::Status(device.status().code(), absl::StrCat("--device: ", device.status().message()));
+      return absl::Status(device.status().code(),
+                          absl::StrCat("--device: ", device.status().message()));
     }
     load.device = *device;
   }
