@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "actor/step_distributions.h"
 #include "core/model/checkpoint.h"
+#include "core/model/device.h"
 #include "core/model/generation.h"
 #include "core/status_macros.h"
 #include "core/util/splitmix.h"
@@ -439,6 +440,10 @@ absl::Status Actor::Run() {
         break;
       }
       model_->model = TransformerLM(*config);
+      if (absl::Status moved = MoveModelToDevice(model_->model, options_.device); !moved.ok()) {
+        status = moved;
+        break;
+      }
       model_->model->eval();
       model_->sampling = *sampling;
       model_->held_version = -1;

@@ -64,6 +64,10 @@ struct ActorOptions {
   int generation_batch = 0;
   bool log_weight_hashes = false;                 // print "weights: version V hash H" of the
                                                   // model's parameters after each update
+  // Where the policy generates (core/model/device.h): the KV cache and sampling run
+  // there; only token ids and log-probs are copied back. Default CPU. With a CUDA device
+  // set weights.use_cuda too (NCCL for the collective transport; main.cc does).
+  torch::Device device = torch::kCPU;
   weights::WeightTransportOptions weights;        // receiver side (transport from Register)
   ActorBackoffs backoffs;
 };

@@ -7,7 +7,6 @@
 // Stateless: the model architecture, sampling settings and weights come from the
 // learner. Exits 0 when the learner reports the run done, or after draining on
 // SIGTERM/SIGINT (the batch in hand is submitted, then it deregisters).
-#include <c10/util/Logging.h>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -15,16 +14,19 @@
 #include <thread>
 
 #include <ATen/Parallel.h>
+#include <c10/util/Logging.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
 #include "actor/actor.h"
-#include "services/flags.h"
+#include "core/model/device.h"
+#include "core/model/threads.h"
 #include "services/channel.h"
+#include "services/flags.h"
 #include "services/metrics.h"
 #include "services/server.h"
 #include "services/shutdown.h"
-#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, learner_address, "127.0.0.1:50051", "learner host:port");
 ABSL_FLAG(std::string, reward_address, "",
@@ -40,6 +42,8 @@ ABSL_FLAG(int, max_prompts, 0, "prompts per lease; 0 = the learner's actors.prom
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "Prometheus exporter address");
 ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = off");
 ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads for generation");
+ABSL_FLAG(std::string, device, rlhf::kDefaultDevice,
+          "where the policy generates: cpu, cuda or cuda:N (needs a CUDA build of LibTorch)");
 ABSL_FLAG(double, call_timeout_s, 30, "deadline of each learner call (retries included)");
 ABSL_FLAG(double, score_timeout_s, 120, "deadline of each reward/reference call");
 ABSL_FLAG(int, generation_batch, rlhf::actor::ActorOptions{}.generation_batch,
@@ -118,6 +122,15 @@ absl::Status Run() {
   }
   options.log_weight_hashes = absl::GetFlag(FLAGS_log_weight_hashes);
   options.weights.gloo_interface = absl::GetFlag(FLAGS_gloo_interface);
+  auto device = rlhf::ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    return absl::Status(device.status().code(),
+                        absl::StrCat("--device: ", device.status().message()));
+  }
+  options.device = *device;
+  // The collective transport broadcasts over NCCL between CUDA processes (compiled in
+  // with RLHF_WITH_CUDA; the learner makes the same choice from the same device option).
+  options.weights.use_cuda = device->is_cuda();
   rlhf::actor::Actor actor(options, learner->get(), reward->get(), reference->get(), registry);
   // The loop runs on a helper thread; this (main) thread takes the shutdown signals
   // with sigtimedwait so that they are never delivered to a thread that has them

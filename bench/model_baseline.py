@@ -14,6 +14,10 @@ OpenBLAS's pthread build, with its own pool of one thread per core). The "ready"
 reports both, so the bench can state them. The bench runs one child per thread count
 it is given and reports the fastest, so the baseline gets its best setting.
 
+--device runs everything there (cpu, cuda, cuda:N; the C++ bench passes its own), timing
+after torch.cuda.synchronize(); --train_dtype bf16 runs the train case under
+torch.autocast(bfloat16), as the C++ side does.
+
 Usage (called by the C++ bench; prints one JSON object per case on stdout):
   model_baseline.py --config '<ModelConfig JSON>' --threads 2 \
       --cases forward:1:128,generate:32:32:64
@@ -81,19 +85,20 @@ class GPT(nn.Module):
 
     def forward(self, ids, key_mask=None, positions=None, cache=None, last_only=False):
         B, T = ids.shape
+        dev = ids.device
         past = cache["len"] if cache is not None else 0
         Lk = past + T
         if key_mask is None:
-            key_mask = torch.ones(B, Lk, dtype=torch.long)
+            key_mask = torch.ones(B, Lk, dtype=torch.long, device=dev)
         if positions is None:
             positions = (key_mask.cumsum(1) - 1)[:, past:].clamp_min(0)
         if T == 1:  # decoding: every cached key is in the past; only padding is hidden
             mask = ((1 - key_mask) * MASKED).to(torch.float32)[:, None, None, :]
         else:
-            qpos = torch.arange(past, Lk)
-            kpos = torch.arange(Lk)
+            qpos = torch.arange(past, Lk, device=dev)
+            kpos = torch.arange(Lk, device=dev)
             visible = (kpos[None, :] <= qpos[:, None])[None] & key_mask.bool()[:, None, :]
-            mask = torch.zeros(visible.shape).masked_fill_(~visible, MASKED)[:, None]
+            mask = torch.zeros(visible.shape, device=dev).masked_fill_(~visible, MASKED)[:, None]
         x = self.wte(ids) + self.wpe(positions)
         for i, blk in enumerate(self.blocks):
             x = blk(x, mask, cache, i)
@@ -105,7 +110,7 @@ class GPT(nn.Module):
         return h @ self.wte.weight.t()
 
 
-def generate(model, prompts, max_new, temperature, seed):
+def generate(model, prompts, max_new, temperature, seed, device="cpu"):
     c = model.c
     B = len(prompts)
     L = max(len(p) for p in prompts)
@@ -115,11 +120,13 @@ def generate(model, prompts, max_new, temperature, seed):
     for b, p in enumerate(prompts):
         ids[b, L - len(p):] = torch.tensor(p)
         mask[b, :L - len(p)] = 0
-    next_pos = torch.tensor([len(p) for p in prompts])
+    ids, mask = ids.to(device), mask.to(device)
+    next_pos = torch.tensor([len(p) for p in prompts], device=device)
     H, D = c["n_heads"], c["d_model"] // c["n_heads"]
-    cache = {"k": [torch.empty(B, H, cap, D) for _ in range(c["n_layers"])],
-             "v": [torch.empty(B, H, cap, D) for _ in range(c["n_layers"])], "len": 0}
-    gen = torch.Generator().manual_seed(seed)
+    cache = {"k": [torch.empty(B, H, cap, D, device=device) for _ in range(c["n_layers"])],
+             "v": [torch.empty(B, H, cap, D, device=device) for _ in range(c["n_layers"])],
+             "len": 0}
+    gen = torch.Generator(device=device).manual_seed(seed)
     logits = model(ids, mask[:, :L], None, cache, last_only=True)[:, 0]
     out, logps = [], []
     length = L
@@ -133,7 +140,8 @@ def generate(model, prompts, max_new, temperature, seed):
         length += 1
         logits = model(tok, mask[:, :length], next_pos[:, None], cache, last_only=True)[:, 0]
         next_pos = next_pos + 1
-    return torch.cat(out, 1), torch.cat(logps, 1)
+    # What the C++ side returns to its caller: ids and log-probs on the host.
+    return torch.cat(out, 1).cpu(), torch.cat(logps, 1).cpu()
 
 
 def loaded_blas():
@@ -157,13 +165,21 @@ def main():
     ap.add_argument("--cases", default="")
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--min_seconds", type=float, default=1.0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--train_dtype", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args()
+    device = torch.device(args.device)
+    autocast_type = "cuda" if device.type == "cuda" else "cpu"
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     c = json.loads(args.config)
     if c.get("arch", "gpt2") != "gpt2":
         raise SystemExit("model_baseline.py implements the gpt2 architecture only")
-    model = GPT(c).eval()
+    model = GPT(c).eval().to(device)
     V = c["vocab_size"]
     g = torch.Generator().manual_seed(1)
 
@@ -171,31 +187,40 @@ def main():
         parts = case.split(":")
         kind, batch = parts[0], int(parts[1])
         if kind == "train":  # forward + next-token cross-entropy + backward
-            ids = torch.randint(V, (batch, int(parts[2])), generator=g)
+            ids = torch.randint(V, (batch, int(parts[2])), generator=g).to(device)
+            sync()
             t0 = time.perf_counter()
-            logits = model(ids)
+            with torch.autocast(autocast_type, dtype=torch.bfloat16,
+                                enabled=args.train_dtype == "bf16"):
+                logits = model(ids)
+            logits = logits.float()
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
             loss.backward()
+            sync()
             dt = time.perf_counter() - t0
             model.zero_grad(set_to_none=True)
             return dt
         with torch.inference_mode():
             if kind == "forward":
-                ids = torch.randint(V, (batch, int(parts[2])), generator=g)
+                ids = torch.randint(V, (batch, int(parts[2])), generator=g).to(device)
+                sync()
                 t0 = time.perf_counter()
                 model(ids)
+                sync()
                 return time.perf_counter() - t0
             P, N = int(parts[2]), int(parts[3])
             prompts = torch.randint(V, (batch, P), generator=g).tolist()
+            sync()
             t0 = time.perf_counter()
-            generate(model, prompts, N, 1.0, 7)
+            generate(model, prompts, N, 1.0, 7, device)
             return time.perf_counter() - t0
 
     with torch.inference_mode():
-        model(torch.zeros(1, 8, dtype=torch.long))  # warm up allocator and kernels
+        model(torch.zeros(1, 8, dtype=torch.long, device=device))  # warm up allocator and kernels
     if args.serve:
         print(json.dumps({"ready": True, "threads": torch.get_num_threads(),
-                          "blas": loaded_blas()}), flush=True)
+                          "blas": loaded_blas(), "device": str(device),
+                          "torch": torch.__version__}), flush=True)
         for line in sys.stdin:
             case = line.strip()
             if case:

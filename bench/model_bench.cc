@@ -18,6 +18,17 @@
 // optimizer step, on both sides.
 //
 //   rlhf_bench_model --threads=2 [--models=tiny,gpt2-small] [--python_threads=1,2]
+//       [--device=cuda] [--train_dtype=bf16]
+//
+// --device runs both sides on that device (C++: core/model/device.h; Python: the same
+// string to torch), timing after a device synchronize. --train_dtype=bf16 runs the train
+// case under autocast on both sides (core/model/torch_compat.h, torch.autocast).
+//
+// --check_kv_parity (issue 20's GPU check (1)): no timing; on --device, for each model
+// in --models, decodes greedily with a KV cache (prompt pass + one token per step,
+// left-padded batch) and compares every step's logits with a full forward over the
+// whole sequence, and Generate()'s reported log-probs with ResponseLogProbs of a full
+// forward. Prints the largest differences; exits 1 when one exceeds --parity_tolerance.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,9 +50,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/model/device.h"
 #include "core/model/generation.h"
+#include "core/model/logprobs.h"
 #include "core/model/model.h"
 #include "core/model/threads.h"
+#include "core/model/torch_compat.h"
 
 ABSL_FLAG(int, threads, 2, "intra-op threads for LibTorch (C++ and Python alike)");
 ABSL_FLAG(std::string, models, "tiny,gpt2-small", "comma-separated model presets");
@@ -57,6 +71,12 @@ ABSL_FLAG(double, min_seconds, 1.0,
           "at least --min_reps and at most 5 times; the best run counts");
 ABSL_FLAG(int, min_reps, 2, "minimum runs per case and side");
 ABSL_FLAG(std::string, json_out, "", "also write the results as JSON to this file");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N (both sides run there)");
+ABSL_FLAG(std::string, train_dtype, "fp32", "train case precision: fp32 or bf16 (autocast)");
+ABSL_FLAG(bool, check_kv_parity, false,
+          "instead of timing: KV-cache decoding vs full forward on --device (see above)");
+ABSL_FLAG(double, parity_tolerance, 1e-4, "--check_kv_parity: max abs logit / log-prob diff");
+ABSL_FLAG(int, parity_steps, 16, "--check_kv_parity: decode steps per model");
 
 namespace rlhf {
 namespace {
@@ -132,16 +152,25 @@ double CaseFlops(const ModelConfig& c, const Case& k) {
   return k.batch * f;
 }
 
+// The device of this run (--device, parsed once in Main).
+torch::Device& BenchDevice() {
+  static torch::Device device = torch::kCPU;
+  return device;
+}
+
 double SgemmGflops() {
-  const int64_t n = 2048;
-  auto a = torch::randn({n, n});
-  auto b = torch::randn({n, n});
-  auto out = torch::empty({n, n});
+  const torch::Device dev = BenchDevice();
+  const int64_t n = dev.is_cuda() ? 8192 : 2048;  // a GPU needs a larger product to saturate
+  auto a = torch::randn({n, n}).to(dev);
+  auto b = torch::randn({n, n}).to(dev);
+  auto out = torch::empty({n, n}, a.options());
   double best = 1e9;
   // Best of 8: on a shared machine the peak is the rate the hardware can give.
   for (int i = 0; i < 8; ++i) {
+    compat::Synchronize(dev);
     const auto t0 = Clock::now();
     at::mm_out(out, a, b);
+    compat::Synchronize(dev);
     best = std::min(best, Seconds(t0, Clock::now()));
   }
   return 2.0 * n * n * n / best / 1e9;
@@ -149,9 +178,10 @@ double SgemmGflops() {
 
 // Read bandwidth: the best of several sums over a buffer far larger than the caches.
 double ReadBandwidthBytesPerSecond() {
-  auto a = torch::ones({int64_t{64} << 20});  // 256 MiB of float32
+  auto a = torch::ones({int64_t{64} << 20}).to(BenchDevice());  // 256 MiB of float32
   double best = 1e9;
   for (int i = 0; i < 6; ++i) {
+    compat::Synchronize(BenchDevice());
     const auto t0 = Clock::now();
     auto s = a.sum();
     (void)s.item<float>();
@@ -163,23 +193,33 @@ double ReadBandwidthBytesPerSecond() {
 // One timed run of a case in C++.
 double RunCpp(TransformerLM& model, const Case& k, at::Generator& gen) {
   const int64_t V = model->config().vocab_size;
+  const torch::Device dev = BenchDevice();
   if (k.kind == "train") {
-    auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong);
+    auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong).to(dev);
+    const bool bf16 = absl::GetFlag(FLAGS_train_dtype) == "bf16";
+    compat::Synchronize(dev);
     const auto t0 = Clock::now();
-    const auto logits = model->forward(ids).logits;
+    torch::Tensor logits;
+    {
+      compat::AutocastGuard autocast(dev, at::kBFloat16, bf16);
+      logits = model->forward(ids).logits;
+    }
     const auto loss = at::nll_loss(
         at::log_softmax(logits.narrow(1, 0, k.len - 1).reshape({-1, V}), -1),
         ids.narrow(1, 1, k.len - 1).reshape({-1}));
     loss.backward();
+    compat::Synchronize(dev);
     const double dt = Seconds(t0, Clock::now());
     model->zero_grad(/*set_to_none=*/true);
     return dt;
   }
   if (k.kind == "forward") {
     c10::InferenceMode guard;
-    auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong);
+    auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong).to(dev);
+    compat::Synchronize(dev);
     const auto t0 = Clock::now();
     auto out = model->forward(ids);
+    compat::Synchronize(dev);
     return Seconds(t0, Clock::now());
   }
   auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong);
@@ -223,8 +263,11 @@ class PythonBaseline {
       ::dup2(from_child[1], 1);
       ::close(to_child[1]);
       ::close(from_child[0]);
+      const std::string device = absl::GetFlag(FLAGS_device);
+      const std::string train_dtype = absl::GetFlag(FLAGS_train_dtype);
       ::execl(python.c_str(), python.c_str(), script.c_str(), "--serve", "--threads",
-              threads.c_str(), "--config", config.c_str(), static_cast<char*>(nullptr));
+              threads.c_str(), "--config", config.c_str(), "--device", device.c_str(),
+              "--train_dtype", train_dtype.c_str(), static_cast<char*>(nullptr));
       std::perror("exec python baseline");
       ::_exit(127);
     }
@@ -277,14 +320,32 @@ class PythonBaseline {
   FILE* out_ = nullptr;
 };
 
+int CheckKvParity();
+
 int Main() {
+  {
+    auto device = ParseDevice(absl::GetFlag(FLAGS_device));
+    if (!device.ok()) {
+      std::fprintf(stderr, "--device: %s\n", std::string(device.status().message()).c_str());
+      return 2;
+    }
+    BenchDevice() = *device;
+    const std::string dtype = absl::GetFlag(FLAGS_train_dtype);
+    if (dtype != "fp32" && dtype != "bf16") {
+      std::fprintf(stderr, "--train_dtype must be fp32 or bf16, got %s\n", dtype.c_str());
+      return 2;
+    }
+  }
+  if (absl::GetFlag(FLAGS_check_kv_parity)) return CheckKvParity();
   const int threads = ConfigureComputeThreads(absl::GetFlag(FLAGS_threads));
   std::vector<int> py_threads;
   for (absl::string_view t : absl::StrSplit(absl::GetFlag(FLAGS_python_threads), ',',
                                             absl::SkipEmpty())) {
     py_threads.push_back(std::stoi(std::string(t)));
   }
-  std::printf("rlhf_bench_model: C++ %s\n", ComputeThreadsSummary().c_str());
+  std::printf("rlhf_bench_model: C++ %s; device %s; LibTorch %s; train %s\n",
+              ComputeThreadsSummary().c_str(), BenchDevice().str().c_str(),
+              compat::TorchVersion().c_str(), absl::GetFlag(FLAGS_train_dtype).c_str());
   const double sgemm = SgemmGflops();
   const double bandwidth = ReadBandwidthBytesPerSecond();
   std::printf("sgemm 2048x2048x2048: %.1f GFLOP/s; read bandwidth %.1f GB/s\n", sgemm,
@@ -295,6 +356,9 @@ int Main() {
     std::fclose(f);
   }
   nlohmann::json results = {{"threads", threads},
+                            {"device", BenchDevice().str()},
+                            {"torch_version", compat::TorchVersion()},
+                            {"train_dtype", absl::GetFlag(FLAGS_train_dtype)},
                             {"compute", ComputeThreadsSummary()},
                             {"sgemm_gflops", sgemm},
                             {"read_bandwidth_gbs", bandwidth / 1e9},
@@ -309,10 +373,14 @@ int Main() {
     torch::manual_seed(0);
     TransformerLM model(*config);
     model->eval();
+    if (absl::Status moved = MoveModelToDevice(model, BenchDevice()); !moved.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(moved.message()).c_str());
+      return 1;
+    }
     const auto cases = CasesFor(std::string(preset));
     {  // warm up allocator, kernels and thread pool
       c10::InferenceMode guard;
-      model->forward(torch::zeros({1, 8}, torch::kLong));
+      model->forward(torch::zeros({1, 8}, torch::kLong).to(BenchDevice()));
     }
     std::vector<std::unique_ptr<PythonBaseline>> pythons;
     for (int t : py_threads) {
@@ -412,6 +480,114 @@ int Main() {
   return 0;
 }
 
+// --check_kv_parity: KV-cache decoding vs a full forward, on --device, fp32.
+int CheckKvParity() {
+  const torch::Device dev = BenchDevice();
+  const double tol = absl::GetFlag(FLAGS_parity_tolerance);
+  const int steps = std::max(1, absl::GetFlag(FLAGS_parity_steps));
+  bool ok = true;
+  nlohmann::json results = {{"device", dev.str()},
+                            {"torch_version", compat::TorchVersion()},
+                            {"tolerance", tol},
+                            {"models", nlohmann::json::array()}};
+  std::printf("kv parity on %s (LibTorch %s), fp32, tolerance %.1e\n", dev.str().c_str(),
+              compat::TorchVersion().c_str(), tol);
+  std::printf("%-12s %6s %6s %14s %14s %s\n", "model", "batch", "steps", "max|dlogit|",
+              "max|dlogprob|", "result");
+  for (const auto& preset : absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty())) {
+    auto config = ModelConfigPreset(std::string(preset));
+    if (!config.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
+      return 1;
+    }
+    torch::manual_seed(0);
+    TransformerLM model(*config);
+    model->eval();
+    if (absl::Status moved = MoveModelToDevice(model, dev); !moved.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(moved.message()).c_str());
+      return 1;
+    }
+    c10::InferenceMode guard;
+    const int64_t V = config->vocab_size, B = 4;
+    // Left-padded prompts of lengths 12, 9, 5, 12 (padding must not change a row).
+    const std::vector<int64_t> lengths = {12, 9, 5, 12};
+    const int64_t P = 12;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+    torch::Tensor ids = at::randint(V, {B, P}, gen, torch::kLong);
+    torch::Tensor mask = torch::ones({B, P}, torch::kLong);
+    std::vector<std::vector<int32_t>> prompts(B);
+    for (int64_t b = 0; b < B; ++b) {
+      mask[b].narrow(0, 0, P - lengths[b]).zero_();
+      for (int64_t t = P - lengths[b]; t < P; ++t) {
+        prompts[b].push_back(static_cast<int32_t>(ids[b][t].item<int64_t>()));
+      }
+    }
+    // Incremental: prompt pass, then one greedy token per step, through one KVCache.
+    KVCache cache;
+    torch::Tensor all_ids = ids.to(dev), all_mask = mask.to(dev);
+    std::vector<torch::Tensor> step_logits;
+    torch::Tensor logits = model->forward_last(all_ids, all_mask, {}, &cache).logits.select(1, 0);
+    for (int s = 0; s < steps; ++s) {
+      step_logits.push_back(logits);
+      const torch::Tensor next = logits.argmax(-1, /*keepdim=*/true);
+      all_ids = torch::cat({all_ids, next}, 1);
+      all_mask = torch::cat({all_mask, torch::ones({B, 1}, all_mask.options())}, 1);
+      const torch::Tensor pos = all_mask.cumsum(1).narrow(1, all_mask.size(1) - 1, 1) - 1;
+      logits = model->forward_last(next, all_mask, pos, &cache).logits.select(1, 0);
+    }
+    // Full forward over everything: the logits that predicted each decoded token.
+    const torch::Tensor full = model->forward(all_ids, all_mask).logits;
+    double dlogit = 0;
+    for (int s = 0; s < steps; ++s) {
+      const torch::Tensor row = full.select(1, P - 1 + s);
+      dlogit = std::max(dlogit, (row - step_logits[s]).abs().max().item<double>());
+    }
+    // Generate() on the device (sampling on the device, log-probs copied back) vs
+    // ResponseLogProbs of a full forward over prompt + response.
+    SamplingOptions so;
+    so.temperature = 1.0;
+    so.max_new_tokens = steps;
+    std::vector<uint64_t> seeds = {11, 12, 13, 14};
+    auto result = Generate(model, prompts, seeds, so);
+    if (!result.ok()) {
+      std::fprintf(stderr, "generate: %s\n", std::string(result.status().message()).c_str());
+      return 1;
+    }
+    SequenceBatchOptions sbo;
+    auto packed = MakeSequenceBatch(prompts, result->responses, sbo);
+    if (!packed.ok()) return 1;
+    const SequenceBatch dbatch = SequenceBatchToDevice(*packed, dev);
+    const auto full_lp = PerSequenceResponseValues(
+        ResponseLogProbs(
+            model->forward(dbatch.ids, dbatch.attention_mask, dbatch.position_ids).logits, dbatch,
+            1.0),
+        dbatch);
+    double dlogp = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      for (size_t t = 0; t < full_lp[b].size(); ++t) {
+        dlogp = std::max(dlogp, std::abs(double(full_lp[b][t]) - result->logprobs[b][t]));
+      }
+    }
+    const bool pass = dlogit <= tol && dlogp <= tol;
+    ok = ok && pass;
+    std::printf("%-12s %6lld %6d %14.3e %14.3e %s\n", std::string(preset).c_str(),
+                static_cast<long long>(B), steps, dlogit, dlogp, pass ? "PASS" : "FAIL");
+    results["models"].push_back({{"model", std::string(preset)},
+                                 {"batch", B},
+                                 {"steps", steps},
+                                 {"max_abs_logit_diff", dlogit},
+                                 {"max_abs_logprob_diff", dlogp},
+                                 {"pass", pass}});
+  }
+  results["pass"] = ok;
+  if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
+    if (FILE* f = std::fopen(path.c_str(), "w")) {
+      std::fputs(results.dump(2).c_str(), f);
+      std::fclose(f);
+    }
+  }
+  return ok ? 0 : 1;
+}
 }  // namespace
 }  // namespace rlhf
 

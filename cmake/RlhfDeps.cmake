@@ -2,15 +2,19 @@
 set(THREADS_PREFER_PTHREAD_FLAG ON)
 find_package(Threads REQUIRED)
 find_package(Torch REQUIRED)
-find_package(Protobuf REQUIRED)
-find_package(gRPC CONFIG REQUIRED)
 find_package(absl CONFIG REQUIRED)
-find_package(prometheus-cpp CONFIG REQUIRED)
 find_package(nlohmann_json CONFIG REQUIRED)
-find_package(yaml-cpp CONFIG REQUIRED)
-find_package(GTest CONFIG REQUIRED)
-find_package(benchmark CONFIG QUIET)
-find_program(RLHF_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+# RLHF_CORE_ONLY: core/ and the model benchmark need nothing below.
+if(NOT RLHF_CORE_ONLY)
+  find_package(Protobuf REQUIRED)
+  find_package(gRPC CONFIG REQUIRED)
+  find_package(prometheus-cpp CONFIG REQUIRED)
+  find_package(yaml-cpp CONFIG REQUIRED)
+  find_package(GTest CONFIG REQUIRED)
+  find_package(benchmark CONFIG QUIET)
+  find_program(RLHF_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+endif()
+message(STATUS "rlhf: LibTorch ${Torch_VERSION} from ${Torch_DIR}")
 
 # LibTorch's CMake config puts include dirs and flags on the `torch` target; wrap it so
 # our targets say PUBLIC rlhf::torch and nothing else.

@@ -25,18 +25,19 @@
 #include "core/data/builtin_task.h"
 #include "core/data/jsonl.h"
 #include "core/model/checkpoint.h"
+#include "core/model/device.h"
+#include "core/model/threads.h"
 #include "core/tokenizer/model_dir.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/train/training_common.h"
 #include "learner/learner_server.h"
-#include "services/flags.h"
-#include "services/config/trainer_config.h"
 #include "services/config/config.h"
 #include "services/config/sampling_config.h"
+#include "services/config/trainer_config.h"
+#include "services/flags.h"
 #include "services/metrics.h"
 #include "services/server.h"
 #include "services/shutdown.h"
-#include "core/model/threads.h"
 
 ABSL_FLAG(std::string, config, "", "job config YAML (rlhf.v1.JobConfig); empty = defaults");
 ABSL_FLAG(std::vector<std::string>, set, {},
@@ -69,6 +70,8 @@ ABSL_FLAG(std::string, metrics_host, "",
           "address /metrics listens on; empty = the gRPC listen address");
 ABSL_FLAG(double, max_abs_reward, 1e6, "submissions with |reward| above this are refused");
 ABSL_FLAG(double, max_abs_kl, 1e6, "submissions with a per-token |kl| above this are refused");
+ABSL_FLAG(std::string, device, "",
+          "where the learner trains: cpu, cuda or cuda:N; empty = model.device of the config");
 ABSL_FLAG(bool, allow_state_reset, false,
           "restore even when the learner state file is missing or empty next to a trained "
           "checkpoint (the accounting starts over; otherwise the learner refuses to start)");
@@ -180,6 +183,19 @@ absl::Status Run() {
   if (!trainer.ok()) return trainer.status();
   o.trainer = *trainer;
   o.trainer.pad_id = tokenizer.pad_id();
+  {
+    std::string name =
+        absl::GetFlag(FLAGS_device).empty() ? job.model().device() : absl::GetFlag(FLAGS_device);
+    if (name.empty()) name = rlhf::kDefaultDevice;
+    auto device = rlhf::ParseDevice(name);
+    if (!device.ok()) return device.status();
+    // The trainer moves the policy (and PPO's value model) there; weights published to
+    // actors still leave through a host snapshot (grpc) or NCCL (collective on CUDA).
+    o.trainer.device = *device;
+    o.weights.use_cuda = device->is_cuda();
+    LOG(INFO) << "learner: device " << device->str() << ", train dtype "
+              << (o.trainer.train_dtype == torch::kBFloat16 ? "bf16 (autocast)" : "fp32");
+  }
   if (o.trainer.ptx_coef > 0) {
     auto pretrain = rlhf::PretrainFromConfig(job, tokenizer, mc.max_seq_len);
     if (!pretrain.ok()) return pretrain.status();

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/model/checkpoint.h"
 #include "core/model/compute_dtype.h"
+#include "core/model/device.h"
 #include "core/model/threads.h"
 #include "core/tokenizer/model_dir.h"
 #include "core/tokenizer/tokenizer.h"
@@ -43,6 +44,8 @@ ABSL_FLAG(std::string, tokenizer, "",
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's");
 ABSL_FLAG(std::string, compute_dtype, rlhf::kDefaultComputeDtype,
           "dtype the model runs in: fp32 or bf16 (fp16 has no CPU kernels in LibTorch 1.13)");
+ABSL_FLAG(std::string, device, rlhf::kDefaultDevice,
+          "where the model runs: cpu, cuda or cuda:N (needs a CUDA build of LibTorch)");
 ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
           "sequences per request limit");
 ABSL_FLAG(int64_t, max_batch_tokens, rlhf::services::kDefaultMaxBatchTokens,
@@ -85,6 +88,12 @@ absl::Status Run() {
     if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--", dtype.status().message()));
     load.compute_dtype = *dtype;
     load.max_seq_len = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_seq_len));
+    auto device = rlhf::ParseDevice(absl::GetFlag(FLAGS_device));
+    if (!device.ok()) {
+      return absl::Status(device.status().code(),
+                          absl::StrCat("--device: ", device.status().message()));
+    }
+    load.device = *device;
   }
   if (from_checkpoint) {
     auto loaded = rlhf::LoadModel(absl::GetFlag(FLAGS_checkpoint), load);
@@ -95,6 +104,7 @@ absl::Status Run() {
     if (!config.ok()) return config.status();
     torch::manual_seed(absl::GetFlag(FLAGS_seed));
     deps.model = rlhf::TransformerLM(*config);
+    if (auto st = rlhf::MoveModelToDevice(deps.model, load.device); !st.ok()) return st;
     if (auto st = rlhf::CastToComputeDtype(deps.model, load.compute_dtype); !st.ok()) return st;
   }
   // The model's own tokenizer unless told otherwise (presets are byte-vocabulary models).

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "core/model/device.h"
 #include "core/model/logprobs.h"
 #include "core/status_macros.h"
 #include "services/validation.h"
@@ -254,10 +255,13 @@ absl::StatusOr<std::vector<ReferenceItemResult>> ReferenceHandler::RunBatch(
   SequenceBatchOptions options;
   options.pad_id = options_.pad_id;
   options.max_len = max_seq_len_;
-  RLHF_ASSIGN_OR_RETURN(SequenceBatch packed, MakeSequenceBatch(prompts, responses, options));
+  RLHF_ASSIGN_OR_RETURN(SequenceBatch host, MakeSequenceBatch(prompts, responses, options));
   return TorchCall(
       [&]() {
         c10::InferenceMode guard;
+        // Packed on the host, run on the model's device; PerSequenceResponseValues and
+        // the exact-KL rows below copy back to the host only what is answered.
+        const SequenceBatch packed = SequenceBatchToDevice(host, ModelDevice(model_));
         ForwardOutput out = model_->forward(packed.ids, packed.attention_mask,
                                             packed.position_ids);
         const torch::Tensor logp = ResponseLogProbs(out.logits, packed);
@@ -276,8 +280,10 @@ absl::StatusOr<std::vector<ReferenceItemResult>> ReferenceHandler::RunBatch(
           r.kl = ToVector(PerTokenKl(policy, reference, item.estimator));
           if (item.source != nullptr && item.source->policy_distributions_size() > 0) {
             // Row t of the response is predicted at position prompt_len + t - 1.
-            const torch::Tensor rows = at::log_softmax(
-                out.logits[b].narrow(0, packed.prompt_lengths[b] - 1, n).to(torch::kFloat), -1);
+            const torch::Tensor rows =
+                at::log_softmax(
+                    out.logits[b].narrow(0, packed.prompt_lengths[b] - 1, n).to(torch::kFloat), -1)
+                    .to(torch::kCPU);
             r.exact_kl = ExactKl(*item.source, rows);
             if (item.estimator == KlEstimator::kExact) r.kl = r.exact_kl;
           }

@@ -14,6 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "core/model/device.h"
 #include "core/model/threads.h"
 #include "core/tokenizer/model_dir.h"
 #include "core/tokenizer/tokenizer.h"
@@ -47,6 +48,8 @@ ABSL_FLAG(std::string, tokenizer, "",
 ABSL_FLAG(int64_t, max_seq_len, 0, "prompt+response limit; 0 = the model's (256 without one)");
 ABSL_FLAG(std::string, compute_dtype, rlhf::kDefaultComputeDtype,
           "dtype the reward models run in: fp32 or bf16 (fp16 has no CPU kernels in LibTorch 1.13)");
+ABSL_FLAG(std::string, device, rlhf::kDefaultDevice,
+          "where the model runs: cpu, cuda or cuda:N (needs a CUDA build of LibTorch)");
 ABSL_FLAG(int, max_sequences_per_request, rlhf::services::kDefaultMaxSequencesPerRequest,
           "sequences per request limit");
 ABSL_FLAG(int64_t, max_batch_tokens, rlhf::services::kDefaultMaxBatchTokens,
@@ -116,6 +119,12 @@ absl::Status Run() {
     if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--", dtype.status().message()));
     load.compute_dtype = *dtype;
     load.max_seq_len = std::max<int64_t>(0, absl::GetFlag(FLAGS_max_seq_len));
+    auto device = rlhf::ParseDevice(absl::GetFlag(FLAGS_device));
+    if (!device.ok()) {
+      return absl::Status(device.status().code(),
+                          absl::StrCat("--device: ", device.status().message()));
+    }
+    load.device = *device;
   }
   rlhf::reward::RewardServerDeps deps;
   int64_t vocab = tokenizer->vocab_size();
@@ -134,6 +143,7 @@ absl::Status Run() {
     config->scalar_head = true;
     torch::manual_seed(absl::GetFlag(FLAGS_seed));
     rlhf::TransformerLM model(*config);
+    if (auto st = rlhf::MoveModelToDevice(model, load.device); !st.ok()) return st;
     if (auto st = rlhf::CastToComputeDtype(model, load.compute_dtype); !st.ok()) return st;
     auto scorer = ModelRewardScorer::Create("rm", model, tokenizer->pad_id(), {});
     if (!scorer.ok()) return scorer.status();

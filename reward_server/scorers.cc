@@ -8,9 +8,8 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
-
-#include <re2/re2.h>
 #include <nlohmann/json.hpp>
+#include <re2/re2.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -18,11 +17,12 @@
 #include "absl/strings/str_split.h"
 #include "core/data/gold_labeler.h"
 #include "core/data/jsonl.h"
-#include "core/train/training_common.h"
-#include "reward_server/reward_client.h"
 #include "core/model/checkpoint.h"
+#include "core/model/device.h"
 #include "core/model/logprobs.h"
 #include "core/status_macros.h"
+#include "core/train/training_common.h"
+#include "reward_server/reward_client.h"
 
 namespace rlhf::reward {
 
@@ -75,15 +75,18 @@ absl::StatusOr<std::vector<float>> ModelRewardScorer::Score(
   SequenceBatchOptions options;
   options.pad_id = pad_id_;
   options.max_len = model_->config().max_seq_len;
-  RLHF_ASSIGN_OR_RETURN(SequenceBatch packed, MakeSequenceBatch(prompts, responses, options));
+  RLHF_ASSIGN_OR_RETURN(SequenceBatch host, MakeSequenceBatch(prompts, responses, options));
   return TorchCall(
       [&]() -> std::vector<float> {
         c10::InferenceMode guard;
+        // Packed on the host, run on the model's device; only the scores come back.
+        const SequenceBatch packed = SequenceBatchToDevice(host, ModelDevice(model_));
         ForwardOutput out = model_->forward(packed.ids, packed.attention_mask, packed.position_ids);
-        torch::Tensor scores = ScoreAtLastToken(out.scalar, packed.attention_mask).contiguous();
+        torch::Tensor scores = ScoreAtLastToken(out.scalar, packed.attention_mask);
         if (normalization_.enabled) {
           scores = (scores - normalization_.mean) / normalization_.std;
         }
+        scores = scores.to(torch::kCPU).contiguous();
         const float* p = scores.data_ptr<float>();
         return std::vector<float>(p, p + scores.numel());
       },

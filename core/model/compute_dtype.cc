@@ -7,6 +7,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "core/model/device.h"
 #include "core/model/hf.h"
 #include "core/status_macros.h"
 
@@ -67,7 +68,7 @@ absl::Status CastToComputeDtype(TransformerLM& model, torch::ScalarType dtype) {
 }
 
 absl::StatusOr<LoadedCheckpoint> LoadModel(const std::string& dir, const ModelLoadOptions& options) {
-  RLHF_RETURN_IF_ERROR(CheckComputeDtype(options.compute_dtype));
+  RLHF_RETURN_IF_ERROR(CheckComputeDtype(options.compute_dtype, options.device));
   // An HF directory takes the sequence length (sliding-window check); ours carries its own
   // max_seq_len, which the serving code checks requests against.
   absl::StatusOr<LoadedCheckpoint> loaded = absl::UnknownError("unset");
@@ -82,6 +83,9 @@ absl::StatusOr<LoadedCheckpoint> LoadModel(const std::string& dir, const ModelLo
     loaded = LoadCheckpoint(dir);
   }
   if (!loaded.ok()) return loaded.status();
+  // Move first, then cast: the cast runs on the device's kernels and the host never holds
+  // a second (cast) copy of a large model.
+  RLHF_RETURN_IF_ERROR(MoveModelToDevice(loaded->model, options.device));
   RLHF_RETURN_IF_ERROR(CastToComputeDtype(loaded->model, options.compute_dtype));
   return loaded;
 }

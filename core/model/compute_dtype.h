@@ -53,10 +53,14 @@ struct ModelLoadOptions {
   // The longest sequence (prompt + response, tokens) the caller will run; 0 = not known.
   // An HF sliding-window model whose window is shorter is an error (core/model/hf.h).
   int64_t max_seq_len = 0;
+  // Device the loaded model is moved to (core/model/device.h, ParseDevice). Default CPU.
+  // The dtype is checked against this device (fp16 is refused on CPU, fine on CUDA).
+  torch::Device device = torch::kCPU;
 };
 
-// LoadCheckpoint (ours or an HF directory) followed by CastToComputeDtype. Errors as
-// LoadCheckpoint's, or CheckComputeDtype's (checked before any weight is read).
+// LoadCheckpoint (ours or an HF directory), moved to options.device, then
+// CastToComputeDtype. Errors as LoadCheckpoint's, or CheckComputeDtype's on options.device
+// (checked before any weight is read).
 absl::StatusOr<LoadedCheckpoint> LoadModel(const std::string& dir, const ModelLoadOptions& options = {});
 
 }  // namespace rlhf

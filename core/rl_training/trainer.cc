@@ -9,13 +9,15 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <c10/util/string_utils.h>
 #include <torch/nn/utils/clip_grad.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/model/compute_dtype.h"
+#include "core/model/device.h"
 #include "core/model/logprobs.h"
+#include "core/model/torch_compat.h"
 #include "core/rl/advantages.h"
 #include "core/status_macros.h"
 
@@ -79,8 +81,20 @@ torch::Tensor ShiftRight(const torch::Tensor& x) {
   return at::cat({torch::zeros({x.size(0), 1}, x.options()), x.slice(1, 0, x.size(1) - 1)}, 1);
 }
 
-std::string ParamStateKey(const torch::Tensor& p) {
-  return c10::guts::to_string(p.unsafeGetTensorImpl());
+compat::OptimizerStateKeyType ParamStateKey(const torch::Tensor& p) {
+  return compat::OptimizerStateKey(p);
+}
+
+// Every parameter float32: the trainer keeps fp32 master weights whatever train_dtype.
+absl::Status CheckMasterWeights(const TransformerLM& model, const char* which) {
+  for (const auto& item : model->named_parameters()) {
+    if (item.value().scalar_type() != torch::kFloat32) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          which, " parameter ", item.key(), " is ", ComputeDtypeName(item.value().scalar_type()),
+          "; the trainer needs fp32 master weights (use rl.train_dtype bf16 for bf16 compute)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 void ExportOptimizer(const std::string& prefix, const TransformerLM& model,
@@ -165,6 +179,9 @@ absl::Status ValidateTrainerOptions(const TrainerOptions& o) {
   if (!(o.baseline_decay >= 0 && o.baseline_decay < 1)) return bad("baseline_decay", "in [0, 1)");
   if (!(o.grpo_eps > 0)) return bad("grpo_eps", "> 0");
   if (!(o.temperature > 0)) return bad("temperature", "> 0");
+  if (o.train_dtype != torch::kFloat32 && o.train_dtype != torch::kBFloat16) {
+    return bad("train_dtype", absl::StrCat("fp32 or bf16, got ", ComputeDtypeName(o.train_dtype)));
+  }
   if (o.kl_estimator == KlEstimator::kExact && o.kl_placement != KlPlacementMode::kInReward) {
     // In the loss the KL must be differentiable in the current policy; the exact KL
     // arrives as numbers computed from the behaviour distribution.
@@ -182,7 +199,8 @@ Trainer::Trainer(const TrainerOptions& options, TransformerLM policy, Transforme
       value_(std::move(value_model)),
       kl_(options.kl),
       baseline_(options.baseline_decay),
-      shuffle_gen_(at::detail::createCPUGenerator(options.seed)) {
+      shuffle_gen_(at::detail::createCPUGenerator(options.seed)),
+      device_(options.device) {
   torch::optim::AdamWOptions opt(options.lr);
   opt.weight_decay(options.weight_decay);
   policy_opt_ = std::make_unique<torch::optim::AdamW>(policy_->parameters(), opt);
@@ -211,6 +229,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
     return absl::InvalidArgumentError(
         absl::StrCat("a value model is only used by PPO, not ", RlAlgorithmName(options.algorithm)));
   }
+  RLHF_RETURN_IF_ERROR(CheckMasterWeights(policy, "policy"));
+  if (value_model) RLHF_RETURN_IF_ERROR(CheckMasterWeights(value_model, "value model"));
+  // Before the optimizers exist: they hold the parameters as they are after the move.
+  RLHF_RETURN_IF_ERROR(MoveModelToDevice(policy, options.device));
+  if (value_model) RLHF_RETURN_IF_ERROR(MoveModelToDevice(value_model, options.device));
   return std::unique_ptr<Trainer>(new Trainer(options, std::move(policy), std::move(value_model)));
 }
 
@@ -324,8 +347,13 @@ absl::StatusOr<std::vector<std::vector<float>>> Trainer::ResponseLogProbsOf(
   RLHF_ASSIGN_OR_RETURN(SequenceBatch sb, MakeSequenceBatch(prompts, responses, sbo));
   return TorchCall([&] {
     torch::NoGradGuard no_grad;
-    const ForwardOutput out = policy_->forward(sb.ids, sb.attention_mask, sb.position_ids);
-    return PerSequenceResponseValues(ResponseLogProbs(out.logits, sb, options_.temperature), sb);
+    const SequenceBatch dev = SequenceBatchToDevice(sb, device_);
+    ForwardOutput out;
+    {
+      compat::AutocastGuard autocast(device_, options_.train_dtype);
+      out = policy_->forward(dev.ids, dev.attention_mask, dev.position_ids);
+    }
+    return PerSequenceResponseValues(ResponseLogProbs(out.logits, dev, options_.temperature), dev);
   });
 }
 
@@ -490,8 +518,14 @@ absl::StatusOr<Trainer::Targets> Trainer::ComputeTargets(const PackedBatch& p, T
     }
     case RlAlgorithm::kPpo: {
       torch::NoGradGuard no_grad;
-      const ForwardOutput vo = value_->forward(p.sb.ids, p.sb.attention_mask, p.sb.position_ids);
-      t.old_values = ShiftRight(vo.scalar.to(torch::kFloat32)) * mask;
+      const SequenceBatch dev = SequenceBatchToDevice(p.sb, device_);
+      ForwardOutput vo;
+      {
+        compat::AutocastGuard autocast(device_, options_.train_dtype);
+        vo = value_->forward(dev.ids, dev.attention_mask, dev.position_ids);
+      }
+      // Targets are computed on the host (once per batch, cheap next to the update).
+      t.old_values = ShiftRight(vo.scalar.to(torch::kCPU, torch::kFloat32)) * mask;
       GaeResult gae = Gae(token_rewards, t.old_values, mask, options_.gamma, options_.lam);
       t.advantages = gae.advantages;
       t.value_targets = gae.returns;
@@ -551,9 +585,11 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
                                    const torch::Tensor& rows, const MinibatchScale& scale,
                                    bool first_epoch, MinibatchLosses* losses,
                                    UpdateTotals* totals) {
-  const SequenceBatch sub = SliceBatch(p.sb, rows);
+  // Packed on the host; the micro-batch's slice moves to the models' device.
+  const SequenceBatch sub = SequenceBatchToDevice(SliceBatch(p.sb, rows), device_);
   const int64_t len = sub.ids.size(1);
   const torch::Tensor m = sub.response_mask;
+  auto rows_of = [&](const torch::Tensor& x) { return Rows(x, rows, len).to(device_); };
   // Share of this micro-batch in the minibatch's aggregate, so that accumulated
   // gradients equal the full-minibatch gradient.
   const double weight = options_.aggregation == LossAggregation::kTokenMean
@@ -561,9 +597,15 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
                             : (m.sum(1) > 0).sum().item<double>() / scale.sequences;
   if (weight == 0) return;
   const double temp = options_.temperature;
-  const torch::Tensor b_c = Rows(p.blogp, rows, len);
-  const torch::Tensor a_c = Rows(t.advantages, rows, len);
-  const ForwardOutput out = policy_->forward(sub.ids, sub.attention_mask, sub.position_ids);
+  const torch::Tensor b_c = rows_of(p.blogp);
+  const torch::Tensor a_c = rows_of(t.advantages);
+  ForwardOutput out;
+  {
+    // Only the forward runs under autocast; backward follows the recorded dtypes, and the
+    // losses below read fp32 logits (the model returns logits in at least fp32).
+    compat::AutocastGuard autocast(device_, options_.train_dtype);
+    out = policy_->forward(sub.ids, sub.attention_mask, sub.position_ids);
+  }
   const torch::Tensor logp = ResponseLogProbs(out.logits, sub, temp);
   PolicyLossOutput pl =
       options_.algorithm == RlAlgorithm::kPpo
@@ -571,7 +613,7 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
           : TruncatedIsPolicyLoss(logp, b_c, a_c, m, options_.is_truncation, options_.aggregation);
   torch::Tensor loss = pl.loss;
   if (options_.kl_placement == KlPlacementMode::kInLoss && t.beta > 0) {
-    loss = loss + t.beta * KlPenaltyLoss(logp, Rows(p.rlogp, rows, len), m, options_.aggregation);
+    loss = loss + t.beta * KlPenaltyLoss(logp, rows_of(p.rlogp), m, options_.aggregation);
   }
   // Entropy of the distribution each response token was drawn from.
   if (options_.entropy_coef > 0) {
@@ -593,11 +635,14 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
   totals->clip += pl.clip_fraction.item<double>() * weight;
   totals->approx_kl += pl.approx_kl.item<double>() * weight;
   if (options_.algorithm == RlAlgorithm::kPpo) {
-    const ForwardOutput vo = value_->forward(sub.ids, sub.attention_mask, sub.position_ids);
+    ForwardOutput vo;
+    {
+      compat::AutocastGuard autocast(device_, options_.train_dtype);
+      vo = value_->forward(sub.ids, sub.attention_mask, sub.position_ids);
+    }
     const torch::Tensor values = ShiftRight(vo.scalar.to(torch::kFloat32));
-    ValueLossOutput vl =
-        ClippedValueLoss(values, Rows(t.old_values, rows, len), Rows(t.value_targets, rows, len), m,
-                         options_.value_clip_eps, options_.aggregation);
+    ValueLossOutput vl = ClippedValueLoss(values, rows_of(t.old_values), rows_of(t.value_targets),
+                                          m, options_.value_clip_eps, options_.aggregation);
     (vl.loss * (options_.value_coef * weight)).backward();
     totals->tokens_processed += sub.ids.numel();
     losses->value += vl.loss.item<double>() * weight;
@@ -605,8 +650,13 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
   }
 }
 
-void Trainer::AccumulatePtx(const SequenceBatch& ptx, UpdateTotals* totals) {
-  const ForwardOutput out = policy_->forward(ptx.ids, ptx.attention_mask, ptx.position_ids);
+void Trainer::AccumulatePtx(const SequenceBatch& host_ptx, UpdateTotals* totals) {
+  const SequenceBatch ptx = SequenceBatchToDevice(host_ptx, device_);
+  ForwardOutput out;
+  {
+    compat::AutocastGuard autocast(device_, options_.train_dtype);
+    out = policy_->forward(ptx.ids, ptx.attention_mask, ptx.position_ids);
+  }
   const torch::Tensor logp = ResponseLogProbs(out.logits, ptx, 1.0);
   const torch::Tensor l = PtxLoss(logp, ptx.response_mask, options_.ptx_coef);
   l.backward();
@@ -705,8 +755,9 @@ absl::Status Trainer::RestoreState(const TrainerState& state) {
   for (Pending& p : pending) {
     auto s = std::make_unique<torch::optim::AdamWParamState>();
     s->step(p.step);
-    s->exp_avg(p.exp_avg.to(torch::kFloat32).clone());
-    s->exp_avg_sq(p.exp_avg_sq.to(torch::kFloat32).clone());
+    // Moments live where the parameter does (a CPU checkpoint restored on a GPU).
+    s->exp_avg(p.exp_avg.to(p.param.device(), torch::kFloat32).clone());
+    s->exp_avg_sq(p.exp_avg_sq.to(p.param.device(), torch::kFloat32).clone());
     p.opt->state()[ParamStateKey(p.param)] = std::move(s);
   }
   shuffle_gen_ = gen;

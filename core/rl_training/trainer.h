@@ -31,6 +31,10 @@
 // truncated importance weights min(ρ_t, c) (ρ = 1 on-policy, so it is then exactly the
 // seed's estimator return x Σ ∇log π).
 //
+// Device: the trainer runs on options.device (core/model/device.h); batches are packed on the host
+// and each micro-batch's ids, masks and targets are moved to that device; statistics come back as
+// host numbers.
+//
 // Value function (PPO only): a SEPARATE TransformerLM with scalar_head = true (lm_head
 // may be false), given to Create(); InstructGPT initialises it from the reward model.
 // A separate model keeps value-loss gradients out of the policy and lets the value
@@ -102,6 +106,14 @@ struct TrainerOptions {
   // the policy (padded positions are masked, so any in-vocabulary id gives the same numbers).
   int32_t pad_id = 0;
   uint64_t seed = 1;               // minibatch shuffling generator
+  // Precision of the policy's (and value model's) forward/backward: kFloat32 (default) or
+  // kBFloat16 = autocast (compat::AutocastGuard): matmuls in bf16 on the models' device,
+  // master weights, gradients and AdamW state stay fp32. fp16 is refused (it would need
+  // loss scaling, which the trainer does not do).
+  torch::ScalarType train_dtype = torch::kFloat32;
+  // Where the models train (core/model/device.h): Create() moves the policy and value
+  // model there (a restored checkpoint loads on the host and moves too). Default CPU.
+  torch::Device device = torch::kCPU;
 };
 
 // Checks ranges; the message names the field ("minibatch_size must be >= 1").
@@ -177,8 +189,9 @@ absl::Status SetGeneratorStateHex(at::Generator& gen, const std::string& hex);
 class Trainer {
  public:
   // policy: lm_head required. value_model: required (scalar_head) for PPO, must be
-  // null otherwise. Both must be on CPU in float32. The trainer takes (shared)
-  // ownership and puts them in train mode.
+  // null otherwise. Both must be float32 (master weights; see train_dtype); they are
+  // moved to options.device. The trainer takes (shared) ownership and puts them in
+  // train mode.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainerOptions& options,
                                                          TransformerLM policy,
                                                          TransformerLM value_model = nullptr);
@@ -256,6 +269,7 @@ class Trainer {
   int64_t step_ = 0;
   int64_t policy_version_ = 0;
   int64_t optimizer_steps_ = 0;
+  torch::Device device_ = torch::kCPU;  // = options_.device, where the models are
 };
 
 }  // namespace rlhf

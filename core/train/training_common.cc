@@ -9,11 +9,10 @@
 #include <utility>
 #include <vector>
 
-#include <c10/util/string_utils.h>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/model/torch_compat.h"
 #include "core/status_macros.h"
 
 namespace rlhf {
@@ -111,8 +110,8 @@ double ClipGradNorm(const std::vector<torch::Tensor>& params, double max_norm) {
 }
 
 namespace {
-std::string StateKey(const torch::Tensor& p) {
-  return c10::guts::to_string(p.unsafeGetTensorImpl());
+compat::OptimizerStateKeyType StateKey(const torch::Tensor& p) {
+  return compat::OptimizerStateKey(p);
 }
 }  // namespace
 

@@ -29,6 +29,7 @@
 #include "absl/strings/str_split.h"
 #include "core/data/prompt_template.h"
 #include "core/status_macros.h"
+#include "core/util/device_name.h"
 #include "core/util/file_util.h"
 #include "services/batching_defaults.h"
 
@@ -525,6 +526,7 @@ JobConfig DefaultJobConfig() {
   model->set_rm_checkpoint("<run_dir>/rm");
   model->set_max_seq_len(128);
   model->set_compute_dtype("fp32");  // = kDefaultComputeDtype (core/model/compute_dtype.h)
+  model->set_device("cpu");          // = kDefaultDevice (core/model/device.h)
 
   auto* sft = c.mutable_sft();
   sft->set_steps(600);
@@ -595,6 +597,7 @@ JobConfig DefaultJobConfig() {
   rl->set_grpo_eps(1e-4f);
   rl->set_whiten_advantages(false);
   rl->set_decay_steps(0);
+  rl->set_train_dtype("fp32");
 
   auto* actors = c.mutable_actors();
   actors->set_count(2);
@@ -787,6 +790,9 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
                  c.model().compute_dtype() == "fp16",
              absl::StrCat("model.compute_dtype: must be fp32, bf16 or fp16, got '",
                           c.model().compute_dtype(), "'"));
+  ch.Require(
+      rlhf::IsDeviceName(c.model().device()),
+      absl::StrCat("model.device: must be cpu, cuda or cuda:N, got '", c.model().device(), "'"));
 
   const auto& s = c.sft();
   ch.AtLeast("sft.steps", s.steps(), 0);
@@ -852,6 +858,8 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
              "rl.kl.estimator: exact is computed by the reference server from the actors' "
              "distributions and works with kl.placement in_reward only");
   ch.AtLeast("rl.decay_steps", rl.decay_steps(), 0);
+  ch.Require(rl.train_dtype() == "fp32" || rl.train_dtype() == "bf16",
+             absl::StrCat("rl.train_dtype: must be fp32 or bf16, got '", rl.train_dtype(), "'"));
   ch.AtLeast("rl.ptx_coef", rl.ptx_coef(), 0.0f);
   ch.AtLeast("rl.ptx_batch_size", rl.ptx_batch_size(), 1);
   ch.AtLeast("rl.entropy_coef", rl.entropy_coef(), 0.0f);

@@ -70,6 +70,13 @@ absl::StatusOr<TrainerOptions> TrainerOptionsFromConfig(const rlhf::v1::RlConfig
   o.whiten_advantages = rl.whiten_advantages();
   o.temperature = sampling.temperature() > 0 ? sampling.temperature() : 1.0;
   o.seed = seed;
+  // Empty = a bare RlConfig (tests): the documented default fp32.
+  if (rl.train_dtype() == "bf16") {
+    o.train_dtype = torch::kBFloat16;
+  } else if (!rl.train_dtype().empty() && rl.train_dtype() != "fp32") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rl.train_dtype: must be fp32 or bf16, got '", rl.train_dtype(), "'"));
+  }
   RLHF_RETURN_IF_ERROR(ValidateTrainerOptions(o));
   return o;
 }

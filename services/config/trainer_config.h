@@ -20,6 +20,8 @@ namespace rlhf {
 
 // RlConfig (+ the sampling temperature, which fixes the log-prob convention, and the
 // job seed) -> TrainerOptions, validated (InvalidArgument naming the "rl." field).
+// rl.train_dtype maps to train_dtype; the device (model.device) is the caller's to set
+// (TrainerOptions::device, parsed where the process starts: core/model/device.h).
 absl::StatusOr<TrainerOptions> TrainerOptionsFromConfig(const rlhf::v1::RlConfig& rl,
                                                         const rlhf::v1::SamplingConfig& sampling,
                                                         uint64_t seed);

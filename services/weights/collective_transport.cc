@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "core/model/torch_compat.h"
 #include "core/status_macros.h"
 #include "services/weights/transport.h"
 
@@ -48,10 +49,12 @@ namespace rlhf::weights {
 namespace {
 
 using StorePtr = c10::intrusive_ptr<::c10d::Store>;
-#if defined(RLHF_WITH_CUDA) && TORCH_VERSION_MAJOR >= 2
-using GroupPtr = c10::intrusive_ptr<::c10d::Backend>;
-#else
+// ProcessGroupGloo/NCCL are c10d::Backends from LibTorch 2.0 on, CPU build or not
+// (core/model/torch_compat.h).
+#if RLHF_C10D_BACKEND_IS_PROCESS_GROUP
 using GroupPtr = c10::intrusive_ptr<::c10d::ProcessGroup>;
+#else
+using GroupPtr = c10::intrusive_ptr<::c10d::Backend>;
 #endif
 
 std::string GenPrefix(int64_t generation) { return absl::StrCat("rlhf/gen", generation, "/"); }

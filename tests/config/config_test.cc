@@ -188,6 +188,30 @@ TEST(ConfigTest, AutoTlsIsTriStateAndConflictsWithGivenCertificates) {
   EXPECT_THAT(both.status().message(), HasSubstr("security.auto_tls: true makes the job's own"));
 }
 
+TEST(ConfigTest, DeviceAndTrainDtype) {
+  auto d = Parse("");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->model().device(), "cpu");
+  EXPECT_EQ(d->rl().train_dtype(), "fp32");
+  // The syntax only: whether CUDA exists is each process's check at start (ParseDevice).
+  for (const char* ok : {"cuda", "cuda:0", "cuda:12"}) {
+    auto c = Parse(std::string("model:\n  device: \"") + ok + "\"\nrl:\n  train_dtype: bf16\n");
+    ASSERT_TRUE(c.ok()) << ok << ": " << c.status();
+    EXPECT_EQ(c->model().device(), ok);
+    EXPECT_EQ(c->rl().train_dtype(), "bf16");
+  }
+  for (const char* bad : {"gpu", "CUDA", "cuda:", "cuda:-1", "cuda:x", "cpu:0"}) {
+    auto c = Parse(std::string("model:\n  device: \"") + bad + "\"\n");
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_THAT(
+        c.status().message(),
+        HasSubstr(std::string("model.device: must be cpu, cuda or cuda:N, got '") + bad + "'"));
+  }
+  auto t = Parse("rl:\n  train_dtype: fp16\n");
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(t.status().message(), HasSubstr("rl.train_dtype: must be fp32 or bf16, got 'fp16'"));
+}
+
 TEST(ConfigTest, MissingExplicitCheckpointNamesPath) {
   auto c = Parse("model:\n  sft_checkpoint: /definitely/not/here/sft\n");
   ASSERT_FALSE(c.ok());

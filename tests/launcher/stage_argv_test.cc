@@ -179,7 +179,7 @@ TEST(ServerArgs, ReferenceServerAndLearner) {
               ElementsAre("--checkpoint=/m/sft", "--threads=1", "--max_batch_tokens=2000",
                           "--max_wait_ms=4", "--max_queue_sequences=70",
                           "--max_sequences_per_request=80", "--max_seq_len=96"));
-  EXPECT_THAT(LearnerArgs(kPaths),
+  EXPECT_THAT(LearnerArgs(Config(), kPaths),
               ElementsAre("--config=/run/config.yaml", "--checkpoint_dir=/run/learner"));
 }
 
@@ -194,6 +194,29 @@ TEST(ServerArgs, ComputeDtypeReachesTheForwardOnlyProcesses) {
   // Training stages keep fp32 weights.
   EXPECT_THAT(SftArgv(c, kPaths), ::testing::Not(::testing::Contains(flag)));
   EXPECT_THAT(RmArgv(c, kPaths, "/d/rank.jsonl"), ::testing::Not(::testing::Contains(flag)));
+}
+
+TEST(ServerArgs, DeviceReachesEveryRlProcess) {
+  rlhf::v1::JobConfig c = Config();
+  c.mutable_model()->set_device("cuda:1");
+  const std::string flag = "--device=cuda:1";
+  const ActorAddresses a{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"};
+  EXPECT_THAT(LearnerArgs(c, kPaths), ::testing::Contains(flag));
+  EXPECT_THAT(ActorArgv(c, kPaths, 0, a, -1), ::testing::Contains(flag));
+  EXPECT_THAT(ActorArgv(c, kPaths, 3, a, 9100), ::testing::Contains(flag));
+  EXPECT_THAT(ReferenceServerArgs(c), ::testing::Contains(flag));
+  EXPECT_THAT(RewardServerArgs(c), ::testing::Contains(flag));
+  // The offline stages run on the CPU (docs/gpu.md): no flag they would not understand.
+  EXPECT_THAT(SftArgv(c, kPaths),
+              ::testing::Not(::testing::Contains(::testing::HasSubstr("--device"))));
+  EXPECT_THAT(EvalArgv(c, kPaths, "rl", "/p", "/m/rm"),
+              ::testing::Not(::testing::Contains(::testing::HasSubstr("--device"))));
+  // The job config's default ("cpu") is passed as such; unset passes nothing.
+  c.mutable_model()->set_device("cpu");
+  EXPECT_THAT(ActorArgv(c, kPaths, 0, a, -1), ::testing::Contains("--device=cpu"));
+  c.mutable_model()->clear_device();
+  EXPECT_THAT(LearnerArgs(c, kPaths),
+              ElementsAre("--config=/run/config.yaml", "--checkpoint_dir=/run/learner"));
 }
 
 TEST(ServerArgs, SecurityFlagsOnlyForWhatIsSet) {

@@ -374,7 +374,7 @@ absl::Status Job::StartRlChildren(Supervisor& sup) {
   // The learner reads security.* from config.yaml too; the flags say the same, so that
   // the command line shows how it was started.
   RLHF_RETURN_IF_ERROR(StartServer(sup, "learner", "rlhf-learner", config_.learner().endpoint(),
-                                   LearnerArgs(paths_), 1, true, &learner_addr_));
+                                   LearnerArgs(config_, paths_), 1, true, &learner_addr_));
   // The learner's exit code 0 means "rl.steps done": the job completed.
   for (int i = 0; i < config_.actors().count(); ++i) {
     Say(absl::StrCat("[run] starting actor-", i));

@@ -81,6 +81,7 @@ std::string CommonVariables(const JobConfig& c, const std::string& bin_dir) {
   absl::StrAppend(&out, "STOP_GRACE_S=", s.stop_grace_s(), "\n");
   absl::StrAppend(&out, "OVERCOMMIT=", s.overcommit() ? "--overcommit" : "", "\n");
   absl::StrAppend(&out, BashArray("ACTOR_SECURITY", ActorSecurityArgs(c.security())));
+  absl::StrAppend(&out, BashArray("ACTOR_DEVICE", DeviceArgs(c)));
   return out;
 }
 
@@ -229,7 +230,7 @@ srun --exact --ntasks="$N_ACTORS" --cpus-per-task="$ACTOR_THREADS" $OVERCOMMIT -
   bash -c 'rlhf_actor_task "$@"' rlhf_actor_task actor- "$ACTOR_SEED_BASE" "$ACTOR_MAX_RESTARTS" \
   "$ACTOR_BACKOFF_S" "$BIN/rlhf-actor" --learner_address="$RLHF_LEARNER_ADDRESS" \
   --reward_address="$RLHF_REWARD_ADDRESS" --reference_address="$RLHF_REFERENCE_ADDRESS" \
-  --threads="$ACTOR_THREADS" --metrics_host=0.0.0.0 --metrics_port=0 "${ACTOR_SECURITY[@]}" &
+  --threads="$ACTOR_THREADS" --metrics_host=0.0.0.0 --metrics_port=0 "${ACTOR_SECURITY[@]}" "${ACTOR_DEVICE[@]}" &
 PID[actors]=$!
 
 # The learner exits 0 after rl.steps (once the actors have left); a server that exits
@@ -283,7 +284,7 @@ srun --exact --ntasks="$n" --cpus-per-task="$ACTOR_THREADS" $OVERCOMMIT --job-na
   "$((ACTOR_SEED_BASE + 100000 + (SLURM_JOB_ID % 1000) * 100))" "$ACTOR_MAX_RESTARTS" \
   "$ACTOR_BACKOFF_S" "$BIN/rlhf-actor" --learner_address="$RLHF_LEARNER_ADDRESS" \
   --reward_address="$RLHF_REWARD_ADDRESS" --reference_address="$RLHF_REFERENCE_ADDRESS" \
-  --threads="$ACTOR_THREADS" --metrics_host=0.0.0.0 --metrics_port=0 "${ACTOR_SECURITY[@]}" &
+  --threads="$ACTOR_THREADS" --metrics_host=0.0.0.0 --metrics_port=0 "${ACTOR_SECURITY[@]}" "${ACTOR_DEVICE[@]}" &
 actors=$!
 trap 'say "signal: draining actors"; stop_step actors "$actors"; say "stopped"; exit 0' TERM INT
 rc=0

@@ -18,6 +18,11 @@ void AppendComputeDtype(const rlhf::v1::JobConfig& c, Argv* argv) {
 
 }  // namespace
 
+Argv DeviceArgs(const rlhf::v1::JobConfig& c) {
+  if (c.model().device().empty()) return {};
+  return {"--device=" + c.model().device()};
+}
+
 Argv UserDataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p) {
   const auto& d = c.data();
   Argv argv = {p.Bin("rlhf"),
@@ -203,6 +208,7 @@ Argv RewardServerArgs(const rlhf::v1::JobConfig& c) {
   AppendBatching(rs.batching(), &argv);
   argv.push_back(absl::StrCat("--max_seq_len=", c.model().max_seq_len()));
   AppendComputeDtype(c, &argv);
+  for (auto& flag : DeviceArgs(c)) argv.push_back(std::move(flag));
   if (normalize) argv.push_back("--normalize");
   return argv;
 }
@@ -214,11 +220,17 @@ Argv ReferenceServerArgs(const rlhf::v1::JobConfig& c) {
   AppendBatching(ref.batching(), &argv);
   argv.push_back(absl::StrCat("--max_seq_len=", c.model().max_seq_len()));
   AppendComputeDtype(c, &argv);
+  for (auto& flag : DeviceArgs(c)) argv.push_back(std::move(flag));
   return argv;
 }
 
-Argv LearnerArgs(const JobPaths& p) {
-  return {"--config=" + p.run_dir + "/config.yaml", "--checkpoint_dir=" + p.run_dir + "/learner"};
+Argv LearnerArgs(const rlhf::v1::JobConfig& c, const JobPaths& p) {
+  Argv argv = {"--config=" + p.run_dir + "/config.yaml",
+               "--checkpoint_dir=" + p.run_dir + "/learner"};
+  // config.yaml carries model.device too; the flag makes the learner's device visible in
+  // its command line like every other process's.
+  for (auto& flag : DeviceArgs(c)) argv.push_back(std::move(flag));
+  return argv;
 }
 
 Argv ServerSecurityArgs(const rlhf::v1::SecurityConfig& s) {
@@ -244,6 +256,7 @@ Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
   if (c.actors().generation_batch() > 0) {
     argv.push_back(absl::StrCat("--generation_batch=", c.actors().generation_batch()));
   }
+  for (auto& flag : DeviceArgs(c)) argv.push_back(std::move(flag));
   if (metrics_port >= 0) argv.push_back(absl::StrCat("--metrics_port=", metrics_port));
   if (!c.weights().gloo_interface().empty()) {
     argv.push_back("--gloo_interface=" + c.weights().gloo_interface());

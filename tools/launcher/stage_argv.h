@@ -46,7 +46,11 @@ Argv StepEvalArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, const std::st
 // Server-specific arguments (after the common prefix).
 Argv RewardServerArgs(const rlhf::v1::JobConfig& c);
 Argv ReferenceServerArgs(const rlhf::v1::JobConfig& c);
-Argv LearnerArgs(const JobPaths& p);
+Argv LearnerArgs(const rlhf::v1::JobConfig& c, const JobPaths& p);
+// model.device as the --device flag of the processes that run the RL stage's models
+// (learner, actors, reward and reference servers); none when unset (the binaries' own
+// default, cpu). The offline stages (sft, rm, label, eval) run on the CPU.
+Argv DeviceArgs(const rlhf::v1::JobConfig& c);
 // The TLS / token flags every server gets from security.*.
 Argv ServerSecurityArgs(const rlhf::v1::SecurityConfig& s);
 // The client side: the token, the CA that signs the servers and the certificate and key
