@@ -13,7 +13,7 @@ RLHF_PACKAGES=(
   libpcre2-dev libicu-dev sentencepiece nodejs
   prometheus
   python3 python3-grpcio python3-protobuf python3-torch python3-yaml
-  procps
+  procps iproute2 openssl
   slurmctld slurmd slurm-client munge
 )
 # npm installs the tokenizer tests' oracles (tests/tokenizer/install_oracles.sh). A

@@ -145,6 +145,16 @@ class NetnsTest : public ::testing::Test {
       GTEST_SKIP() << "`ip netns` unavailable (iproute2): " << out;
     }
     const int pid = static_cast<int>(::getpid());
+    // Root in a container may still lack CAP_SYS_ADMIN / CAP_NET_ADMIN: try once.
+    const std::string probe = absl::StrCat("rlhfprobe", pid);
+    if (Sh("ip netns add " + probe, &out) != 0) {
+      GTEST_SKIP() << "cannot create a network namespace here: " << out;
+    }
+    Sh("ip netns del " + probe);
+    if (Sh("ip link add " + probe + " type bridge", &out) != 0) {
+      GTEST_SKIP() << "cannot create a bridge here: " << out;
+    }
+    Sh("ip link del " + probe);
     tag_ = std::to_string(pid);
     // 10.213.<k>.0/24: a private test range, a /24 per test process.
     net_ = absl::StrCat("10.213.", pid % 250, ".");
