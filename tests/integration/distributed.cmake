@@ -3,7 +3,7 @@
 if(TARGET rlhf-learner AND TARGET rlhf-actor AND TARGET rlhf_reward_server_main
    AND TARGET rlhf_reference_server_main)
   rlhf_test(distributed_test SOURCES distributed_test.cc
-    DEPS rlhf_learner_service rlhf_learner_client rlhf_util absl::strings absl::time LABELS integration distributed
+    DEPS rlhf_learner_service rlhf_learner_client rlhf_util rlhf_testing absl::strings absl::time LABELS integration distributed
     TIMEOUT 600)
   add_dependencies(distributed_test rlhf-learner rlhf-actor rlhf_reward_server_main
     rlhf_reference_server_main rlhf)

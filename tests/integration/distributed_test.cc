@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,8 +32,8 @@
 #include "absl/time/clock.h"
 #include "core/util/http_get.h"
 #include "learner/learner_client.h"
+#include "tests/testing/child_process.h"
 
-extern char** environ;
 
 namespace {
 
@@ -45,66 +44,20 @@ std::string BinDir() {
   return d ? d : "build/bin";
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using rlhf::testing::ReadFileOrEmpty;
 
-// A child process with stdout+stderr in a log file. Killed (SIGKILL) if still alive at
-// destruction.
-class Proc {
+// A binary of RLHF_BIN_DIR as a child process, output in `log`.
+class Proc : public rlhf::testing::ChildProcess {
  public:
   Proc(const std::string& name, std::vector<std::string> args, const std::string& log)
-      : log_(log) {
-    args.insert(args.begin(), BinDir() + "/" + name);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) pid_ = -1;
-  }
-  ~Proc() {
-    if (alive()) {
-      ::kill(pid_, SIGKILL);
-      Wait(absl::Seconds(10));
-    }
-  }
-  bool alive() {
-    if (pid_ <= 0 || exited_) return false;
-    int st;
-    pid_t r = ::waitpid(pid_, &st, WNOHANG);
-    if (r == pid_) {
-      exited_ = true;
-      status_ = st;
-      return false;
-    }
-    return true;
-  }
-  void Kill(int sig) {
-    if (alive()) ::kill(pid_, sig);
-  }
-  // Waits for the exit; returns the exit code, or -1 on timeout / signal.
-  int Wait(absl::Duration timeout) {
-    const absl::Time until = absl::Now() + timeout;
-    while (alive() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(50));
-    if (!exited_) return -1;
-    return WIFEXITED(status_) ? WEXITSTATUS(status_) : -1;
-  }
-  pid_t pid() const { return pid_; }
-  std::string log() const { return ReadAll(log_); }
+      : ChildProcess(WithBinary(name, std::move(args)), log) {}
 
  private:
-  std::string log_;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  int status_ = 0;
+  static std::vector<std::string> WithBinary(const std::string& name,
+                                             std::vector<std::string> args) {
+    args.insert(args.begin(), BinDir() + "/" + name);
+    return args;
+  }
 };
 
 class DistributedTest : public ::testing::Test {
@@ -131,7 +84,7 @@ class DistributedTest : public ::testing::Test {
   int WaitPort(const std::string& file, Proc* proc) {
     const absl::Time until = absl::Now() + absl::Seconds(60);
     while (absl::Now() < until) {
-      std::string text = ReadAll(file);
+      std::string text = ReadFileOrEmpty(file);
       if (!text.empty() && text.back() == '\n') return std::atoi(text.c_str());
       if (!proc->alive()) break;
       absl::SleepFor(absl::Milliseconds(50));

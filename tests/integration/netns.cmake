@@ -4,7 +4,7 @@
 if(TARGET rlhf-learner AND TARGET rlhf-actor AND TARGET rlhf_reward_server_main
    AND TARGET rlhf_reference_server_main)
   rlhf_test(netns_test SOURCES netns_test.cc
-    DEPS rlhf_launcher rlhf_learner_client absl::strings absl::time
+    DEPS rlhf_launcher rlhf_learner_client rlhf_testing absl::strings absl::time
     LABELS integration e2e slow TIMEOUT 900)
   add_dependencies(netns_test rlhf-learner rlhf-actor rlhf_reward_server_main
     rlhf_reference_server_main)

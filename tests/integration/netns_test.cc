@@ -20,7 +20,6 @@
 // on success and on failure.
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,9 +41,9 @@
 #include "absl/time/clock.h"
 #include "learner/learner_client.h"
 #include "services/channel.h"
+#include "tests/testing/child_process.h"
 #include "tools/launcher/job_tls.h"
 
-extern char** environ;
 
 namespace {
 
@@ -56,12 +55,7 @@ std::string BinDir() {
   return d ? d : "build/bin";
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using rlhf::testing::ReadFileOrEmpty;
 
 // Runs a command line through sh; returns its exit code (output into `out` if given).
 int Sh(const std::string& command, std::string* out = nullptr) {
@@ -76,58 +70,9 @@ int Sh(const std::string& command, std::string* out = nullptr) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-// A child with stdout+stderr in a log file, started in working directory `cwd`
-// (optionally inside network namespace `ns` via `ip netns exec`, which execs the
-// binary: the pid is the binary's). SIGKILLed if still alive at destruction.
-class Proc {
- public:
-  Proc(std::vector<std::string> argv, const std::string& cwd, const std::string& log) : log_(log) {
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
-    const int rc = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) pid_ = -1;
-  }
-  ~Proc() {
-    if (alive()) {
-      ::kill(pid_, SIGKILL);
-      Wait(absl::Seconds(10));
-    }
-  }
-  bool alive() {
-    if (pid_ <= 0 || exited_) return false;
-    int st;
-    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-      exited_ = true;
-      status_ = st;
-      return false;
-    }
-    return true;
-  }
-  void Kill(int sig) {
-    if (alive()) ::kill(pid_, sig);
-  }
-  int Wait(absl::Duration timeout) {
-    const absl::Time until = absl::Now() + timeout;
-    while (alive() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(50));
-    if (!exited_) return -1;
-    return WIFEXITED(status_) ? WEXITSTATUS(status_) : -1;
-  }
-  pid_t pid() const { return pid_; }
-  std::string log() const { return ReadAll(log_); }
-
- private:
-  std::string log_;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  int status_ = 0;
-};
+// Children run in a working directory of their own, optionally inside network namespace
+// `ns` via `ip netns exec`, which execs the binary (the pid is the binary's).
+using Proc = rlhf::testing::ChildProcess;
 
 // Where the three "hosts" are. Loopback mode: everything on 127.0.0.1, no namespaces.
 struct Hosts {
@@ -230,7 +175,7 @@ class NetnsTest : public ::testing::Test {
     argv.push_back(BinDir() + "/" + binary);
     for (auto& a : args) argv.push_back(std::move(a));
     const std::string cwd = WorkDir(name);
-    procs_.push_back(std::make_unique<Proc>(argv, cwd, cwd + "/" + name + ".log"));
+    procs_.push_back(std::make_unique<Proc>(argv, cwd + "/" + name + ".log", cwd));
     EXPECT_GT(procs_.back()->pid(), 0) << name;
     return procs_.back().get();
   }
@@ -238,7 +183,7 @@ class NetnsTest : public ::testing::Test {
   int WaitPort(const std::string& file, Proc* proc) {
     const absl::Time until = absl::Now() + absl::Seconds(90);
     while (absl::Now() < until) {
-      std::string text = ReadAll(file);
+      std::string text = ReadFileOrEmpty(file);
       if (!text.empty() && text.back() == '\n') return std::atoi(text.c_str());
       if (!proc->alive()) break;
       absl::SleepFor(absl::Milliseconds(50));
@@ -323,7 +268,7 @@ class NetnsTest : public ::testing::Test {
     c.tls.ca_file = tls_.ca_cert;
     c.tls.cert_file = tls_.client_cert;
     c.tls.key_file = tls_.client_key;
-    c.auth_token = ReadAll(tls_.token_file);
+    c.auth_token = ReadFileOrEmpty(tls_.token_file);
     while (!c.auth_token.empty() && c.auth_token.back() == '\n') c.auth_token.pop_back();
     auto client = GrpcLearnerClient::Create(c);
     EXPECT_TRUE(client.ok()) << client.status();

@@ -1,6 +1,7 @@
 #include "tests/testing/temp_dir.h"
 
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,12 @@ std::string MakeTempDir(const std::string& prefix) {
       absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", prefix, "XXXXXX");
   char* dir = ::mkdtemp(templ.data());
   return dir == nullptr ? std::string() : std::string(dir);
+}
+
+bool WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << contents;
+  return static_cast<bool>(out);
 }
 
 }  // namespace rlhf::testing

@@ -25,6 +25,8 @@
 #include "core/tokenizer/tokenizer.h"
 #include "tests/tokenizer/oracle_util.h"
 
+#include "tests/testing/temp_dir.h"
+
 namespace rlhf {
 namespace {
 
@@ -32,17 +34,10 @@ using ::testing::HasSubstr;
 using json = nlohmann::json;
 
 std::string NewDir(const std::string& name) {
-  static int counter = 0;
-  std::string dir = ::testing::TempDir() + "/spm_" + std::to_string(getpid()) + "_" +
-                    std::to_string(counter++) + "_" + name;
-  mkdir(dir.c_str(), 0755);
-  return dir;
+  return rlhf::testing::MakeTempDir("spm_" + name + "_");
 }
 
-void Write(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
+using rlhf::testing::WriteFile;
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -152,7 +147,7 @@ struct Trained {
 // unseen characters.
 Trained Train(const std::string& name, const std::string& flags) {
   Trained t{NewDir(name), ""};
-  Write(t.dir + "/train.txt", JoinLines(Corpus(2500, 11, /*seen_only=*/true)));
+  WriteFile(t.dir + "/train.txt", JoinLines(Corpus(2500, 11, /*seen_only=*/true)));
   auto r = testing_tok::RunCommand(
       "spm_train --input=" + t.dir + "/train.txt --model_prefix=" + t.dir +
       "/tokenizer --num_threads=1 --minloglevel=2 " + "--hard_vocab_limit=false " + flags + " > " +
@@ -171,12 +166,12 @@ void ExpectMatchesSpm(const std::string& name, const std::string& flags) {
   Trained t = Train(name, flags);
   ASSERT_TRUE(t.error.empty()) << t.error;
   const std::vector<std::string> lines = Corpus(1200, 29, /*seen_only=*/false);
-  Write(t.dir + "/input.txt", JoinLines(lines));
+  WriteFile(t.dir + "/input.txt", JoinLines(lines));
   const std::string model = t.dir + "/tokenizer.model";
   auto encoded = testing_tok::RunCommand("spm_encode --model=" + model + " --output_format=id < " +
                                          t.dir + "/input.txt");
   ASSERT_EQ(encoded.exit_code, 0);
-  Write(t.dir + "/ids.txt", encoded.output);
+  WriteFile(t.dir + "/ids.txt", encoded.output);
   auto decoded = testing_tok::RunCommand("spm_decode --model=" + model + " --input_format=id < " +
                                          t.dir + "/ids.txt");
   ASSERT_EQ(decoded.exit_code, 0);
@@ -233,7 +228,7 @@ void ExpectMatchesSpm(const std::string& name, const std::string& flags) {
     random_ids += Join(ids) + "\n";
     sequences.push_back(ids);
   }
-  Write(t.dir + "/random_ids.txt", random_ids);
+  WriteFile(t.dir + "/random_ids.txt", random_ids);
   auto random_text = testing_tok::RunCommand("spm_decode --model=" + model +
                                              " --input_format=id < " + t.dir + "/random_ids.txt");
   ASSERT_EQ(random_text.exit_code, 0);
@@ -296,7 +291,7 @@ TEST(SentencePieceSpmTest, BpeNfkcCaseFoldWhitespaceSuffix) {
 // A denormalization rule set (applied to decoded text): "a" -> "A", "th" -> "TH".
 TEST(SentencePieceSpmTest, UnigramDenormalizationRules) {
   const std::string rules = NewDir("denorm_rules") + "/rules.tsv";
-  Write(rules, "61\t41\n74 68\t54 48\n");
+  WriteFile(rules, "61\t41\n74 68\t54 48\n");
   ExpectMatchesSpm("denorm",
                    "--model_type=unigram --vocab_size=400 --denormalization_rule_tsv=" + rules);
 }
@@ -423,7 +418,7 @@ TEST(SentencePieceModelTest, UnigramViterbiByHand) {
 TEST(SentencePieceModelTest, MalformedFilesAreClearErrors) {
   const std::string dir = NewDir("bad");
   // Text: 'n' (0x6e) is field 13 with wire type 6, which does not exist.
-  Write(dir + "/tokenizer.model", "not a model\n");
+  WriteFile(dir + "/tokenizer.model", "not a model\n");
   auto text = LoadTokenizerFromModelDir(dir);
   ASSERT_FALSE(text.ok());
   EXPECT_THAT(std::string(text.status().message()), HasSubstr(dir + "/tokenizer.model"));
@@ -433,7 +428,7 @@ TEST(SentencePieceModelTest, MalformedFilesAreClearErrors) {
   // Truncated inside the third piece's string: its length runs past the end.
   const std::string full = TinyBpeModel();
   const size_t cut = PieceMsg("<unk>", 0, 2).size() + PieceMsg("<s>", 0, 3).size() + 5;
-  Write(dir + "/tokenizer.model", full.substr(0, cut));
+  WriteFile(dir + "/tokenizer.model", full.substr(0, cut));
   auto truncated = LoadTokenizerFromModelDir(dir);
   ASSERT_FALSE(truncated.ok());
   EXPECT_THAT(std::string(truncated.status().message()), HasSubstr("tokenizer.model"));
@@ -443,13 +438,13 @@ TEST(SentencePieceModelTest, MalformedFilesAreClearErrors) {
   Trained t = Train("cut", "--model_type=bpe --vocab_size=300");
   ASSERT_TRUE(t.error.empty()) << t.error;
   const std::string real = ReadAll(t.dir + "/tokenizer.model");
-  Write(dir + "/tokenizer.model", real.substr(0, real.size() / 2));
+  WriteFile(dir + "/tokenizer.model", real.substr(0, real.size() / 2));
   auto half = LoadTokenizerFromModelDir(dir);
   ASSERT_FALSE(half.ok());
   EXPECT_THAT(std::string(half.status().message()), HasSubstr("tokenizer.model"));
   EXPECT_THAT(std::string(half.status().message()), HasSubstr("truncated"));
 
-  Write(dir + "/tokenizer.model", "");
+  WriteFile(dir + "/tokenizer.model", "");
   auto empty = LoadTokenizerFromModelDir(dir);
   ASSERT_FALSE(empty.ok());
   EXPECT_THAT(std::string(empty.status().message()), HasSubstr("no pieces"));

@@ -16,6 +16,8 @@
 
 #include "core/tokenizer/model_dir.h"
 
+#include "tests/testing/temp_dir.h"
+
 namespace rlhf {
 namespace {
 
@@ -23,17 +25,10 @@ using ::testing::HasSubstr;
 using json = nlohmann::json;
 
 std::string NewDir(const std::string& name) {
-  static int counter = 0;
-  std::string dir = ::testing::TempDir() + "/tok_" + std::to_string(getpid()) + "_" +
-                    std::to_string(counter++) + "_" + name;
-  mkdir(dir.c_str(), 0755);
-  return dir;
+  return rlhf::testing::MakeTempDir("tok_" + name + "_");
 }
 
-void Write(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
+using rlhf::testing::WriteFile;
 
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
 
@@ -51,8 +46,8 @@ json TinyByteLevel() {
 
 TEST(BpeTokenizerTest, MergesByRankLeftmostFirst) {
   std::string dir = NewDir("tiny_bl");
-  Write(dir + "/tokenizer.json", TinyByteLevel().dump());
-  Write(dir + "/tokenizer_config.json", R"({"eos_token": "<|eot|>", "bos_token": null})");
+  WriteFile(dir + "/tokenizer.json", TinyByteLevel().dump());
+  WriteFile(dir + "/tokenizer_config.json", R"({"eos_token": "<|eot|>", "bos_token": null})");
   auto tok = LoadTokenizerFromModelDir(dir);
   ASSERT_TRUE(tok.ok()) << tok.status();
   // "abcab" -> a b c a b -> (a,b)@0 -> (a,b)@3 [rank 0 before rank 1] -> (ab,c) => abc ab.
@@ -110,7 +105,7 @@ json TinySentencePieceStyle() {
 
 TEST(BpeTokenizerTest, SentencePieceStyleWithByteFallback) {
   std::string dir = NewDir("tiny_sp");
-  Write(dir + "/tokenizer.json", TinySentencePieceStyle().dump());
+  WriteFile(dir + "/tokenizer.json", TinySentencePieceStyle().dump());
   auto tok = LoadTokenizerFromModelDir(dir);
   ASSERT_TRUE(tok.ok()) << tok.status();
   // "hi é" -> "▁hi▁é": ▁hi, ▁, then é (not in the vocabulary) as bytes C3 A9 -> 3 + byte.
@@ -145,7 +140,7 @@ TEST(BpeTokenizerTest, ByteLevelRoundTripsInvalidUtf8AndSplitCharacters) {
     }
     if (!j["model"]["vocab"].contains(s)) j["model"]["vocab"][s] = 100 + b;
   }
-  Write(dir + "/tokenizer.json", j.dump());
+  WriteFile(dir + "/tokenizer.json", j.dump());
   auto tok = LoadTokenizerFromModelDir(dir);
   ASSERT_TRUE(tok.ok()) << tok.status();
   const std::string bad = std::string("ok \xff\xfe mid \xe2\x82 end \xc3\xa9", 20);
@@ -168,26 +163,26 @@ TEST(LoadTokenizerTest, ErrorsNameTheFileAndField) {
   EXPECT_THAT(Msg(none.status()), HasSubstr("tokenizer.json"));
 
   std::string bad_json = NewDir("bad_json");
-  Write(bad_json + "/tokenizer.json", "{\"model\": {\"type\": ");
+  WriteFile(bad_json + "/tokenizer.json", "{\"model\": {\"type\": ");
   auto parse = LoadTokenizerFromModelDir(bad_json);
   EXPECT_EQ(parse.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Msg(parse.status()), HasSubstr(bad_json + "/tokenizer.json"));
   EXPECT_THAT(Msg(parse.status()), HasSubstr("malformed JSON"));
 
   std::string unigram = NewDir("unigram");
-  Write(unigram + "/tokenizer.json", R"({"model": {"type": "Unigram", "vocab": []}})");
+  WriteFile(unigram + "/tokenizer.json", R"({"model": {"type": "Unigram", "vocab": []}})");
   auto uni = LoadTokenizerFromModelDir(unigram);
   EXPECT_EQ(uni.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(Msg(uni.status()), HasSubstr("model.type"));
 
   std::string no_vocab = NewDir("no_vocab");
-  Write(no_vocab + "/tokenizer.json", R"({"model": {"type": "BPE", "merges": []}})");
+  WriteFile(no_vocab + "/tokenizer.json", R"({"model": {"type": "BPE", "merges": []}})");
   EXPECT_THAT(Msg(LoadTokenizerFromModelDir(no_vocab).status()), HasSubstr("\"model.vocab\""));
 
   std::string bad_norm = NewDir("bad_norm");
   json j = TinyByteLevel();
   j["normalizer"] = {{"type", "Precompiled"}};
-  Write(bad_norm + "/tokenizer.json", j.dump());
+  WriteFile(bad_norm + "/tokenizer.json", j.dump());
   EXPECT_THAT(Msg(LoadTokenizerFromModelDir(bad_norm).status()),
               HasSubstr("\"normalizer.type\""));
 
@@ -195,33 +190,33 @@ TEST(LoadTokenizerTest, ErrorsNameTheFileAndField) {
   j = TinyByteLevel();
   j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}},
                         {"behavior", "Isolated"}};
-  Write(bad_regex + "/tokenizer.json", j.dump());
+  WriteFile(bad_regex + "/tokenizer.json", j.dump());
   EXPECT_THAT(Msg(LoadTokenizerFromModelDir(bad_regex).status()),
               HasSubstr("pre_tokenizer.pattern"));
 
   std::string bad_eos = NewDir("bad_eos");
-  Write(bad_eos + "/tokenizer.json", TinyByteLevel().dump());
-  Write(bad_eos + "/tokenizer_config.json", R"({"eos_token": "<nope>"})");
+  WriteFile(bad_eos + "/tokenizer.json", TinyByteLevel().dump());
+  WriteFile(bad_eos + "/tokenizer_config.json", R"({"eos_token": "<nope>"})");
   auto eos = LoadTokenizerFromModelDir(bad_eos);
   EXPECT_EQ(eos.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Msg(eos.status()), HasSubstr("<nope>"));
 
   std::string eos_type = NewDir("eos_type");
-  Write(eos_type + "/tokenizer.json", TinyByteLevel().dump());
-  Write(eos_type + "/special_tokens_map.json", R"({"eos_token": 5})");
+  WriteFile(eos_type + "/tokenizer.json", TinyByteLevel().dump());
+  WriteFile(eos_type + "/special_tokens_map.json", R"({"eos_token": 5})");
   auto eos2 = LoadTokenizerFromModelDir(eos_type);
   EXPECT_THAT(Msg(eos2.status()), HasSubstr("special_tokens_map.json"));
   EXPECT_THAT(Msg(eos2.status()), HasSubstr("\"eos_token\""));
 
   std::string half_gpt2 = NewDir("half_gpt2");
-  Write(half_gpt2 + "/vocab.json", R"({"a": 0})");
+  WriteFile(half_gpt2 + "/vocab.json", R"({"a": 0})");
   auto half = LoadTokenizerFromModelDir(half_gpt2);
   EXPECT_EQ(half.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(Msg(half.status()), HasSubstr("merges.txt"));
 
   std::string bad_merges = NewDir("bad_merges");
-  Write(bad_merges + "/vocab.json", R"({"a": 0, "b": 1, "ab": 2})");
-  Write(bad_merges + "/merges.txt", "#version: 0.2\na b\nnospace\n");
+  WriteFile(bad_merges + "/vocab.json", R"({"a": 0, "b": 1, "ab": 2})");
+  WriteFile(bad_merges + "/merges.txt", "#version: 0.2\na b\nnospace\n");
   auto merges = LoadTokenizerFromModelDir(bad_merges);
   EXPECT_THAT(Msg(merges.status()), HasSubstr("merges.txt: line 3"));
 }
@@ -238,7 +233,7 @@ TEST(MakeTokenizerTest, SpecsAndErrors) {
 
   // A relative dir resolves against base_dir; a type that disagrees with the files fails.
   std::string dir = NewDir("spec");
-  Write(dir + "/tokenizer.json", TinyByteLevel().dump());
+  WriteFile(dir + "/tokenizer.json", TinyByteLevel().dump());
   const std::string base = dir.substr(0, dir.rfind('/'));
   const std::string rel = dir.substr(dir.rfind('/') + 1);
   auto rel_tok = MakeTokenizer(json{{"type", "model_dir"}, {"dir", rel}}, base);
@@ -256,8 +251,8 @@ TEST(MakeTokenizerTest, SpecsAndErrors) {
 // recorded spec points at them.
 TEST(ModelTokenizerTest, CheckpointsCarryTheirTokenizer) {
   std::string src = NewDir("hf_src");
-  Write(src + "/tokenizer.json", TinyByteLevel().dump());
-  Write(src + "/tokenizer_config.json", R"({"eos_token": "<|eot|>"})");
+  WriteFile(src + "/tokenizer.json", TinyByteLevel().dump());
+  WriteFile(src + "/tokenizer_config.json", R"({"eos_token": "<|eot|>"})");
   auto tok = LoadTokenizerFromModelDir(src);
   ASSERT_TRUE(tok.ok()) << tok.status();
 
@@ -267,7 +262,7 @@ TEST(ModelTokenizerTest, CheckpointsCarryTheirTokenizer) {
   EXPECT_EQ(*spec, (json{{"type", "hf"}, {"dir", "."}}));
   EXPECT_EQ(TokenizerFilesInDir(ckpt),
             (std::vector<std::string>{"tokenizer.json", "tokenizer_config.json"}));
-  Write(ckpt + "/config.json", json{{"format", "rlhf-checkpoint-v1"},
+  WriteFile(ckpt + "/config.json", json{{"format", "rlhf-checkpoint-v1"},
                                     {"metadata", {{"tokenizer", *spec}}}}.dump());
   // Remove the source: the checkpoint must not depend on it.
   std::remove((src + "/tokenizer.json").c_str());
@@ -278,7 +273,7 @@ TEST(ModelTokenizerTest, CheckpointsCarryTheirTokenizer) {
 
   // Old checkpoints without a recorded tokenizer and without files: the byte tokenizer.
   std::string old = NewDir("old_ckpt");
-  Write(old + "/config.json", R"({"format": "rlhf-checkpoint-v1", "metadata": {}})");
+  WriteFile(old + "/config.json", R"({"format": "rlhf-checkpoint-v1", "metadata": {}})");
   auto byte = LoadTokenizerForModel(old);
   ASSERT_TRUE(byte.ok());
   EXPECT_EQ((*byte)->name(), "byte");
@@ -287,7 +282,7 @@ TEST(ModelTokenizerTest, CheckpointsCarryTheirTokenizer) {
   EXPECT_EQ(*byte_spec, (json{{"type", "byte"}}));
 
   std::string bad = NewDir("bad_ckpt");
-  Write(bad + "/config.json", R"({"metadata": {"tokenizer": {"type": "hf", "dir": "."}}})");
+  WriteFile(bad + "/config.json", R"({"metadata": {"tokenizer": {"type": "hf", "dir": "."}}})");
   auto missing = LoadTokenizerForModel(bad);
   EXPECT_FALSE(missing.ok());
   EXPECT_THAT(Msg(missing.status()), HasSubstr("metadata.tokenizer"));
