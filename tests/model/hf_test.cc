@@ -304,10 +304,14 @@ TEST_F(HfTest, RewardModelWithBiasCannotBeExportedSilently) {
 // bf16 has an 8-bit significand: each rounding is off by up to 2^-9 relative, and a forward
 // pass rounds at every op, in a different order in our fused kernels than in the
 // reference's. Stated tolerance: max abs logit difference <= 2^-5 (3.1%) of the largest
-// |logit|. Measured: ~1% (see the report); the same forward in fp32 differs from the bf16
-// reference by ~2%, so the test also checks ours is bf16 (parameters) and differs from
-// fp32 (not silently upcast).
+// |logit|, or 1.5x the bf16 noise of the machine where that is larger: the reference's own
+// bf16 forward against its fp32 one. That noise depends on the CPU's bf16 kernels (the
+// GPT-2 case: 2.4% of the largest |logit| on one machine, 4.7% on a CPU without AVX-512);
+// two bf16 implementations that round in a different order differ by about as much, a
+// wrong computation by the logits' own scale. The test also checks ours is bf16
+// (parameters) and differs from fp32 (not silently upcast).
 constexpr double kBf16RelTolerance = 1.0 / 32;
+constexpr double kBf16NoiseFactor = 1.5;
 
 TEST_F(HfTest, Bf16ComputeKeepsBf16ParametersAndMatchesTheBf16Reference) {
   for (const std::string name : {"qwen2_tied_bf16", "gpt2_prefix"}) {
@@ -332,9 +336,12 @@ TEST_F(HfTest, Bf16ComputeKeepsBf16ParametersAndMatchesTheBf16Reference) {
     EXPECT_EQ(y.logits.scalar_type(), torch::kFloat32);  // logits come back as fp32
     EXPECT_EQ(y.hidden.scalar_type(), torch::kBFloat16);
     const double diff = MaxDiffAtReal(y.logits, e["logits"], e["mask"]);
-    std::printf("[ %s ] bf16 max abs diff %.4g (%.2f%% of max |logit| %.3g)\n", name.c_str(), diff,
-                100 * diff / scale, scale);
-    EXPECT_LE(diff, kBf16RelTolerance * scale);
+    const double noise = MaxDiffAtReal(e["logits"].to(torch::kFloat32), e["logits_fp32"], e["mask"]);
+    const double tolerance = std::max(kBf16RelTolerance * scale, kBf16NoiseFactor * noise);
+    std::printf("[ %s ] bf16 max abs diff %.4g (%.2f%% of max |logit| %.3g); the reference's "
+                "bf16-vs-fp32 noise %.4g; tolerance %.4g\n",
+                name.c_str(), diff, 100 * diff / scale, scale, noise, tolerance);
+    EXPECT_LE(diff, tolerance);
     EXPECT_GT(MaxDiffAtReal(y.logits, e["logits_fp32"], e["mask"]), 1e-3);  // really bf16
     // With the KV cache as well.
     KVCache cache;
@@ -342,7 +349,7 @@ TEST_F(HfTest, Bf16ComputeKeepsBf16ParametersAndMatchesTheBf16Reference) {
     const auto first = m->model->forward(e["ids"].narrow(1, 0, split), e["mask"].narrow(1, 0, split), {}, &cache);
     const auto rest = m->model->forward(e["ids"].narrow(1, split, T - split), e["mask"], {}, &cache);
     EXPECT_LE(MaxDiffAtReal(torch::cat({first.logits, rest.logits}, 1), e["logits"], e["mask"]),
-              kBf16RelTolerance * scale);
+              tolerance);
 
     // The default stays fp32 and exact.
     auto f = LoadModel(Case(name));
