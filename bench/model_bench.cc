@@ -29,10 +29,12 @@
 // left-padded batch) and compares every step's logits with a full forward over the
 // whole sequence, and Generate()'s reported log-probs with ResponseLogProbs of a full
 // forward. Prints the largest differences; exits 1 when one exceeds --parity_tolerance.
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -41,6 +43,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <c10/core/InferenceMode.h>
 #include <nlohmann/json.hpp>
 
@@ -50,6 +53,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/model/device.h"
 #include "core/model/generation.h"
 #include "core/model/logprobs.h"
@@ -70,9 +75,16 @@ ABSL_FLAG(double, min_seconds, 1.0,
           "repeat each case (C++ and Python runs interleaved) until each side has run this long, "
           "at least --min_reps and at most 5 times; the best run counts");
 ABSL_FLAG(int, min_reps, 2, "minimum runs per case and side");
+ABSL_FLAG(double, quiet_ms, 250,
+          "idle gap before every timed run, so the other side's idle threads have stopped "
+          "spinning (OpenBLAS's pthread workers spin ~0.1 s after each call, libgomp's less); "
+          "on 2 cores a spinning neighbour halves a run");
 ABSL_FLAG(std::string, json_out, "", "also write the results as JSON to this file");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N (both sides run there)");
 ABSL_FLAG(std::string, train_dtype, "fp32", "train case precision: fp32 or bf16 (autocast)");
+ABSL_FLAG(bool, profile, false,
+          "after timing each case, run its C++ side once more under LibTorch's profiler and "
+          "print the ops that took the most self time (where a case's time goes)");
 ABSL_FLAG(bool, check_kv_parity, false,
           "instead of timing: KV-cache decoding vs full forward on --device (see above)");
 ABSL_FLAG(double, parity_tolerance, 1e-4, "--check_kv_parity: max abs logit / log-prob diff");
@@ -254,8 +266,11 @@ class PythonBaseline {
     const std::string script = absl::GetFlag(FLAGS_baseline_script);
     const std::string threads = std::to_string(num_threads);
     const std::string config = nlohmann::json::parse(ModelConfigToJson(c)).dump();
+    // Close-on-exec: a second baseline child must not inherit this child's pipe ends, or
+    // closing our end of its stdin would never reach it (EOF) and the destructor's
+    // waitpid would wait forever. dup2 clears the flag on the child's own 0 and 1.
     int to_child[2], from_child[2];
-    if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) return nullptr;
+    if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0) return nullptr;
     const pid_t pid = ::fork();
     if (pid < 0) return nullptr;
     if (pid == 0) {
@@ -321,6 +336,55 @@ class PythonBaseline {
 };
 
 int CheckKvParity();
+
+// One C++ run of `k` under LibTorch's (legacy, CPU) profiler; prints the `top` ops by
+// self time (an op's time minus the ops it called) with their share of the run.
+void ProfileCase(TransformerLM& model, const Case& k, at::Generator& gen, int top) {
+  namespace prof = torch::autograd::profiler;
+  struct Total {
+    double self_us = 0;
+    int64_t calls = 0;
+  };
+  std::map<std::string, Total> totals;
+  double run_us = 0;
+  {
+    prof::TLSLegacyProfilerGuard guard(
+        torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU),
+        [&](const prof::thread_event_lists& lists) {
+          for (const auto& events : lists) {
+            struct Open {
+              const prof::LegacyEvent* push;
+              double child_us;
+            };
+            std::vector<Open> stack;
+            for (const auto& e : events) {
+              if (e.kind() == prof::EventKind::PushRange) {
+                stack.push_back({&e, 0});
+              } else if (e.kind() == prof::EventKind::PopRange && !stack.empty()) {
+                const Open open = stack.back();
+                stack.pop_back();
+                const double us = open.push->cpuElapsedUs(e);
+                Total& t = totals[open.push->name()];
+                t.self_us += us - open.child_us;
+                ++t.calls;
+                if (!stack.empty()) stack.back().child_us += us;
+              }
+            }
+          }
+        });
+    run_us = RunCpp(model, k, gen) * 1e6;
+  }
+  std::vector<std::pair<std::string, Total>> sorted(totals.begin(), totals.end());
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.second.self_us > b.second.self_us; });
+  std::printf("  profile of %s (%.1f ms under the profiler; self time per op):\n",
+              k.Spec().c_str(), run_us / 1e3);
+  for (size_t i = 0; i < sorted.size() && i < static_cast<size_t>(top); ++i) {
+    const auto& [name, t] = sorted[i];
+    std::printf("    %-36s %9.2f ms %5.1f%% %8lld calls\n", name.c_str(), t.self_us / 1e3,
+                100.0 * t.self_us / run_us, static_cast<long long>(t.calls));
+  }
+}
 
 int Main() {
   {
@@ -406,11 +470,14 @@ int Main() {
           enough = enough && (pythons[p] == nullptr || py_total[p] >= absl::GetFlag(FLAGS_min_seconds));
         }
         if (enough) break;
+        const auto quiet = absl::Milliseconds(absl::GetFlag(FLAGS_quiet_ms));
+        absl::SleepFor(quiet);
         const double c = RunCpp(model, cases[i], gen);
         cpp[i] = std::min(cpp[i], c);
         cpp_total += c;
         for (size_t p = 0; p < pythons.size(); ++p) {
           if (pythons[p] == nullptr) continue;
+          absl::SleepFor(quiet);
           const double t = pythons[p]->Run(cases[i].Spec());
           if (t < 0) {
             pythons[p].reset();
@@ -442,6 +509,7 @@ int Main() {
                   py_s > 0 ? absl::StrCat(py_thr).c_str() : "-",
                   py_s > 0 ? absl::StrFormat("%.2f", py_s / cpp[i]).c_str() : "n/a");
       std::fflush(stdout);
+      if (absl::GetFlag(FLAGS_profile)) ProfileCase(model, k, gen, /*top=*/12);
       nlohmann::json py_all = nlohmann::json::object();
       for (size_t p = 0; p < py[i].size(); ++p) {
         if (py[i][p] < 1e29) py_all[absl::StrCat("threads_", py_threads[p])] = py[i][p];

@@ -110,6 +110,61 @@ TEST_P(ModelArchTest, ForwardLastEqualsLastColumnOfForward) {
   EXPECT_LE((all.narrow(1, 5, 1) - last).abs().max().item<double>(), 1e-5);
 }
 
+// Decoding a left-padded batch one token at a time (the path generation takes: no
+// autograd, one query per row, which runs a fused single-query attention kernel on the
+// CPU, and GEMV instead of GEMM for a batch of one) gives every row the logits of its
+// own unpadded sequence run through the batched-matmul path with autograd on.
+TEST_P(ModelArchTest, PaddedDecodingMatchesEachSequenceWithAutograd) {
+  torch::manual_seed(6);
+  TransformerLM model(Preset(GetParam()));
+  const int64_t V = model->config().vocab_size;
+  const std::vector<int64_t> prompt_lengths = {5, 2, 8};
+  const int64_t steps = 6, P = 8, B = 3;
+  std::vector<torch::Tensor> seqs;
+  for (int64_t b = 0; b < B; ++b) seqs.push_back(RandomIds(1, prompt_lengths[b] + steps, V, 20 + b));
+  // References: each sequence alone, autograd on (the generic attention path).
+  std::vector<torch::Tensor> want;
+  for (int64_t b = 0; b < B; ++b) {
+    ASSERT_TRUE(at::GradMode::is_enabled());
+    want.push_back(model->forward(seqs[b]).logits.detach());
+  }
+  torch::NoGradGuard no_grad;
+  for (int64_t capacity : {int64_t{0}, P + steps}) {
+    KVCache cache;
+    cache.Reserve(capacity);
+    auto ids = torch::zeros({B, P}, torch::kLong);
+    auto mask = torch::zeros({B, P + steps}, torch::kLong);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t pad = P - prompt_lengths[b];
+      ids[b].narrow(0, pad, prompt_lengths[b]).copy_(seqs[b][0].narrow(0, 0, prompt_lengths[b]));
+      mask[b].narrow(0, pad, prompt_lengths[b] + steps).fill_(1);
+    }
+    model->forward(ids, mask.narrow(1, 0, P), {}, &cache);
+    for (int64_t s = 0; s < steps; ++s) {
+      auto step_ids = torch::empty({B, 1}, torch::kLong);
+      auto positions = torch::empty({B, 1}, torch::kLong);
+      for (int64_t b = 0; b < B; ++b) {
+        step_ids[b][0] = seqs[b][0][prompt_lengths[b] + s].item<int64_t>();
+        positions[b][0] = prompt_lengths[b] + s;
+      }
+      const auto got = model->forward(step_ids, mask.narrow(1, 0, P + s + 1), positions, &cache).logits;
+      for (int64_t b = 0; b < B; ++b) {
+        const auto expected = want[b][0][prompt_lengths[b] + s];
+        EXPECT_LE((got[b][0] - expected).abs().max().item<double>(), 1e-4)
+            << "row " << b << " step " << s << " capacity " << capacity;
+      }
+    }
+  }
+  // A batch of one decodes through GEMV: same logits as the autograd path.
+  KVCache cache;
+  const auto& seq = seqs[2];
+  model->forward(seq.narrow(1, 0, 3), {}, {}, &cache);
+  for (int64_t t = 3; t < seq.size(1); ++t) {
+    const auto got = model->forward(seq.narrow(1, t, 1), {}, {}, &cache).logits;
+    EXPECT_LE((got[0][0] - want[2][0][t]).abs().max().item<double>(), 1e-4) << "position " << t;
+  }
+}
+
 // Central finite differences in float64 against autograd, through the whole model and
 // ResponseLogProbs.
 TEST_P(ModelArchTest, GradientMatchesFiniteDifferences) {
