@@ -528,11 +528,30 @@ TransformerLMImpl::TransformerLMImpl(const ModelConfig& config) : config_(config
   }
 }
 
+torch::Tensor TransformerLMImpl::TransposedUnembedding(const torch::Tensor& weight) {
+  absl::MutexLock lock(&unembedding_t_mu_);
+  if (!unembedding_t_.defined() || unembedding_t_source_ != weight.data_ptr() ||
+      unembedding_t_version_ != weight._version()) {
+    unembedding_t_ = weight.detach().t().contiguous();
+    unembedding_t_source_ = weight.data_ptr();
+    unembedding_t_version_ = weight._version();
+  }
+  return unembedding_t_;
+}
+
 torch::Tensor TransformerLMImpl::Unembed(const torch::Tensor& hidden) {
   TORCH_CHECK(config_.lm_head, "Unembed: model has no lm_head");
   // At least fp32 logits whatever the compute dtype (a no-op for an fp32 model):
   // log-probs and sampling downstream read them as float.
-  const auto logits = LinearFwd(hidden, config_.tie_embeddings ? wte_->weight : lm_head_weight_, {});
+  const torch::Tensor& weight = config_.tie_embeddings ? wte_->weight : lm_head_weight_;
+  const int64_t rows = hidden.numel() / hidden.size(-1);
+  if (rows >= 2 && hidden.is_cpu() && hidden.scalar_type() == torch::kFloat32 &&
+      weight.scalar_type() == torch::kFloat32 && !at::GradMode::is_enabled()) {
+    auto sizes = hidden.sizes().vec();
+    sizes.back() = weight.size(0);
+    return at::mm(hidden.reshape({-1, hidden.size(-1)}), TransposedUnembedding(weight)).view(sizes);
+  }
+  const auto logits = LinearFwd(hidden, weight, {});
   return logits.to(AtLeastFloat(logits.scalar_type()));
 }
 

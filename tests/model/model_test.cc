@@ -165,6 +165,27 @@ TEST_P(ModelArchTest, PaddedDecodingMatchesEachSequenceWithAutograd) {
   }
 }
 
+// Inference logits of several rows multiply by a cached transposed copy of the
+// unembedding; an in-place weight update (how actors and checkpoint loads apply weights)
+// must be seen by the next forward, exactly as the autograd path (no cache) sees it.
+TEST_P(ModelArchTest, InferenceLogitsFollowInPlaceWeightUpdates) {
+  torch::manual_seed(7);
+  TransformerLM model(Preset(GetParam()));
+  const auto ids = RandomIds(3, 5, model->config().vocab_size, 30);
+  for (int update = 0; update < 3; ++update) {
+    const auto want = model->forward(ids).logits.detach();  // autograd on: no cache
+    torch::Tensor got;
+    {
+      torch::NoGradGuard no_grad;
+      got = model->forward(ids).logits;
+      const auto last = model->forward_last(ids).logits;
+      EXPECT_LE((last - want.narrow(1, 4, 1)).abs().max().item<double>(), 1e-5) << "update " << update;
+      for (auto& p : model->parameters()) p.copy_(p + 0.05 * torch::randn_like(p));
+    }
+    EXPECT_LE((got - want).abs().max().item<double>(), 1e-5) << "update " << update;
+  }
+}
+
 // Central finite differences in float64 against autograd, through the whole model and
 // ResponseLogProbs.
 TEST_P(ModelArchTest, GradientMatchesFiniteDifferences) {
