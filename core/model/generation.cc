@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/strings/str_cat.h"
@@ -73,7 +74,10 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
     auto tokens = torch::empty({Ba}, torch::kLong);
     auto tok = tokens.accessor<int64_t, 1>();
     const float* w = weights.data_ptr<float>();
-    for (int64_t r = 0; r < Ba; ++r) {
+    // Rows are independent (each reads its own weights and uniform): split them across
+    // the intra-op threads; the result is the same whatever the split.
+    at::parallel_for(0, Ba, /*grain_size=*/1, [&](int64_t row_begin, int64_t row_end) {
+    for (int64_t r = row_begin; r < row_end; ++r) {
       const float* row = w + r * V;
       double total = 0;
       for (int64_t i = 0; i < V; ++i) total += row[i];
@@ -88,6 +92,7 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
       }
       tok[r] = chosen < 0 ? 0 : chosen;  // chosen < 0 only for an all-zero (NaN) row
     }
+    });
     s.tokens = tokens.to(logp.device());
   }
   const torch::Tensor& reported = s.sampling_logp.defined() ? s.sampling_logp : logp;
