@@ -83,7 +83,8 @@ class GPT(nn.Module):
                 if p.dim() == 2:
                     p.normal_(0.0, 0.02)
 
-    def forward(self, ids, key_mask=None, positions=None, cache=None, last_only=False):
+    def hidden(self, ids, key_mask=None, positions=None, cache=None):
+        """Final hidden states (after ln_f), no unembedding: the reward model's trunk."""
         B, T = ids.shape
         dev = ids.device
         past = cache["len"] if cache is not None else 0
@@ -104,7 +105,10 @@ class GPT(nn.Module):
             x = blk(x, mask, cache, i)
         if cache is not None:
             cache["len"] = Lk
-        h = self.ln_f(x)
+        return self.ln_f(x)
+
+    def forward(self, ids, key_mask=None, positions=None, cache=None, last_only=False):
+        h = self.hidden(ids, key_mask, positions, cache)
         if last_only:
             h = h[:, -1:]
         return h @ self.wte.weight.t()
@@ -183,9 +187,48 @@ def main():
     V = c["vocab_size"]
     g = torch.Generator().manual_seed(1)
 
+    # The reward model: the same trunk with a scalar head, no unembedding.
+    rm = GPT(c).to(device)
+    rm_head = nn.Linear(c["d_model"], 1).to(device)
+
     def run_once(case):
         parts = case.split(":")
         kind, batch = parts[0], int(parts[1])
+        if kind == "rm":  # reward-model step: rows 2i preferred over 2i+1, score at the last token
+            T = int(parts[2])
+            ids = torch.randint(V, (batch, T), generator=g).to(device)
+            key_mask = torch.ones(batch, T, dtype=torch.long, device=device)
+            sync()
+            t0 = time.perf_counter()
+            scores = rm_head(rm.hidden(ids, key_mask)).squeeze(-1)[:, -1]
+            loss = -F.logsigmoid(scores[0::2] - scores[1::2]).mean()
+            loss.backward()
+            sync()
+            dt = time.perf_counter() - t0
+            rm.zero_grad(set_to_none=True)
+            rm_head.zero_grad(set_to_none=True)
+            return dt
+        if kind == "ppo":  # policy step: PPO-clip on the response half, token mean
+            T = int(parts[2])
+            ids = torch.randint(V, (batch, T), generator=g).to(device)
+            mask = torch.zeros(batch, T - 1, device=device)
+            mask[:, T // 2 - 1:] = 1
+            with torch.no_grad():
+                blogp = F.log_softmax(model(ids)[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+                blogp += 0.05 * torch.randn(blogp.shape, generator=g).to(device)
+            adv = torch.randn(batch, 1, generator=g).to(device)
+            sync()
+            t0 = time.perf_counter()
+            logits = model(ids)
+            logp = F.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+            ratio = torch.exp((logp - blogp) * mask)
+            per_token = torch.max(-ratio * adv, -ratio.clamp(0.8, 1.2) * adv)
+            loss = (per_token * mask).sum() / mask.sum()
+            loss.backward()
+            sync()
+            dt = time.perf_counter() - t0
+            model.zero_grad(set_to_none=True)
+            return dt
         if kind == "train":  # forward + next-token cross-entropy + backward
             ids = torch.randint(V, (batch, int(parts[2])), generator=g).to(device)
             sync()

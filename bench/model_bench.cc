@@ -13,9 +13,13 @@
 // FLOPs: 2 x (matmul parameters: every Linear + the unembedding) per processed token,
 // plus attention 4 x d_model x (keys attended) per token per layer, counting only the
 // causally visible keys. Generation counts the prompt pass (last-position logits only)
-// and every decode step. Embedding lookups, norms and softmax are not counted. A training
-// step is forward + next-token cross-entropy + backward (3x the forward FLOPs), no
-// optimizer step, on both sides.
+// and every decode step. Embedding lookups, norms and softmax are not counted. Training
+// steps (3x the forward FLOPs; no optimizer step, on both sides): "train" is forward +
+// next-token cross-entropy + backward (the SFT step); "rm" the reward trainer's step
+// (the trunk with a scalar head, no unembedding; score at the last token; pairwise
+// -log sigmoid over rows 2i > 2i+1; our RewardPairLoss and ScoreAtLastToken); "ppo" the
+// learner's policy step (token log-probs, PPO-clip against fixed behaviour log-probs and
+// per-sequence advantages on the response half; our TokenLogProbs and PpoClipLoss).
 //
 //   rlhf_bench_model --threads=2 [--models=tiny,gpt2-small] [--python_threads=1,2]
 //       [--device=cuda] [--train_dtype=bf16]
@@ -61,6 +65,8 @@
 #include "core/model/model.h"
 #include "core/model/threads.h"
 #include "core/model/torch_compat.h"
+#include "core/rl/losses.h"
+#include "core/train/reward_trainer.h"
 
 ABSL_FLAG(int, threads, 2, "intra-op threads for LibTorch (C++ and Python alike)");
 ABSL_FLAG(std::string, models, "tiny,gpt2-small", "comma-separated model presets");
@@ -100,7 +106,9 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 }
 
 struct Case {
-  std::string kind;  // "forward" | "generate" | "train"
+  // "forward" | "generate" | "train" (LM step: next-token cross-entropy, the SFT step)
+  // | "rm" (reward-model step) | "ppo" (the learner's policy step); no optimizer step.
+  std::string kind;
   int64_t batch;
   int64_t len;       // forward: sequence length; generate: prompt length
   int64_t new_tokens = 0;
@@ -124,11 +132,11 @@ std::vector<Case> CasesFor(const std::string& preset) {
   if (preset == "gpt2-small") {
     return {{"forward", 1, 128},      {"forward", 8, 64},       {"generate", 1, 32, 16},
             {"generate", 8, 32, 32},  {"generate", 32, 32, 32}, {"generate", 64, 32, 32},
-            {"train", 4, 64}};
+            {"train", 4, 64},         {"rm", 4, 64},            {"ppo", 4, 64}};
   }
   return {{"forward", 1, 128},      {"forward", 32, 128},     {"generate", 1, 32, 64},
           {"generate", 8, 32, 64},  {"generate", 32, 32, 64}, {"generate", 64, 32, 64},
-          {"train", 32, 128}};
+          {"train", 32, 128},       {"rm", 32, 128},          {"ppo", 32, 128}};
 }
 
 // Matmul parameters touched per token (Linear weights + unembedding).
@@ -153,12 +161,16 @@ double WeightBytes(const ModelConfig& c) {
   return 4.0 * (MatmulParams(c) + static_cast<double>(c.vocab_size) * c.d_model);
 }
 
+bool IsTrainingCase(const Case& k) { return k.kind == "train" || k.kind == "rm" || k.kind == "ppo"; }
+
 // Forward calls a case makes (generation: the prompt pass + new_tokens - 1 decode steps).
 int64_t CaseCalls(const Case& k) { return k.kind == "generate" ? k.new_tokens : 1; }
 
 double CaseFlops(const ModelConfig& c, const Case& k) {
   if (k.kind == "forward") return k.batch * Flops(c, 0, k.len, k.len);
-  if (k.kind == "train") return 3 * k.batch * Flops(c, 0, k.len, k.len);  // backward = 2x forward
+  // Training: backward = 2x forward. The reward model has no unembedding.
+  if (k.kind == "train" || k.kind == "ppo") return 3 * k.batch * Flops(c, 0, k.len, k.len);
+  if (k.kind == "rm") return 3 * k.batch * Flops(c, 0, k.len, 0);
   double f = Flops(c, 0, k.len, 1);
   for (int64_t s = 1; s < k.new_tokens; ++s) f += Flops(c, k.len + s - 1, 1, 1);
   return k.batch * f;
@@ -202,10 +214,47 @@ double ReadBandwidthBytesPerSecond() {
   return a.numel() * 4.0 / best;
 }
 
-// One timed run of a case in C++.
-double RunCpp(TransformerLM& model, const Case& k, at::Generator& gen) {
+// One timed run of a case in C++. `rm` is the reward model (the same trunk with a
+// scalar head and no unembedding) for "rm" cases.
+double RunCpp(TransformerLM& model, TransformerLM& rm, const Case& k, at::Generator& gen) {
   const int64_t V = model->config().vocab_size;
   const torch::Device dev = BenchDevice();
+  if (k.kind == "rm") {  // the reward trainer's step: rows 2i preferred over 2i+1
+    auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong).to(dev);
+    auto mask = torch::ones({k.batch, k.len}, torch::kLong).to(dev);
+    std::vector<IndexPair> pairs;
+    for (int i = 0; 2 * i + 1 < k.batch; ++i) pairs.push_back({2 * i, 2 * i + 1});
+    compat::Synchronize(dev);
+    const auto t0 = Clock::now();
+    const auto out = rm->forward(ids, mask);
+    RewardPairLoss(ScoreAtLastToken(out.scalar, mask), pairs).backward();
+    compat::Synchronize(dev);
+    const double dt = Seconds(t0, Clock::now());
+    rm->zero_grad(/*set_to_none=*/true);
+    return dt;
+  }
+  if (k.kind == "ppo") {  // the learner's policy step: PPO-clip on the response half
+    auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong).to(dev);
+    auto mask = torch::zeros({k.batch, k.len - 1}, torch::kFloat32).to(dev);
+    mask.narrow(1, k.len / 2 - 1, k.len - k.len / 2).fill_(1);
+    torch::Tensor blogp;
+    {
+      torch::NoGradGuard no_grad;
+      blogp = TokenLogProbs(model->forward(ids).logits.narrow(1, 0, k.len - 1),
+                            ids.narrow(1, 1, k.len - 1)) +
+              0.05 * at::randn({k.batch, k.len - 1}, gen).to(dev);
+    }
+    const auto advantages = at::randn({k.batch}, gen).to(dev);
+    compat::Synchronize(dev);
+    const auto t0 = Clock::now();
+    const auto logits = model->forward(ids).logits;
+    const auto logp = TokenLogProbs(logits.narrow(1, 0, k.len - 1), ids.narrow(1, 1, k.len - 1));
+    PpoClipLoss(logp, blogp, advantages, mask, 0.2, LossAggregation::kTokenMean).loss.backward();
+    compat::Synchronize(dev);
+    const double dt = Seconds(t0, Clock::now());
+    model->zero_grad(/*set_to_none=*/true);
+    return dt;
+  }
   if (k.kind == "train") {
     auto ids = at::randint(V, {k.batch, k.len}, gen, torch::kLong).to(dev);
     const bool bf16 = absl::GetFlag(FLAGS_train_dtype) == "bf16";
@@ -339,7 +388,8 @@ int CheckKvParity();
 
 // One C++ run of `k` under LibTorch's (legacy, CPU) profiler; prints the `top` ops by
 // self time (an op's time minus the ops it called) with their share of the run.
-void ProfileCase(TransformerLM& model, const Case& k, at::Generator& gen, int top) {
+void ProfileCase(TransformerLM& model, TransformerLM& rm, const Case& k, at::Generator& gen,
+                 int top) {
   namespace prof = torch::autograd::profiler;
   struct Total {
     double self_us = 0;
@@ -372,7 +422,7 @@ void ProfileCase(TransformerLM& model, const Case& k, at::Generator& gen, int to
             }
           }
         });
-    run_us = RunCpp(model, k, gen) * 1e6;
+    run_us = RunCpp(model, rm, k, gen) * 1e6;
   }
   std::vector<std::pair<std::string, Total>> sorted(totals.begin(), totals.end());
   std::sort(sorted.begin(), sorted.end(),
@@ -439,9 +489,15 @@ int Main() {
     torch::manual_seed(0);
     TransformerLM model(*config);
     model->eval();
-    if (absl::Status moved = MoveModelToDevice(model, BenchDevice()); !moved.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(moved.message()).c_str());
-      return 1;
+    ModelConfig rm_config = *config;  // as RewardModelFromSft builds it
+    rm_config.lm_head = false;
+    rm_config.scalar_head = true;
+    TransformerLM rm(rm_config);
+    for (TransformerLM* m : {&model, &rm}) {
+      if (absl::Status moved = MoveModelToDevice(*m, BenchDevice()); !moved.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(moved.message()).c_str());
+        return 1;
+      }
     }
     const auto cases = CasesFor(std::string(preset));
     sgemm = std::max(sgemm, SgemmGflops());
@@ -477,7 +533,7 @@ int Main() {
         if (enough) break;
         const auto quiet = absl::Milliseconds(absl::GetFlag(FLAGS_quiet_ms));
         absl::SleepFor(quiet);
-        const double c = RunCpp(model, cases[i], gen);
+        const double c = RunCpp(model, rm, cases[i], gen);
         cpp[i] = std::min(cpp[i], c);
         cpp_total += c;
         for (size_t p = 0; p < pythons.size(); ++p) {
@@ -504,7 +560,7 @@ int Main() {
       const double flops = CaseFlops(*config, k);
       const double gflops = flops / cpp[i] / 1e9;
       const double roof_s = std::max(flops / (sgemm * 1e9),
-                                     (k.kind == "train" ? 3 : 1) * CaseCalls(k) *
+                                     (IsTrainingCase(k) ? 3 : 1) * CaseCalls(k) *
                                          WeightBytes(*config) / bandwidth);
       const std::string case_name = k.Spec();
       std::printf("%-11s %-18s %7.0f %9.0f %8.1f %6.1f%% %6.1f%% %9s %8s %7s\n",
@@ -514,7 +570,7 @@ int Main() {
                   py_s > 0 ? absl::StrCat(py_thr).c_str() : "-",
                   py_s > 0 ? absl::StrFormat("%.2f", py_s / cpp[i]).c_str() : "n/a");
       std::fflush(stdout);
-      if (absl::GetFlag(FLAGS_profile)) ProfileCase(model, k, gen, /*top=*/12);
+      if (absl::GetFlag(FLAGS_profile)) ProfileCase(model, rm, k, gen, /*top=*/12);
       nlohmann::json py_all = nlohmann::json::object();
       for (size_t p = 0; p < py[i].size(); ++p) {
         if (py[i][p] < 1e29) py_all[absl::StrCat("threads_", py_threads[p])] = py[i][p];
@@ -541,7 +597,7 @@ int Main() {
               "last %.1f)\n",
               sgemm_end, sgemm);
   results["sgemm_gflops_end"] = sgemm_end;
-  std::printf("tokens: forward/train = batch x len processed; generate = batch x new tokens "
+  std::printf("tokens: forward/train/rm/ppo = batch x len processed; generate = batch x new tokens "
               "sampled (prompt pass included in the time)\n"
               "%%roof: roofline time max(FLOPs / sgemm, weight bytes read / bandwidth) over "
               "the measured time\n");
