@@ -130,10 +130,8 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
           return;
         }
         if (!msg->has_header()) continue;
-        auto flat = recv->Receive(msg->header(), [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
-          auto m = streams[i]->Next();
-          if (!m.ok()) return m.status();
-          return m->bucket();
+        auto flat = recv->Receive(msg->header(), [&](const rlhf::weights::BucketTarget& t) {
+          return streams[i]->NextBucket(t);  // as the actor does
         });
         if (!flat.ok()) {
           std::fprintf(stderr, "receive: %s\n", flat.status().ToString().c_str());
