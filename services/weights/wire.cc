@@ -1,5 +1,8 @@
 #include "services/weights/wire.h"
 
+#include <malloc.h>
+
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -39,6 +42,10 @@ int VarintSize(uint64_t v) {
   }
   return n;
 }
+
+// Bytes copied before on_copied runs: small enough that the hash reads them back from
+// L1/L2 cache (gRPC's receive slices can be MiBs).
+constexpr int64_t kCopyPieceBytes = 64 << 10;
 
 // Reads a message spread over gRPC slices (as they came off the socket) without
 // joining them. A position is (slice, byte within it) plus the absolute offset.
@@ -99,7 +106,8 @@ class SliceReader {
     while (n > 0) {
       Normalize();
       const grpc::Slice& s = slices_[pos_.slice];
-      const int64_t step = std::min<int64_t>(n, static_cast<int64_t>(s.size() - pos_.byte));
+      const int64_t step = std::min<int64_t>(
+          {n, static_cast<int64_t>(s.size() - pos_.byte), kCopyPieceBytes});
       std::memcpy(dst, s.begin() + pos_.byte, static_cast<size_t>(step));
       if (on_copied) on_copied(dst, step);
       dst += step;
@@ -241,9 +249,19 @@ absl::StatusOr<int64_t> CopyBucket(const rlhf::v1::WeightsBucket& bucket,
   const int64_t n = static_cast<int64_t>(bucket.data().size());
   if (absl::Status s = CheckPlacement(bucket.offset(), n, target); !s.ok()) return s;
   uint8_t* dst = target.base + bucket.offset();
-  std::memcpy(dst, bucket.data().data(), static_cast<size_t>(n));
-  if (target.on_copied) target.on_copied(dst, n);
+  for (int64_t done = 0; done < n; done += kCopyPieceBytes) {
+    const int64_t step = std::min(kCopyPieceBytes, n - done);
+    std::memcpy(dst + done, bucket.data().data() + done, static_cast<size_t>(step));
+    if (target.on_copied) target.on_copied(dst + done, step);
+  }
   return n;
+}
+
+void RetainFreedMemory() {
+  constexpr int kKeep = 256 << 20;
+  // Setting either threshold also stops glibc from adjusting them dynamically.
+  (void)mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum (HEAP_MAX / 2 on 64-bit)
+  (void)mallopt(M_TRIM_THRESHOLD, kKeep);
 }
 
 }  // namespace rlhf::weights

@@ -89,6 +89,28 @@ TEST(WireTest, CopiesProtobufEncodedBucketsWhateverTheSlicing) {
   }
 }
 
+// A large bucket in one slice is still handed to on_copied in cache-sized pieces.
+TEST(WireTest, HandsLargeBucketsOnInPiecesOfAtMost64KiB) {
+  const std::string data = Pattern(200000, 9);
+  std::string dest(200000, 'x');
+  std::vector<int64_t> pieces;
+  BucketTarget t;
+  t.base = reinterpret_cast<uint8_t*>(dest.data());
+  t.total = 200000;
+  t.on_copied = [&](const uint8_t*, int64_t n) { pieces.push_back(n); };
+  auto n = CopyBucketMessage(Split(ProtoBucket(0, data), 1 << 20), t);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(dest, data);
+  EXPECT_EQ(pieces, (std::vector<int64_t>{65536, 65536, 65536, 3392}));
+  pieces.clear();
+  dest.assign(200000, 'x');
+  rlhf::v1::WeightsBucket b;
+  b.set_data(data);
+  ASSERT_TRUE(CopyBucket(b, t).ok());
+  EXPECT_EQ(dest, data);
+  EXPECT_EQ(pieces, (std::vector<int64_t>{65536, 65536, 65536, 3392}));
+}
+
 TEST(WireTest, ReadsNonCanonicalEncodings) {
   // Hand-written protobuf: WeightsMessage field 9 (unknown varint 300), then bucket
   // {data "zz" (overwritten later), unknown fixed32, data "abc", unknown fixed64,
