@@ -119,7 +119,7 @@ TEST(WireTest, ReadsNonCanonicalEncodings) {
                             std::string("\x12\x19", 2) +                  // 2: bucket, 25 bytes
                             std::string("\x12\x02zz", 4) +                // data "zz"
                             std::string("\x1d\x01\x02\x03\x04", 5) +      // 3: fixed32
-                            std::string("\x12\x03" "abc", 5) +            // data "abc"
+                            std::string("\x12\x03", 2) + "abc" +       // data "abc"
                             std::string("\x21\x01\x02\x03\x04\x05\x06\x07\x08", 9) +  // 4: fixed64
                             std::string("\x08\x02", 2) +                  // offset 2
                             std::string("\x7a\x02hi", 4);                 // 15: "hi"
