@@ -221,9 +221,8 @@ void Actor::WeightsLoop() {
       const rlhf::v1::WeightsHeader header = msg->header();
       absl::Time t0 = absl::Now();
       // Buckets are copied from gRPC's receive buffers straight into the snapshot.
-      auto flat = receiver->Receive(header, [&](const weights::BucketTarget& target) {
-        return stream->NextBucket(target);
-      });
+      auto flat = receiver->Receive(
+          header, [&](const weights::BucketTarget& target) { return stream->NextBucket(target); });
       if (!flat.ok()) {
         LOG(WARNING) << "actor " << options_.name << ": weights version "
                      << header.version().version() << ": " << flat.status();

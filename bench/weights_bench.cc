@@ -194,7 +194,8 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  if (absl::GetFlag(FLAGS_retain_freed_memory)) rlhf::weights::RetainFreedMemory();  // as rlhf-actor
+  if (absl::GetFlag(FLAGS_retain_freed_memory))
+    rlhf::weights::RetainFreedMemory();  // as rlhf-actor
   auto config = rlhf::ModelConfigPreset(absl::GetFlag(FLAGS_preset));
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
@@ -207,8 +208,8 @@ int main(int argc, char** argv) {
   auto probe = *rlhf::weights::Flatten(tensors, 0);
   const int64_t bytes = probe->total_bytes();
   probe.reset();
-  std::printf("model %s: %.1f MB of weights, bucket %d MiB\n",
-              absl::GetFlag(FLAGS_preset).c_str(), bytes / 1e6, absl::GetFlag(FLAGS_bucket_mb));
+  std::printf("model %s: %.1f MB of weights, bucket %d MiB\n", absl::GetFlag(FLAGS_preset).c_str(),
+              bytes / 1e6, absl::GetFlag(FLAGS_bucket_mb));
   std::printf("%-11s %6s %10s %12s %10s %11s %9s %10s\n", "transport", "actors", "seconds",
               "ideal_s", "GB/s", "loop_GB/s", "ideal/t", "flatten_s");
   for (const auto& t : absl::GetFlag(FLAGS_transports)) {
@@ -222,8 +223,8 @@ int main(int argc, char** argv) {
       double secs =
           RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash, &flatten);
       const double ideal = n * static_cast<double>(bytes) / bw;
-      std::printf("%-11s %6d %10.3f %12.3f %10.2f %11.2f %9.2f %10.3f\n", t.c_str(), n, secs,
-                  ideal, n * bytes / secs / 1e9, bw / 1e9, ideal / secs, flatten);
+      std::printf("%-11s %6d %10.3f %12.3f %10.2f %11.2f %9.2f %10.3f\n", t.c_str(), n, secs, ideal,
+                  n * bytes / secs / 1e9, bw / 1e9, ideal / secs, flatten);
       std::fflush(stdout);
     }
   }

@@ -19,8 +19,7 @@ class GrpcWeightsStream final : public WeightsStream {
     static const char kMethod[] = "/rlhf.v1.LearnerService/WatchWeights";
     reader_.reset(grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
         channel_.get(),
-        grpc::internal::RpcMethod(kMethod, grpc::internal::RpcMethod::SERVER_STREAMING,
-                                  channel_),
+        grpc::internal::RpcMethod(kMethod, grpc::internal::RpcMethod::SERVER_STREAMING, channel_),
         &ctx_, req));
   }
   absl::StatusOr<rlhf::v1::WeightsMessage> Next() override {

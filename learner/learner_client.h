@@ -77,7 +77,9 @@ class GrpcLearnerClient final : public LearnerClient {
  private:
   GrpcLearnerClient(services::ChannelOptions options, std::shared_ptr<grpc::Channel> channel,
                     services::RetryOptions retry)
-      : options_(std::move(options)), retry_(retry), channel_(channel),
+      : options_(std::move(options)),
+        retry_(retry),
+        channel_(channel),
         stub_(rlhf::v1::LearnerService::NewStub(channel)) {}
   std::shared_ptr<rlhf::v1::LearnerService::Stub> stub();
   void MaybeReconnect(const absl::Status& status);

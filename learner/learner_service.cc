@@ -141,8 +141,8 @@ class WeightsReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         *msg.mutable_header() = item.header;
         bool own = false;
         buf_.Clear();  // Serialize requires an empty buffer
-        grpc::Status s = grpc::SerializationTraits<rlhf::v1::WeightsMessage>::Serialize(
-            msg, &buf_, &own);
+        grpc::Status s =
+            grpc::SerializationTraits<rlhf::v1::WeightsMessage>::Serialize(msg, &buf_, &own);
         if (!s.ok()) {
           FinishLocked(s);
           return;
@@ -157,8 +157,8 @@ class WeightsReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         // the learner's buffer pool) until gRPC has sent it.
         const int64_t n =
             std::min(item.header.bucket_bytes(), item.data->total_bytes() - item.offset);
-        buf_ = weights::BucketMessageBytes(item.data->data() + item.offset, item.offset, n,
-                                           item.data);
+        buf_ =
+            weights::BucketMessageBytes(item.data->data() + item.offset, item.offset, n, item.data);
         item.offset += n;
         writing_ = true;
         StartWrite(&buf_);

@@ -51,8 +51,8 @@ class LearnerServiceImpl final
                                          rlhf::v1::LeasePromptsResponse* resp) override;
   grpc::ServerReadReactor<rlhf::v1::SubmitTrajectoriesRequest>* SubmitTrajectories(
       grpc::CallbackServerContext* ctx, rlhf::v1::SubmitTrajectoriesResponse* resp) override;
-  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchWeights(
-      grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchWeights(grpc::CallbackServerContext* ctx,
+                                                           const grpc::ByteBuffer* req) override;
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const rlhf::v1::GetStatsRequest* req,
                                      rlhf::v1::LearnerStats* resp) override;

@@ -111,8 +111,8 @@ torch::Tensor NewFlatBuffer(int64_t bytes) {
   const uintptr_t aligned = (start + kHuge - 1) / kHuge * kHuge;
   (void)::madvise(reinterpret_cast<void*>(aligned), len, MADV_HUGEPAGE);
   return torch::from_blob(
-      reinterpret_cast<void*>(aligned), {bytes},
-      [raw, mapped](void*) { ::munmap(raw, mapped); }, torch::kUInt8);
+      reinterpret_cast<void*>(aligned), {bytes}, [raw, mapped](void*) { ::munmap(raw, mapped); },
+      torch::kUInt8);
 }
 
 torch::Tensor BufferPool::Get(int64_t bytes) {
@@ -260,10 +260,13 @@ absl::StatusOr<std::shared_ptr<FlatWeights>> AllocateFor(
   auto flat = std::make_shared<FlatWeights>();
   flat->version = header.version().version();
   flat->tensors.assign(header.tensors().begin(), header.tensors().end());
-  RLHF_ASSIGN_OR_RETURN(flat->buffer, TorchCall([&] {
-    return pool != nullptr ? pool->Get(header.total_bytes())
-                           : NewFlatBuffer(header.total_bytes());
-  }, "allocating weights"));
+  RLHF_ASSIGN_OR_RETURN(flat->buffer, TorchCall(
+                                          [&] {
+                                            return pool != nullptr
+                                                       ? pool->Get(header.total_bytes())
+                                                       : NewFlatBuffer(header.total_bytes());
+                                          },
+                                          "allocating weights"));
   return flat;
 }
 

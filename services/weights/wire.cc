@@ -106,8 +106,8 @@ class SliceReader {
     while (n > 0) {
       Normalize();
       const grpc::Slice& s = slices_[pos_.slice];
-      const int64_t step = std::min<int64_t>(
-          {n, static_cast<int64_t>(s.size() - pos_.byte), kCopyPieceBytes});
+      const int64_t step =
+          std::min<int64_t>({n, static_cast<int64_t>(s.size() - pos_.byte), kCopyPieceBytes});
       std::memcpy(dst, s.begin() + pos_.byte, static_cast<size_t>(step));
       if (on_copied) on_copied(dst, step);
       dst += step;
@@ -121,12 +121,16 @@ class SliceReader {
   bool SkipValue(int type) {
     uint64_t v;
     switch (type) {
-      case kVarint: return ReadVarint(&v);
-      case kFixed64: return Skip(8);
-      case kFixed32: return Skip(4);
-      case kLen: return ReadVarint(&v) && v <= static_cast<uint64_t>(size_) &&
-                        Skip(static_cast<int64_t>(v));
-      default: return false;  // groups (3, 4) are not in learner.proto
+      case kVarint:
+        return ReadVarint(&v);
+      case kFixed64:
+        return Skip(8);
+      case kFixed32:
+        return Skip(4);
+      case kLen:
+        return ReadVarint(&v) && v <= static_cast<uint64_t>(size_) && Skip(static_cast<int64_t>(v));
+      default:
+        return false;  // groups (3, 4) are not in learner.proto
     }
   }
 
@@ -149,10 +153,9 @@ absl::Status Malformed(const std::string& what) {
 
 absl::Status CheckPlacement(int64_t offset, int64_t size, const BucketTarget& target) {
   if (offset != target.expected_offset || size <= 0 || size > target.total - offset) {
-    return absl::DataLossError(absl::StrCat("weights stream: bucket at offset ", offset, " (",
-                                            size, " bytes), expected offset ",
-                                            target.expected_offset, " within ", target.total,
-                                            " bytes"));
+    return absl::DataLossError(absl::StrCat("weights stream: bucket at offset ", offset, " (", size,
+                                            " bytes), expected offset ", target.expected_offset,
+                                            " within ", target.total, " bytes"));
   }
   return absl::OkStatus();
 }
@@ -178,8 +181,9 @@ grpc::ByteBuffer BucketMessageBytes(const uint8_t* data, int64_t offset, int64_t
   auto* hold = new std::shared_ptr<const void>(std::move(owner));
   grpc::Slice slices[2] = {
       grpc::Slice(prefix, static_cast<size_t>(n)),
-      grpc::Slice(const_cast<uint8_t*>(data), static_cast<size_t>(size),
-                  [](void* p) { delete static_cast<std::shared_ptr<const void>*>(p); }, hold)};
+      grpc::Slice(
+          const_cast<uint8_t*>(data), static_cast<size_t>(size),
+          [](void* p) { delete static_cast<std::shared_ptr<const void>*>(p); }, hold)};
   return grpc::ByteBuffer(slices, 2);
 }
 

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <set>
 
-#include <gtest/gtest.h>
 #include <grpcpp/client_context.h>
+#include <gtest/gtest.h>
 #include <torch/types.h>
 
 #include "learner/learner_client.h"

@@ -237,9 +237,8 @@ TEST(GrpcTransportTest, CorruptOrMisorderedBucketsAreDataLoss) {
     return CopyBucket(b, t);
   });
   EXPECT_EQ(flipped.status().code(), absl::StatusCode::kDataLoss);
-  auto skipped = recv->Receive(header, [&](const BucketTarget& t) {
-    return CopyBucket(MakeBucket(**v1, 512, 512), t);
-  });
+  auto skipped = recv->Receive(
+      header, [&](const BucketTarget& t) { return CopyBucket(MakeBucket(**v1, 512, 512), t); });
   EXPECT_EQ(skipped.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(skipped.status().message().find("expected offset 0"), std::string::npos);
 }

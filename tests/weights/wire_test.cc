@@ -4,10 +4,10 @@
 // slices.
 #include "services/weights/wire.h"
 
-#include <gtest/gtest.h>
-
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace rlhf::weights {
 namespace {
@@ -43,8 +43,8 @@ std::string ProtoBucket(int64_t offset, const std::string& data) {
 }
 
 TEST(WireTest, BucketBytesAreProtobufsAndReferenceTheData) {
-  for (int64_t offset : {int64_t{0}, int64_t{1}, int64_t{127}, int64_t{300},
-                         (int64_t{1} << 31) + 5}) {
+  for (int64_t offset :
+       {int64_t{0}, int64_t{1}, int64_t{127}, int64_t{300}, (int64_t{1} << 31) + 5}) {
     for (size_t size : {size_t{1}, size_t{127}, size_t{128}, size_t{70000}}) {
       auto owner = std::make_shared<std::string>(Pattern(size, static_cast<int>(offset % 97)));
       std::weak_ptr<std::string> watch = owner;
@@ -115,14 +115,14 @@ TEST(WireTest, ReadsNonCanonicalEncodings) {
   // Hand-written protobuf: WeightsMessage field 9 (unknown varint 300), then bucket
   // {data "zz" (overwritten later), unknown fixed32, data "abc", unknown fixed64,
   // offset 2}, then unknown length-delimited field 15 "hi".
-  const std::string bytes = std::string("\x48\xac\x02", 3) +              // 9: varint 300
-                            std::string("\x12\x19", 2) +                  // 2: bucket, 25 bytes
-                            std::string("\x12\x02zz", 4) +                // data "zz"
-                            std::string("\x1d\x01\x02\x03\x04", 5) +      // 3: fixed32
-                            std::string("\x12\x03", 2) + "abc" +       // data "abc"
+  const std::string bytes = std::string("\x48\xac\x02", 3) +          // 9: varint 300
+                            std::string("\x12\x19", 2) +              // 2: bucket, 25 bytes
+                            std::string("\x12\x02zz", 4) +            // data "zz"
+                            std::string("\x1d\x01\x02\x03\x04", 5) +  // 3: fixed32
+                            std::string("\x12\x03", 2) + "abc" +      // data "abc"
                             std::string("\x21\x01\x02\x03\x04\x05\x06\x07\x08", 9) +  // 4: fixed64
-                            std::string("\x08\x02", 2) +                  // offset 2
-                            std::string("\x7a\x02hi", 4);                 // 15: "hi"
+                            std::string("\x08\x02", 2) +                              // offset 2
+                            std::string("\x7a\x02hi", 4);                             // 15: "hi"
   // protobuf reads it the same way (the reference for what the fields mean).
   rlhf::v1::WeightsMessage ref;
   ASSERT_TRUE(ref.ParseFromString(bytes));
@@ -156,10 +156,10 @@ TEST(WireTest, RejectsWhatIsNotTheExpectedBucket) {
                 .message()
                 .find("header where a bucket was due"),
             std::string::npos);
-  EXPECT_EQ(code(""), absl::StatusCode::kDataLoss);                        // nothing
-  EXPECT_EQ(code(ProtoBucket(20, "abc")), absl::StatusCode::kDataLoss);    // wrong offset
+  EXPECT_EQ(code(""), absl::StatusCode::kDataLoss);                      // nothing
+  EXPECT_EQ(code(ProtoBucket(20, "abc")), absl::StatusCode::kDataLoss);  // wrong offset
   EXPECT_EQ(code(ProtoBucket(10, std::string(91, 'a'))), absl::StatusCode::kDataLoss);  // past end
-  EXPECT_EQ(code(ProtoBucket(10, "")), absl::StatusCode::kDataLoss);       // empty bucket
+  EXPECT_EQ(code(ProtoBucket(10, "")), absl::StatusCode::kDataLoss);  // empty bucket
   const std::string good = ProtoBucket(10, "abc");
   EXPECT_EQ(code(good.substr(0, good.size() - 1)), absl::StatusCode::kDataLoss);  // truncated
   EXPECT_EQ(code(std::string("\x12\x05\x08\x0a\x12\x09xyz", 8)),
