@@ -27,7 +27,6 @@
 #include "services/metrics.h"
 #include "services/server.h"
 #include "services/shutdown.h"
-#include "services/weights/wire.h"
 
 ABSL_FLAG(std::string, learner_address, "127.0.0.1:50051", "learner host:port");
 ABSL_FLAG(std::string, reward_address, "",
@@ -174,7 +173,6 @@ int main(int argc, char** argv) {
       argc, argv,
       "rlhf-actor: leases prompts, samples, scores, submits trajectories.\n"
       "  rlhf-actor --learner_address=H:P --reward_address=H:P --reference_address=H:P");
-  rlhf::weights::RetainFreedMemory();  // gRPC's receive buffers reused, not re-faulted
   absl::Status status = Run();
   if (!status.ok()) {
     std::fprintf(stderr, "rlhf-actor: %s\n", status.ToString().c_str());

@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/model/checkpoint.h"
 #include "core/model/model.h"
+#include "core/model/threads.h"
 #include "learner/learner_client.h"
 #include "learner/learner_handler.h"
 #include "learner/learner_service.h"
@@ -41,7 +42,8 @@ ABSL_FLAG(std::vector<std::string>, actors, std::vector<std::string>({"1", "2", 
 ABSL_FLAG(int, bucket_mb, 16, "bucket size, MiB");
 ABSL_FLAG(int, reps, 2, "measured versions per configuration (the best is reported)");
 ABSL_FLAG(bool, retain_freed_memory, true,
-          "weights::RetainFreedMemory() at start, as rlhf-actor does (false: glibc defaults)");
+          "rlhf::RetainFreedMemory() (core/model/threads.h) at start, as rlhf-actor and "
+          "rlhf-learner do through ConfigureComputeThreads (false: glibc's defaults)");
 ABSL_FLAG(std::vector<std::string>, transports, std::vector<std::string>({"grpc", "collective"}),
           "transports");
 
@@ -195,7 +197,7 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_retain_freed_memory))
-    rlhf::weights::RetainFreedMemory();  // as rlhf-actor
+    rlhf::RetainFreedMemory();  // as rlhf-actor
   auto config = rlhf::ModelConfigPreset(absl::GetFlag(FLAGS_preset));
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());

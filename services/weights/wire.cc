@@ -1,7 +1,5 @@
 #include "services/weights/wire.h"
 
-#include <malloc.h>
-
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -259,13 +257,6 @@ absl::StatusOr<int64_t> CopyBucket(const rlhf::v1::WeightsBucket& bucket,
     if (target.on_copied) target.on_copied(dst + done, step);
   }
   return n;
-}
-
-void RetainFreedMemory() {
-  constexpr int kKeep = 256 << 20;
-  // Setting either threshold also stops glibc from adjusting them dynamically.
-  (void)mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum (HEAP_MAX / 2 on 64-bit)
-  (void)mallopt(M_TRIM_THRESHOLD, kKeep);
 }
 
 }  // namespace rlhf::weights

@@ -54,13 +54,4 @@ absl::StatusOr<int64_t> CopyBucketMessage(const grpc::ByteBuffer& message,
 absl::StatusOr<int64_t> CopyBucket(const rlhf::v1::WeightsBucket& bucket,
                                    const BucketTarget& target);
 
-// Makes glibc malloc keep freed memory for reuse instead of handing it back to the
-// kernel (mmap threshold 32 MiB, glibc's maximum; trim threshold 256 MiB). gRPC
-// allocates a fresh buffer for every socket read (up to MiBs); with glibc's defaults
-// those come back as fresh pages, and the page faults cost more than the bytes' copy:
-// measured on gpt2-small, ~54k faults per received version (~220 MB of fresh pages per
-// 498 MB) drop to ~16k. Process-wide and not undone: call once at startup in a process
-// that receives weights over gRPC (rlhf-actor); it keeps up to 256 MiB of freed heap.
-void RetainFreedMemory();
-
 }  // namespace rlhf::weights
