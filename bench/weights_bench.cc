@@ -196,8 +196,7 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  if (absl::GetFlag(FLAGS_retain_freed_memory))
-    rlhf::RetainFreedMemory();  // as rlhf-actor
+  if (absl::GetFlag(FLAGS_retain_freed_memory)) rlhf::RetainFreedMemory();  // as rlhf-actor
   auto config = rlhf::ModelConfigPreset(absl::GetFlag(FLAGS_preset));
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
