@@ -220,11 +220,9 @@ void Actor::WeightsLoop() {
       if (!msg->has_header()) continue;
       const rlhf::v1::WeightsHeader header = msg->header();
       absl::Time t0 = absl::Now();
-      auto flat = receiver->Receive(header, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
-        RLHF_ASSIGN_OR_RETURN(auto m, stream->Next());
-        if (!m.has_bucket()) return absl::DataLossError("weights stream: header where a bucket was due");
-        return std::move(*m.mutable_bucket());  // no copy of the bucket's bytes
-      });
+      // Buckets are copied from gRPC's receive buffers straight into the snapshot.
+      auto flat = receiver->Receive(
+          header, [&](const weights::BucketTarget& target) { return stream->NextBucket(target); });
       if (!flat.ok()) {
         LOG(WARNING) << "actor " << options_.name << ": weights version "
                      << header.version().version() << ": " << flat.status();

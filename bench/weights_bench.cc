@@ -8,13 +8,16 @@
 // Time = Publish() until every actor holds the verified snapshot (hash checked), in a
 // steady state (after a warm-up version, so the collective's rendezvous is not counted).
 // The ideal is N copies of the buffer through loopback: N * bytes / bandwidth (a root
-// sends every copy, for both transports at these world sizes). flatten_s: the learner's
+// sends every copy, for both transports at these world sizes), the bandwidth being the
+// best of several plain socket-pair transfers measured just before each configuration
+// (loop_GB/s). flatten_s: the learner's
 // copy of the policy into the (recycled) snapshot buffer, hash included, not in `seconds`.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -26,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/model/checkpoint.h"
 #include "core/model/model.h"
+#include "core/model/threads.h"
 #include "learner/learner_client.h"
 #include "learner/learner_handler.h"
 #include "learner/learner_service.h"
@@ -37,13 +41,16 @@ ABSL_FLAG(std::vector<std::string>, actors, std::vector<std::string>({"1", "2", 
           "actor counts");
 ABSL_FLAG(int, bucket_mb, 16, "bucket size, MiB");
 ABSL_FLAG(int, reps, 2, "measured versions per configuration (the best is reported)");
+ABSL_FLAG(bool, retain_freed_memory, true,
+          "rlhf::RetainFreedMemory() (core/model/threads.h) at start, as rlhf-actor and "
+          "rlhf-learner do through ConfigureComputeThreads (false: glibc's defaults)");
 ABSL_FLAG(std::vector<std::string>, transports, std::vector<std::string>({"grpc", "collective"}),
           "transports");
 
 namespace {
 
-// Loopback TCP bandwidth: one sender thread, one receiver, 1 MiB writes.
-double LoopbackBytesPerSecond(int64_t total) {
+// Loopback TCP bandwidth: one sender thread, one receiver, `chunk`-byte writes/reads.
+double LoopbackOnce(int64_t total, size_t chunk) {
   int listener = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -55,7 +62,7 @@ double LoopbackBytesPerSecond(int64_t total) {
   std::thread sender([&] {
     int s = ::socket(AF_INET, SOCK_STREAM, 0);
     ::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    std::vector<char> buf(1 << 20, 1);
+    std::vector<char> buf(chunk, 1);
     for (int64_t sent = 0; sent < total;) {
       ssize_t n = ::send(s, buf.data(), std::min<int64_t>(buf.size(), total - sent), 0);
       if (n <= 0) break;
@@ -64,7 +71,7 @@ double LoopbackBytesPerSecond(int64_t total) {
     ::close(s);
   });
   int c = ::accept(listener, nullptr, nullptr);
-  std::vector<char> buf(1 << 20);
+  std::vector<char> buf(chunk);
   absl::Time start = absl::Now();
   int64_t got = 0;
   for (;;) {
@@ -77,6 +84,19 @@ double LoopbackBytesPerSecond(int64_t total) {
   ::close(c);
   ::close(listener);
   return got / secs;
+}
+
+// The reference "wire speed": the best of 3 rounds of 64 KiB and 1 MiB transfers.
+// Measured before every configuration, as the load of the shared cores changes (one
+// 1 GiB transfer read anywhere from 1.0 to 3.6 GB/s within minutes on this VM).
+double LoopbackBytesPerSecond() {
+  double best = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (size_t chunk : {size_t{64} << 10, size_t{1} << 20}) {
+      best = std::max(best, LoopbackOnce(int64_t{256} << 20, chunk));
+    }
+  }
+  return best;
 }
 
 struct Receiver {
@@ -130,10 +150,8 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
           return;
         }
         if (!msg->has_header()) continue;
-        auto flat = recv->Receive(msg->header(), [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
-          auto m = streams[i]->Next();
-          if (!m.ok()) return m.status();
-          return m->bucket();
+        auto flat = recv->Receive(msg->header(), [&](const rlhf::weights::BucketTarget& t) {
+          return streams[i]->NextBucket(t);  // as the actor does
         });
         if (!flat.ok()) {
           std::fprintf(stderr, "receive: %s\n", flat.status().ToString().c_str());
@@ -178,6 +196,7 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_retain_freed_memory)) rlhf::RetainFreedMemory();  // as rlhf-actor
   auto config = rlhf::ModelConfigPreset(absl::GetFlag(FLAGS_preset));
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
@@ -190,12 +209,10 @@ int main(int argc, char** argv) {
   auto probe = *rlhf::weights::Flatten(tensors, 0);
   const int64_t bytes = probe->total_bytes();
   probe.reset();
-  const double bw = LoopbackBytesPerSecond(int64_t{1} << 30);
-  std::printf("model %s: %.1f MB of weights, bucket %d MiB, loopback %.2f GB/s\n",
-              absl::GetFlag(FLAGS_preset).c_str(), bytes / 1e6, absl::GetFlag(FLAGS_bucket_mb),
-              bw / 1e9);
-  std::printf("%-11s %6s %10s %12s %10s %9s %10s\n", "transport", "actors", "seconds", "ideal_s",
-              "GB/s", "ideal/t", "flatten_s");
+  std::printf("model %s: %.1f MB of weights, bucket %d MiB\n", absl::GetFlag(FLAGS_preset).c_str(),
+              bytes / 1e6, absl::GetFlag(FLAGS_bucket_mb));
+  std::printf("%-11s %6s %10s %12s %10s %11s %9s %10s\n", "transport", "actors", "seconds",
+              "ideal_s", "GB/s", "loop_GB/s", "ideal/t", "flatten_s");
   for (const auto& t : absl::GetFlag(FLAGS_transports)) {
     auto kind = t == "collective" ? rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE
                                   : rlhf::v1::WEIGHT_TRANSPORT_GRPC;
@@ -203,11 +220,12 @@ int main(int argc, char** argv) {
       const int n = std::stoi(a);
       uint64_t hash = 0;
       double flatten = 0;
+      const double bw = LoopbackBytesPerSecond();
       double secs =
           RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash, &flatten);
       const double ideal = n * static_cast<double>(bytes) / bw;
-      std::printf("%-11s %6d %10.3f %12.3f %10.2f %9.2f %10.3f\n", t.c_str(), n, secs, ideal,
-                  n * bytes / secs / 1e9, ideal / secs, flatten);
+      std::printf("%-11s %6d %10.3f %12.3f %10.2f %11.2f %9.2f %10.3f\n", t.c_str(), n, secs, ideal,
+                  n * bytes / secs / 1e9, bw / 1e9, ideal / secs, flatten);
       std::fflush(stdout);
     }
   }

@@ -6,30 +6,58 @@
 namespace rlhf::learner {
 namespace {
 
+// Reads raw messages (the server side writes them raw too, learner_service.cc): headers
+// are parsed as protos, buckets copied from gRPC's slices straight into the snapshot.
 class GrpcWeightsStream final : public WeightsStream {
  public:
-  GrpcWeightsStream(std::shared_ptr<rlhf::v1::LearnerService::Stub> stub,
+  GrpcWeightsStream(std::shared_ptr<grpc::Channel> channel,
                     const rlhf::v1::WatchWeightsRequest& req, const std::string& token)
-      : stub_(std::move(stub)) {
+      : channel_(std::move(channel)) {
     services::PrepareContext(&ctx_, absl::InfiniteFuture(), token);
-    reader_ = stub_->WatchWeights(&ctx_, req);
+    // What the generated stub's WatchWeights does, with grpc::ByteBuffer as the message
+    // type (the generated code names the method by the same path).
+    static const char kMethod[] = "/rlhf.v1.LearnerService/WatchWeights";
+    reader_.reset(grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
+        channel_.get(),
+        grpc::internal::RpcMethod(kMethod, grpc::internal::RpcMethod::SERVER_STREAMING, channel_),
+        &ctx_, req));
   }
   absl::StatusOr<rlhf::v1::WeightsMessage> Next() override {
+    RLHF_RETURN_IF_ERROR(Read());
     rlhf::v1::WeightsMessage msg;
-    if (reader_->Read(&msg)) return msg;
-    absl::Status s = services::FromGrpcStatus(reader_->Finish());
-    if (s.ok()) return absl::UnavailableError("weights stream closed by the learner");
-    return s;
+    grpc::Status s = grpc::SerializationTraits<rlhf::v1::WeightsMessage>::Deserialize(&buf_, &msg);
+    if (!s.ok()) return absl::DataLossError("weights stream: cannot parse a WeightsMessage");
+    return msg;
+  }
+  absl::StatusOr<int64_t> NextBucket(const weights::BucketTarget& target) override {
+    RLHF_RETURN_IF_ERROR(Read());
+    absl::StatusOr<int64_t> n = weights::CopyBucketMessage(buf_, target);
+    buf_.Clear();  // hands gRPC's receive slices back now
+    return n;
   }
   void Cancel() override { ctx_.TryCancel(); }
 
  private:
-  std::shared_ptr<rlhf::v1::LearnerService::Stub> stub_;
+  absl::Status Read() {
+    if (reader_->Read(&buf_)) return absl::OkStatus();
+    absl::Status s = services::FromGrpcStatus(reader_->Finish());
+    if (s.ok()) return absl::UnavailableError("weights stream closed by the learner");
+    return s;
+  }
+
+  std::shared_ptr<grpc::Channel> channel_;
   grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReader<rlhf::v1::WeightsMessage>> reader_;
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader_;
+  grpc::ByteBuffer buf_;
 };
 
 }  // namespace
+
+absl::StatusOr<int64_t> WeightsStream::NextBucket(const weights::BucketTarget& target) {
+  RLHF_ASSIGN_OR_RETURN(rlhf::v1::WeightsMessage m, Next());
+  if (!m.has_bucket()) return absl::DataLossError("weights stream: header where a bucket was due");
+  return weights::CopyBucket(m.bucket(), target);
+}
 
 absl::StatusOr<std::unique_ptr<GrpcLearnerClient>> GrpcLearnerClient::Create(
     const services::ChannelOptions& channel, const services::RetryOptions& retry) {
@@ -48,6 +76,7 @@ void GrpcLearnerClient::MaybeReconnect(const absl::Status& status) {
   if (absl::Now() - last_reconnect_ < absl::Seconds(1)) return;
   auto ch = services::MakeChannel(options_);
   if (!ch.ok()) return;
+  channel_ = *ch;
   stub_ = rlhf::v1::LearnerService::NewStub(*ch);
   last_reconnect_ = absl::Now();
 }
@@ -116,7 +145,13 @@ absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> GrpcLearnerClient::Submit(
 
 absl::StatusOr<std::unique_ptr<WeightsStream>> GrpcLearnerClient::WatchWeights(
     const rlhf::v1::WatchWeightsRequest& request) {
-  return std::unique_ptr<WeightsStream>(new GrpcWeightsStream(stub(), request, options_.auth_token));
+  std::shared_ptr<grpc::Channel> channel;
+  {
+    absl::MutexLock l(&mu_);
+    channel = channel_;
+  }
+  return std::unique_ptr<WeightsStream>(
+      new GrpcWeightsStream(std::move(channel), request, options_.auth_token));
 }
 
 }  // namespace rlhf::learner

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "rlhf/v1/learner.grpc.pb.h"
 #include "services/channel.h"
+#include "services/weights/wire.h"
 
 namespace rlhf::learner {
 
@@ -28,6 +29,10 @@ class WeightsStream {
  public:
   virtual ~WeightsStream() = default;
   virtual absl::StatusOr<rlhf::v1::WeightsMessage> Next() = 0;
+  // Reads the next message, which must be a bucket, and copies its bytes into `target`
+  // (weights::NextBucketFn); returns the bucket's size. This default parses Next(); the
+  // gRPC stream copies from gRPC's receive buffers without parsing a message.
+  virtual absl::StatusOr<int64_t> NextBucket(const weights::BucketTarget& target);
   virtual void Cancel() = 0;
 };
 
@@ -72,7 +77,9 @@ class GrpcLearnerClient final : public LearnerClient {
  private:
   GrpcLearnerClient(services::ChannelOptions options, std::shared_ptr<grpc::Channel> channel,
                     services::RetryOptions retry)
-      : options_(std::move(options)), retry_(retry),
+      : options_(std::move(options)),
+        retry_(retry),
+        channel_(channel),
         stub_(rlhf::v1::LearnerService::NewStub(channel)) {}
   std::shared_ptr<rlhf::v1::LearnerService::Stub> stub();
   void MaybeReconnect(const absl::Status& status);
@@ -80,6 +87,7 @@ class GrpcLearnerClient final : public LearnerClient {
   const services::ChannelOptions options_;
   const services::RetryOptions retry_;
   absl::Mutex mu_;
+  std::shared_ptr<grpc::Channel> channel_ ABSL_GUARDED_BY(mu_);  // stub_'s (WatchWeights)
   std::shared_ptr<rlhf::v1::LearnerService::Stub> stub_ ABSL_GUARDED_BY(mu_);
   absl::Time last_reconnect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };

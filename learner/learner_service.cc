@@ -1,5 +1,6 @@
 #include "learner/learner_service.h"
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 
@@ -8,6 +9,7 @@
 #include "core/bounded_echo.h"
 #include "services/grpc_status.h"
 #include "services/unary_reactor.h"
+#include "services/weights/wire.h"
 
 namespace rlhf::learner {
 namespace {
@@ -58,8 +60,10 @@ class SubmitReactor final : public grpc::ServerReadReactor<rlhf::v1::SubmitTraje
 };
 
 // One actor's weight stream: headers (and, for the grpc transport, the buckets after
-// each header) written one message at a time from a queue the publisher feeds.
-class WeightsReactor final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMessage> {
+// each header) written one message at a time from a queue the publisher feeds. Raw
+// messages: a bucket's bytes go from the snapshot to the socket without a copy
+// (services/weights/wire.h); the bytes on the wire are WeightsMessage's.
+class WeightsReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   // Outlives the reactor: the publisher's DeliverFn holds it, and finds the reactor gone.
   struct Link {
@@ -133,21 +137,31 @@ class WeightsReactor final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMe
     while (!queue_.empty()) {
       Item& item = queue_.front();
       if (!item.header_sent) {
-        msg_.Clear();
-        *msg_.mutable_header() = item.header;
+        rlhf::v1::WeightsMessage msg;
+        *msg.mutable_header() = item.header;
+        bool own = false;
+        buf_.Clear();  // Serialize requires an empty buffer
+        grpc::Status s =
+            grpc::SerializationTraits<rlhf::v1::WeightsMessage>::Serialize(msg, &buf_, &own);
+        if (!s.ok()) {
+          FinishLocked(s);
+          return;
+        }
         item.header_sent = true;
         writing_ = true;
-        StartWrite(&msg_);
+        StartWrite(&buf_);
         return;
       }
       if (item.data && item.offset < item.data->total_bytes()) {
-        // Filled in place: the message's data string keeps its capacity between buckets
-        // (a fresh 16 MiB allocation per bucket costs page faults on every byte).
-        weights::FillBucket(*item.data, item.offset, item.header.bucket_bytes(),
-                            msg_.mutable_bucket());
-        item.offset += static_cast<int64_t>(msg_.bucket().data().size());
+        // The message points into the snapshot, which the slice keeps alive (and out of
+        // the learner's buffer pool) until gRPC has sent it.
+        const int64_t n =
+            std::min(item.header.bucket_bytes(), item.data->total_bytes() - item.offset);
+        buf_ =
+            weights::BucketMessageBytes(item.data->data() + item.offset, item.offset, n, item.data);
+        item.offset += n;
         writing_ = true;
-        StartWrite(&msg_);
+        StartWrite(&buf_);
         return;
       }
       queue_.pop_front();
@@ -166,7 +180,7 @@ class WeightsReactor final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMe
   std::shared_ptr<Link> link_;
   absl::Mutex mu_;
   std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
-  rlhf::v1::WeightsMessage msg_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer buf_ ABSL_GUARDED_BY(mu_);  // the message being written
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
@@ -235,15 +249,23 @@ LearnerServiceImpl::SubmitTrajectories(grpc::CallbackServerContext* ctx,
   return new SubmitReactor(ctx, handler_, auth_, resp, metrics_);
 }
 
-grpc::ServerWriteReactor<rlhf::v1::WeightsMessage>* LearnerServiceImpl::WatchWeights(
-    grpc::CallbackServerContext* ctx, const rlhf::v1::WatchWeightsRequest* req) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* LearnerServiceImpl::WatchWeights(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw_req) {
   absl::Status s = auth_.Check(*ctx);
+  rlhf::v1::WatchWeightsRequest parsed;
+  const rlhf::v1::WatchWeightsRequest* req = &parsed;
+  if (s.ok()) {
+    grpc::ByteBuffer copy(*raw_req);  // Deserialize consumes its buffer; this shares the slices
+    grpc::Status ps =
+        grpc::SerializationTraits<rlhf::v1::WatchWeightsRequest>::Deserialize(&copy, &parsed);
+    if (!ps.ok()) s = absl::InvalidArgumentError("WatchWeightsRequest: cannot parse");
+  }
   if (s.ok() && !handler_->IsActor(req->actor_id())) {
     s = absl::NotFoundError(
         absl::StrCat("actor_id: unknown actor ", BoundedEcho(req->actor_id()), " (re-register)"));
   }
   if (!s.ok()) {
-    class Failed final : public grpc::ServerWriteReactor<rlhf::v1::WeightsMessage> {
+    class Failed final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
      public:
       explicit Failed(const absl::Status& s) { Finish(services::ToGrpcStatus(s)); }
       void OnDone() override { delete this; }

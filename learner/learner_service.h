@@ -23,7 +23,11 @@
 
 namespace rlhf::learner {
 
-class LearnerServiceImpl final : public rlhf::v1::LearnerService::CallbackService {
+// WatchWeights is a raw method (grpc::ByteBuffer messages, same bytes on the wire) so
+// that weight buckets are sent from the snapshot without copies.
+class LearnerServiceImpl final
+    : public rlhf::v1::LearnerService::WithRawCallbackMethod_WatchWeights<
+          rlhf::v1::LearnerService::CallbackService> {
  public:
   // register_template: the job-level fields of every RegisterResponse (sampling, model
   // config, transport, heartbeat interval, KL estimator); the handler adds the rest.
@@ -47,8 +51,8 @@ class LearnerServiceImpl final : public rlhf::v1::LearnerService::CallbackServic
                                          rlhf::v1::LeasePromptsResponse* resp) override;
   grpc::ServerReadReactor<rlhf::v1::SubmitTrajectoriesRequest>* SubmitTrajectories(
       grpc::CallbackServerContext* ctx, rlhf::v1::SubmitTrajectoriesResponse* resp) override;
-  grpc::ServerWriteReactor<rlhf::v1::WeightsMessage>* WatchWeights(
-      grpc::CallbackServerContext* ctx, const rlhf::v1::WatchWeightsRequest* req) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchWeights(grpc::CallbackServerContext* ctx,
+                                                           const grpc::ByteBuffer* req) override;
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const rlhf::v1::GetStatsRequest* req,
                                      rlhf::v1::LearnerStats* resp) override;

@@ -8,7 +8,7 @@ rlhf_library(rlhf_learner_handler
 # (fake_learner_client.h) the in-process fake over a LearnerHandler.
 rlhf_library(rlhf_learner_client
   SOURCES learner_client.cc
-  DEPS rlhf_learner_handler rlhf_services rlhf_proto)
+  DEPS rlhf_learner_handler rlhf_services rlhf_weights_wire rlhf_proto)
 rlhf_library(rlhf_learner_service
   SOURCES learner_service.cc learner_server.cc
   DEPS rlhf_learner_handler rlhf_trainer rlhf_weights rlhf_services rlhf_model rlhf_proto

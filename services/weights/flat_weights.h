@@ -55,6 +55,12 @@ class WeightsHasher {
   int64_t total_ = 0;
 };
 
+// A 1-D kUInt8 CPU tensor of `bytes`, contents unspecified. From kHugeBufferBytes up it
+// is its own 2 MiB-aligned mapping advised to use transparent huge pages (first touch
+// faults once per 2 MiB, not per 4 KiB page); smaller ones come from torch::empty.
+constexpr int64_t kHugeBufferBytes = int64_t{4} << 20;
+torch::Tensor NewFlatBuffer(int64_t bytes);
+
 // Recycles flat buffers between versions. Fresh memory is expensive: the first write to
 // each page faults, and on this project's VMs that runs at ~0.2 GB/s against ~8 GB/s for
 // copying into memory already touched, so a buffer whose snapshot nobody holds any more

@@ -75,20 +75,20 @@ class GrpcWeightReceiver : public WeightReceiver {
       const rlhf::v1::WeightsHeader& header, const NextBucketFn& next_bucket) override {
     RLHF_ASSIGN_OR_RETURN(auto flat, AllocateFor(header, &pool_));
     uint8_t* base = flat->buffer.data_ptr<uint8_t>();
-    // Each bucket is hashed right after it is copied, while it is still in cache.
+    // Each piece is hashed right after it is copied, while it is still in cache.
     WeightsHasher hasher;
-    int64_t expected = 0;  // buckets arrive in order, back to back
-    while (expected < header.total_bytes()) {
-      RLHF_ASSIGN_OR_RETURN(rlhf::v1::WeightsBucket bucket, next_bucket());
-      const int64_t n = static_cast<int64_t>(bucket.data().size());
-      if (bucket.offset() != expected || n == 0 || expected + n > header.total_bytes()) {
-        return absl::DataLossError(absl::StrCat("weights version ", header.version().version(),
-                                                ": bucket at offset ", bucket.offset(), " (",
-                                                n, " bytes), expected offset ", expected));
+    BucketTarget target;
+    target.base = base;
+    target.total = header.total_bytes();
+    target.on_copied = [&hasher](const uint8_t* p, int64_t n) { hasher.Update(p, n); };
+    while (target.expected_offset < header.total_bytes()) {  // in order, back to back
+      absl::StatusOr<int64_t> n = next_bucket(target);
+      if (!n.ok()) {
+        return absl::Status(n.status().code(),
+                            absl::StrCat("weights version ", header.version().version(), ": ",
+                                         n.status().message()));
       }
-      std::memcpy(base + expected, bucket.data().data(), n);
-      hasher.Update(base + expected, n);
-      expected += n;
+      target.expected_offset += *n;
     }
     flat->hash = hasher.Finish();
     if (flat->hash != header.hash()) {

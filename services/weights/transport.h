@@ -27,6 +27,7 @@
 #include "rlhf/v1/config.pb.h"
 #include "rlhf/v1/learner.pb.h"
 #include "services/weights/flat_weights.h"
+#include "services/weights/wire.h"
 
 namespace rlhf::weights {
 
@@ -86,8 +87,11 @@ class WeightPublisher {
   virtual void Shutdown() = 0;
 };
 
-// Reads the next bucket from the actor's WatchWeights stream (grpc transport).
-using NextBucketFn = std::function<absl::StatusOr<rlhf::v1::WeightsBucket>()>;
+// Reads the next bucket from the actor's WatchWeights stream (grpc transport) and copies
+// its bytes into the target (services/weights/wire.h: CopyBucketMessage for a raw gRPC
+// message, CopyBucket for a parsed one); returns the bucket's size. DataLoss when the
+// bucket does not start at target.expected_offset or does not fit.
+using NextBucketFn = std::function<absl::StatusOr<int64_t>(const BucketTarget& target)>;
 
 // Actor side. Not thread-safe: one receiving thread per actor.
 class WeightReceiver {

@@ -3,12 +3,14 @@
 // is owed the done reply (issue 21: `rlhf run` records the last step from GetStats).
 #include "learner/learner_service.h"
 
+#include <cstring>
 #include <set>
 
-#include <gtest/gtest.h>
 #include <grpcpp/client_context.h>
+#include <gtest/gtest.h>
 #include <torch/types.h>
 
+#include "learner/learner_client.h"
 #include "services/channel.h"
 #include "services/server.h"
 #include "services/weights/flat_weights.h"
@@ -138,6 +140,87 @@ TEST(LearnerServiceTest, ClosingAnOlderWeightStreamKeepsTheNewerSubscribed) {
   while (new_stream->Read(&m)) {
   }
   (void)new_stream->Finish();
+  (*server)->Shutdown(absl::Now() + absl::Seconds(2));
+}
+
+// The grpc transport end to end on the real stream: the learner writes buckets as raw
+// slices of the snapshot and the client copies them straight into its buffer; both must
+// be exactly the protobuf messages of the wire contract. Odd bucket size: buckets
+// straddle tensors and hash blocks, the last one is short.
+TEST(LearnerServiceTest, RawBucketsArriveBitwiseAndParseAsProtobuf) {
+  LearnerHandlerOptions ho;
+  ho.vocab_size = 50;
+  auto handler = LearnerHandler::Create(ho, {{1, 2}}, nullptr);
+  ASSERT_TRUE(handler.ok());
+  weights::WeightTransportOptions wo;
+  wo.bucket_bytes = 1000;
+  auto publisher = weights::MakeWeightPublisher(wo);
+  ASSERT_TRUE(publisher.ok());
+  torch::manual_seed(5);
+  weights::NamedTensors t = {{"a", torch::randn({1234})}, {"b", torch::randn({7, 301})}};
+  auto flat = weights::Flatten(t, 3);
+  ASSERT_TRUE(flat.ok());
+  (*publisher)->Publish(*flat);
+  LearnerServiceImpl service(handler->get(), publisher->get(), rlhf::v1::RegisterResponse(), "",
+                             nullptr);
+  auto server = services::GrpcServer::Create(services::GrpcServerOptions{}, {&service});
+  ASSERT_TRUE(server.ok());
+  ASSERT_TRUE((*server)->Start().ok());
+  services::ChannelOptions co;
+  co.target = (*server)->address();
+  auto client = GrpcLearnerClient::Create(co);
+  ASSERT_TRUE(client.ok());
+  rlhf::v1::RegisterRequest reg;
+  reg.set_actor_name("a");
+  auto regr = (*client)->Register(reg, absl::Now() + absl::Seconds(30));
+  ASSERT_TRUE(regr.ok()) << regr.status();
+  rlhf::v1::WatchWeightsRequest watch;
+  watch.set_actor_id(regr->actor_id());
+
+  // The actor's way: raw stream + the grpc receiver.
+  auto stream = (*client)->WatchWeights(watch);
+  ASSERT_TRUE(stream.ok());
+  auto header = (*stream)->Next();
+  ASSERT_TRUE(header.ok()) << header.status();
+  ASSERT_TRUE(header->has_header());
+  auto receiver = weights::MakeWeightReceiver(wo);
+  ASSERT_TRUE(receiver.ok());
+  int buckets = 0;
+  auto got = (*receiver)->Receive(header->header(), [&](const weights::BucketTarget& target) {
+    ++buckets;
+    return (*stream)->NextBucket(target);
+  });
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ((*got)->version, 3);
+  EXPECT_EQ((*got)->hash, (*flat)->hash);
+  EXPECT_TRUE(torch::equal((*got)->buffer, (*flat)->buffer));
+  EXPECT_EQ(buckets, ((*flat)->total_bytes() + 999) / 1000);
+  (*stream)->Cancel();
+
+  // A plain protobuf client reads the same stream as WeightsMessages.
+  auto channel = services::MakeChannel(co);
+  ASSERT_TRUE(channel.ok());
+  auto stub = rlhf::v1::LearnerService::NewStub(*channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto reader = stub->WatchWeights(&ctx, watch);
+  rlhf::v1::WeightsMessage m;
+  ASSERT_TRUE(reader->Read(&m));
+  ASSERT_TRUE(m.has_header());
+  EXPECT_EQ(m.header().hash(), (*flat)->hash);
+  std::string bytes;
+  while (static_cast<int64_t>(bytes.size()) < (*flat)->total_bytes() && reader->Read(&m)) {
+    ASSERT_TRUE(m.has_bucket());
+    EXPECT_EQ(m.bucket().offset(), static_cast<int64_t>(bytes.size()));
+    EXPECT_LE(m.bucket().data().size(), 1000u);
+    bytes += m.bucket().data();
+  }
+  ASSERT_EQ(static_cast<int64_t>(bytes.size()), (*flat)->total_bytes());
+  EXPECT_EQ(std::memcmp(bytes.data(), (*flat)->data(), bytes.size()), 0);
+  ctx.TryCancel();
+  while (reader->Read(&m)) {
+  }
+  (void)reader->Finish();
   (*server)->Shutdown(absl::Now() + absl::Seconds(2));
 }
 

@@ -152,12 +152,12 @@ absl::StatusOr<std::shared_ptr<FlatWeights>> ReceiveOne(Member& m, WeightReceive
   std::shared_ptr<const FlatWeights> data;
   if (!m.Pop(&h, &data)) return absl::DeadlineExceededError("no header");
   int64_t offset = 0;
-  return r.Receive(h, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
+  return r.Receive(h, [&](const BucketTarget& t) -> absl::StatusOr<int64_t> {
     if (!data) return absl::InternalError("no data on a collective header");
     auto b = MakeBucket(*data, offset, h.bucket_bytes());
     offset += static_cast<int64_t>(b.data().size());
     if (buckets) ++*buckets;
-    return b;
+    return CopyBucket(b, t);
   });
 }
 
@@ -197,10 +197,10 @@ TEST(GrpcTransportTest, RecycledReceiveBuffersNeverClobberAHeldVersion) {
     auto header = MakeHeader(w, 777);
     int64_t off = 0;
     rlhf::v1::WeightsBucket b;
-    return recv->Receive(header, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
-      FillBucket(w, off, 777, &b);  // one message reused, as the learner's stream does
+    return recv->Receive(header, [&](const BucketTarget& t) {
+      FillBucket(w, off, 777, &b);  // one message reused
       off += static_cast<int64_t>(b.data().size());
-      return b;
+      return CopyBucket(b, t);
     });
   };
   auto v1 = Flatten(MakeParams(1), 1);
@@ -230,16 +230,15 @@ TEST(GrpcTransportTest, CorruptOrMisorderedBucketsAreDataLoss) {
   auto header = MakeHeader(**v1, 512);
   auto recv = MakeGrpcWeightReceiver({});
   int64_t off = 0;
-  auto flipped = recv->Receive(header, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
+  auto flipped = recv->Receive(header, [&](const BucketTarget& t) {
     auto b = MakeBucket(**v1, off, 512);
     off += static_cast<int64_t>(b.data().size());
     if (b.offset() == 0) (*b.mutable_data())[0] ^= 1;
-    return b;
+    return CopyBucket(b, t);
   });
   EXPECT_EQ(flipped.status().code(), absl::StatusCode::kDataLoss);
-  auto skipped = recv->Receive(header, [&]() -> absl::StatusOr<rlhf::v1::WeightsBucket> {
-    return MakeBucket(**v1, 512, 512);
-  });
+  auto skipped = recv->Receive(
+      header, [&](const BucketTarget& t) { return CopyBucket(MakeBucket(**v1, 512, 512), t); });
   EXPECT_EQ(skipped.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(skipped.status().message().find("expected offset 0"), std::string::npos);
 }
