@@ -38,18 +38,18 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <map>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <torch/csrc/autograd/profiler_legacy.h>
 #include <c10/core/InferenceMode.h>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -130,13 +130,19 @@ std::vector<Case> CasesFor(const std::string& preset) {
     return cases;
   }
   if (preset == "gpt2-small") {
-    return {{"forward", 1, 128},      {"forward", 8, 64},       {"generate", 1, 32, 16},
-            {"generate", 8, 32, 32},  {"generate", 32, 32, 32}, {"generate", 64, 32, 32},
-            {"train", 4, 64},         {"rm", 4, 64},            {"ppo", 4, 64}};
+    return {{"forward", 1, 128},
+            {"forward", 8, 64},
+            {"generate", 1, 32, 16},
+            {"generate", 8, 32, 32},
+            {"generate", 32, 32, 32},
+            {"generate", 64, 32, 32},
+            {"train", 4, 64},
+            {"rm", 4, 64},
+            {"ppo", 4, 64}};
   }
-  return {{"forward", 1, 128},      {"forward", 32, 128},     {"generate", 1, 32, 64},
-          {"generate", 8, 32, 64},  {"generate", 32, 32, 64}, {"generate", 64, 32, 64},
-          {"train", 32, 128},       {"rm", 32, 128},          {"ppo", 32, 128}};
+  return {{"forward", 1, 128},     {"forward", 32, 128},     {"generate", 1, 32, 64},
+          {"generate", 8, 32, 64}, {"generate", 32, 32, 64}, {"generate", 64, 32, 64},
+          {"train", 32, 128},      {"rm", 32, 128},          {"ppo", 32, 128}};
 }
 
 // Matmul parameters touched per token (Linear weights + unembedding).
@@ -161,7 +167,9 @@ double WeightBytes(const ModelConfig& c) {
   return 4.0 * (MatmulParams(c) + static_cast<double>(c.vocab_size) * c.d_model);
 }
 
-bool IsTrainingCase(const Case& k) { return k.kind == "train" || k.kind == "rm" || k.kind == "ppo"; }
+bool IsTrainingCase(const Case& k) {
+  return k.kind == "train" || k.kind == "rm" || k.kind == "ppo";
+}
 
 // Forward calls a case makes (generation: the prompt pass + new_tokens - 1 decode steps).
 int64_t CaseCalls(const Case& k) { return k.kind == "generate" ? k.new_tokens : 1; }
@@ -427,8 +435,8 @@ void ProfileCase(TransformerLM& model, TransformerLM& rm, const Case& k, at::Gen
   std::vector<std::pair<std::string, Total>> sorted(totals.begin(), totals.end());
   std::sort(sorted.begin(), sorted.end(),
             [](const auto& a, const auto& b) { return a.second.self_us > b.second.self_us; });
-  std::printf("  profile of %s (%.1f ms under the profiler; self time per op):\n",
-              k.Spec().c_str(), run_us / 1e3);
+  std::printf("  profile of %s (%.1f ms under the profiler; self time per op):\n", k.Spec().c_str(),
+              run_us / 1e3);
   for (size_t i = 0; i < sorted.size() && i < static_cast<size_t>(top); ++i) {
     const auto& [name, t] = sorted[i];
     std::printf("    %-36s %9.2f ms %5.1f%% %8lld calls\n", name.c_str(), t.self_us / 1e3,
@@ -559,9 +567,9 @@ int Main() {
       const double tokens = k.kind != "generate" ? k.batch * k.len : k.batch * k.new_tokens;
       const double flops = CaseFlops(*config, k);
       const double gflops = flops / cpp[i] / 1e9;
-      const double roof_s = std::max(flops / (sgemm * 1e9),
-                                     (IsTrainingCase(k) ? 3 : 1) * CaseCalls(k) *
-                                         WeightBytes(*config) / bandwidth);
+      const double roof_s =
+          std::max(flops / (sgemm * 1e9),
+                   (IsTrainingCase(k) ? 3 : 1) * CaseCalls(k) * WeightBytes(*config) / bandwidth);
       const std::string case_name = k.Spec();
       std::printf("%-11s %-18s %7.0f %9.0f %8.1f %6.1f%% %6.1f%% %9s %8s %7s\n",
                   std::string(preset).c_str(), case_name.c_str(), tokens, tokens / cpp[i], gflops,
@@ -593,14 +601,16 @@ int Main() {
     std::printf("\n");
   }
   const double sgemm_end = SgemmGflops();
-  std::printf("sgemm at the end: %.1f GFLOP/s (fractions above use the best before each model, "
-              "last %.1f)\n",
-              sgemm_end, sgemm);
+  std::printf(
+      "sgemm at the end: %.1f GFLOP/s (fractions above use the best before each model, "
+      "last %.1f)\n",
+      sgemm_end, sgemm);
   results["sgemm_gflops_end"] = sgemm_end;
-  std::printf("tokens: forward/train/rm/ppo = batch x len processed; generate = batch x new tokens "
-              "sampled (prompt pass included in the time)\n"
-              "%%roof: roofline time max(FLOPs / sgemm, weight bytes read / bandwidth) over "
-              "the measured time\n");
+  std::printf(
+      "tokens: forward/train/rm/ppo = batch x len processed; generate = batch x new tokens "
+      "sampled (prompt pass included in the time)\n"
+      "%%roof: roofline time max(FLOPs / sgemm, weight bytes read / bandwidth) over "
+      "the measured time\n");
   if (const std::string path = absl::GetFlag(FLAGS_json_out); !path.empty()) {
     FILE* f = std::fopen(path.c_str(), "w");
     if (f != nullptr) {

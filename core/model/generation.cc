@@ -77,21 +77,21 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
     // Rows are independent (each reads its own weights and uniform): split them across
     // the intra-op threads; the result is the same whatever the split.
     at::parallel_for(0, Ba, /*grain_size=*/1, [&](int64_t row_begin, int64_t row_end) {
-    for (int64_t r = row_begin; r < row_end; ++r) {
-      const float* row = w + r * V;
-      double total = 0;
-      for (int64_t i = 0; i < V; ++i) total += row[i];
-      const double target = uniforms[r] * total;
-      double cum = 0;
-      int64_t chosen = -1;
-      for (int64_t i = 0; i < V; ++i) {
-        if (row[i] <= 0) continue;
-        cum += row[i];
-        chosen = i;
-        if (cum >= target) break;
+      for (int64_t r = row_begin; r < row_end; ++r) {
+        const float* row = w + r * V;
+        double total = 0;
+        for (int64_t i = 0; i < V; ++i) total += row[i];
+        const double target = uniforms[r] * total;
+        double cum = 0;
+        int64_t chosen = -1;
+        for (int64_t i = 0; i < V; ++i) {
+          if (row[i] <= 0) continue;
+          cum += row[i];
+          chosen = i;
+          if (cum >= target) break;
+        }
+        tok[r] = chosen < 0 ? 0 : chosen;  // chosen < 0 only for an all-zero (NaN) row
       }
-      tok[r] = chosen < 0 ? 0 : chosen;  // chosen < 0 only for an all-zero (NaN) row
-    }
     });
     s.tokens = tokens.to(logp.device());
   }

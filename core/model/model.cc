@@ -121,7 +121,8 @@ torch::Tensor DecodeAttentionCpu(const torch::Tensor& q_in, const torch::Tensor&
         for (; d + 8 <= D; d += 8) {
           for (int j = 0; j < 8; ++j) acc[j] += qrow[d + j] * krow[d + j];
         }
-        float dot = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        float dot =
+            ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
         for (; d < D; ++d) dot += qrow[d] * krow[d];
         scores[l] = dot * scale + mrow[l];
         max_score = std::max(max_score, scores[l]);

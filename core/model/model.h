@@ -19,9 +19,9 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 
 namespace rlhf {

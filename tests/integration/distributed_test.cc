@@ -409,7 +409,8 @@ TEST_F(DistributedTest, ReplicatedRewardServersLoseNothingWhenOneDies) {
   // (max_staleness 1, timing-dependent on a loaded machine), 2 samples per prompt.
   EXPECT_EQ(s.leases_expired(), 0) << s.ShortDebugString() << "\n" << actor->log();
   EXPECT_EQ(2 * s.prompts_reissued(), s.trajectories_dropped_stale())
-      << s.ShortDebugString() << "\n" << actor->log();
+      << s.ShortDebugString() << "\n"
+      << actor->log();
   EXPECT_EQ(s.trajectories_rejected(), 0) << s.ShortDebugString();
   ExpectAccounting(s);
   actor->Kill(SIGTERM);

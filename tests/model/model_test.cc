@@ -121,7 +121,8 @@ TEST_P(ModelArchTest, PaddedDecodingMatchesEachSequenceWithAutograd) {
   const std::vector<int64_t> prompt_lengths = {5, 2, 8};
   const int64_t steps = 6, P = 8, B = 3;
   std::vector<torch::Tensor> seqs;
-  for (int64_t b = 0; b < B; ++b) seqs.push_back(RandomIds(1, prompt_lengths[b] + steps, V, 20 + b));
+  for (int64_t b = 0; b < B; ++b)
+    seqs.push_back(RandomIds(1, prompt_lengths[b] + steps, V, 20 + b));
   // References: each sequence alone, autograd on (the generic attention path).
   std::vector<torch::Tensor> want;
   for (int64_t b = 0; b < B; ++b) {
@@ -147,7 +148,8 @@ TEST_P(ModelArchTest, PaddedDecodingMatchesEachSequenceWithAutograd) {
         step_ids[b][0] = seqs[b][0][prompt_lengths[b] + s].item<int64_t>();
         positions[b][0] = prompt_lengths[b] + s;
       }
-      const auto got = model->forward(step_ids, mask.narrow(1, 0, P + s + 1), positions, &cache).logits;
+      const auto got =
+          model->forward(step_ids, mask.narrow(1, 0, P + s + 1), positions, &cache).logits;
       for (int64_t b = 0; b < B; ++b) {
         const auto expected = want[b][0][prompt_lengths[b] + s];
         EXPECT_LE((got[b][0] - expected).abs().max().item<double>(), 1e-4)
@@ -179,7 +181,8 @@ TEST_P(ModelArchTest, InferenceLogitsFollowInPlaceWeightUpdates) {
       torch::NoGradGuard no_grad;
       got = model->forward(ids).logits;
       const auto last = model->forward_last(ids).logits;
-      EXPECT_LE((last - want.narrow(1, 4, 1)).abs().max().item<double>(), 1e-5) << "update " << update;
+      EXPECT_LE((last - want.narrow(1, 4, 1)).abs().max().item<double>(), 1e-5)
+          << "update " << update;
       for (auto& p : model->parameters()) p.copy_(p + 0.05 * torch::randn_like(p));
     }
     EXPECT_LE((got - want).abs().max().item<double>(), 1e-5) << "update " << update;
