@@ -66,6 +66,7 @@
 #include "core/model/threads.h"
 #include "core/model/torch_compat.h"
 #include "core/rl/losses.h"
+#include "core/status_macros.h"
 #include "core/train/reward_trainer.h"
 
 ABSL_FLAG(int, threads, 2, "intra-op threads for LibTorch (C++ and Python alike)");
@@ -220,6 +221,15 @@ double ReadBandwidthBytesPerSecond() {
     best = std::min(best, Seconds(t0, Clock::now()));
   }
   return a.numel() * 4.0 / best;
+}
+
+// A model of `config` with the bench's fixed seed, in eval mode, on `device`.
+absl::StatusOr<TransformerLM> BuildModel(const ModelConfig& config, torch::Device device) {
+  torch::manual_seed(0);
+  TransformerLM model(config);
+  model->eval();
+  RLHF_RETURN_IF_ERROR(MoveModelToDevice(model, device));
+  return model;
 }
 
 // One timed run of a case in C++. `rm` is the reward model (the same trunk with a
@@ -494,19 +504,18 @@ int Main() {
       std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
       return 1;
     }
-    torch::manual_seed(0);
-    TransformerLM model(*config);
-    model->eval();
     ModelConfig rm_config = *config;  // as RewardModelFromSft builds it
     rm_config.lm_head = false;
     rm_config.scalar_head = true;
-    TransformerLM rm(rm_config);
-    for (TransformerLM* m : {&model, &rm}) {
-      if (absl::Status moved = MoveModelToDevice(*m, BenchDevice()); !moved.ok()) {
-        std::fprintf(stderr, "%s\n", std::string(moved.message()).c_str());
+    auto built = BuildModel(*config, BenchDevice());
+    auto built_rm = BuildModel(rm_config, BenchDevice());
+    for (const absl::Status& s : {built.status(), built_rm.status()}) {
+      if (!s.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
         return 1;
       }
     }
+    TransformerLM model = *built, rm = *built_rm;
     const auto cases = CasesFor(std::string(preset));
     sgemm = std::max(sgemm, SgemmGflops());
     std::printf("%s: fractions of sgemm use %.1f GFLOP/s (the best measured so far)\n",
@@ -641,13 +650,12 @@ int CheckKvParity() {
       std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
       return 1;
     }
-    torch::manual_seed(0);
-    TransformerLM model(*config);
-    model->eval();
-    if (absl::Status moved = MoveModelToDevice(model, dev); !moved.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(moved.message()).c_str());
+    auto built = BuildModel(*config, dev);
+    if (!built.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(built.status().message()).c_str());
       return 1;
     }
+    TransformerLM model = *built;
     c10::InferenceMode guard;
     const int64_t V = config->vocab_size, B = 4;
     // Left-padded prompts of lengths 12, 9, 5, 12 (padding must not change a row).
