@@ -403,8 +403,12 @@ TEST_F(ActorTest, ReRegistersWhenTheLearnerForgetsIt) {
   }));
   const int64_t accepted = handler_->Stats().trajectories_accepted();
   ASSERT_TRUE(WaitFor([&] { return handler_->Stats().trajectories_accepted() >= accepted + 4; }));
+  // The weights loop reopens its stream after a backoff, independently of the rollouts
+  // above: wait for it rather than read the count once.
+  EXPECT_TRUE(WaitFor([&] { return feed_.opened() >= 2; }))
+      << "the weights stream was not reopened under the new id (opened " << feed_.opened()
+      << ")";
   EXPECT_TRUE(Finish().ok());
-  EXPECT_GE(feed_.opened(), 2) << "the weights stream was not reopened under the new id";
 }
 
 TEST_F(ActorTest, ScoringFailureReleasesTheLease) {
