@@ -41,6 +41,9 @@ ABSL_FLAG(uint64_t, seed, 1, "sampling seed (mixed with prompt ids)");
 ABSL_FLAG(int, max_prompts, 0, "prompts per lease; 0 = the learner's actors.prompts_per_lease");
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "Prometheus exporter address");
 ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = off");
+ABSL_FLAG(std::string, metrics_file, "",
+          "on exit, write the final /metrics text here (an actor that finishes between two "
+          "scrapes still leaves its numbers)");
 ABSL_FLAG(int, threads, 1, "LibTorch intra-op threads for generation");
 ABSL_FLAG(std::string, device, rlhf::kDefaultDevice,
           "where the policy generates: cpu, cuda or cuda:N (needs a CUDA build of LibTorch)");
@@ -155,6 +158,12 @@ absl::Status Run() {
     }
   }
   runner.join();
+  if (const std::string path = absl::GetFlag(FLAGS_metrics_file); !path.empty()) {
+    if (absl::Status w = rlhf::services::WriteMetricsFile(*registry, path); !w.ok()) {
+      std::fprintf(stderr, "actor %s: --metrics_file: %s\n", options.name.c_str(),
+                   w.ToString().c_str());
+    }
+  }
   auto st = actor.stats();
   std::printf("actor %s: %lld batches, %lld trajectories, version %lld, busy %.2f\n",
               options.name.c_str(), static_cast<long long>(st.batches),

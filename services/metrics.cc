@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "core/util/file_util.h"
 #include "services/server.h"
 
 namespace rlhf::services {
@@ -165,6 +166,11 @@ std::string MetricsExposer::Respond(const std::string& request) const {
   }
   return absl::StrCat("HTTP/1.0 ", status, "\r\nContent-Type: text/plain; version=0.0.4\r\n",
                       "Content-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body);
+}
+
+absl::Status WriteMetricsFile(const prometheus::Registry& registry, const std::string& path) {
+  return WriteFileAtomically(path, prometheus::TextSerializer().Serialize(registry.Collect()),
+                             kNotDurable);
 }
 
 std::string MetricsExposer::url() const {

@@ -55,6 +55,11 @@ class MetricsExposer {
   std::thread thread_;
 };
 
+// Writes `registry` in the Prometheus text format to `path` (atomically: readers see the
+// old file or the whole new one). For a process that exits on its own to leave its final
+// numbers where the launcher collects them (--metrics_file), however briefly it ran.
+absl::Status WriteMetricsFile(const prometheus::Registry& registry, const std::string& path);
+
 // Per-RPC metrics of one component, families built here once:
 //   rlhf_<component>_requests_total{method, code}   counter
 //   rlhf_<component>_request_duration_seconds{method} histogram

@@ -152,7 +152,11 @@ TEST(RunE2eTest, WholePipelineAtTestSize) {
     for (const auto& n : ExposedNames(body)) exposed.insert(n);
   }
   EXPECT_EQ(processes, (std::set<std::string>{"launcher", "learner", "reward_server",
-                                              "reference_server", "actor-0", "actor-1"}));
+                                              "reference_server", "actor-0", "actor-1"}))
+      << "actor-0.log:\n"
+      << ReadAll(run_dir + "/logs/actor-0.log") << "\nactor-1.log:\n"
+      << ReadAll(run_dir + "/logs/actor-1.log") << "\nrun.log:\n"
+      << log;
   exposed.insert("up");  // synthesised by Prometheus for every target
   std::vector<std::string> exprs =
       DashboardExpressions(SourceDir() + "/deploy/grafana/rlhf-dashboard.json");

@@ -247,7 +247,8 @@ TEST(ActorArgv, AddressesSeedMetricsAndClientSecurity) {
       ActorArgv(c, kPaths, 0, a, 9100),
       ElementsAre("/bin/rlhf-actor", "--actor_name=actor-0", "--learner_address=127.0.0.1:1",
                   "--reward_address=127.0.0.1:2", "--reference_address=127.0.0.1:3", "--seed=7000",
-                  "--threads=2", "--metrics_port=9100", "--token_file=/t", "--tls_ca=/ca.pem"));
+                  "--threads=2", "--metrics_port=9100", "--metrics_file=/run/metrics/actor-0.prom",
+                  "--token_file=/t", "--tls_ca=/ca.pem"));
   c.mutable_actors()->set_generation_batch(16);
   EXPECT_THAT(ActorArgv(c, kPaths, 1, a, -1), Contains("--generation_batch=16"));
   c.mutable_weights()->set_gloo_interface("veth7");

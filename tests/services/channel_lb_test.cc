@@ -167,10 +167,12 @@ TEST(MaxConnectionAgeTest, ConnectionsAreRecycled) {
   auto channel = MakeChannel(options);
   ASSERT_TRUE(channel.ok());
   ASSERT_TRUE(WaitForChannelReady(*channel, absl::Now() + absl::Seconds(10)).ok());
-  // READY -> (GOAWAY) -> IDLE within the age plus its jitter; a deadline, not a timing.
+  // READY -> (GOAWAY) -> not READY within the age plus its jitter; a deadline, not a
+  // timing. (The policy reconnects at once, so the state may be READY again by the time
+  // it is read: the change itself is the evidence.)
   EXPECT_TRUE((*channel)->WaitForStateChange(GRPC_CHANNEL_READY,
-                                             absl::ToChronoTime(absl::Now() + absl::Seconds(30))));
-  EXPECT_NE((*channel)->GetState(false), GRPC_CHANNEL_READY);
+                                             absl::ToChronoTime(absl::Now() + absl::Seconds(30))))
+      << "the server never closed the connection";
   (*server)->Shutdown(absl::Now() + absl::Seconds(1));
 }
 

@@ -376,6 +376,8 @@ absl::Status Job::StartRlChildren(Supervisor& sup) {
   RLHF_RETURN_IF_ERROR(StartServer(sup, "learner", "rlhf-learner", config_.learner().endpoint(),
                                    LearnerArgs(config_, paths_), 1, true, &learner_addr_));
   // The learner's exit code 0 means "rl.steps done": the job completed.
+  std::error_code ec;
+  fs::create_directories(run_dir_ + "/metrics", ec);  // the actors' --metrics_file
   for (int i = 0; i < config_.actors().count(); ++i) {
     Say(absl::StrCat("[run] starting actor-", i));
     RLHF_RETURN_IF_ERROR(sup.Start(ActorSpec(i)));
@@ -741,6 +743,9 @@ absl::Status Job::Rl() {
     std::this_thread::sleep_for(
         std::chrono::milliseconds(config_.monitoring().scrape_interval_ms() * 2));
   }
+  // The processes still up leave their final numbers (the last status tick may predate
+  // their last updates, or have found one of them busy).
+  SnapshotMetrics();
   sup.ShutdownAll();
   WriteProcesses(sup);
   FinishStepEvals(interrupted || state == JobState::kFailed);

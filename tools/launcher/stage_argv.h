@@ -66,6 +66,8 @@ struct ActorAddresses {
   std::string learner, reward, reference;
 };
 // Actor `index` (its name is "actor-<index>"); metrics_port < 0 = no --metrics_port.
+// With a metrics port the actor also writes its final /metrics to
+// <run_dir>/metrics/actor-<index>.prom as it exits (--metrics_file).
 Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
                const ActorAddresses& addresses, int metrics_port);
 
