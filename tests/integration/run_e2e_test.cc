@@ -71,7 +71,9 @@ TEST(RunE2eTest, WholePipelineAtTestSize) {
       << "  minibatch_size: 8\n  checkpoint_every: 2\n"
       << "actors:\n  count: 2\n  prompts_per_lease: 4\n"
       << "monitoring:\n  prometheus: true\n  scrape_interval_ms: 500\n"
-      << "launcher:\n  status_interval_ms: 500\n"
+      // No status tick after the first during the ~1 s RL stage: the actors' snapshots
+      // must come from their own --metrics_file (a tick could catch them by chance).
+      << "launcher:\n  status_interval_ms: 60000\n"
       << "eval:\n  num_prompts: 16\n  num_examples: 2\n";
   launcher::ProcessSpec spec;
   spec.name = "rlhf-run";

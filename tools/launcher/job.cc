@@ -365,6 +365,9 @@ ChildSpec Job::ActorSpec(int index) {
 }
 
 absl::Status Job::StartRlChildren(Supervisor& sup) {
+  // <run_dir>/metrics/: the launcher's snapshots and the actors' own --metrics_file.
+  std::error_code ec;
+  fs::create_directories(run_dir_ + "/metrics", ec);
   RLHF_RETURN_IF_ERROR(StartServer(sup, "reward_server", "rlhf-reward-server",
                                    config_.reward_server().endpoint(), RewardServerArgs(config_), 2,
                                    true, &reward_addr_));
@@ -376,8 +379,6 @@ absl::Status Job::StartRlChildren(Supervisor& sup) {
   RLHF_RETURN_IF_ERROR(StartServer(sup, "learner", "rlhf-learner", config_.learner().endpoint(),
                                    LearnerArgs(config_, paths_), 1, true, &learner_addr_));
   // The learner's exit code 0 means "rl.steps done": the job completed.
-  std::error_code ec;
-  fs::create_directories(run_dir_ + "/metrics", ec);  // the actors' --metrics_file
   for (int i = 0; i < config_.actors().count(); ++i) {
     Say(absl::StrCat("[run] starting actor-", i));
     RLHF_RETURN_IF_ERROR(sup.Start(ActorSpec(i)));
@@ -458,8 +459,6 @@ void Job::PollLearner() {
 // <run_dir>/metrics/<process>.prom: the last /metrics body read from each process
 // (refreshed every status tick, so a process that exited leaves its final numbers).
 void Job::SnapshotMetrics() {
-  std::error_code ec;
-  fs::create_directories(run_dir_ + "/metrics", ec);
   std::vector<ScrapeTarget> all = targets_;
   if (exposer_ != nullptr) {
     all.push_back({absl::StrCat("127.0.0.1:", exposer_->port()), {{"component", "launcher"}}});
@@ -481,9 +480,7 @@ void Job::SnapshotMetrics() {
 }
 
 void Job::WriteMetricsSnapshot(const std::string& name, const std::string& body) {
-  std::error_code ec;
-  fs::create_directories(run_dir_ + "/metrics", ec);
-  (void)WriteFileAtomically(run_dir_ + "/metrics/" + name + ".prom", body, kNotDurable);
+  (void)WriteFileAtomically(paths_.MetricsSnapshot(name), body, kNotDurable);
 }
 
 // <run_dir>/processes.json: the job's processes now (name, component, pid, up,

@@ -259,8 +259,7 @@ Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
   for (auto& flag : DeviceArgs(c)) argv.push_back(std::move(flag));
   if (metrics_port >= 0) {
     argv.push_back(absl::StrCat("--metrics_port=", metrics_port));
-    // The launcher's snapshot file (job.cc), written by the actor itself as it exits.
-    argv.push_back(absl::StrCat("--metrics_file=", p.run_dir, "/metrics/actor-", index, ".prom"));
+    argv.push_back("--metrics_file=" + p.MetricsSnapshot(absl::StrCat("actor-", index)));
   }
   if (!c.weights().gloo_interface().empty()) {
     argv.push_back("--gloo_interface=" + c.weights().gloo_interface());

@@ -22,6 +22,11 @@ struct JobPaths {
   std::string bin_dir;  // rlhf, rlhf-actor, rlhf-learner, ... live here
   std::string run_dir;  // <run_dir>/config.yaml, <run_dir>/learner, <run_dir>/*.json
   std::string Bin(const std::string& name) const { return bin_dir + "/" + name; }
+  // <run_dir>/metrics/<process>.prom: a process's last /metrics text, kept by the launcher
+  // (and written by each actor itself as it exits).
+  std::string MetricsSnapshot(const std::string& process) const {
+    return run_dir + "/metrics/" + process + ".prom";
+  }
 };
 
 Argv DataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p);
