@@ -33,8 +33,9 @@ class FakeLearnerClient final : public LearnerClient {
       const rlhf::v1::SubmitTrajectoriesRequest& r, absl::Time) override {
     return handler_->Submit(r);
   }
-  absl::StatusOr<rlhf::v1::LearnerStats> GetStats(absl::Time) override {
-    return handler_->Stats();
+  absl::StatusOr<rlhf::v1::LearnerStats> GetStats(const rlhf::v1::GetStatsRequest& r,
+                                                  absl::Time) override {
+    return handler_->Stats(r.steps_after());
   }
   absl::StatusOr<std::unique_ptr<WeightsStream>> WatchWeights(
       const rlhf::v1::WatchWeightsRequest&) override {

@@ -114,14 +114,12 @@ absl::Status GrpcLearnerClient::Deregister(const rlhf::v1::DeregisterRequest& re
 }
 
 absl::StatusOr<rlhf::v1::LeasePromptsResponse> GrpcLearnerClient::LeasePrompts(
-    const rlhf::v1::LeasePromptsRequest& request, absl::Time deadline) {
-  RLHF_LEARNER_UNARY(LeasePrompts, request, rlhf::v1::LeasePromptsResponse)
-}
+    const rlhf::v1::LeasePromptsRequest& request,
+    absl::Time deadline){RLHF_LEARNER_UNARY(LeasePrompts, request, rlhf::v1::LeasePromptsResponse)}
 
-absl::StatusOr<rlhf::v1::LearnerStats> GrpcLearnerClient::GetStats(absl::Time deadline) {
-  rlhf::v1::GetStatsRequest request;
-  RLHF_LEARNER_UNARY(GetStats, request, rlhf::v1::LearnerStats)
-}
+absl::StatusOr<rlhf::v1::LearnerStats> GrpcLearnerClient::GetStats(
+    const rlhf::v1::GetStatsRequest& request,
+    absl::Time deadline){RLHF_LEARNER_UNARY(GetStats, request, rlhf::v1::LearnerStats)}
 
 absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> GrpcLearnerClient::Submit(
     const rlhf::v1::SubmitTrajectoriesRequest& request, absl::Time deadline) {

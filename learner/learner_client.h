@@ -49,7 +49,8 @@ class LearnerClient {
       const rlhf::v1::LeasePromptsRequest& request, absl::Time deadline) = 0;
   virtual absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> Submit(
       const rlhf::v1::SubmitTrajectoriesRequest& request, absl::Time deadline) = 0;
-  virtual absl::StatusOr<rlhf::v1::LearnerStats> GetStats(absl::Time deadline) = 0;
+  virtual absl::StatusOr<rlhf::v1::LearnerStats> GetStats(const rlhf::v1::GetStatsRequest& request,
+                                                          absl::Time deadline) = 0;
   virtual absl::StatusOr<std::unique_ptr<WeightsStream>> WatchWeights(
       const rlhf::v1::WatchWeightsRequest& request) = 0;
 };
@@ -70,7 +71,8 @@ class GrpcLearnerClient final : public LearnerClient {
       const rlhf::v1::LeasePromptsRequest& request, absl::Time deadline) override;
   absl::StatusOr<rlhf::v1::SubmitTrajectoriesResponse> Submit(
       const rlhf::v1::SubmitTrajectoriesRequest& request, absl::Time deadline) override;
-  absl::StatusOr<rlhf::v1::LearnerStats> GetStats(absl::Time deadline) override;
+  absl::StatusOr<rlhf::v1::LearnerStats> GetStats(const rlhf::v1::GetStatsRequest& request,
+                                                  absl::Time deadline) override;
   absl::StatusOr<std::unique_ptr<WeightsStream>> WatchWeights(
       const rlhf::v1::WatchWeightsRequest& request) override;
 

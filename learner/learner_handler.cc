@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -13,8 +14,8 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/util/file_util.h"
 #include "core/bounded_echo.h"
+#include "core/util/file_util.h"
 
 namespace rlhf::learner {
 namespace {
@@ -120,6 +121,9 @@ absl::Status LearnerHandler::Restore(int64_t trainer_step, int64_t policy_versio
   }
   trained_ = std::move(keep);
   for (auto it = rebuffer.rbegin(); it != rebuffer.rend(); ++it) buffer_.push_front(*it);
+  // Records of steps the restored trainer will train again.
+  auto* recent = stats_.mutable_recent_steps();
+  while (!recent->empty() && recent->rbegin()->step() > trainer_step) recent->RemoveLast();
   stats_.set_step(trainer_step);
   stats_.set_policy_version(policy_version);
   const absl::Time now = clock_();
@@ -723,6 +727,18 @@ absl::Status LearnerHandler::OnTrained(const Batch& batch, int64_t new_version,
   stats_.mutable_last_step_stats()->clear();
   for (const auto& [k, v] : step_stats) (*stats_.mutable_last_step_stats())[k] = v;
   DropStaleLocked();
+  rlhf::v1::StepRecord& record = *stats_.add_recent_steps();
+  record.set_step(batch.step);
+  record.set_policy_version(new_version);
+  record.mutable_stats()->insert(step_stats.begin(), step_stats.end());
+  record.set_trajectories_accepted(stats_.trajectories_accepted());
+  record.set_trajectories_dropped_stale(stats_.trajectories_dropped_stale());
+  record.set_trajectories_rejected(stats_.trajectories_rejected());
+  record.set_trajectories_trained(stats_.trajectories_trained());
+  record.set_actors_connected(static_cast<int32_t>(actors_.size()));
+  record.set_time_unix_s(absl::ToDoubleSeconds(clock_() - absl::UnixEpoch()));
+  const int excess = stats_.recent_steps_size() - std::max(options_.step_records_kept, 0);
+  if (excess > 0) stats_.mutable_recent_steps()->DeleteSubrange(0, excess);
   return PersistLocked();
 }
 
@@ -765,9 +781,13 @@ absl::Status LearnerHandler::OnCheckpointed(int64_t step) {
   return PersistLocked();
 }
 
-rlhf::v1::LearnerStats LearnerHandler::Stats() const {
+rlhf::v1::LearnerStats LearnerHandler::Stats(int64_t steps_after) const {
   absl::MutexLock lock(&mu_);
   rlhf::v1::LearnerStats s = stats_;
+  auto* recent = s.mutable_recent_steps();
+  int seen = 0;
+  while (seen < recent->size() && recent->Get(seen).step() <= steps_after) ++seen;
+  recent->DeleteSubrange(0, seen);
   int64_t outstanding = 0;
   for (const auto& [id, lease] : leases_) outstanding += lease.prompts_size();
   s.set_prompts_outstanding(outstanding);

@@ -90,6 +90,10 @@ struct LearnerHandlerOptions {
   // A log longer than this is folded into a snapshot (bounds replay after a crash;
   // training steps snapshot anyway). Bytes.
   int64_t max_log_bytes = int64_t{256} << 20;
+  // LearnerStats.recent_steps keeps the records of this many last steps (persisted with
+  // the state, so every snapshot carries them): a GetStats poller that falls this many
+  // steps behind loses the oldest.
+  int step_records_kept = 64;
 };
 
 class LearnerHandler {
@@ -148,7 +152,8 @@ class LearnerHandler {
   // A checkpoint of trainer step `step` is durable: forget batches up to it. Persists.
   absl::Status OnCheckpointed(int64_t step);
 
-  rlhf::v1::LearnerStats Stats() const;
+  // The accounting, with recent_steps cut to the steps after `steps_after` (0: all kept).
+  rlhf::v1::LearnerStats Stats(int64_t steps_after = 0) const;
   std::vector<std::string> ActorIds() const;
   bool IsActor(const std::string& actor_id) const;
   bool done() const;

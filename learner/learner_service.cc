@@ -291,11 +291,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* LearnerServiceImpl::WatchWeights(
 }
 
 grpc::ServerUnaryReactor* LearnerServiceImpl::GetStats(grpc::CallbackServerContext* ctx,
-                                                       const rlhf::v1::GetStatsRequest*,
+                                                       const rlhf::v1::GetStatsRequest* req,
                                                        rlhf::v1::LearnerStats* resp) {
   auto* reactor = new HandlerReactor<rlhf::v1::LearnerStats>(ctx, resp, metrics_, "GetStats");
   if (!reactor->Authorize(auth_)) return reactor;
-  rlhf::v1::LearnerStats stats = handler_->Stats();
+  rlhf::v1::LearnerStats stats = handler_->Stats(req->steps_after());
   auto ps = publisher_->stats();
   stats.set_weight_syncs(ps.syncs);
   {

@@ -170,8 +170,9 @@ class TestLearnerClient final : public learner::LearnerClient {
     submissions_.push_back({r, resp.status()});
     return resp;
   }
-  absl::StatusOr<rlhf::v1::LearnerStats> GetStats(absl::Time d) override {
-    return fake_.GetStats(d);
+  absl::StatusOr<rlhf::v1::LearnerStats> GetStats(const rlhf::v1::GetStatsRequest& r,
+                                                  absl::Time d) override {
+    return fake_.GetStats(r, d);
   }
   absl::StatusOr<std::unique_ptr<learner::WeightsStream>> WatchWeights(
       const rlhf::v1::WatchWeightsRequest& r) override {

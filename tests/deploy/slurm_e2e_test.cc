@@ -147,7 +147,7 @@ TEST_F(SlurmE2eTest, JobCompletesAndExtraActorsJoinAndLeave) {
                         absl::Duration timeout) {
     const absl::Time until = absl::Now() + timeout;
     while (absl::Now() < until && (*run)->Poll()) {
-      auto s = (*client)->GetStats(absl::Now() + absl::Seconds(2));
+      auto s = (*client)->GetStats({}, absl::Now() + absl::Seconds(2));
       if (s.ok()) {
         last = *s;
         if (pred(last)) return true;

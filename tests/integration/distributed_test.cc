@@ -166,7 +166,7 @@ class DistributedTest : public ::testing::Test {
     const absl::Time until = absl::Now() + timeout;
     rlhf::v1::LearnerStats last;
     while (absl::Now() < until && learner->alive()) {
-      auto s = client->GetStats(absl::Now() + absl::Seconds(2));
+      auto s = client->GetStats({}, absl::Now() + absl::Seconds(2));
       if (s.ok()) {
         last = *s;
         learner_hashes_[last.policy_version()] = std::to_string(last.weights_hash());
@@ -402,7 +402,7 @@ TEST_F(DistributedTest, ReplicatedRewardServersLoseNothingWhenOneDies) {
 
   replicas[0]->Kill(SIGKILL);
   const double survivor_before = ScoreCallsServed(metrics_ports[1]);
-  const int64_t killed_at = Client()->GetStats(absl::Now() + absl::Seconds(5))->step();
+  const int64_t killed_at = Client()->GetStats({}, absl::Now() + absl::Seconds(5))->step();
   auto s = WaitStats([&](const auto& s) { return s.step() >= killed_at + 4; }, learner);
   EXPECT_GT(ScoreCallsServed(metrics_ports[1]), survivor_before);
   // Nothing was released or expired: the only re-issues are of groups dropped as stale
@@ -536,7 +536,7 @@ TEST_F(DistributedTest, MalformedTrajectoriesAreRejectedAndNothingIsTrained) {
     EXPECT_EQ(resp.status().code(), absl::StatusCode::kInvalidArgument) << message;
     EXPECT_NE(resp.status().message().find(message), std::string::npos) << resp.status();
   }
-  auto stats = client->GetStats(deadline);
+  auto stats = client->GetStats({}, deadline);
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->trajectories_accepted(), 0);
   EXPECT_EQ(stats->trajectories_rejected(), 16);

@@ -282,7 +282,7 @@ class NetnsTest : public ::testing::Test {
     const absl::Time until = absl::Now() + timeout;
     rlhf::v1::LearnerStats last;
     while (client != nullptr && absl::Now() < until && learner_->alive()) {
-      auto s = client->GetStats(absl::Now() + absl::Seconds(2));
+      auto s = client->GetStats({}, absl::Now() + absl::Seconds(2));
       if (s.ok()) {
         last = *s;
         if (pred(last)) return last;

@@ -5,20 +5,20 @@
 // Invoked as rlhf-learner (a symlink), it also plays a learner: a "step" every
 // FAKE_STEP_MS ms published on /metrics like the real one (rlhf_learner_steps_total,
 // rlhf_learner_policy_version, rlhf_learner_train_stat{name}) and answered by
-// LearnerService.GetStats (step, policy_version = step, last_step_stats reward_mean =
-// 0.1 * step, kl_mean 0.5, beta 0.05; trajectories_trained = 32 * step; done at the last
-// step), exit 0 after FAKE_STEPS steps (after lingering 1 s, as the real learner waits
-// for its actors and its GetStats poller).
-// Flags are --key=value; unknown flags are ignored (the launcher passes the real
-// binaries' flags). FAKE_LEARNER_CRASH_MS makes the learner abort() after that long.
-// FAKE_HOLD_FILE (a path) holds the learner before its last step until that file exists,
-// so a test can finish what it does to a running job before the job may end.
-// The real binaries' --host, --tls_cert/--tls_key/--tls_ca/--require_client_cert,
+// LearnerService.GetStats (step, policy_version = step, done at the last step, and a
+// recent_steps record of each step after steps_after: reward_mean = 0.1 * step, kl_mean
+// 0.5, beta 0.05, trajectories_trained = 32 * step), exit 0 after FAKE_STEPS steps (after lingering
+// 1 s, as the real learner waits for its actors and its GetStats poller). Flags are --key=value;
+// unknown flags are ignored (the launcher passes the real binaries' flags). FAKE_LEARNER_CRASH_MS
+// makes the learner abort() after that long. FAKE_HOLD_FILE (a path) holds the learner before its
+// last step until that file exists, so a test can finish what it does to a running job before the
+// job may end. The real binaries' --host, --tls_cert/--tls_key/--tls_ca/--require_client_cert,
 // --token_file and --allow_insecure are honoured, so that the launcher's probes meet the
 // security a real server would have.
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -34,8 +34,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "rlhf/v1/reward.grpc.pb.h"
 #include "rlhf/v1/learner.grpc.pb.h"
+#include "rlhf/v1/reward.grpc.pb.h"
 #include "services/metrics.h"
 #include "services/server.h"
 
@@ -47,16 +47,21 @@ class FakeLearnerService final : public rlhf::v1::LearnerService::CallbackServic
   FakeLearnerService(const std::atomic<int>* step, int total_steps)
       : step_(step), total_steps_(total_steps) {}
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
-                                     const rlhf::v1::GetStatsRequest*,
+                                     const rlhf::v1::GetStatsRequest* req,
                                      rlhf::v1::LearnerStats* resp) override {
     const int step = step_->load();
     resp->set_step(step);
     resp->set_policy_version(step);
     resp->set_trajectories_trained(32 * step);
     resp->set_done(step >= total_steps_);
-    if (step > 0) {
-      auto& stats = *resp->mutable_last_step_stats();
-      stats["reward_mean"] = 0.1 * step;
+    for (int64_t s = std::max<int64_t>(req->steps_after(), 0) + 1; s <= step; ++s) {
+      rlhf::v1::StepRecord& record = *resp->add_recent_steps();
+      record.set_step(s);
+      record.set_policy_version(s);
+      record.set_trajectories_trained(32 * s);
+      record.set_time_unix_s(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+      auto& stats = *record.mutable_stats();
+      stats["reward_mean"] = 0.1 * static_cast<double>(s);
       stats["kl_mean"] = 0.5;
       stats["beta"] = 0.05;
     }

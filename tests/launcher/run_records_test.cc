@@ -154,29 +154,53 @@ TEST_F(RunRecordsTest, AResumedRunDoesNotRewriteItsSteps) {
   EXPECT_EQ(lines[0]["step"], 2);
 }
 
-TEST(RunRecordsFreeTest, RecordFromAHandBuiltReply) {
-  rlhf::v1::LearnerStats stats;
-  EXPECT_FALSE(LearnerRecordFromStats(stats).has_value());  // step 0
-  stats.set_step(7);
-  stats.set_policy_version(9);
-  stats.set_actors_connected(3);
-  stats.set_trajectories_accepted(40);
-  stats.set_trajectories_dropped_stale(5);
-  stats.set_trajectories_rejected(1);
-  stats.set_trajectories_trained(32);
-  (*stats.mutable_last_step_stats())["beta"] = 0.05;
-  (*stats.mutable_last_step_stats())["grad_norm"] = INFINITY;
-  auto j = LearnerRecordFromStats(stats);
-  ASSERT_TRUE(j.has_value());
-  const Json expected = {{"step", 7},
-                         {"policy_version", 9},
-                         {"actors_connected", 3},
-                         {"beta", 0.05},
-                         {"trajectories_accepted_total", 40},
-                         {"trajectories_dropped_stale_total", 5},
-                         {"trajectories_rejected_total", 1},
-                         {"trajectories_trained_total", 32}};
-  EXPECT_EQ(*j, expected) << j->dump();
+// Under load two steps can finish between two polls (a 1 s RL stage polled every
+// 500 ms): each still gets its record, with the numbers of its own step.
+TEST_F(RunRecordsTest, StepsFinishedBetweenTwoPollsEachGetTheirRecord) {
+  RunRecorder recorder(client_.get(), jsonl_, 0, absl::Now());
+  Step({{"reward_mean", 0.25}});
+  Step({{"reward_mean", 0.75}});
+  ASSERT_THAT(recorder.Poll(Deadline()), IsOk());
+  ASSERT_THAT(recorder.Poll(Deadline()), IsOk());  // nothing new: no more lines
+  const std::vector<Json> lines = ReadLines(jsonl_);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["step"], 1);
+  EXPECT_DOUBLE_EQ(lines[0]["reward_mean"].get<double>(), 0.25);
+  EXPECT_EQ(lines[0]["trajectories_trained_total"], 2);
+  EXPECT_FALSE(lines[0].contains("final"));  // the run was done, but not at step 1
+  EXPECT_EQ(lines[1]["step"], 2);
+  EXPECT_DOUBLE_EQ(lines[1]["reward_mean"].get<double>(), 0.75);
+  EXPECT_EQ(lines[1]["trajectories_trained_total"], 4);
+  EXPECT_EQ(lines[1]["final"], true);
+  EXPECT_LE(lines[0]["time_unix_s"].get<double>(), lines[1]["time_unix_s"].get<double>());
+  EXPECT_EQ(recorder.last_step(), 2);
+}
+
+TEST(RunRecordsFreeTest, RecordFromAHandBuiltStep) {
+  rlhf::v1::StepRecord step;
+  step.set_step(7);
+  step.set_policy_version(9);
+  step.set_actors_connected(3);
+  step.set_trajectories_accepted(40);
+  step.set_trajectories_dropped_stale(5);
+  step.set_trajectories_rejected(1);
+  step.set_trajectories_trained(32);
+  step.set_time_unix_s(1.8e9);  // the recorder's business, not the record's
+  (*step.mutable_stats())["beta"] = 0.05;
+  (*step.mutable_stats())["grad_norm"] = INFINITY;
+  Json expected = {{"step", 7},
+                   {"policy_version", 9},
+                   {"actors_connected", 3},
+                   {"beta", 0.05},
+                   {"trajectories_accepted_total", 40},
+                   {"trajectories_dropped_stale_total", 5},
+                   {"trajectories_rejected_total", 1},
+                   {"trajectories_trained_total", 32}};
+  Json j = LearnerRecordFromStep(step, false);
+  EXPECT_EQ(j, expected) << j.dump();
+  expected["final"] = true;
+  j = LearnerRecordFromStep(step, true);
+  EXPECT_EQ(j, expected) << j.dump();
 }
 
 TEST(RunRecordsFreeTest, GrpcPollOfAMissingLearnerFailsAndWritesNothing) {

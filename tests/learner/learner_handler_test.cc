@@ -546,6 +546,54 @@ TEST_F(HandlerTest, DistinctPromptsTrainedSurvivesARestart) {
   ExpectInvariant();
 }
 
+// `rlhf run` records every step from GetStats however many finish between two polls:
+// the handler keeps the last step_records_kept records, persisted with its state, and
+// drops at a restore those of steps the restored trainer trains again.
+TEST_F(HandlerTest, StepRecordsAreBoundedPersistedAndCutBackAtARestore) {
+  options_.step_records_kept = 2;
+  Make(1);
+  std::string a = Register("a");
+  for (int step = 1; step <= 3; ++step) {
+    now_ += absl::Seconds(1);
+    auto l1 = Lease(a);
+    auto l2 = Lease(a);
+    ASSERT_TRUE(handler_->Submit(Good(a, l1, handler_->version())).ok());
+    ASSERT_TRUE(handler_->Submit(Good(a, l2, handler_->version())).ok());
+    TrainOne();
+    if (step == 2) {
+      ASSERT_TRUE(handler_->OnCheckpointed(2).ok());
+    }
+  }
+  auto s = handler_->Stats();
+  ASSERT_EQ(s.recent_steps_size(), 2) << s.DebugString();  // step 1 fell out
+  const rlhf::v1::StepRecord& two = s.recent_steps(0);
+  EXPECT_EQ(two.step(), 2);
+  EXPECT_EQ(two.policy_version(), 2);
+  EXPECT_EQ(two.trajectories_trained(), 8);  // 2 steps x 2 prompts x 2 samples
+  EXPECT_EQ(two.trajectories_accepted(), 8);
+  EXPECT_EQ(two.actors_connected(), 1);
+  EXPECT_DOUBLE_EQ(two.time_unix_s(), 1002);
+  ASSERT_EQ(two.stats().count("loss"), 1u);
+  EXPECT_DOUBLE_EQ(two.stats().at("loss"), 0.5);
+  EXPECT_EQ(s.recent_steps(1).step(), 3);
+  EXPECT_EQ(s.recent_steps(1).trajectories_trained(), 12);
+  // A poller that has seen step 2 gets step 3 only; one that has seen 3, nothing.
+  ASSERT_EQ(handler_->Stats(2).recent_steps_size(), 1);
+  EXPECT_EQ(handler_->Stats(2).recent_steps(0).step(), 3);
+  EXPECT_EQ(handler_->Stats(3).recent_steps_size(), 0);
+
+  // "Crash" after step 3; the trainer comes back from its step-2 checkpoint.
+  auto h =
+      LearnerHandler::Create(options_, {{1, 2}, {3}, {4, 5, 6}}, &store_, [this] { return now_; });
+  ASSERT_TRUE(h.ok());
+  handler_ = std::move(*h);
+  ASSERT_TRUE(handler_->Restore(2, 2).ok());
+  s = handler_->Stats();
+  ASSERT_EQ(s.recent_steps_size(), 1) << s.DebugString();
+  EXPECT_EQ(s.recent_steps(0).step(), 2);
+  EXPECT_EQ(s.recent_steps(0).trajectories_trained(), 8);
+}
+
 // Issue 23 item 7: every string is bounded, and echoes in errors are too.
 TEST_F(HandlerTest, StringsAreBoundedAndErrorsEchoThemBounded) {
   Make(1);

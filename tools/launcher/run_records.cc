@@ -10,22 +10,21 @@
 
 namespace rlhf::launcher {
 
-std::optional<nlohmann::json> LearnerRecordFromStats(const rlhf::v1::LearnerStats& stats) {
-  if (stats.step() < 1) return std::nullopt;
+nlohmann::json LearnerRecordFromStep(const rlhf::v1::StepRecord& step, bool final) {
   nlohmann::json j;
-  j["step"] = stats.step();
-  j["policy_version"] = stats.policy_version();
-  j["actors_connected"] = stats.actors_connected();
+  j["step"] = step.step();
+  j["policy_version"] = step.policy_version();
+  j["actors_connected"] = step.actors_connected();
   // The same names as the learner's Prometheus series rlhf_learner_train_stat{name} and
   // rlhf_learner_trajectories_total{outcome}, so records and dashboards agree.
-  for (const auto& [name, value] : stats.last_step_stats()) {
+  for (const auto& [name, value] : step.stats()) {
     if (std::isfinite(value)) j[name] = value;
   }
-  j["trajectories_accepted_total"] = stats.trajectories_accepted();
-  j["trajectories_dropped_stale_total"] = stats.trajectories_dropped_stale();
-  j["trajectories_rejected_total"] = stats.trajectories_rejected();
-  j["trajectories_trained_total"] = stats.trajectories_trained();
-  if (stats.done()) j["final"] = true;
+  j["trajectories_accepted_total"] = step.trajectories_accepted();
+  j["trajectories_dropped_stale_total"] = step.trajectories_dropped_stale();
+  j["trajectories_rejected_total"] = step.trajectories_rejected();
+  j["trajectories_trained_total"] = step.trajectories_trained();
+  if (final) j["final"] = true;
   return j;
 }
 
@@ -54,18 +53,27 @@ RunRecorder::RunRecorder(learner::LearnerClient* client, std::string jsonl_path,
     : client_(client), jsonl_path_(std::move(jsonl_path)), last_step_(last_step), start_(start) {}
 
 absl::Status RunRecorder::Poll(absl::Time deadline) {
-  absl::StatusOr<rlhf::v1::LearnerStats> stats = client_->GetStats(deadline);
+  rlhf::v1::GetStatsRequest request;
+  request.set_steps_after(last_step_);
+  absl::StatusOr<rlhf::v1::LearnerStats> stats = client_->GetStats(request, deadline);
   if (!stats.ok()) return stats.status();
-  std::optional<nlohmann::json> record = LearnerRecordFromStats(*stats);
-  if (!record.has_value() || stats->step() <= last_step_) return absl::OkStatus();
-  const absl::Time now = absl::Now();
-  (*record)["time_unix_s"] = absl::ToDoubleSeconds(now - absl::UnixEpoch());
-  (*record)["elapsed_s"] = absl::ToDoubleSeconds(now - start_);
+  std::string lines;
+  int64_t newest = last_step_;
+  for (const rlhf::v1::StepRecord& step : stats->recent_steps()) {
+    if (step.step() <= newest) continue;  // a learner restored behind what was written
+    nlohmann::json record =
+        LearnerRecordFromStep(step, stats->done() && step.step() == stats->step());
+    record["time_unix_s"] = step.time_unix_s();
+    record["elapsed_s"] = step.time_unix_s() - absl::ToDoubleSeconds(start_ - absl::UnixEpoch());
+    absl::StrAppend(&lines, record.dump(), "\n");
+    newest = step.step();
+  }
+  if (lines.empty()) return absl::OkStatus();
   std::ofstream out(jsonl_path_, std::ios::app);
-  out << record->dump() << "\n";
+  out << lines;
   out.flush();
   if (!out) return absl::InternalError(absl::StrCat("cannot append to ", jsonl_path_));
-  last_step_ = stats->step();
+  last_step_ = newest;
   return absl::OkStatus();
 }
 

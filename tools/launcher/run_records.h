@@ -7,11 +7,14 @@
 //   while (running) (void)recorder.Poll(absl::Now() + absl::Seconds(1));  // a few per second
 //
 // A record is {"step", "policy_version", "actors_connected", every entry of the step's
-// trainer statistics (LearnerStats.last_step_stats: reward_mean, kl_mean, beta, ...),
-// "trajectories_<outcome>_total" for accepted / dropped_stale / rejected / trained,
-// "time_unix_s", "elapsed_s"}, plus "final": true on the record of a finished run
-// (LearnerStats.done). rlhf-learner keeps answering GetStats after its last step while
-// a poller is active (learner/main.cc), so the last step gets its record.
+// trainer statistics (reward_mean, kl_mean, beta, ...), "trajectories_<outcome>_total"
+// for accepted / dropped_stale / rejected / trained, "time_unix_s" (when the learner
+// finished the step), "elapsed_s"}, plus "final": true on the record of a finished run's
+// last step (LearnerStats.done). Every step gets its record however many finish between
+// two polls: the learner keeps the records of its last steps (LearnerStats.recent_steps,
+// persisted with its state) and GetStats returns those after the last one written.
+// rlhf-learner keeps answering GetStats after its last step while a poller is active
+// (learner/main.cc), so the last step gets its record.
 //
 // Thread-safety: RunRecorder is used by one thread; the free functions are pure.
 #pragma once
@@ -32,9 +35,9 @@
 
 namespace rlhf::launcher {
 
-// The record of `stats` without the time fields; nullopt before the first step
-// (stats.step() < 1). Non-finite trainer statistics are left out (JSON has no NaN).
-std::optional<nlohmann::json> LearnerRecordFromStats(const rlhf::v1::LearnerStats& stats);
+// The record of one step without the time fields, "final": true when `final`.
+// Non-finite trainer statistics are left out (JSON has no NaN).
+nlohmann::json LearnerRecordFromStep(const rlhf::v1::StepRecord& step, bool final);
 
 // How `rlhf run` reaches the learner at `target` as a client: the bearer token read
 // from security.token_file, TLS with security.tls_ca as roots when the servers have a
@@ -52,9 +55,9 @@ class RunRecorder {
   RunRecorder(learner::LearnerClient* client, std::string jsonl_path, int64_t last_step,
               absl::Time start);
 
-  // One GetStats answered by `deadline`; appends the record when its step is newer than
-  // the last one written. The RPC's error otherwise (the learner may be starting,
-  // restarting or gone: the caller polls again).
+  // One GetStats answered by `deadline`, asking for the steps after the last one written
+  // (LearnerStats.recent_steps); appends a record for each, oldest first. The RPC's error
+  // otherwise (the learner may be starting, restarting or gone: the caller polls again).
   absl::Status Poll(absl::Time deadline);
 
   // The newest step written (or the `last_step` given).
