@@ -25,6 +25,7 @@
 #include "services/channel.h"
 #include "services/flags.h"
 #include "services/metrics.h"
+#include "services/serve.h"
 #include "services/server.h"
 #include "services/shutdown.h"
 
@@ -41,6 +42,7 @@ ABSL_FLAG(uint64_t, seed, 1, "sampling seed (mixed with prompt ids)");
 ABSL_FLAG(int, max_prompts, 0, "prompts per lease; 0 = the learner's actors.prompts_per_lease");
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1", "Prometheus exporter address");
 ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = off");
+ABSL_FLAG(std::string, metrics_port_file, "", "write the bound /metrics port here");
 ABSL_FLAG(std::string, metrics_file, "",
           "on exit, write the final /metrics text here (an actor that finishes between two "
           "scrapes still leaves its numbers)");
@@ -103,15 +105,10 @@ absl::Status Run() {
   if (!reference.ok()) return reference.status();
 
   auto registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<rlhf::services::MetricsExposer> exposer;
-  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
-    auto e = rlhf::services::MetricsExposer::Create(absl::GetFlag(FLAGS_metrics_host),
-                                                    absl::GetFlag(FLAGS_metrics_port), registry);
-    if (!e.ok()) return e.status();
-    exposer = *std::move(e);
-    std::printf("metrics on %s\n", exposer->url().c_str());
-    std::fflush(stdout);
-  }
+  auto exposer = rlhf::services::StartMetricsExposer(absl::GetFlag(FLAGS_metrics_host),
+                                                     absl::GetFlag(FLAGS_metrics_port), registry,
+                                                     absl::GetFlag(FLAGS_metrics_port_file));
+  if (!exposer.ok()) return exposer.status();
   rlhf::actor::ActorOptions options;
   options.name = absl::GetFlag(FLAGS_actor_name);
   options.seed = absl::GetFlag(FLAGS_seed);

@@ -36,6 +36,7 @@
 #include "services/config/trainer_config.h"
 #include "services/flags.h"
 #include "services/metrics.h"
+#include "services/serve.h"
 #include "services/server.h"
 #include "services/shutdown.h"
 
@@ -47,6 +48,7 @@ ABSL_FLAG(int, port, -1, "gRPC port; 0 = any free; -1 = learner.endpoint.port");
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port here once serving");
 ABSL_FLAG(int, metrics_port, -2, "Prometheus port; 0 = any free, -1 = off, "
           "-2 = learner.endpoint.metrics_port");
+ABSL_FLAG(std::string, metrics_port_file, "", "write the bound /metrics port here");
 ABSL_FLAG(std::string, checkpoint_dir, "", "learner checkpoints + state; empty = <run_dir>/learner");
 ABSL_FLAG(std::string, policy_checkpoint, "",
           "initial policy (model checkpoint dir); empty = model.sft_checkpoint if it exists, "
@@ -226,16 +228,10 @@ absl::Status Run() {
   auto registry = std::make_shared<prometheus::Registry>();
   int metrics_port = absl::GetFlag(FLAGS_metrics_port);
   if (metrics_port == -2) metrics_port = job.learner().endpoint().metrics_port();
-  std::unique_ptr<rlhf::services::MetricsExposer> exposer;
-  if (metrics_port >= 0) {
-    const std::string metrics_host = absl::GetFlag(FLAGS_metrics_host).empty()
-                                         ? o.grpc.host
-                                         : absl::GetFlag(FLAGS_metrics_host);
-    auto e = rlhf::services::MetricsExposer::Create(metrics_host, metrics_port, registry);
-    if (!e.ok()) return e.status();
-    exposer = *std::move(e);
-    std::printf("metrics on %s\n", exposer->url().c_str());
-  }
+  auto exposer = rlhf::services::StartMetricsExposer(
+      absl::GetFlag(FLAGS_metrics_host).empty() ? o.grpc.host : absl::GetFlag(FLAGS_metrics_host),
+      metrics_port, registry, absl::GetFlag(FLAGS_metrics_port_file));
+  if (!exposer.ok()) return exposer.status();
   rlhf::TransformerLM value{nullptr};
   if (o.trainer.algorithm == rlhf::RlAlgorithm::kPpo) {
     // InstructGPT initialises PPO's value function from the reward model.

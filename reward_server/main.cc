@@ -30,6 +30,7 @@ ABSL_FLAG(std::string, host, "127.0.0.1", "listen address (non-loopback needs TL
 ABSL_FLAG(int, port, 0, "gRPC port; 0 = any free port");
 ABSL_FLAG(std::string, port_file, "", "write the bound gRPC port here once serving");
 ABSL_FLAG(int, metrics_port, -1, "Prometheus /metrics port; 0 = any free, -1 = off");
+ABSL_FLAG(std::string, metrics_port_file, "", "write the bound /metrics port here");
 ABSL_FLAG(std::string, metrics_host, "",
           "address /metrics listens on; empty = --host (it has no TLS or token: keep it "
           "on a private address when gRPC is exposed)");
@@ -215,7 +216,7 @@ absl::Status Run() {
   auto exposer = rlhf::services::StartMetricsExposer(
       absl::GetFlag(FLAGS_metrics_host).empty() ? options.grpc.host
                                                 : absl::GetFlag(FLAGS_metrics_host),
-      absl::GetFlag(FLAGS_metrics_port), registry);
+      absl::GetFlag(FLAGS_metrics_port), registry, absl::GetFlag(FLAGS_metrics_port_file));
   if (!exposer.ok()) return exposer.status();
   return rlhf::services::ServeUntilSignal(
       **server, {"reward-server", absl::GetFlag(FLAGS_port_file),

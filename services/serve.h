@@ -31,12 +31,20 @@ struct ServeOptions {
 };
 
 // Starts a /metrics exposer on host:port and prints its URL; port < 0 = none (nullptr).
+// With port 0 the kernel picks a free port: a launcher learns it from `port_file` (when
+// set, the bound port is written there, atomically) instead of picking one itself and
+// racing every other process for it.
 inline absl::StatusOr<std::unique_ptr<MetricsExposer>> StartMetricsExposer(
-    const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry) {
+    const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry,
+    const std::string& port_file = "") {
   if (port < 0) return std::unique_ptr<MetricsExposer>();
   auto exposer = MetricsExposer::Create(host, port, std::move(registry));
   if (!exposer.ok()) return exposer.status();
   std::printf("metrics on %s\n", (*exposer)->url().c_str());
+  std::fflush(stdout);
+  if (!port_file.empty()) {
+    if (absl::Status s = WritePortFile(port_file, (*exposer)->port()); !s.ok()) return s;
+  }
   return exposer;
 }
 

@@ -5,10 +5,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <algorithm>
 #include <thread>
 
 #include <gmock/gmock.h>
@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/config/config.h"
+#include "tools/launcher/http.h"
 #include "tools/launcher/process.h"
 
 namespace rlhf {
@@ -135,7 +136,8 @@ class RunLauncherTest : public ::testing::Test {
 };
 
 TEST_F(RunLauncherTest, CompletesAndFillsTheRunDirectory) {
-  WriteConfig();
+  // A server without an exporter (-1) is started without waiting for a /metrics port.
+  WriteConfig("reference_server:\n  endpoint:\n    metrics_port: -1\n");
   auto run = StartRun({"FAKE_STEPS=10", "FAKE_STEP_MS=300"});
   ASSERT_NE(run, nullptr);
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));
@@ -172,6 +174,13 @@ TEST_F(RunLauncherTest, CompletesAndFillsTheRunDirectory) {
   ASSERT_TRUE(resolved.ok()) << resolved.status();
   EXPECT_EQ(resolved->rl().steps(), 10);
   EXPECT_EQ(resolved->run_dir(), run_dir_);
+  // Each process wrote the /metrics port it bound; the one without an exporter none.
+  for (const char* p : {"learner", "reward_server", "actor-0", "actor-1"}) {
+    EXPECT_TRUE(launcher::ReadPortFile(run_dir_ + "/ports/" + p + ".metrics.port").has_value())
+        << p;
+  }
+  EXPECT_FALSE(fs::exists(run_dir_ + "/ports/reference_server.metrics.port"));
+  EXPECT_THAT(log, HasSubstr("reference_server serving at"));
   EXPECT_THAT(ProcessesMentioning(dir_), ::testing::IsEmpty());
 }
 
@@ -214,6 +223,16 @@ TEST_F(RunLauncherTest, KilledActorIsRestartedAndTheJobCompletes) {
     }
     return false;
   })) << ReadAll(dir_ + "/run.log");
+  // The new actor-0 writes the /metrics port it bound (the old one's is removed before
+  // the restart), and its /metrics answers there: the launcher scrapes the live process.
+  std::optional<int> port;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (absl::Now() < deadline && !port.has_value()) {
+    port = launcher::ReadPortFile(run_dir_ + "/ports/actor-0.metrics.port");
+    if (!port.has_value()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(port.has_value()) << ReadAll(dir_ + "/run.log");
+  EXPECT_TRUE(launcher::HttpGet("127.0.0.1", *port, "/metrics", absl::Seconds(5)).ok());
   ReleaseHold();
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));
   const std::string log = ReadAll(dir_ + "/run.log");
@@ -257,6 +276,10 @@ TEST_F(RunLauncherTest, KilledScoringServersAreRestartedAndTheJobCompletes) {
       }
       return pid > 0;
     })) << ReadAll(dir_ + "/run.log");
+    const std::string metrics_port_file =
+        absl::StrCat(run_dir_, "/ports/", server, ".metrics.port");
+    const std::optional<int> metrics_port = launcher::ReadPortFile(metrics_port_file);
+    ASSERT_TRUE(metrics_port.has_value()) << server;
     ASSERT_EQ(::kill(pid, SIGKILL), 0) << server;
     ASSERT_TRUE(WaitForProcesses(*run, [&](const nlohmann::json& procs) {
       for (const auto& p : procs) {
@@ -264,6 +287,10 @@ TEST_F(RunLauncherTest, KilledScoringServersAreRestartedAndTheJobCompletes) {
       }
       return false;
     })) << server << "\n" << ReadAll(dir_ + "/run.log");
+    // Back on the /metrics port it first bound, so Prometheus's target stays right.
+    EXPECT_EQ(launcher::ReadPortFile(metrics_port_file), metrics_port) << server;
+    EXPECT_TRUE(launcher::HttpGet("127.0.0.1", *metrics_port, "/metrics", absl::Seconds(5)).ok())
+        << server;
   }
   ReleaseHold();
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(90)));

@@ -202,8 +202,8 @@ TEST(ServerArgs, DeviceReachesEveryRlProcess) {
   const std::string flag = "--device=cuda:1";
   const ActorAddresses a{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"};
   EXPECT_THAT(LearnerArgs(c, kPaths), ::testing::Contains(flag));
-  EXPECT_THAT(ActorArgv(c, kPaths, 0, a, -1), ::testing::Contains(flag));
-  EXPECT_THAT(ActorArgv(c, kPaths, 3, a, 9100), ::testing::Contains(flag));
+  EXPECT_THAT(ActorArgv(c, kPaths, 0, a), ::testing::Contains(flag));
+  EXPECT_THAT(ActorArgv(c, kPaths, 3, a), ::testing::Contains(flag));
   EXPECT_THAT(ReferenceServerArgs(c), ::testing::Contains(flag));
   EXPECT_THAT(RewardServerArgs(c), ::testing::Contains(flag));
   // The offline stages run on the CPU (docs/gpu.md): no flag they would not understand.
@@ -213,7 +213,7 @@ TEST(ServerArgs, DeviceReachesEveryRlProcess) {
               ::testing::Not(::testing::Contains(::testing::HasSubstr("--device"))));
   // The job config's default ("cpu") is passed as such; unset passes nothing.
   c.mutable_model()->set_device("cpu");
-  EXPECT_THAT(ActorArgv(c, kPaths, 0, a, -1), ::testing::Contains("--device=cpu"));
+  EXPECT_THAT(ActorArgv(c, kPaths, 0, a), ::testing::Contains("--device=cpu"));
   c.mutable_model()->clear_device();
   EXPECT_THAT(LearnerArgs(c, kPaths),
               ElementsAre("--config=/run/config.yaml", "--checkpoint_dir=/run/learner"));
@@ -236,23 +236,26 @@ TEST(ServerArgs, SecurityFlagsOnlyForWhatIsSet) {
 TEST(ActorArgv, AddressesSeedMetricsAndClientSecurity) {
   rlhf::v1::JobConfig c = Config();
   const ActorAddresses a{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"};
-  EXPECT_THAT(ActorArgv(c, kPaths, 1, a, -1),
+  EXPECT_THAT(ActorArgv(c, kPaths, 1, a),
               ElementsAre("/bin/rlhf-actor", "--actor_name=actor-1",
                           "--learner_address=127.0.0.1:1", "--reward_address=127.0.0.1:2",
-                          "--reference_address=127.0.0.1:3", "--seed=7001", "--threads=2"));
+                          "--reference_address=127.0.0.1:3", "--seed=7001", "--threads=2",
+                          "--metrics_port=0", "--metrics_port_file=/run/ports/actor-1.metrics.port",
+                          "--metrics_file=/run/metrics/actor-1.prom"));
   c.mutable_security()->set_token_file("/t");
   c.mutable_security()->set_tls_ca("/ca.pem");
   c.mutable_security()->set_tls_cert("/server-only.pem");
-  EXPECT_THAT(
-      ActorArgv(c, kPaths, 0, a, 9100),
-      ElementsAre("/bin/rlhf-actor", "--actor_name=actor-0", "--learner_address=127.0.0.1:1",
-                  "--reward_address=127.0.0.1:2", "--reference_address=127.0.0.1:3", "--seed=7000",
-                  "--threads=2", "--metrics_port=9100", "--metrics_file=/run/metrics/actor-0.prom",
-                  "--token_file=/t", "--tls_ca=/ca.pem"));
+  EXPECT_THAT(ActorArgv(c, kPaths, 0, a),
+              ElementsAre("/bin/rlhf-actor", "--actor_name=actor-0",
+                          "--learner_address=127.0.0.1:1", "--reward_address=127.0.0.1:2",
+                          "--reference_address=127.0.0.1:3", "--seed=7000", "--threads=2",
+                          "--metrics_port=0", "--metrics_port_file=/run/ports/actor-0.metrics.port",
+                          "--metrics_file=/run/metrics/actor-0.prom", "--token_file=/t",
+                          "--tls_ca=/ca.pem"));
   c.mutable_actors()->set_generation_batch(16);
-  EXPECT_THAT(ActorArgv(c, kPaths, 1, a, -1), Contains("--generation_batch=16"));
+  EXPECT_THAT(ActorArgv(c, kPaths, 1, a), Contains("--generation_batch=16"));
   c.mutable_weights()->set_gloo_interface("veth7");
-  EXPECT_THAT(ActorArgv(c, kPaths, 1, a, -1), Contains("--gloo_interface=veth7"));
+  EXPECT_THAT(ActorArgv(c, kPaths, 1, a), Contains("--gloo_interface=veth7"));
 }
 
 TEST(ActorArgv, ClientCertificateUnderMutualTls) {

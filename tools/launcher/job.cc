@@ -161,6 +161,9 @@ class Job {
   std::string StepEvalJson(int64_t step) const;
   ChildSpec ActorSpec(int index);
   absl::Status StartPrometheus(Supervisor& sup);
+  std::vector<ScrapeTarget> ScrapeTargets() const;
+  // Rewrites <run_dir>/prometheus/targets.json when the targets changed (polled every
+  // 100 ms: actors write their /metrics port once up, and a restarted one gets a new one).
   void UpdateTargets();
   void WriteProcesses(const Supervisor& sup);
   void PrintTable();
@@ -175,7 +178,11 @@ class Job {
 
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
   std::unique_ptr<services::MetricsExposer> exposer_;
+  // The servers' /metrics addresses (fixed once they serve); ScrapeTargets() adds the
+  // actors' (from their metrics port files, which change when one restarts) and ours.
   std::vector<ScrapeTarget> targets_;
+  bool prometheus_targets_ = false;  // UpdateTargets maintains <run_dir>/prometheus/targets.json
+  std::string written_targets_;      // its current content
   std::string reward_addr_, reference_addr_, learner_addr_;
   int learner_metrics_port_ = -1;
   std::unique_ptr<learner::LearnerClient> learner_client_;
@@ -277,21 +284,23 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
                               const rlhf::v1::ServerEndpoint& endpoint,
                               std::vector<std::string> args, int stop_order,
                               bool security_flags, std::string* address) {
-  const std::string port_file = ports_ + "/" + name + ".port";
+  const std::string port_file = paths_.PortFile(name);
+  const std::string metrics_port_file = paths_.MetricsPortFile(name);
   std::error_code ec;
   fs::remove(port_file, ec);
-  // /metrics listens where configured (endpoint.metrics_host, default the gRPC host).
+  fs::remove(metrics_port_file, ec);
+  // /metrics listens where configured (endpoint.metrics_host, default the gRPC host), on
+  // endpoint.metrics_port or (0) one the server picks and writes to its metrics port
+  // file; -1 = none.
   const std::string metrics_host =
       endpoint.metrics_host().empty() ? endpoint.host() : endpoint.metrics_host();
-  int metrics_port = endpoint.metrics_port();
-  if (metrics_port == 0) {
-    RLHF_ASSIGN_OR_RETURN(metrics_port, PickFreePort(metrics_host));
-  }
+  const bool metrics = endpoint.metrics_port() >= 0;
   ChildSpec spec;
   spec.process.name = name;
   spec.process.argv = {Bin(binary), "--host=" + endpoint.host(),
                        absl::StrCat("--port=", endpoint.port()), "--port_file=" + port_file,
-                       absl::StrCat("--metrics_port=", metrics_port)};
+                       absl::StrCat("--metrics_port=", endpoint.metrics_port())};
+  if (metrics) spec.process.argv.push_back("--metrics_port_file=" + metrics_port_file);
   if (!endpoint.metrics_host().empty())
     spec.process.argv.push_back("--metrics_host=" + metrics_host);
   for (auto& a : args) spec.process.argv.push_back(std::move(a));
@@ -311,34 +320,45 @@ absl::Status Job::StartServer(Supervisor& sup, const std::string& name, const st
   const ProbeOptions probe = ProbeOptionsFromSecurity(config_.security());
   const absl::Duration timeout = absl::Seconds(config_.launcher().health_timeout_s());
   auto port_out = std::make_shared<int>(0);
+  auto metrics_port_out = std::make_shared<int>(0);
   // A crash is not the end (issue 23): the scoring servers are stateless and the
-  // learner resumes from its checkpoint dir; each comes back on the port it first
-  // bound so that clients (retrying UNAVAILABLE) find it again.
+  // learner resumes from its checkpoint dir; each comes back on the ports it first
+  // bound so that clients (retrying UNAVAILABLE) and Prometheus find it again.
   spec.max_restarts = kServerRestarts;
-  spec.before_restart = [port_out, port_file](ProcessSpec& p) {
+  spec.before_restart = [port_out, metrics_port_out, port_file, metrics_port_file](ProcessSpec& p) {
     std::error_code ec;
-    fs::remove(port_file, ec);  // ready() must read the new process's port file
+    fs::remove(port_file, ec);  // ready() must read the new process's port files
+    fs::remove(metrics_port_file, ec);
     for (auto& a : p.argv) {
       if (absl::StartsWith(a, "--port=") && *port_out > 0) a = absl::StrCat("--port=", *port_out);
+      if (absl::StartsWith(a, "--metrics_port=") && *metrics_port_out > 0) {
+        a = absl::StrCat("--metrics_port=", *metrics_port_out);
+      }
     }
   };
-  spec.ready = [port_file, host, probe, timeout, port_out](Process& p) -> absl::Status {
+  spec.ready = [port_file, metrics_port_file, metrics, host, probe, timeout, port_out,
+                metrics_port_out](Process& p) -> absl::Status {
     const absl::Time deadline = absl::Now() + timeout;
+    // /metrics is up before gRPC (every server's main), so both files are there by now.
     RLHF_ASSIGN_OR_RETURN(int port, WaitForPortFile(port_file, p, deadline));
+    if (metrics) {
+      RLHF_ASSIGN_OR_RETURN(*metrics_port_out, WaitForPortFile(metrics_port_file, p, deadline));
+    }
     *port_out = port;
     return WaitForServing(host, port, p, deadline, probe);
   };
   Say(absl::StrCat("[run] starting ", name, " (log ", spec.process.log_path, ")"));
   RLHF_RETURN_IF_ERROR(sup.Start(std::move(spec)));
   *address = services::JoinHostPort(host, *port_out);
-  if (metrics_port > 0) {
+  const int metrics_port = *metrics_port_out;
+  if (metrics) {
     const bool wildcard = metrics_host == "0.0.0.0" || metrics_host == "::";
     targets_.push_back({services::JoinHostPort(wildcard ? host : metrics_host, metrics_port),
                         {{"component", name}}});
     if (name == "learner") learner_metrics_port_ = metrics_port;
   }
   Say(absl::StrCat("[run] ", name, " serving at ", *address,
-                   metrics_port > 0 ? absl::StrCat(", metrics :", metrics_port) : ""));
+                   metrics ? absl::StrCat(", metrics :", metrics_port) : ""));
   return absl::OkStatus();
 }
 
@@ -346,14 +366,17 @@ ChildSpec Job::ActorSpec(int index) {
   const std::string name = absl::StrCat("actor-", index);
   ChildSpec spec;
   spec.process.name = name;
-  auto metrics_port = PickFreePort();
-  if (metrics_port.ok()) {
-    targets_.push_back({absl::StrCat("127.0.0.1:", *metrics_port),
-                        {{"component", "actor"}, {"actor_id", std::to_string(index)}}});
-  }
   spec.process.argv =
-      ActorArgv(config_, paths_, index, {learner_addr_, reward_addr_, reference_addr_},
-                metrics_port.ok() ? *metrics_port : -1);
+      ActorArgv(config_, paths_, index, {learner_addr_, reward_addr_, reference_addr_});
+  // Its /metrics port is read from this file (ScrapeTargets); a restarted actor writes
+  // the port it binds then.
+  const std::string metrics_port_file = paths_.MetricsPortFile(name);
+  std::error_code ec;
+  fs::remove(metrics_port_file, ec);
+  spec.before_restart = [metrics_port_file](ProcessSpec&) {
+    std::error_code ec;
+    fs::remove(metrics_port_file, ec);
+  };
   spec.process.log_path = Log(name);
   spec.process.env = {"OMP_NUM_THREADS=" + std::to_string(config_.actors().threads())};
   spec.component = "actor";
@@ -386,17 +409,33 @@ absl::Status Job::StartRlChildren(Supervisor& sup) {
   return absl::OkStatus();
 }
 
-void Job::UpdateTargets() {
-  if (exposer_ != nullptr) {
-    std::vector<ScrapeTarget> all = targets_;
-    all.push_back({absl::StrCat("127.0.0.1:", exposer_->port()), {{"component", "launcher"}}});
-    (void)WriteFileSd(run_dir_ + "/prometheus/targets.json", all);
+std::vector<ScrapeTarget> Job::ScrapeTargets() const {
+  std::vector<ScrapeTarget> all = targets_;
+  for (int i = 0; i < config_.actors().count(); ++i) {
+    if (std::optional<int> port = ReadPortFile(paths_.MetricsPortFile(absl::StrCat("actor-", i)))) {
+      all.push_back({absl::StrCat("127.0.0.1:", *port),
+                     {{"component", "actor"}, {"actor_id", std::to_string(i)}}});
+    }
   }
+  if (exposer_ != nullptr) {
+    all.push_back({absl::StrCat("127.0.0.1:", exposer_->port()), {{"component", "launcher"}}});
+  }
+  return all;
+}
+
+void Job::UpdateTargets() {
+  if (!prometheus_targets_) return;
+  const std::string path = run_dir_ + "/prometheus/targets.json";
+  const std::vector<ScrapeTarget> all = ScrapeTargets();
+  const std::string json = FileSdJson(all);
+  if (json == written_targets_) return;  // Prometheus re-reads the file on every change
+  if (WriteFileSd(path, all).ok()) written_targets_ = json;
 }
 
 absl::Status Job::StartPrometheus(Supervisor& sup) {
   const std::string dir = run_dir_ + "/prometheus";
   fs::create_directories(dir + "/data");
+  prometheus_targets_ = true;
   UpdateTargets();
   PrometheusJobOptions po;
   po.job_name = "rlhf";
@@ -459,11 +498,7 @@ void Job::PollLearner() {
 // <run_dir>/metrics/<process>.prom: the last /metrics body read from each process
 // (refreshed every status tick, so a process that exited leaves its final numbers).
 void Job::SnapshotMetrics() {
-  std::vector<ScrapeTarget> all = targets_;
-  if (exposer_ != nullptr) {
-    all.push_back({absl::StrCat("127.0.0.1:", exposer_->port()), {{"component", "launcher"}}});
-  }
-  for (const auto& t : all) {
+  for (const auto& t : ScrapeTargets()) {
     const size_t colon = t.address.rfind(':');
     int port = 0;
     if (colon == std::string::npos || !absl::SimpleAtoi(t.address.substr(colon + 1), &port)) {
@@ -671,10 +706,7 @@ absl::Status Job::Rl() {
 
   absl::Status st = StartRlChildren(sup);
   if (st.ok()) st = ConnectLearner();
-  if (st.ok()) {
-    UpdateTargets();
-    if (config_.monitoring().prometheus()) st = StartPrometheus(sup);
-  }
+  if (st.ok() && config_.monitoring().prometheus()) st = StartPrometheus(sup);
   if (!st.ok()) {
     sup.ShutdownAll();
     return st;
@@ -698,6 +730,7 @@ absl::Status Job::Rl() {
     if (absl::Now() >= next_poll) {
       next_poll = absl::Now() + absl::Milliseconds(100);
       PollLearner();
+      UpdateTargets();
       TickStepEval();
     }
     const absl::Time now = absl::Now();

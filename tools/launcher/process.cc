@@ -211,18 +211,21 @@ std::string TailFile(const std::string& path, int max_lines) {
   return absl::StrJoin(lines, "\n");
 }
 
+std::optional<int> ReadPortFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  int port;
+  if (in && std::getline(in, text) && absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &port) &&
+      port > 0 && port < 65536) {
+    return port;
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<int> WaitForPortFile(const std::string& path, Process& process,
                                     absl::Time deadline) {
   while (true) {
-    std::ifstream in(path);
-    std::string text;
-    if (in && std::getline(in, text)) {
-      int port;
-      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &port) && port > 0 &&
-          port < 65536) {
-        return port;
-      }
-    }
+    if (std::optional<int> port = ReadPortFile(path)) return *port;
     if (!process.Poll()) {
       return absl::FailedPreconditionError(absl::StrCat(
           process.name(), " ", process.DescribeExit(), " before writing its port to ", path,

@@ -20,6 +20,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,10 @@ class Process {
 
 // The last `max_lines` lines of a text file ("" if unreadable), for crash reports.
 std::string TailFile(const std::string& path, int max_lines);
+
+// The port number in `path` (a child's port file), nullopt when it is missing, empty or
+// not a port in [1, 65535].
+std::optional<int> ReadPortFile(const std::string& path);
 
 // Waits for `path` to hold a port number (a child writes it once it listens). Returns
 // early with FailedPrecondition if `process` exits first (message includes its log

@@ -245,9 +245,10 @@ Argv ServerSecurityArgs(const rlhf::v1::SecurityConfig& s) {
 }
 
 Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
-               const ActorAddresses& addresses, int metrics_port) {
+               const ActorAddresses& addresses) {
+  const std::string name = absl::StrCat("actor-", index);
   Argv argv = {p.Bin("rlhf-actor"),
-               absl::StrCat("--actor_name=actor-", index),
+               "--actor_name=" + name,
                "--learner_address=" + addresses.learner,
                "--reward_address=" + addresses.reward,
                "--reference_address=" + addresses.reference,
@@ -257,10 +258,9 @@ Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
     argv.push_back(absl::StrCat("--generation_batch=", c.actors().generation_batch()));
   }
   for (auto& flag : DeviceArgs(c)) argv.push_back(std::move(flag));
-  if (metrics_port >= 0) {
-    argv.push_back(absl::StrCat("--metrics_port=", metrics_port));
-    argv.push_back("--metrics_file=" + p.MetricsSnapshot(absl::StrCat("actor-", index)));
-  }
+  argv.push_back("--metrics_port=0");
+  argv.push_back("--metrics_port_file=" + p.MetricsPortFile(name));
+  argv.push_back("--metrics_file=" + p.MetricsSnapshot(name));
   if (!c.weights().gloo_interface().empty()) {
     argv.push_back("--gloo_interface=" + c.weights().gloo_interface());
   }

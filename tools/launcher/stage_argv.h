@@ -27,6 +27,15 @@ struct JobPaths {
   std::string MetricsSnapshot(const std::string& process) const {
     return run_dir + "/metrics/" + process + ".prom";
   }
+  // <run_dir>/ports/<process>.port and .metrics.port: the gRPC and /metrics ports a
+  // process bound (it listens on port 0 and writes the one it got: no port is picked
+  // and released for it, which another process could take in between).
+  std::string PortFile(const std::string& process) const {
+    return run_dir + "/ports/" + process + ".port";
+  }
+  std::string MetricsPortFile(const std::string& process) const {
+    return run_dir + "/ports/" + process + ".metrics.port";
+  }
 };
 
 Argv DataArgv(const rlhf::v1::JobConfig& c, const JobPaths& p);
@@ -70,10 +79,10 @@ std::string AdvertisedHost(const rlhf::v1::ServerEndpoint& e);
 struct ActorAddresses {
   std::string learner, reward, reference;
 };
-// Actor `index` (its name is "actor-<index>"); metrics_port < 0 = no --metrics_port.
-// With a metrics port the actor also writes its final /metrics to
-// <run_dir>/metrics/actor-<index>.prom as it exits (--metrics_file).
+// Actor `index` (its name is "actor-<index>"). Its /metrics listens on a port of its own
+// choosing, written to p.MetricsPortFile("actor-<index>"), and it writes its final
+// /metrics to p.MetricsSnapshot("actor-<index>") as it exits (--metrics_file).
 Argv ActorArgv(const rlhf::v1::JobConfig& c, const JobPaths& p, int index,
-               const ActorAddresses& addresses, int metrics_port);
+               const ActorAddresses& addresses);
 
 }  // namespace rlhf::launcher
