@@ -153,9 +153,7 @@ TEST(RunUserDataE2eTest, UserFilesWithoutGoldThenPythonRewardServer) {
   for (const Json& j : JsonLines(run1 + "/metrics.jsonl")) {
     ASSERT_TRUE(j.contains("step")) << j.dump();
     const int64_t step = j["step"].get<int64_t>();
-    if (!steps_seen.empty()) {
-      EXPECT_GT(step, steps_seen.back()) << "one record per step";
-    }
+    EXPECT_EQ(step, steps_seen.empty() ? 1 : steps_seen.back() + 1) << "one record per step";
     steps_seen.push_back(step);
     if (!j.contains("rm_win_rate")) continue;
     SCOPED_TRACE(j.dump());
@@ -180,6 +178,7 @@ TEST(RunUserDataE2eTest, UserFilesWithoutGoldThenPythonRewardServer) {
     EXPECT_LE(j["rm_win_rate_ci95"][0].get<double>(), j["rm_win_rate"].get<double>());
     EXPECT_GE(j["rm_win_rate_ci95"][1].get<double>(), j["rm_win_rate"].get<double>());
   }
+  EXPECT_EQ(steps_seen.size(), 3u);  // rl.steps
   ASSERT_FALSE(win_steps.empty());
   EXPECT_EQ(win_steps.back(), 3);  // the final checkpoint is evaluated after RL
   EXPECT_THAT(ReadAll(run1 + "/plot.html"), HasSubstr("data-series=\"rm_win_rate\""));
@@ -246,10 +245,14 @@ TEST(RunUserDataE2eTest, UserFilesWithoutGoldThenPythonRewardServer) {
   EXPECT_LT(delta, kOffset + 0.6 + noise) << control->dump() << "\n" << with_python->dump();
   // The interval must stay narrow enough to tell the Python term from its absence.
   EXPECT_LT(noise, kOffset / 2) << control->dump();
-  // The learner refused nothing at its door (rewards within its --max_abs_reward).
+  // The learner refused nothing at its door (rewards within its --max_abs_reward), and
+  // every step has its record.
+  std::vector<int64_t> run2_steps;
   for (const Json& j : JsonLines(run2 + "/metrics.jsonl")) {
     EXPECT_EQ(j.value("trajectories_rejected_total", 0), 0) << j.dump();
+    run2_steps.push_back(j.value("step", int64_t{0}));
   }
+  EXPECT_THAT(run2_steps, ::testing::ElementsAre(1, 2));
   fs::remove_all(dir);
 }
 
