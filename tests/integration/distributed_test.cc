@@ -82,15 +82,7 @@ class DistributedTest : public ::testing::Test {
     return procs_.back().get();
   }
   int WaitPort(const std::string& file, Proc* proc) {
-    const absl::Time until = absl::Now() + absl::Seconds(60);
-    while (absl::Now() < until) {
-      std::string text = ReadFileOrEmpty(file);
-      if (!text.empty() && text.back() == '\n') return std::atoi(text.c_str());
-      if (!proc->alive()) break;
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    ADD_FAILURE() << "no port in " << file << "; log:\n" << proc->log();
-    return 0;
+    return proc->WaitForPortFile(file, absl::Seconds(60));
   }
   void StartScorers() {
     Proc* rm = Start("rlhf-reward-server", "reward",

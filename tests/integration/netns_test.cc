@@ -181,15 +181,7 @@ class NetnsTest : public ::testing::Test {
   }
 
   int WaitPort(const std::string& file, Proc* proc) {
-    const absl::Time until = absl::Now() + absl::Seconds(90);
-    while (absl::Now() < until) {
-      std::string text = ReadFileOrEmpty(file);
-      if (!text.empty() && text.back() == '\n') return std::atoi(text.c_str());
-      if (!proc->alive()) break;
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    ADD_FAILURE() << "no port in " << file << "; log:\n" << proc->log();
-    return 0;
+    return proc->WaitForPortFile(file, absl::Seconds(90));
   }
 
   // Copies `files` of the job's TLS directory into `dir` (what an operator would copy

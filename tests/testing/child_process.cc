@@ -5,8 +5,11 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
+
+#include <gtest/gtest.h>
 
 #include "absl/time/clock.h"
 
@@ -19,6 +22,18 @@ std::string ReadFileOrEmpty(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+int ChildProcess::WaitForPortFile(const std::string& port_file, absl::Duration timeout) {
+  const absl::Time until = absl::Now() + timeout;
+  while (absl::Now() < until) {
+    const std::string text = ReadFileOrEmpty(port_file);
+    if (!text.empty() && text.back() == '\n') return std::atoi(text.c_str());
+    if (!alive()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ADD_FAILURE() << "no port in " << port_file << "; log:\n" << log();
+  return 0;
 }
 
 ChildProcess::ChildProcess(std::vector<std::string> argv, const std::string& log_path,

@@ -36,6 +36,10 @@ class ChildProcess {
   void Kill(int signal);
   // Waits up to `timeout` for the exit: its exit code, or -1 on timeout or a signal.
   int Wait(absl::Duration timeout);
+  // The port the process writes to `port_file` (a line ending in a newline: the
+  // servers' --port_file), waiting up to `timeout`; 0, with a test failure showing the
+  // log, when it exits first or the time runs out.
+  int WaitForPortFile(const std::string& port_file, absl::Duration timeout);
   pid_t pid() const { return pid_; }
   std::string log() const { return ReadFileOrEmpty(log_path_); }
 
