@@ -135,7 +135,19 @@ TEST_F(SlurmE2eTest, JobCompletesAndExtraActorsJoinAndLeave) {
   auto env = ReadEnvFile(addresses);
   ASSERT_TRUE(absl::StartsWith(env["RLHF_LEARNER_ADDRESS"], "127.0.0.1:")) << ReadAll(addresses);
   EXPECT_TRUE(env.count("RLHF_REWARD_ADDRESS") && env.count("RLHF_REFERENCE_ADDRESS"));
-  EXPECT_TRUE(env.count("RLHF_LEARNER_METRICS")) << ReadAll(addresses);
+  // The servers' /metrics addresses, from the ports they wrote (--metrics_port_file):
+  // each answers.
+  for (const char* key :
+       {"RLHF_LEARNER_METRICS", "RLHF_REWARD_SERVER_METRICS", "RLHF_REFERENCE_SERVER_METRICS"}) {
+    ASSERT_TRUE(env.count(key)) << key << "\n" << ReadAll(addresses);
+    const std::string& address = env[key];
+    const size_t colon = address.rfind(':');
+    ASSERT_NE(colon, std::string::npos) << address;
+    EXPECT_TRUE(launcher::HttpGet(address.substr(0, colon), std::stoi(address.substr(colon + 1)),
+                                  "/metrics", absl::Seconds(5))
+                    .ok())
+        << key << " " << address;
+  }
 
   services::ChannelOptions channel;
   channel.target = env["RLHF_LEARNER_ADDRESS"];

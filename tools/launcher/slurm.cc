@@ -170,7 +170,7 @@ wait_port() {
   done
 }
 port_of() { cat "$PORTS/$1.port"; }
-metrics_port_of() { sed -n 's|^metrics on http://.*:\([0-9][0-9]*\).*|\1|p' "$LOGS/$1.log" | tail -n 1; }
+metrics_port_of() { cat "$PORTS/$1.metrics.port" 2>/dev/null || true; }
 wait_step() {  # wait_step NAME: its exit code, the step forgotten
   local rc=0
   wait "${PID[$1]}" || rc=$?
@@ -189,16 +189,19 @@ rm -f "$PORTS"/*.port "$SLURM_DIR/addresses.env"
 say "starting reward_server, reference_server"
 step reward_server "$REWARD_THREADS" "$BIN/rlhf-reward-server" --host=0.0.0.0 \
   --port="$REWARD_PORT" --port_file="$PORTS/reward_server.port" \
-  --metrics_port="$REWARD_METRICS_PORT" "${REWARD_ARGS[@]}" "${SERVER_SECURITY[@]}"
+  --metrics_port="$REWARD_METRICS_PORT" --metrics_port_file="$PORTS/reward_server.metrics.port" \
+  "${REWARD_ARGS[@]}" "${SERVER_SECURITY[@]}"
 step reference_server "$REFERENCE_THREADS" "$BIN/rlhf-reference-server" --host=0.0.0.0 \
   --port="$REFERENCE_PORT" --port_file="$PORTS/reference_server.port" \
-  --metrics_port="$REFERENCE_METRICS_PORT" "${REFERENCE_ARGS[@]}" "${SERVER_SECURITY[@]}"
+  --metrics_port="$REFERENCE_METRICS_PORT" --metrics_port_file="$PORTS/reference_server.metrics.port" \
+  "${REFERENCE_ARGS[@]}" "${SERVER_SECURITY[@]}"
 wait_port reward_server
 wait_port reference_server
 say "starting learner"
 step learner "$LEARNER_THREADS" "$BIN/rlhf-learner" --config="$CONFIG" \
   --checkpoint_dir="$RUN_DIR/learner" --host=0.0.0.0 --port="$LEARNER_PORT" \
-  --port_file="$PORTS/learner.port" --metrics_port="$LEARNER_METRICS_PORT"
+  --port_file="$PORTS/learner.port" --metrics_port="$LEARNER_METRICS_PORT" \
+  --metrics_port_file="$PORTS/learner.metrics.port"
 wait_port learner
 
 export RLHF_LEARNER_ADDRESS="$ADVERTISE:$(port_of learner)"
