@@ -45,6 +45,7 @@ class RunRecordsTest : public ::testing::Test {
     o.prompts_per_lease = 1;
     o.max_staleness = 0;
     o.total_steps = 2;
+    o.step_records_kept = records_kept_;
     o.vocab_size = 50;
     o.max_seq_len = 16;
     auto h = learner::LearnerHandler::Create(o, {{1, 2}, {3}}, nullptr);
@@ -94,6 +95,7 @@ class RunRecordsTest : public ::testing::Test {
     ASSERT_THAT(handler_->OnTrained(*batch, handler_->version() + 1, stats), IsOk());
   }
 
+  int records_kept_ = learner::LearnerHandlerOptions{}.step_records_kept;
   std::unique_ptr<learner::LearnerHandler> handler_;
   std::unique_ptr<learner::FakeLearnerClient> client_;
   std::string actor_, dir_, jsonl_;
@@ -162,6 +164,7 @@ TEST_F(RunRecordsTest, StepsFinishedBetweenTwoPollsEachGetTheirRecord) {
   Step({{"reward_mean", 0.75}});
   ASSERT_THAT(recorder.Poll(Deadline()), IsOk());
   ASSERT_THAT(recorder.Poll(Deadline()), IsOk());  // nothing new: no more lines
+  EXPECT_EQ(recorder.steps_missed(), 0);
   const std::vector<Json> lines = ReadLines(jsonl_);
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0]["step"], 1);
@@ -174,6 +177,29 @@ TEST_F(RunRecordsTest, StepsFinishedBetweenTwoPollsEachGetTheirRecord) {
   EXPECT_EQ(lines[1]["final"], true);
   EXPECT_LE(lines[0]["time_unix_s"].get<double>(), lines[1]["time_unix_s"].get<double>());
   EXPECT_EQ(recorder.last_step(), 2);
+}
+
+// A learner that keeps one step's record, polled only after two steps: step 1 is gone.
+// The recorder writes what exists and counts what it cannot write.
+class RunRecordsOneKeptTest : public RunRecordsTest {
+ protected:
+  void SetUp() override {
+    records_kept_ = 1;
+    RunRecordsTest::SetUp();
+  }
+};
+
+TEST_F(RunRecordsOneKeptTest, AStepNoLongerKeptIsCountedAsMissed) {
+  RunRecorder recorder(client_.get(), jsonl_, 0, absl::Now());
+  Step({{"reward_mean", 0.25}});
+  Step({{"reward_mean", 0.75}});
+  ASSERT_THAT(recorder.Poll(Deadline()), IsOk());
+  const std::vector<Json> lines = ReadLines(jsonl_);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["step"], 2);
+  EXPECT_EQ(recorder.steps_missed(), 1);
+  ASSERT_THAT(recorder.Poll(Deadline()), IsOk());  // nothing new: nothing more missed
+  EXPECT_EQ(recorder.steps_missed(), 1);
 }
 
 TEST(RunRecordsFreeTest, RecordFromAHandBuiltStep) {

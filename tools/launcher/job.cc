@@ -488,7 +488,15 @@ absl::Status Job::ConnectLearner() {
 // times a second: a step takes seconds, so in practice every step; a finished learner
 // answers until a poller has seen its last step, learner/main.cc).
 void Job::PollLearner() {
-  if (recorder_ != nullptr) (void)recorder_->Poll(absl::Now() + absl::Seconds(1));
+  if (recorder_ != nullptr) {
+    const int64_t missed_before = recorder_->steps_missed();
+    (void)recorder_->Poll(absl::Now() + absl::Seconds(1));
+    if (recorder_->steps_missed() > missed_before) {
+      Say(absl::StrCat("[run] metrics.jsonl: ", recorder_->steps_missed() - missed_before,
+                       " step(s) before step ", recorder_->last_step(),
+                       " have no record (the learner keeps only its last steps' records)"));
+    }
+  }
   if (learner_metrics_port_ <= 0) return;
   auto body = HttpGet("127.0.0.1", learner_metrics_port_, "/metrics", absl::Seconds(1));
   // The learner may exit between two status ticks; keep its newest body as its snapshot.

@@ -59,8 +59,10 @@ absl::Status RunRecorder::Poll(absl::Time deadline) {
   if (!stats.ok()) return stats.status();
   std::string lines;
   int64_t newest = last_step_;
+  int64_t missed = 0;
   for (const rlhf::v1::StepRecord& step : stats->recent_steps()) {
     if (step.step() <= newest) continue;  // a learner restored behind what was written
+    missed += step.step() - newest - 1;
     nlohmann::json record =
         LearnerRecordFromStep(step, stats->done() && step.step() == stats->step());
     record["time_unix_s"] = step.time_unix_s();
@@ -74,6 +76,7 @@ absl::Status RunRecorder::Poll(absl::Time deadline) {
   out.flush();
   if (!out) return absl::InternalError(absl::StrCat("cannot append to ", jsonl_path_));
   last_step_ = newest;
+  steps_missed_ += missed;
   return absl::OkStatus();
 }
 

@@ -62,11 +62,16 @@ class RunRecorder {
 
   // The newest step written (or the `last_step` given).
   int64_t last_step() const { return last_step_; }
+  // Steps that will never get a record: the learner no longer kept them when asked (a
+  // poller more than LearnerHandlerOptions.step_records_kept steps behind). The caller
+  // says so where the user sees it; metrics.jsonl simply has no line for them.
+  int64_t steps_missed() const { return steps_missed_; }
 
  private:
   learner::LearnerClient* const client_;
   const std::string jsonl_path_;
   int64_t last_step_;
+  int64_t steps_missed_ = 0;
   const absl::Time start_;
 };
 
