@@ -724,8 +724,6 @@ absl::Status LearnerHandler::OnTrained(const Batch& batch, int64_t new_version,
     trained_sources_.insert(g.prompt().source_index());
   }
   stats_.set_distinct_prompts_trained(static_cast<int64_t>(trained_sources_.size()));
-  stats_.mutable_last_step_stats()->clear();
-  for (const auto& [k, v] : step_stats) (*stats_.mutable_last_step_stats())[k] = v;
   DropStaleLocked();
   rlhf::v1::StepRecord& record = *stats_.add_recent_steps();
   record.set_step(batch.step);
@@ -737,7 +735,7 @@ absl::Status LearnerHandler::OnTrained(const Batch& batch, int64_t new_version,
   record.set_trajectories_trained(stats_.trajectories_trained());
   record.set_actors_connected(static_cast<int32_t>(actors_.size()));
   record.set_time_unix_s(absl::ToDoubleSeconds(clock_() - absl::UnixEpoch()));
-  const int excess = stats_.recent_steps_size() - std::max(options_.step_records_kept, 0);
+  const int excess = stats_.recent_steps_size() - std::max(options_.step_records_kept, 1);
   if (excess > 0) stats_.mutable_recent_steps()->DeleteSubrange(0, excess);
   return PersistLocked();
 }

@@ -90,9 +90,9 @@ struct LearnerHandlerOptions {
   // A log longer than this is folded into a snapshot (bounds replay after a crash;
   // training steps snapshot anyway). Bytes.
   int64_t max_log_bytes = int64_t{256} << 20;
-  // LearnerStats.recent_steps keeps the records of this many last steps (persisted with
-  // the state, so every snapshot carries them): a GetStats poller that falls this many
-  // steps behind loses the oldest.
+  // LearnerStats.recent_steps keeps the records of this many last steps, at least 1 (the
+  // newest is the last step's statistics; persisted with the state, so every snapshot
+  // carries them): a GetStats poller that falls this many steps behind loses the oldest.
   int step_records_kept = 64;
 };
 

@@ -75,7 +75,9 @@ class LearnerMetrics {
     Bump(batches_dropped_, s.batches_dropped(), last_.batches_dropped());
     Bump(nonfinite_, s.nonfinite_updates_skipped(), last_.nonfinite_updates_skipped());
     last_bytes_ = p.bytes;
-    for (const auto& [k, v] : s.last_step_stats()) stat_.Add({{"name", k}}).Set(v);
+    if (!s.recent_steps().empty()) {
+      for (const auto& [k, v] : s.recent_steps().rbegin()->stats()) stat_.Add({{"name", k}}).Set(v);
+    }
     last_ = s;
   }
 

@@ -111,7 +111,6 @@ class Job {
     bin_dir_ = options_.bin_dir.empty() ? SelfDir() : options_.bin_dir;
     run_dir_ = config_.run_dir();
     logs_ = run_dir_ + "/logs";
-    ports_ = run_dir_ + "/ports";
     paths_ = {bin_dir_, run_dir_};
   }
 
@@ -171,7 +170,7 @@ class Job {
 
   RunOptions options_;
   JobConfig config_;
-  std::string bin_dir_, run_dir_, logs_, ports_;
+  std::string bin_dir_, run_dir_, logs_;
   JobPaths paths_;
   Json summary_ = Json::object();
   absl::Time job_start_ = absl::Now();
@@ -390,7 +389,7 @@ ChildSpec Job::ActorSpec(int index) {
 absl::Status Job::StartRlChildren(Supervisor& sup) {
   // <run_dir>/metrics/: the launcher's snapshots and the actors' own --metrics_file.
   std::error_code ec;
-  fs::create_directories(run_dir_ + "/metrics", ec);
+  fs::create_directories(paths_.MetricsDir(), ec);
   RLHF_RETURN_IF_ERROR(StartServer(sup, "reward_server", "rlhf-reward-server",
                                    config_.reward_server().endpoint(), RewardServerArgs(config_), 2,
                                    true, &reward_addr_));
@@ -860,7 +859,7 @@ void Job::PrintTable() {
 
 absl::Status Job::Run() {
   fs::create_directories(logs_);
-  fs::create_directories(ports_);
+  fs::create_directories(paths_.PortsDir());
   if (AutoTlsEnabled(config_)) {
     // Before config.yaml: the learner reads security.* from it.
     RLHF_ASSIGN_OR_RETURN(JobTlsFiles tls, EnsureJobTls(run_dir_ + "/tls", JobTlsNames(config_)));

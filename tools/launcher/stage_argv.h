@@ -24,17 +24,19 @@ struct JobPaths {
   std::string Bin(const std::string& name) const { return bin_dir + "/" + name; }
   // <run_dir>/metrics/<process>.prom: a process's last /metrics text, kept by the launcher
   // (and written by each actor itself as it exits).
+  std::string MetricsDir() const { return run_dir + "/metrics"; }
   std::string MetricsSnapshot(const std::string& process) const {
-    return run_dir + "/metrics/" + process + ".prom";
+    return MetricsDir() + "/" + process + ".prom";
   }
   // <run_dir>/ports/<process>.port and .metrics.port: the gRPC and /metrics ports a
   // process bound (it listens on port 0 and writes the one it got: no port is picked
   // and released for it, which another process could take in between).
+  std::string PortsDir() const { return run_dir + "/ports"; }
   std::string PortFile(const std::string& process) const {
-    return run_dir + "/ports/" + process + ".port";
+    return PortsDir() + "/" + process + ".port";
   }
   std::string MetricsPortFile(const std::string& process) const {
-    return run_dir + "/ports/" + process + ".metrics.port";
+    return PortsDir() + "/" + process + ".metrics.port";
   }
 };
 
