@@ -1,10 +1,14 @@
 # Helpers that give every target of ours the same warnings and layout.
 
 # rlhf_warnings(target): -Wall -Wextra -Werror on our own code only.
+# Under clang (scripts/build.sh's default) every compile also checks Abseil's lock
+# annotations (ABSL_GUARDED_BY & co.), which GCC parses but ignores; a GCC build runs
+# scripts/check_thread_safety.py as a test instead (tests/CMakeLists.txt).
 function(rlhf_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Werror
     # LibTorch 1.13 and protobuf headers trip these; they are not ours.
-    -Wno-unused-parameter -Wno-missing-field-initializers)
+    -Wno-unused-parameter -Wno-missing-field-initializers
+    $<$<CXX_COMPILER_ID:Clang>:-Wthread-safety>)
 endfunction()
 
 # rlhf_library(name SOURCES ... DEPS ... [PRIVATE_DEPS ...])
@@ -121,8 +125,8 @@ function(rlhf_test name)
   rlhf_warnings(${name})
   # A test's own code only sets up and checks; the libraries it drives keep -O3. At -O1
   # the suite's sources compile about a fifth faster (issue 24, docs/benchmarks.md "Build
-  # time") and still use the shared torch PCH, built at -O3: GCC only requires that both
-  # define __OPTIMIZE__ (-O0 would not).
+  # time") and still use the shared torch PCH, built at -O3: GCC and clang only require
+  # that both define __OPTIMIZE__ (-O0 would not).
   target_compile_options(${name} PRIVATE $<$<CONFIG:Release>:-O1>)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 RLHF_PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config
+  build-essential clang-14 lld-14 cmake ninja-build ccache pkg-config
   libtorch-dev libopenblas0-pthread libopenblas0-openmp libgloo-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev

@@ -122,8 +122,6 @@ class InProcessLoop {
   PromptCursor cursor_;
   std::vector<int64_t> order_;  // permutation of cursor_.epoch
   std::unique_ptr<LearnerCheckpointer> checkpointer_;
-  double seconds_so_far_ = 0;
-  int64_t steps_this_run_ = 0;
 };
 
 }  // namespace rlhf

@@ -87,9 +87,9 @@ TrainingStatus StatusTracker::Update(const std::optional<nlohmann::json>& record
 }
 
 std::string FormatStatusLine(const TrainingStatus& s) {
-  auto num = [](const std::optional<double>& v, const char* fmt) -> std::string {
+  auto num = [](const std::optional<double>& v, int decimals) -> std::string {
     if (!v.has_value()) return "-";
-    return absl::StrFormat(fmt, *v);
+    return absl::StrFormat("%.*f", decimals, *v);
   };
   std::string step = s.step.has_value() ? absl::StrCat(*s.step) : "-";
   if (s.total_steps > 0) absl::StrAppend(&step, "/", s.total_steps);
@@ -101,8 +101,8 @@ std::string FormatStatusLine(const TrainingStatus& s) {
   }
   return absl::StrCat(
       "step ", step, " v", s.policy_version.has_value() ? absl::StrCat(*s.policy_version) : "-",
-      " | reward ", num(s.reward, "%.3f"), " | KL ", num(s.kl, "%.3f"), " | beta ",
-      num(s.beta, "%.4f"), " | ", num(s.trajectories_per_s, "%.1f"), " traj/s | actors ",
+      " | reward ", num(s.reward, 3), " | KL ", num(s.kl, 3), " | beta ",
+      num(s.beta, 4), " | ", num(s.trajectories_per_s, 1), " traj/s | actors ",
       s.actors_up, "/", s.actors_configured, " | ETA ", eta);
 }
 
