@@ -51,13 +51,18 @@ namespace {
 constexpr uint64_t kFnvPrime = 1099511628211ull;
 constexpr uint64_t kFnvBasis = 14695981039346656037ull;
 
-// Whole 64-byte blocks only.
+// Whole 64-byte blocks only. The lanes live in locals for the loop: `data` may alias
+// `lanes` (uint8_t aliases anything), so updating them through the pointer stores and
+// reloads all eight per block (clang: 14 -> 20 GB/s over cache-resident data).
 void HashBlocks(uint64_t* lanes, const uint8_t* data, int64_t blocks) {
+  uint64_t h[8];
+  std::memcpy(h, lanes, sizeof h);
   for (int64_t b = 0; b < blocks; ++b, data += 64) {
     uint64_t w[8];
     std::memcpy(w, data, 64);
-    for (int l = 0; l < 8; ++l) lanes[l] = (lanes[l] ^ w[l]) * kFnvPrime;
+    for (int l = 0; l < 8; ++l) h[l] = (h[l] ^ w[l]) * kFnvPrime;
   }
+  std::memcpy(lanes, h, sizeof h);
 }
 }  // namespace
 
