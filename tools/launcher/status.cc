@@ -99,11 +99,11 @@ std::string FormatStatusLine(const TrainingStatus& s) {
     eta = secs >= 60 ? absl::StrCat(secs / 60, "m", absl::StrFormat("%02d", secs % 60), "s")
                      : absl::StrCat(secs, "s");
   }
-  return absl::StrCat(
-      "step ", step, " v", s.policy_version.has_value() ? absl::StrCat(*s.policy_version) : "-",
-      " | reward ", num(s.reward, 3), " | KL ", num(s.kl, 3), " | beta ",
-      num(s.beta, 4), " | ", num(s.trajectories_per_s, 1), " traj/s | actors ",
-      s.actors_up, "/", s.actors_configured, " | ETA ", eta);
+  return absl::StrCat("step ", step, " v",
+                      s.policy_version.has_value() ? absl::StrCat(*s.policy_version) : "-",
+                      " | reward ", num(s.reward, 3), " | KL ", num(s.kl, 3), " | beta ",
+                      num(s.beta, 4), " | ", num(s.trajectories_per_s, 1), " traj/s | actors ",
+                      s.actors_up, "/", s.actors_configured, " | ETA ", eta);
 }
 
 }  // namespace rlhf::launcher
