@@ -10,7 +10,9 @@
 // The ideal is N copies of the buffer through loopback: N * bytes / bandwidth (a root
 // sends every copy, for both transports at these world sizes), the bandwidth being the
 // best of several plain socket-pair transfers measured just before each configuration
-// (loop_GB/s). flatten_s: the learner's
+// (loop_GB/s; both ends' buffers stay in cache, so it is a ceiling no 498 MB transfer
+// reaches). mem_GB/s / mem/t: the same transfer of the snapshot's size from one buffer in
+// memory to another, which is what a transport has to move. flatten_s: the learner's
 // copy of the policy into the (recycled) snapshot buffer, hash included, not in `seconds`.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -49,8 +51,12 @@ ABSL_FLAG(std::vector<std::string>, transports, std::vector<std::string>({"grpc"
 
 namespace {
 
-// Loopback TCP bandwidth: one sender thread, one receiver, `chunk`-byte writes/reads.
-double LoopbackOnce(int64_t total, size_t chunk) {
+// Loopback TCP bandwidth: one sender thread, one receiver, `chunk`-byte writes/reads of
+// `total` bytes. With `src` and `dst` null both sides reuse one chunk-sized buffer, which
+// stays in cache; otherwise the sender reads src[0, total) and the receiver writes
+// dst[0, total), as any transfer of a snapshot bigger than the caches must.
+double LoopbackOnce(int64_t total, size_t chunk, const char* src = nullptr,
+                    char* dst = nullptr) {
   int listener = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -62,20 +68,25 @@ double LoopbackOnce(int64_t total, size_t chunk) {
   std::thread sender([&] {
     int s = ::socket(AF_INET, SOCK_STREAM, 0);
     ::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    std::vector<char> buf(chunk, 1);
+    std::vector<char> buf(src == nullptr ? chunk : 0, 1);
     for (int64_t sent = 0; sent < total;) {
-      ssize_t n = ::send(s, buf.data(), std::min<int64_t>(buf.size(), total - sent), 0);
+      const char* from = src == nullptr ? buf.data() : src + sent;
+      ssize_t n = ::send(s, from, std::min<int64_t>(chunk, total - sent), 0);
       if (n <= 0) break;
       sent += n;
     }
     ::close(s);
   });
   int c = ::accept(listener, nullptr, nullptr);
-  std::vector<char> buf(chunk);
+  std::vector<char> buf(dst == nullptr ? chunk : 0);
   absl::Time start = absl::Now();
   int64_t got = 0;
   for (;;) {
-    ssize_t n = ::recv(c, buf.data(), buf.size(), 0);
+    char* into = dst == nullptr ? buf.data() : dst + got;
+    const int64_t want = dst == nullptr ? static_cast<int64_t>(chunk)
+                                        : std::min<int64_t>(chunk, total - got);
+    if (want <= 0) break;
+    ssize_t n = ::recv(c, into, want, 0);
     if (n <= 0) break;
     got += n;
   }
@@ -94,6 +105,20 @@ double LoopbackBytesPerSecond() {
   for (int round = 0; round < 3; ++round) {
     for (size_t chunk : {size_t{64} << 10, size_t{1} << 20}) {
       best = std::max(best, LoopbackOnce(int64_t{256} << 20, chunk));
+    }
+  }
+  return best;
+}
+
+// The same for a snapshot of `bytes` read from and written to memory (both buffers touched
+// beforehand, so no page faults): the best of 3 rounds of 64 KiB and 1 MiB transfers.
+double MemoryLoopbackBytesPerSecond(int64_t bytes) {
+  std::vector<char> src(static_cast<size_t>(bytes), 1);
+  std::vector<char> dst(static_cast<size_t>(bytes), 0);
+  double best = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (size_t chunk : {size_t{64} << 10, size_t{1} << 20}) {
+      best = std::max(best, LoopbackOnce(bytes, chunk, src.data(), dst.data()));
     }
   }
   return best;
@@ -211,8 +236,9 @@ int main(int argc, char** argv) {
   probe.reset();
   std::printf("model %s: %.1f MB of weights, bucket %d MiB\n", absl::GetFlag(FLAGS_preset).c_str(),
               bytes / 1e6, absl::GetFlag(FLAGS_bucket_mb));
-  std::printf("%-11s %6s %10s %12s %10s %11s %9s %10s\n", "transport", "actors", "seconds",
-              "ideal_s", "GB/s", "loop_GB/s", "ideal/t", "flatten_s");
+  std::printf("%-11s %6s %10s %12s %10s %11s %9s %10s %9s %10s\n", "transport", "actors",
+              "seconds", "ideal_s", "GB/s", "loop_GB/s", "ideal/t", "mem_GB/s", "mem/t",
+              "flatten_s");
   for (const auto& t : absl::GetFlag(FLAGS_transports)) {
     auto kind = t == "collective" ? rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE
                                   : rlhf::v1::WEIGHT_TRANSPORT_GRPC;
@@ -221,11 +247,14 @@ int main(int argc, char** argv) {
       uint64_t hash = 0;
       double flatten = 0;
       const double bw = LoopbackBytesPerSecond();
+      const double mem_bw = MemoryLoopbackBytesPerSecond(bytes);
       double secs =
           RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash, &flatten);
       const double ideal = n * static_cast<double>(bytes) / bw;
-      std::printf("%-11s %6d %10.3f %12.3f %10.2f %11.2f %9.2f %10.3f\n", t.c_str(), n, secs, ideal,
-                  n * bytes / secs / 1e9, bw / 1e9, ideal / secs, flatten);
+      const double mem_ideal = n * static_cast<double>(bytes) / mem_bw;
+      std::printf("%-11s %6d %10.3f %12.3f %10.2f %11.2f %9.2f %10.2f %9.2f %10.3f\n", t.c_str(),
+                  n, secs, ideal, n * bytes / secs / 1e9, bw / 1e9, ideal / secs, mem_bw / 1e9,
+                  mem_ideal / secs, flatten);
       std::fflush(stdout);
     }
   }
