@@ -55,8 +55,7 @@ namespace {
 // `total` bytes. With `src` and `dst` null both sides reuse one chunk-sized buffer, which
 // stays in cache; otherwise the sender reads src[0, total) and the receiver writes
 // dst[0, total), as any transfer of a snapshot bigger than the caches must.
-double LoopbackOnce(int64_t total, size_t chunk, const char* src = nullptr,
-                    char* dst = nullptr) {
+double LoopbackOnce(int64_t total, size_t chunk, const char* src = nullptr, char* dst = nullptr) {
   int listener = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -83,8 +82,8 @@ double LoopbackOnce(int64_t total, size_t chunk, const char* src = nullptr,
   int64_t got = 0;
   for (;;) {
     char* into = dst == nullptr ? buf.data() : dst + got;
-    const int64_t want = dst == nullptr ? static_cast<int64_t>(chunk)
-                                        : std::min<int64_t>(chunk, total - got);
+    const int64_t want =
+        dst == nullptr ? static_cast<int64_t>(chunk) : std::min<int64_t>(chunk, total - got);
     if (want <= 0) break;
     ssize_t n = ::recv(c, into, want, 0);
     if (n <= 0) break;
@@ -236,9 +235,8 @@ int main(int argc, char** argv) {
   probe.reset();
   std::printf("model %s: %.1f MB of weights, bucket %d MiB\n", absl::GetFlag(FLAGS_preset).c_str(),
               bytes / 1e6, absl::GetFlag(FLAGS_bucket_mb));
-  std::printf("%-11s %6s %10s %12s %10s %11s %9s %10s %9s %10s\n", "transport", "actors",
-              "seconds", "ideal_s", "GB/s", "loop_GB/s", "ideal/t", "mem_GB/s", "mem/t",
-              "flatten_s");
+  std::printf("%-11s %6s %10s %12s %10s %11s %9s %10s %9s %10s\n", "transport", "actors", "seconds",
+              "ideal_s", "GB/s", "loop_GB/s", "ideal/t", "mem_GB/s", "mem/t", "flatten_s");
   for (const auto& t : absl::GetFlag(FLAGS_transports)) {
     auto kind = t == "collective" ? rlhf::v1::WEIGHT_TRANSPORT_COLLECTIVE
                                   : rlhf::v1::WEIGHT_TRANSPORT_GRPC;
@@ -252,8 +250,8 @@ int main(int argc, char** argv) {
           RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash, &flatten);
       const double ideal = n * static_cast<double>(bytes) / bw;
       const double mem_ideal = n * static_cast<double>(bytes) / mem_bw;
-      std::printf("%-11s %6d %10.3f %12.3f %10.2f %11.2f %9.2f %10.2f %9.2f %10.3f\n", t.c_str(),
-                  n, secs, ideal, n * bytes / secs / 1e9, bw / 1e9, ideal / secs, mem_bw / 1e9,
+      std::printf("%-11s %6d %10.3f %12.3f %10.2f %11.2f %9.2f %10.2f %9.2f %10.3f\n", t.c_str(), n,
+                  secs, ideal, n * bytes / secs / 1e9, bw / 1e9, ideal / secs, mem_bw / 1e9,
                   mem_ideal / secs, flatten);
       std::fflush(stdout);
     }
