@@ -376,6 +376,17 @@ TEST_F(NetnsTest, ActorsOnTwoHostsTrainThroughALinkFailure) {
       },
       "both actors registered and updated");
 
+  // One of the two reward replicas dies: the actors' calls go to the other; nothing
+  // is refused and no lease is given up over it, and training goes on. This comes before
+  // the link failure: after it, C may still submit a batch of a lease that expired while
+  // it was cut off, which the learner rightly rejects at any later moment.
+  const int64_t rejected_before = s.trajectories_rejected();
+  reward2_->Kill(SIGKILL);
+  const int64_t step_at_kill = s.step();
+  s = WaitStats([&](const auto& s) { return s.step() >= step_at_kill + 3; },
+                "training after a reward replica died");
+  EXPECT_EQ(s.trajectories_rejected(), rejected_before) << s.ShortDebugString();
+
   // C's host loses its link: its leases expire and go back; B alone keeps training.
   const std::string c_link = "rvc" + tag_;
   Ip("link set " + c_link + " down");
@@ -399,15 +410,6 @@ TEST_F(NetnsTest, ActorsOnTwoHostsTrainThroughALinkFailure) {
                s.actors_connected() == 2;
       },
       "C rejoined", absl::Seconds(300));
-
-  // One of the two reward replicas dies: the actors' calls go to the other; nothing
-  // is refused and no lease is given up over it, and training goes on.
-  const int64_t rejected_before = s.trajectories_rejected();
-  reward2_->Kill(SIGKILL);
-  const int64_t step_at_kill = s.step();
-  s = WaitStats([&](const auto& s) { return s.step() >= step_at_kill + 3; },
-                "training after a reward replica died");
-  EXPECT_EQ(s.trajectories_rejected(), rejected_before) << s.ShortDebugString();
 
   StopAll();
   // Identical weights on every actor for every version both applied.
