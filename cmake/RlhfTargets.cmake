@@ -1,7 +1,7 @@
 # Helpers that give every target of ours the same warnings and layout.
 
 # rlhf_warnings(target): -Wall -Wextra -Werror on our own code only.
-# Under clang (scripts/build.sh's default) every compile also checks Abseil's lock
+# Under clang (the default compiler, CMakeLists.txt) every compile also checks Abseil's lock
 # annotations (ABSL_GUARDED_BY & co.), which GCC parses but ignores; a GCC build runs
 # scripts/check_thread_safety.py as a test instead (tests/CMakeLists.txt).
 function(rlhf_warnings target)
