@@ -52,10 +52,11 @@ ABSL_FLAG(std::vector<std::string>, transports, std::vector<std::string>({"grpc"
 namespace {
 
 // Loopback TCP bandwidth: one sender thread, one receiver, `chunk`-byte writes/reads of
-// `total` bytes. With `src` and `dst` null both sides reuse one chunk-sized buffer, which
-// stays in cache; otherwise the sender reads src[0, total) and the receiver writes
-// dst[0, total), as any transfer of a snapshot bigger than the caches must.
-double LoopbackOnce(int64_t total, size_t chunk, const char* src = nullptr, char* dst = nullptr) {
+// `total` bytes. The sender sends `src` over and over and the receiver fills `dst` over
+// and over: chunk-sized buffers stay in cache, snapshot-sized ones make each side read or
+// write memory, as any transfer of a snapshot bigger than the caches must.
+double LoopbackOnce(int64_t total, size_t chunk, const std::vector<char>& src,
+                    std::vector<char>& dst) {
   int listener = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -67,25 +68,23 @@ double LoopbackOnce(int64_t total, size_t chunk, const char* src = nullptr, char
   std::thread sender([&] {
     int s = ::socket(AF_INET, SOCK_STREAM, 0);
     ::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    std::vector<char> buf(src == nullptr ? chunk : 0, 1);
     for (int64_t sent = 0; sent < total;) {
-      const char* from = src == nullptr ? buf.data() : src + sent;
-      ssize_t n = ::send(s, from, std::min<int64_t>(chunk, total - sent), 0);
+      const size_t at = static_cast<size_t>(sent) % src.size();
+      ssize_t n = ::send(s, src.data() + at,
+                         std::min<int64_t>({static_cast<int64_t>(chunk),
+                                            static_cast<int64_t>(src.size() - at), total - sent}),
+                         0);
       if (n <= 0) break;
       sent += n;
     }
     ::close(s);
   });
   int c = ::accept(listener, nullptr, nullptr);
-  std::vector<char> buf(dst == nullptr ? chunk : 0);
   absl::Time start = absl::Now();
   int64_t got = 0;
   for (;;) {
-    char* into = dst == nullptr ? buf.data() : dst + got;
-    const int64_t want =
-        dst == nullptr ? static_cast<int64_t>(chunk) : std::min<int64_t>(chunk, total - got);
-    if (want <= 0) break;
-    ssize_t n = ::recv(c, into, want, 0);
+    const size_t at = static_cast<size_t>(got) % dst.size();
+    ssize_t n = ::recv(c, dst.data() + at, std::min(chunk, dst.size() - at), 0);
     if (n <= 0) break;
     got += n;
   }
@@ -96,31 +95,30 @@ double LoopbackOnce(int64_t total, size_t chunk, const char* src = nullptr, char
   return got / secs;
 }
 
-// The reference "wire speed": the best of 3 rounds of 64 KiB and 1 MiB transfers.
-// Measured before every configuration, as the load of the shared cores changes (one
-// 1 GiB transfer read anywhere from 1.0 to 3.6 GB/s within minutes on this VM).
-double LoopbackBytesPerSecond() {
+// The best of `rounds` transfers of `total` bytes in 64 KiB and in 1 MiB chunks, between
+// buffers of `buffer_bytes` (0: one chunk, which stays in cache), touched beforehand so
+// no page fault is timed.
+double BestLoopbackBytesPerSecond(int64_t total, int64_t buffer_bytes, int rounds) {
   double best = 0;
-  for (int round = 0; round < 3; ++round) {
-    for (size_t chunk : {size_t{64} << 10, size_t{1} << 20}) {
-      best = std::max(best, LoopbackOnce(int64_t{256} << 20, chunk));
+  for (size_t chunk : {size_t{64} << 10, size_t{1} << 20}) {
+    const size_t size = buffer_bytes > 0 ? static_cast<size_t>(buffer_bytes) : chunk;
+    const std::vector<char> src(size, 1);
+    std::vector<char> dst(size, 0);
+    for (int round = 0; round < rounds; ++round) {
+      best = std::max(best, LoopbackOnce(total, chunk, src, dst));
     }
   }
   return best;
 }
 
-// The same for a snapshot of `bytes` read from and written to memory (both buffers touched
-// beforehand, so no page faults): the best of 3 rounds of 64 KiB and 1 MiB transfers.
+// The reference "wire speed": 256 MiB through chunk-sized buffers, which stay in cache.
+// Measured before every configuration, as the load of the shared cores changes (one
+// 1 GiB transfer read anywhere from 1.0 to 3.6 GB/s within minutes on this VM).
+double LoopbackBytesPerSecond() { return BestLoopbackBytesPerSecond(int64_t{256} << 20, 0, 3); }
+
+// The same for a snapshot of `bytes` read from and written to memory.
 double MemoryLoopbackBytesPerSecond(int64_t bytes) {
-  std::vector<char> src(static_cast<size_t>(bytes), 1);
-  std::vector<char> dst(static_cast<size_t>(bytes), 0);
-  double best = 0;
-  for (int round = 0; round < 3; ++round) {
-    for (size_t chunk : {size_t{64} << 10, size_t{1} << 20}) {
-      best = std::max(best, LoopbackOnce(bytes, chunk, src.data(), dst.data()));
-    }
-  }
-  return best;
+  return BestLoopbackBytesPerSecond(bytes, bytes, 3);
 }
 
 struct Receiver {

@@ -53,7 +53,16 @@ absl::StatusOr<Resolved> Resolve(const std::string& host) {
   return out;
 }
 
-// Splits "host:port" / "[v6]:port" into host (brackets removed) and port.
+bool IsGrpcUri(const std::string& target) {
+  for (const char* scheme :
+       {"ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:", "xds:", "google-c2p:"}) {
+    if (absl::StartsWith(target, scheme)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::Status SplitHostPort(const std::string& entry, std::string* host, int* port) {
   size_t colon;
   if (absl::StartsWith(entry, "[")) {
@@ -76,16 +85,6 @@ absl::Status SplitHostPort(const std::string& entry, std::string* host, int* por
   }
   return absl::OkStatus();
 }
-
-bool IsGrpcUri(const std::string& target) {
-  for (const char* scheme :
-       {"ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:", "xds:", "google-c2p:"}) {
-    if (absl::StartsWith(target, scheme)) return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 absl::StatusOr<ReplicaTarget> ParseReplicaTarget(const std::string& target) {
   if (IsGrpcUri(target) || target.find(',') == std::string::npos) {

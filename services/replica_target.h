@@ -36,4 +36,9 @@ struct ReplicaTarget {
 // replicas in one list (gRPC's static targets take one family).
 absl::StatusOr<ReplicaTarget> ParseReplicaTarget(const std::string& target);
 
+// Splits one "host:port" or "[v6]:port" into host (brackets removed) and port, the inverse
+// of JoinHostPort (services/server.h). InvalidArgument when there is no single ":port" or
+// the port is outside 1..65535; *host and *port are unspecified then.
+absl::Status SplitHostPort(const std::string& entry, std::string* host, int* port);
+
 }  // namespace rlhf::services

@@ -26,6 +26,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "learner/learner_client.h"
+#include "services/replica_target.h"
 #include "tests/integration/monitoring_util.h"
 #include "tools/launcher/http.h"
 #include "tools/launcher/process.h"
@@ -140,13 +141,12 @@ TEST_F(SlurmE2eTest, JobCompletesAndExtraActorsJoinAndLeave) {
   for (const char* key :
        {"RLHF_LEARNER_METRICS", "RLHF_REWARD_SERVER_METRICS", "RLHF_REFERENCE_SERVER_METRICS"}) {
     ASSERT_TRUE(env.count(key)) << key << "\n" << ReadAll(addresses);
-    const std::string& address = env[key];
-    const size_t colon = address.rfind(':');
-    ASSERT_NE(colon, std::string::npos) << address;
-    EXPECT_TRUE(launcher::HttpGet(address.substr(0, colon), std::stoi(address.substr(colon + 1)),
-                                  "/metrics", absl::Seconds(5))
-                    .ok())
-        << key << " " << address;
+    std::string host;
+    int port = 0;
+    const absl::Status split = services::SplitHostPort(env[key], &host, &port);
+    ASSERT_TRUE(split.ok()) << key << " " << env[key] << ": " << split;
+    EXPECT_TRUE(launcher::HttpGet(host, port, "/metrics", absl::Seconds(5)).ok())
+        << key << " " << env[key];
   }
 
   services::ChannelOptions channel;
