@@ -22,9 +22,9 @@
 // every core busy (cores ~ the machine's count) cannot beat cpu_s / cores, so on a host
 // where both ends share the cores its mem/t is bounded by about mem_cpu_s / cpu_s.
 #include <arpa/inet.h>
-#include <time.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -274,8 +274,8 @@ int main(int argc, char** argv) {
       double cpu = 0;
       const double bw = LoopbackBytesPerSecond();
       const Transfer mem = MemoryLoopback(bytes);
-      double secs = RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash,
-                              &flatten, &cpu);
+      double secs =
+          RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash, &flatten, &cpu);
       const double moved = n * static_cast<double>(bytes);
       const double ideal = moved / bw;
       const double mem_ideal = moved / mem.bytes_per_second;

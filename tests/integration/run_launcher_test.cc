@@ -192,10 +192,12 @@ TEST_F(RunLauncherTest, SigtermStopsEverythingAndLeavesNoProcess) {
   // actors. A condition reached before a deadline, not one count: a single count taken
   // when processes.json first showed both actors up once saw 4 of the 5 (CI at 06f3638).
   size_t children = 0;
-  ASSERT_TRUE(WaitForProcesses(*run, [&](const nlohmann::json& p) {
+  auto all_running = [&](const nlohmann::json& processes) {
     children = ProcessesMentioning(dir_ + "/bin/rlhf-").size();
-    return ActorsUp(p, 2) && children == 5;
-  })) << children << " children of the launcher running; processes.json: " << Processes().dump()
+    return ActorsUp(processes, 2) && children == 5;
+  };
+  ASSERT_TRUE(WaitForProcesses(*run, all_running))
+      << children << " children of the launcher running; processes.json: " << Processes().dump()
       << "\n" << ReadAll(dir_ + "/run.log");
   ASSERT_EQ(::kill(run->pid(), SIGTERM), 0);
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(60)));
