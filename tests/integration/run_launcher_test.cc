@@ -198,7 +198,8 @@ TEST_F(RunLauncherTest, SigtermStopsEverythingAndLeavesNoProcess) {
   };
   ASSERT_TRUE(WaitForProcesses(*run, all_running))
       << children << " children of the launcher running; processes.json: " << Processes().dump()
-      << "\n" << ReadAll(dir_ + "/run.log");
+      << "\n"
+      << ReadAll(dir_ + "/run.log");
   ASSERT_EQ(::kill(run->pid(), SIGTERM), 0);
   ASSERT_TRUE(run->WaitExit(absl::Now() + absl::Seconds(60)));
   const std::string log = ReadAll(dir_ + "/run.log");
