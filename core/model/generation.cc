@@ -4,10 +4,10 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/threads.h"
 #include "core/status_macros.h"
 #include "core/util/splitmix.h"
 
@@ -76,7 +76,8 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
     const float* w = weights.data_ptr<float>();
     // Rows are independent (each reads its own weights and uniform): split them across
     // the intra-op threads; the result is the same whatever the split.
-    at::parallel_for(0, Ba, /*grain_size=*/1, [&](int64_t row_begin, int64_t row_end) {
+    const int64_t min_rows = std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, V));
+    ParallelFor(0, Ba, min_rows, [&](int64_t row_begin, int64_t row_end) {
       for (int64_t r = row_begin; r < row_end; ++r) {
         const float* row = w + r * V;
         double total = 0;

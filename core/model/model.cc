@@ -5,11 +5,11 @@
 #include <limits>
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/init.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/threads.h"
 
 namespace rlhf {
 namespace {
@@ -104,7 +104,9 @@ torch::Tensor DecodeAttentionCpu(const torch::Tensor& q_in, const torch::Tensor&
   const int64_t kb = k.stride(0), kh = k.stride(1), kl = k.stride(2);
   const int64_t vb = v.stride(0), vh = v.stride(1), vl = v.stride(2);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  at::parallel_for(0, B * H, /*grain_size=*/1, [&](int64_t begin, int64_t end) {
+  const int64_t min_rows =
+      std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, 2 * Lk * D));
+  ParallelFor(0, B * H, min_rows, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H, g = h / G;
       const float* qrow = qp + (b * H + h) * D;

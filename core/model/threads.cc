@@ -1,8 +1,10 @@
 #include "core/model/threads.h"
 
+#include <dlfcn.h>
 #include <link.h>
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -13,7 +15,64 @@ namespace rlhf {
 
 namespace {
 std::atomic<bool> retained{false};
+
+// libgomp's entry points, as GCC's code for `#pragma omp parallel` calls them. Looked up
+// in the process (LibTorch loaded libgomp) rather than linked, so that a clang build,
+// whose OpenMP would be libomp, joins the same pool.
+struct Gomp {
+  void (*parallel)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags) = nullptr;
+  int (*thread_num)() = nullptr;
+  int (*num_threads)() = nullptr;
+};
+
+const Gomp& LoadedGomp() {
+  static const Gomp gomp = [] {
+    Gomp g;
+    g.parallel = reinterpret_cast<decltype(g.parallel)>(::dlsym(RTLD_DEFAULT, "GOMP_parallel"));
+    g.thread_num =
+        reinterpret_cast<decltype(g.thread_num)>(::dlsym(RTLD_DEFAULT, "omp_get_thread_num"));
+    g.num_threads =
+        reinterpret_cast<decltype(g.num_threads)>(::dlsym(RTLD_DEFAULT, "omp_get_num_threads"));
+    if (g.parallel == nullptr || g.thread_num == nullptr || g.num_threads == nullptr) return Gomp{};
+    return g;
+  }();
+  return gomp;
+}
+
+struct ParallelRegion {
+  const Gomp* gomp;
+  int64_t begin, end;
+  absl::FunctionRef<void(int64_t, int64_t)>* fn;
+};
+
+// Each team member takes its own chunk; the chunks follow the team's actual size, which
+// libgomp may make smaller than asked.
+void RunChunk(void* data) {
+  const auto* region = static_cast<const ParallelRegion*>(data);
+  const int64_t team = std::max(1, region->gomp->num_threads());
+  const int64_t me = region->gomp->thread_num();
+  const int64_t chunk = (region->end - region->begin + team - 1) / team;
+  const int64_t first = region->begin + me * chunk;
+  if (first < region->end) (*region->fn)(first, std::min(region->end, first + chunk));
+}
 }  // namespace
+
+void ParallelFor(int64_t begin, int64_t end, int64_t min_chunk,
+                 absl::FunctionRef<void(int64_t, int64_t)> fn) {
+  if (begin >= end) return;
+  const Gomp& gomp = LoadedGomp();
+  const int64_t by_size = (end - begin) / std::max<int64_t>(1, min_chunk);
+  const int64_t threads =
+      gomp.parallel == nullptr ? 1 : std::min<int64_t>(at::get_num_threads(), by_size);
+  if (threads <= 1 || at::in_parallel_region()) {
+    fn(begin, end);
+    return;
+  }
+  ParallelRegion region{&gomp, begin, end, &fn};
+  gomp.parallel(&RunChunk, &region, static_cast<unsigned>(threads), 0);
+}
+
+bool ParallelForHasPool() { return LoadedGomp().parallel != nullptr; }
 
 int ConfigureComputeThreads(int threads) {
   RetainFreedMemory();
