@@ -148,11 +148,17 @@ struct Receiver {
   std::thread thread;
 };
 
-// Runs one transport with `n` actors; returns the best seconds over reps, and the
-// process's CPU seconds during that version in *cpu_out.
-double RunConfig(rlhf::v1::WeightTransport transport, int n,
-                 const rlhf::weights::NamedTensors& tensors, int64_t bucket, int reps,
-                 uint64_t* hash_out, double* flatten_out, double* cpu_out) {
+// One configuration's result: the best version's seconds and the process's CPU seconds
+// during that version, and the learner's fastest Flatten (not in `seconds`).
+struct ConfigResult {
+  double seconds = 1e30;
+  double cpu_seconds = 0;
+  double flatten_seconds = 1e30;
+};
+
+// Runs one transport with `n` actors over `reps` measured versions.
+ConfigResult RunConfig(rlhf::v1::WeightTransport transport, int n,
+                       const rlhf::weights::NamedTensors& tensors, int64_t bucket, int reps) {
   rlhf::learner::LearnerHandlerOptions ho;
   auto handler = *rlhf::learner::LearnerHandler::Create(ho, {{1}}, nullptr);
   rlhf::weights::WeightTransportOptions wo;
@@ -166,7 +172,7 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
   rlhf::services::GrpcServerOptions so;
   so.max_message_bytes = rlhf::weights::MaxMessageBytesFor(bucket);
   auto server = *rlhf::services::GrpcServer::Create(so, {&service});
-  if (!server->Start().ok()) return -1;
+  if (!server->Start().ok()) return {/*seconds=*/-1, 0, 0};
 
   absl::Mutex mu;
   std::map<int64_t, int> received;  // version -> actors holding it
@@ -208,14 +214,15 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
       }
     });
   }
-  double best = 1e30;
-  *flatten_out = 1e30;
+  ConfigResult result;
   rlhf::weights::BufferPool pool(2);  // as the learner does
   for (int v = 1; v <= reps + 1; ++v) {  // version 1 is the warm-up
     absl::Time flatten_start = absl::Now();
     auto flat = *rlhf::weights::Flatten(tensors, v, &pool);
-    if (v > 1) *flatten_out = std::min(*flatten_out, absl::ToDoubleSeconds(absl::Now() - flatten_start));
-    *hash_out = flat->hash;
+    if (v > 1) {
+      result.flatten_seconds =
+          std::min(result.flatten_seconds, absl::ToDoubleSeconds(absl::Now() - flatten_start));
+    }
     absl::Time start = absl::Now();
     const double cpu_start = ProcessCpuSeconds();
     publisher->Publish(flat);
@@ -230,16 +237,16 @@ double RunConfig(rlhf::v1::WeightTransport transport, int n,
     if (hashes[v].size() != 1 || *hashes[v].begin() != flat->hash) {
       std::fprintf(stderr, "HASH MISMATCH at version %d\n", v);
     }
-    if (v > 1 && secs < best) {
-      best = secs;
-      *cpu_out = cpu;
+    if (v > 1 && secs < result.seconds) {
+      result.seconds = secs;
+      result.cpu_seconds = cpu;
     }
   }
   for (auto& s : streams) s->Cancel();
   server->Shutdown(absl::Now() + absl::Seconds(1));
   for (auto& r : receivers) r.thread.join();
   publisher->Shutdown();
-  return best;
+  return result;
 }
 
 }  // namespace
@@ -269,13 +276,10 @@ int main(int argc, char** argv) {
                                   : rlhf::v1::WEIGHT_TRANSPORT_GRPC;
     for (const auto& a : absl::GetFlag(FLAGS_actors)) {
       const int n = std::stoi(a);
-      uint64_t hash = 0;
-      double flatten = 0;
-      double cpu = 0;
       const double bw = LoopbackBytesPerSecond();
       const Transfer mem = MemoryLoopback(bytes);
-      double secs =
-          RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps), &hash, &flatten, &cpu);
+      const ConfigResult r = RunConfig(kind, n, tensors, bucket, absl::GetFlag(FLAGS_reps));
+      const double secs = r.seconds, cpu = r.cpu_seconds;
       const double moved = n * static_cast<double>(bytes);
       const double ideal = moved / bw;
       const double mem_ideal = moved / mem.bytes_per_second;
@@ -284,8 +288,8 @@ int main(int argc, char** argv) {
           "%-11s %6d %10.3f %12.3f %10.2f %11.2f %9.2f %10.2f %9.2f %10.3f %7.3f %10.3f %12.2f "
           "%6.2f\n",
           t.c_str(), n, secs, ideal, moved / secs / 1e9, bw / 1e9, ideal / secs,
-          mem.bytes_per_second / 1e9, mem_ideal / secs, flatten, cpu, mem_cpu, cpu / mem_cpu,
-          cpu / secs);
+          mem.bytes_per_second / 1e9, mem_ideal / secs, r.flatten_seconds, cpu, mem_cpu,
+          cpu / mem_cpu, cpu / secs);
       std::fflush(stdout);
     }
   }

@@ -76,8 +76,7 @@ StepSample SampleStep(const torch::Tensor& logits, const std::vector<double>& un
     const float* w = weights.data_ptr<float>();
     // Rows are independent (each reads its own weights and uniform): split them across
     // the intra-op threads; the result is the same whatever the split.
-    const int64_t min_rows = std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, V));
-    ParallelFor(0, Ba, min_rows, [&](int64_t row_begin, int64_t row_end) {
+    ParallelFor(0, Ba, /*work_per_item=*/V, [&](int64_t row_begin, int64_t row_end) {
       for (int64_t r = row_begin; r < row_end; ++r) {
         const float* row = w + r * V;
         double total = 0;

@@ -104,9 +104,7 @@ torch::Tensor DecodeAttentionCpu(const torch::Tensor& q_in, const torch::Tensor&
   const int64_t kb = k.stride(0), kh = k.stride(1), kl = k.stride(2);
   const int64_t vb = v.stride(0), vh = v.stride(1), vl = v.stride(2);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  const int64_t min_rows =
-      std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, 2 * Lk * D));
-  ParallelFor(0, B * H, min_rows, [&](int64_t begin, int64_t end) {
+  ParallelFor(0, B * H, /*work_per_item=*/2 * Lk * D, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H, g = h / G;
       const float* qrow = qp + (b * H + h) * D;

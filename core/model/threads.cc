@@ -57,13 +57,13 @@ void RunChunk(void* data) {
 }
 }  // namespace
 
-void ParallelFor(int64_t begin, int64_t end, int64_t min_chunk,
+void ParallelFor(int64_t begin, int64_t end, int64_t work_per_item,
                  absl::FunctionRef<void(int64_t, int64_t)> fn) {
   if (begin >= end) return;
   const Gomp& gomp = LoadedGomp();
-  const int64_t by_size = (end - begin) / std::max<int64_t>(1, min_chunk);
+  const int64_t by_work = (end - begin) * std::max<int64_t>(1, work_per_item) / kMinParallelWork;
   const int64_t threads =
-      gomp.parallel == nullptr ? 1 : std::min<int64_t>(at::get_num_threads(), by_size);
+      gomp.parallel == nullptr ? 1 : std::min<int64_t>(at::get_num_threads(), by_work);
   if (threads <= 1 || at::in_parallel_region()) {
     fn(begin, end);
     return;

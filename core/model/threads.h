@@ -50,17 +50,18 @@ bool BlasSharesOpenMpPool();
 // libgomp). This enters the pool through libgomp's GOMP_parallel, looked up in the
 // process at run time, so it is the pool LibTorch loaded whichever compiler built us.
 //
-// Runs fn(begin, end) on the calling thread when the range cannot give every thread at
-// least `min_chunk` items (so small work pays no fork/join), with one intra-op thread,
-// inside a parallel region, or when the process has no libgomp (a LibTorch built without
-// OpenMP). fn runs concurrently on several threads and must not throw.
-void ParallelFor(int64_t begin, int64_t end, int64_t min_chunk,
+// `work_per_item` is one item's cost (multiply-adds, or elements visited). The range is
+// split only as many ways as give every thread at least kMinParallelWork of it, so small
+// work pays no fork/join; fn(begin, end) runs on the calling thread when that is one way,
+// with one intra-op thread, inside a parallel region, or when the process has no libgomp
+// (a LibTorch built without OpenMP). fn runs concurrently on several threads and must not
+// throw.
+void ParallelFor(int64_t begin, int64_t end, int64_t work_per_item,
                  absl::FunctionRef<void(int64_t, int64_t)> fn);
 
-// Work per thread (multiply-adds, or elements visited) below which splitting a loop costs
-// more than it saves: rlhf_bench_model's tiny decode at batch 8 (~160k multiply-adds per
-// layer in attention) ran 7-22% slower on 2 threads than on 1, batch 64 15-24% faster.
-// ParallelFor's callers derive min_chunk from it.
+// Work per thread below which splitting a loop costs more than it saves: rlhf_bench_model's
+// tiny decode at batch 8 (~160k multiply-adds per layer in attention) ran 7-22% slower
+// split across 2 threads than on 1, at batch 64 15-24% faster.
 constexpr int64_t kMinParallelWork = int64_t{1} << 17;
 
 // True when ParallelFor can use more than the calling thread (libgomp is loaded).

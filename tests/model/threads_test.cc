@@ -36,11 +36,17 @@ struct Calls {
 };
 
 TEST_F(ParallelForTest, VisitsEveryIndexOnceInContiguousChunks) {
-  for (auto [begin, end, min_chunk] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
-           {0, 1000, 1}, {5, 6, 1}, {3, 1003, 7}, {0, 1000, 2000}, {10, 10, 1}, {0, 3, 1}}) {
+  constexpr int64_t kBig = kMinParallelWork;  // one item is a thread's worth of work
+  for (auto [begin, end, work] :
+       std::vector<std::tuple<int64_t, int64_t, int64_t>>{{0, 1000, kBig},
+                                                          {5, 6, kBig},
+                                                          {3, 1003, kBig / 100},
+                                                          {0, 1000, 1},
+                                                          {10, 10, kBig},
+                                                          {0, 3, kBig}}) {
     std::vector<std::atomic<int>> visits(static_cast<size_t>(end + 1));
     Calls calls;
-    ParallelFor(begin, end, min_chunk, [&](int64_t b, int64_t e) {
+    ParallelFor(begin, end, work, [&](int64_t b, int64_t e) {
       {
         absl::MutexLock lock(&calls.mu);
         calls.chunks.push_back({b, e});
@@ -64,7 +70,7 @@ TEST_F(ParallelForTest, SplitsABigRangeAcrossLibTorchsThreads) {
   // stay on one thread and this test says so.
   ASSERT_TRUE(ParallelForHasPool()) << "no libgomp in the process";
   Calls calls;
-  ParallelFor(0, 64, 1, [&](int64_t b, int64_t e) {
+  ParallelFor(0, 64, kMinParallelWork, [&](int64_t b, int64_t e) {
     absl::MutexLock lock(&calls.mu);
     calls.chunks.push_back({b, e});
     calls.threads.insert(std::this_thread::get_id());
@@ -79,7 +85,8 @@ TEST_F(ParallelForTest, SplitsABigRangeAcrossLibTorchsThreads) {
 
 TEST_F(ParallelForTest, StaysOnTheCallerWhenChunksWouldBeTooSmall) {
   Calls calls;
-  ParallelFor(0, 15, 8, [&](int64_t b, int64_t e) {  // two threads would get 7-8 each
+  // 15 items of 1/8 each: under two threads' worth of work in all.
+  ParallelFor(0, 15, kMinParallelWork / 8, [&](int64_t b, int64_t e) {
     absl::MutexLock lock(&calls.mu);
     calls.chunks.push_back({b, e});
     calls.threads.insert(std::this_thread::get_id());
@@ -90,12 +97,14 @@ TEST_F(ParallelForTest, StaysOnTheCallerWhenChunksWouldBeTooSmall) {
   EXPECT_EQ(*calls.threads.begin(), std::this_thread::get_id());
 }
 
-TEST_F(ParallelForTest, NestedCallsRunOnTheirOwnThread) {
+// Inside a region libgomp gives a nested region a team of one: each inner call must still
+// cover its whole range (chunks follow the team's actual size, or the caller keeps it).
+TEST_F(ParallelForTest, NestedCallsCoverTheirWholeRange) {
   ASSERT_TRUE(ParallelForHasPool());
   std::atomic<int> inner_calls{0}, inner_items{0};
-  ParallelFor(0, 2, 1, [&](int64_t b, int64_t e) {
+  ParallelFor(0, 2, kMinParallelWork, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      ParallelFor(0, 100, 1, [&](int64_t ib, int64_t ie) {
+      ParallelFor(0, 100, kMinParallelWork, [&](int64_t ib, int64_t ie) {
         inner_calls++;
         inner_items += static_cast<int>(ie - ib);
       });
