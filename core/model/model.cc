@@ -9,6 +9,7 @@
 #include <torch/nn/init.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/linear.h"
 #include "core/model/threads.h"
 
 namespace rlhf {
@@ -18,24 +19,6 @@ namespace {
 // then softmaxes to a finite uniform row instead of NaN, and exp(kMasked - max) is an
 // exact 0 in every row that has at least one real key.
 constexpr float kMasked = -1e30f;
-
-// y = x W^T (+ b) over the last dim, as one GEMM (addmm fuses the bias add).
-torch::Tensor LinearFwd(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  const auto x2 = x.reshape({-1, x.size(-1)});
-  torch::Tensor y;
-  if (x2.size(0) == 1 && x2.is_cpu() && x2.scalar_type() == torch::kFloat32) {
-    // One row (batch-1 decoding): GEMV streams W once at memory bandwidth, where
-    // OpenBLAS's GEMM with M = 1 packs W first and runs 3-6x slower (768x3072: 94 us vs
-    // 608 us; the 50257x768 unembedding: 6.1 ms vs 17.9 ms; docs/benchmarks.md).
-    const auto row = x2.select(0, 0);
-    y = (b.defined() ? at::addmv(b, w, row) : at::mv(w, row)).unsqueeze(0);
-  } else {
-    y = b.defined() ? at::addmm(b, x2, w.t()) : at::mm(x2, w.t());
-  }
-  auto sizes = x.sizes().vec();
-  sizes.back() = w.size(0);
-  return y.view(sizes);
-}
 
 // bf16/fp16 -> fp32; fp32 and fp64 (gradient checks) unchanged.
 torch::ScalarType AtLeastFloat(torch::ScalarType t) { return at::promote_types(t, torch::kFloat32); }
@@ -166,7 +149,7 @@ class AttentionImpl : public torch::nn::Module {
                         size_t layer) {
     const int64_t B = x.size(0), T = x.size(1), D = head_dim_;
     const int64_t H = n_heads_, KV = n_kv_, G = H / KV;
-    const auto qkv_out = LinearFwd(x, qkv->weight, qkv->bias);
+    const auto qkv_out = LinearForward(x, qkv->weight, qkv->bias);
     auto q = qkv_out.narrow(-1, 0, H * D).view({B, T, H, D});
     auto k = qkv_out.narrow(-1, H * D, KV * D).view({B, T, KV, D});
     auto v = qkv_out.narrow(-1, (H + KV) * D, KV * D).view({B, T, KV, D});
@@ -206,7 +189,7 @@ class AttentionImpl : public torch::nn::Module {
     }
     const int64_t Lk = k.size(2);
     if (T == 1 && x.is_cpu() && x.scalar_type() == torch::kFloat32 && !at::GradMode::is_enabled()) {
-      return LinearFwd(DecodeAttentionCpu(q, k, v, mask, KV), out->weight, out->bias);
+      return LinearForward(DecodeAttentionCpu(q, k, v, mask, KV), out->weight, out->bias);
     }
     // Queries grouped by their kv head: [B, KV, G*T, D], row g*T + t.
     auto qg = (q * (1.0 / std::sqrt(static_cast<double>(D))))
@@ -221,7 +204,7 @@ class AttentionImpl : public torch::nn::Module {
                    .view({B, H, T, D})
                    .transpose(1, 2)
                    .reshape({B, T, H * D});
-    return LinearFwd(ctx, out->weight, out->bias);
+    return LinearForward(ctx, out->weight, out->bias);
   }
 
   torch::nn::Linear qkv{nullptr}, out{nullptr};
@@ -247,11 +230,11 @@ class MlpImpl : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x) {
     if (llama_) {
-      const auto gu = LinearFwd(x, gate_up->weight, gate_up->bias);
+      const auto gu = LinearForward(x, gate_up->weight, gate_up->bias);
       const auto h = at::silu(gu.narrow(-1, 0, d_ff_)) * gu.narrow(-1, d_ff_, d_ff_);
-      return LinearFwd(h, down->weight, down->bias);
+      return LinearForward(h, down->weight, down->bias);
     }
-    return LinearFwd(at::gelu(LinearFwd(x, fc->weight, fc->bias), "tanh"), proj->weight,
+    return LinearForward(at::gelu(LinearForward(x, fc->weight, fc->bias), "tanh"), proj->weight,
                      proj->bias);
   }
   torch::nn::Linear fc{nullptr}, proj{nullptr}, gate_up{nullptr}, down{nullptr};
@@ -548,11 +531,9 @@ torch::Tensor TransformerLMImpl::Unembed(const torch::Tensor& hidden) {
   const int64_t rows = hidden.numel() / hidden.size(-1);
   if (rows >= 2 && hidden.is_cpu() && hidden.scalar_type() == torch::kFloat32 &&
       weight.scalar_type() == torch::kFloat32 && !at::GradMode::is_enabled()) {
-    auto sizes = hidden.sizes().vec();
-    sizes.back() = weight.size(0);
-    return at::mm(hidden.reshape({-1, hidden.size(-1)}), TransposedUnembedding(weight)).view(sizes);
+    return LinearForward(hidden, TransposedUnembedding(weight), {}, WeightLayout::kInOut);
   }
-  const auto logits = LinearFwd(hidden, weight, {});
+  const auto logits = LinearForward(hidden, weight, {});
   return logits.to(AtLeastFloat(logits.scalar_type()));
 }
 
@@ -647,7 +628,7 @@ ForwardOutput TransformerLMImpl::Run(const torch::Tensor& ids, const torch::Tens
     out.logits = Unembed(mode == LogitsMode::kLast ? out.hidden.narrow(1, T - 1, 1) : out.hidden);
   }
   if (config_.scalar_head) {
-    out.scalar = LinearFwd(out.hidden, scalar_head_->weight, scalar_head_->bias).squeeze(-1);
+    out.scalar = LinearForward(out.hidden, scalar_head_->weight, scalar_head_->bias).squeeze(-1);
     out.scalar = out.scalar.to(AtLeastFloat(out.scalar.scalar_type()));
   }
   return out;
