@@ -235,7 +235,7 @@ class MlpImpl : public torch::nn::Module {
       return LinearForward(h, down->weight, down->bias);
     }
     return LinearForward(at::gelu(LinearForward(x, fc->weight, fc->bias), "tanh"), proj->weight,
-                     proj->bias);
+                         proj->bias);
   }
   torch::nn::Linear fc{nullptr}, proj{nullptr}, gate_up{nullptr}, down{nullptr};
 

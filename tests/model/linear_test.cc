@@ -24,7 +24,8 @@ class LinearForwardTest : public ::testing::Test {
 };
 
 // x [rows, in] times an [out, in] weight (+ bias), computed by ATen alone.
-torch::Tensor Reference(const torch::Tensor& x, const torch::Tensor& w_out_in, const torch::Tensor& b) {
+torch::Tensor Reference(const torch::Tensor& x, const torch::Tensor& w_out_in,
+                        const torch::Tensor& b) {
   at::AutoGradMode grad(true);
   return (b.defined() ? at::addmm(b, x, w_out_in.t()) : at::mm(x, w_out_in.t())).detach();
 }
@@ -49,8 +50,8 @@ TEST_F(LinearForwardTest, MatchesAtenForEveryRowCountLayoutAndBias) {
         at::NoGradGuard no_grad;
         const auto out_in = LinearForward(x, w, bias, WeightLayout::kOutIn);
         const auto in_out = LinearForward(x, w_in_out, bias, WeightLayout::kInOut);
-        SCOPED_TRACE(testing::Message() << "rows " << rows << " in " << in << " out " << out
-                                        << " bias " << with_bias);
+        SCOPED_TRACE(testing::Message()
+                     << "rows " << rows << " in " << in << " out " << out << " bias " << with_bias);
         ASSERT_EQ(out_in.sizes(), expected.sizes());
         ASSERT_EQ(in_out.sizes(), expected.sizes());
         EXPECT_TRUE(at::allclose(out_in, expected, 1e-4, 1e-4))
