@@ -28,10 +28,13 @@ struct Blas {
 };
 
 // The BLAS LibTorch loaded (libblas.so.3 is one of its dependencies, so its symbols are
-// in the global scope). Looked up once.
+// in the global scope), when it is OpenBLAS's OpenMP build: that one runs single-threaded
+// inside a parallel region. Any other (the pthread build would start its own threads from
+// each chunk) is left to ATen. Looked up once.
 const Blas& LoadedBlas() {
   static const Blas blas = [] {
     Blas b;
+    if (!BlasSharesOpenMpPool()) return b;
     b.sgemm = reinterpret_cast<SgemmFn>(::dlsym(RTLD_DEFAULT, "sgemm_"));
     b.sgemv = reinterpret_cast<SgemvFn>(::dlsym(RTLD_DEFAULT, "sgemv_"));
     if (b.sgemm == nullptr || b.sgemv == nullptr) b = Blas{};

@@ -8,9 +8,11 @@
 // So on the CPU in fp32 with autograd off and at most kThinProductMaxRows rows,
 // LinearForward splits the output columns across LibTorch's pool (ParallelFor, threads.h)
 // and calls the process's BLAS (sgemm_ / sgemv_, looked up at run time like libgomp)
-// once per chunk. Every other case (more rows, autograd on, other dtypes or devices, no
-// BLAS in the process) is one ATen call, as before. Each output element is the same
-// dot product either way; only the order of its sum may differ, within float rounding.
+// once per chunk; that BLAS must be OpenBLAS's OpenMP build, which runs single-threaded
+// inside the pool's parallel region (BlasSharesOpenMpPool). Every other case (more rows,
+// autograd on, other dtypes or devices, another BLAS) is one ATen call, as before. Each
+// output element is the same dot product either way; only the order of its sum may
+// differ, within float rounding.
 //
 // Thread-safety: stateless; safe from any thread.
 #pragma once
@@ -32,7 +34,8 @@ constexpr int64_t kThinProductMaxRows = 64;
 torch::Tensor LinearForward(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                             WeightLayout layout = WeightLayout::kOutIn);
 
-// True when the process has a BLAS whose sgemm_ and sgemv_ the thin path can call.
+// True when the process's BLAS is OpenBLAS's OpenMP build and the thin path can call its
+// sgemm_ and sgemv_.
 bool ThinProductAvailable();
 
 }  // namespace rlhf
