@@ -30,6 +30,7 @@
 // the last report is read, and cpu_s adds the children's CPU time (clock_getcpuclockid)
 // to this process's.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -255,8 +256,8 @@ struct ChildActor {
 // Starts this binary as one child actor of the learner at `address`.
 absl::StatusOr<ChildActor> SpawnChildActor(const std::string& address,
                                            const std::string& transport) {
-  int fds[2];
-  if (::pipe(fds) != 0) return absl::InternalError("pipe failed");
+  int fds[2];  // close-on-exec: no other child inherits this one's pipe
+  if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
   const std::vector<std::string> args = {
       "/proc/self/exe", absl::StrCat("--child_learner_address=", address),
       absl::StrCat("--child_transport=", transport),
