@@ -80,12 +80,15 @@ ABSL_FLAG(std::string, child_transport, "grpc", "internal: the child's transport
 
 namespace {
 
-// CPU seconds used by all the process's threads so far.
-double ProcessCpuSeconds() {
+// CPU seconds `clock` (a CPU-time clock) has counted so far; 0 if it cannot be read.
+double CpuSeconds(clockid_t clock) {
   timespec t{};
-  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  if (::clock_gettime(clock, &t) != 0) return 0;
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
+
+// CPU seconds used by all the process's threads so far.
+double ProcessCpuSeconds() { return CpuSeconds(CLOCK_PROCESS_CPUTIME_ID); }
 
 // One measured transfer: its rate and the process's CPU time per byte moved.
 struct Transfer {
@@ -167,9 +170,7 @@ Transfer MemoryLoopback(int64_t bytes) { return BestLoopback(bytes, bytes, 3); }
 // CPU seconds a child process has used so far (0 once it is gone).
 double ChildCpuSeconds(pid_t pid) {
   clockid_t clock;
-  timespec t{};
-  if (::clock_getcpuclockid(pid, &clock) != 0 || ::clock_gettime(clock, &t) != 0) return 0;
-  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+  return ::clock_getcpuclockid(pid, &clock) == 0 ? CpuSeconds(clock) : 0;
 }
 
 rlhf::weights::WeightTransportOptions TransportOptions(rlhf::v1::WeightTransport transport,

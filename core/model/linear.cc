@@ -108,17 +108,18 @@ torch::Tensor LinearForward(const torch::Tensor& x, const torch::Tensor& w, cons
                 bc.defined() ? bc.data_ptr<float>() : nullptr, y.data_ptr<float>());
     return y.view(sizes);
   }
+  // The weight as [out, in] and as [in, out]: views, no copy.
+  const torch::Tensor w_out_in = layout == WeightLayout::kOutIn ? w : w.t();
+  const torch::Tensor w_in_out = w_out_in.t();
   torch::Tensor y;
-  const torch::Tensor wt = layout == WeightLayout::kOutIn ? w.t() : w;
   if (M == 1 && x2.is_cpu() && x2.scalar_type() == torch::kFloat32) {
     // One row: GEMV streams W once at memory bandwidth, where OpenBLAS's GEMM with M = 1
     // packs W first and runs 3-6x slower (768x3072: 94 us vs 608 us; the 50257x768
     // unembedding: 6.1 ms vs 17.9 ms; docs/benchmarks.md).
     const auto row = x2.select(0, 0);
-    const torch::Tensor wo = wt.t();  // [N, K]
-    y = (b.defined() ? at::addmv(b, wo, row) : at::mv(wo, row)).unsqueeze(0);
+    y = (b.defined() ? at::addmv(b, w_out_in, row) : at::mv(w_out_in, row)).unsqueeze(0);
   } else {
-    y = b.defined() ? at::addmm(b, x2, wt) : at::mm(x2, wt);
+    y = b.defined() ? at::addmm(b, x2, w_in_out) : at::mm(x2, w_in_out);
   }
   return y.view(sizes);
 }
