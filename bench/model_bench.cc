@@ -59,6 +59,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/machine_limits.h"
 #include "core/model/device.h"
 #include "core/model/generation.h"
 #include "core/model/logprobs.h"
@@ -189,38 +190,6 @@ double CaseFlops(const ModelConfig& c, const Case& k) {
 torch::Device& BenchDevice() {
   static torch::Device device = torch::kCPU;
   return device;
-}
-
-double SgemmGflops() {
-  const torch::Device dev = BenchDevice();
-  const int64_t n = dev.is_cuda() ? 8192 : 2048;  // a GPU needs a larger product to saturate
-  auto a = torch::randn({n, n}).to(dev);
-  auto b = torch::randn({n, n}).to(dev);
-  auto out = torch::empty({n, n}, a.options());
-  double best = 1e9;
-  // Best of 8: on a shared machine the peak is the rate the hardware can give.
-  for (int i = 0; i < 8; ++i) {
-    compat::Synchronize(dev);
-    const auto t0 = Clock::now();
-    at::mm_out(out, a, b);
-    compat::Synchronize(dev);
-    best = std::min(best, Seconds(t0, Clock::now()));
-  }
-  return 2.0 * n * n * n / best / 1e9;
-}
-
-// Read bandwidth: the best of several sums over a buffer far larger than the caches.
-double ReadBandwidthBytesPerSecond() {
-  auto a = torch::ones({int64_t{64} << 20}).to(BenchDevice());  // 256 MiB of float32
-  double best = 1e9;
-  for (int i = 0; i < 6; ++i) {
-    compat::Synchronize(BenchDevice());
-    const auto t0 = Clock::now();
-    auto s = a.sum();
-    (void)s.item<float>();
-    best = std::min(best, Seconds(t0, Clock::now()));
-  }
-  return a.numel() * 4.0 / best;
 }
 
 // A model of `config` with the bench's fixed seed, in eval mode, on `device`.
@@ -480,8 +449,8 @@ int Main() {
               compat::TorchVersion().c_str(), absl::GetFlag(FLAGS_train_dtype).c_str());
   // The best sgemm rate seen so far (re-measured before each model): a rate measured
   // while something else ran would flatter every fraction below.
-  double sgemm = SgemmGflops();
-  const double bandwidth = ReadBandwidthBytesPerSecond();
+  double sgemm = bench::SgemmGflops(BenchDevice());
+  const double bandwidth = bench::ReadBandwidthBytesPerSecond(BenchDevice());
   std::printf("sgemm 2048x2048x2048: %.1f GFLOP/s; read bandwidth %.1f GB/s\n", sgemm,
               bandwidth / 1e9);
   if (FILE* f = std::fopen("/proc/loadavg", "r")) {  // other work on the machine
@@ -517,7 +486,7 @@ int Main() {
     }
     TransformerLM model = *built, rm = *built_rm;
     const auto cases = CasesFor(std::string(preset));
-    sgemm = std::max(sgemm, SgemmGflops());
+    sgemm = std::max(sgemm, bench::SgemmGflops(BenchDevice()));
     std::printf("%s: fractions of sgemm use %.1f GFLOP/s (the best measured so far)\n",
                 std::string(preset).c_str(), sgemm);
     {  // warm up allocator, kernels and thread pool
@@ -609,7 +578,7 @@ int Main() {
     pythons.clear();
     std::printf("\n");
   }
-  const double sgemm_end = SgemmGflops();
+  const double sgemm_end = bench::SgemmGflops(BenchDevice());
   std::printf(
       "sgemm at the end: %.1f GFLOP/s (fractions above use the best before each model, "
       "last %.1f)\n",

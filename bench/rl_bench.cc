@@ -7,21 +7,21 @@
 //
 //   build/bin/rlhf_bench_rl --workdir=/tmp/rlhf_rl_bench --algorithms=reinforce,rloo,grpo,ppo
 #include <algorithm>
-#include <chrono>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "bench/machine_limits.h"
 #include "core/rl_training/rl_experiment.h"
 
 ABSL_FLAG(std::string, workdir, "/tmp/rlhf_rl_bench", "SFT/RM cache directory");
@@ -53,20 +53,6 @@ ABSL_FLAG(std::string, json_out, "", "write results as JSON here");
 
 namespace rlhf {
 namespace {
-
-double SgemmGflops() {
-  const int64_t n = 1024;
-  auto a = torch::randn({n, n});
-  auto b = torch::randn({n, n});
-  auto out = torch::empty({n, n});
-  double best = 1e9;
-  for (int i = 0; i < 5; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    at::mm_out(out, a, b);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return 2.0 * n * n * n / best / 1e9;
-}
 
 absl::StatusOr<RlAlgorithm> ParseAlgorithm(const std::string& name) {
   for (RlAlgorithm a : {RlAlgorithm::kReinforce, RlAlgorithm::kRloo, RlAlgorithm::kGrpo,
@@ -143,7 +129,7 @@ int LearnerOnly(double sgemm) {
 int Main() {
   const int threads = absl::GetFlag(FLAGS_threads);
   at::set_num_threads(threads);
-  const double sgemm = SgemmGflops();
+  const double sgemm = bench::SgemmGflops();
   std::printf("threads %d, sgemm 1024^3: %.1f GFLOP/s\n", threads, sgemm);
   std::fflush(stdout);
   if (absl::GetFlag(FLAGS_learner_only)) return LearnerOnly(sgemm);

@@ -1,7 +1,9 @@
 #include "core/model/linear.h"
 
 #include <dlfcn.h>
+#include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -83,9 +85,146 @@ void ThinProduct(const float* x, int64_t M, int64_t K, const float* w, WeightLay
   });
 }
 
+// ThinProductKernel's pieces are compiled for AVX2 + FMA whatever the build's -march,
+// and run only after ThinProductKernelAvailable() checked the CPU.
+#define RLHF_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+RLHF_TARGET_AVX2 inline float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// A tile is up to 4 rows of x times up to 3 rows of W: 12 accumulators, each holding 8
+// lanes of one dot product, plus 3 weight vectors and 1 row vector: the 16 AVX
+// registers. Named variables, not arrays: GCC kept arrays of accumulators on the stack
+// and stored all twelve every iteration (half the speed).
+constexpr int64_t kTileRows = 4;
+constexpr int64_t kTileColumns = 3;
+
+#define RLHF_DOT_ROW(r)                                                    \
+  do {                                                                     \
+    if constexpr (R > r) {                                                 \
+      const __m256 xv = _mm256_loadu_ps(x + r * K + k);                    \
+      acc##r##0 = _mm256_fmadd_ps(xv, w0, acc##r##0);                      \
+      if constexpr (C > 1) acc##r##1 = _mm256_fmadd_ps(xv, w1, acc##r##1); \
+      if constexpr (C > 2) acc##r##2 = _mm256_fmadd_ps(xv, w2, acc##r##2); \
+    }                                                                      \
+  } while (0)
+// Lanes summed, then the K % 8 tail, then the bias.
+#define RLHF_DOT_OUT(r, c)                                                       \
+  do {                                                                           \
+    if constexpr (R > r && C > c) {                                              \
+      float v = HorizontalSum(acc##r##c);                                        \
+      for (int64_t t = vector_end; t < K; ++t) v += x[r * K + t] * w[c * K + t]; \
+      y[r * ldy + c] = bias != nullptr ? v + bias[c] : v;                        \
+    }                                                                            \
+  } while (0)
+
+// y [R, C] (leading dimension ldy) = x [R, K] times w [C, K]^T (+ bias [C]).
+template <int R, int C>
+RLHF_TARGET_AVX2 void DotTile(const float* x, int64_t K, const float* w, const float* bias,
+                              float* y, int64_t ldy) {
+  static_assert(R >= 1 && R <= kTileRows && C >= 1 && C <= kTileColumns, "tile shape");
+  __m256 acc00 = _mm256_setzero_ps(), acc01 = acc00, acc02 = acc00, acc10 = acc00, acc11 = acc00,
+         acc12 = acc00, acc20 = acc00, acc21 = acc00, acc22 = acc00, acc30 = acc00, acc31 = acc00,
+         acc32 = acc00;
+  const int64_t vector_end = K - K % 8;
+  for (int64_t k = 0; k < vector_end; k += 8) {
+    const __m256 w0 = _mm256_loadu_ps(w + k);
+    __m256 w1 = w0, w2 = w0;
+    if constexpr (C > 1) w1 = _mm256_loadu_ps(w + K + k);
+    if constexpr (C > 2) w2 = _mm256_loadu_ps(w + 2 * K + k);
+    RLHF_DOT_ROW(0);
+    RLHF_DOT_ROW(1);
+    RLHF_DOT_ROW(2);
+    RLHF_DOT_ROW(3);
+  }
+  RLHF_DOT_OUT(0, 0);
+  RLHF_DOT_OUT(0, 1);
+  RLHF_DOT_OUT(0, 2);
+  RLHF_DOT_OUT(1, 0);
+  RLHF_DOT_OUT(1, 1);
+  RLHF_DOT_OUT(1, 2);
+  RLHF_DOT_OUT(2, 0);
+  RLHF_DOT_OUT(2, 1);
+  RLHF_DOT_OUT(2, 2);
+  RLHF_DOT_OUT(3, 0);
+  RLHF_DOT_OUT(3, 1);
+  RLHF_DOT_OUT(3, 2);
+}
+#undef RLHF_DOT_ROW
+#undef RLHF_DOT_OUT
+
+template <int R>
+RLHF_TARGET_AVX2 void DotTileOfWidth(const float* x, int64_t K, const float* w, const float* bias,
+                                     int64_t cols, float* y, int64_t ldy) {
+  switch (cols) {
+    case 3:
+      DotTile<R, 3>(x, K, w, bias, y, ldy);
+      break;
+    case 2:
+      DotTile<R, 2>(x, K, w, bias, y, ldy);
+      break;
+    default:
+      DotTile<R, 1>(x, K, w, bias, y, ldy);
+      break;
+  }
+}
+
+// All M rows of x times `cols` (<= 3) rows of W, in ceil(M / 4) row tiles of as equal a
+// height as possible (a tile of 3-4 rows keeps 9-12 dot products in flight, enough to
+// cover the FMA latency; 6 rows run as 3 + 3, not 4 + 2). The W rows stay in L1 while
+// every tile passes over them.
+RLHF_TARGET_AVX2 void DotColumns(const float* x, int64_t M, int64_t K, const float* w,
+                                 const float* bias, int64_t cols, float* y, int64_t ldy) {
+  const int64_t tiles = (M + kTileRows - 1) / kTileRows, base = M / tiles, taller = M % tiles;
+  int64_t r = 0;
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t height = base + (t < taller ? 1 : 0);
+    const float* xr = x + r * K;
+    float* yr = y + r * ldy;
+    switch (height) {
+      case 4:
+        DotTileOfWidth<4>(xr, K, w, bias, cols, yr, ldy);
+        break;
+      case 3:
+        DotTileOfWidth<3>(xr, K, w, bias, cols, yr, ldy);
+        break;
+      case 2:
+        DotTileOfWidth<2>(xr, K, w, bias, cols, yr, ldy);
+        break;
+      default:
+        DotTileOfWidth<1>(xr, K, w, bias, cols, yr, ldy);
+        break;
+    }
+    r += height;
+  }
+}
+#undef RLHF_TARGET_AVX2
+
 }  // namespace
 
 bool ThinProductAvailable() { return LoadedBlas().sgemm != nullptr; }
+
+bool ThinProductKernelAvailable() {
+  static const bool available = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return available;
+}
+
+void ThinProductKernel(const float* x, int64_t M, int64_t K, const float* w, int64_t N,
+                       const float* bias, float* y) {
+  const int64_t column_tiles = (N + kTileColumns - 1) / kTileColumns;
+  // Each thread takes a contiguous range of W's rows, so W streams from memory once.
+  ParallelFor(0, column_tiles, /*work_per_item=*/kTileColumns * M * K, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = t * kTileColumns;
+      DotColumns(x, M, K, w + n0 * K, bias != nullptr ? bias + n0 : nullptr,
+                 std::min(kTileColumns, N - n0), y + n0, N);
+    }
+  });
+}
 
 torch::Tensor LinearForward(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                             WeightLayout layout) {
@@ -94,7 +233,11 @@ torch::Tensor LinearForward(const torch::Tensor& x, const torch::Tensor& w, cons
   const int64_t N = layout == WeightLayout::kOutIn ? w.size(0) : w.size(1);
   auto sizes = x.sizes().vec();
   sizes.back() = N;
-  const bool thin = M >= 1 && M <= kThinProductMaxRows && ThinProductAvailable() &&
+  // One row is BLAS's sgemv where it is there: GEMV streams W at memory bandwidth
+  // already, and the kernel's tiles of one row were no faster (docs/benchmarks.md).
+  const bool kernel = layout == WeightLayout::kOutIn && ThinProductKernelAvailable() &&
+                      (M >= 2 || !ThinProductAvailable());
+  const bool thin = M >= 1 && M <= kThinProductMaxRows && (kernel || ThinProductAvailable()) &&
                     !at::GradMode::is_enabled() && x2.is_cpu() && w.is_cpu() &&
                     x2.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kFloat32 &&
                     w.is_contiguous() &&
@@ -104,6 +247,11 @@ torch::Tensor LinearForward(const torch::Tensor& x, const torch::Tensor& w, cons
     const auto xc = x2.contiguous();
     const auto bc = b.defined() ? b.contiguous() : torch::Tensor();
     auto y = at::empty({M, N}, x2.options());
+    if (kernel) {
+      ThinProductKernel(xc.data_ptr<float>(), M, K, w.data_ptr<float>(), N,
+                        bc.defined() ? bc.data_ptr<float>() : nullptr, y.data_ptr<float>());
+      return y.view(sizes);
+    }
     ThinProduct(xc.data_ptr<float>(), M, K, w.data_ptr<float>(), layout, N,
                 bc.defined() ? bc.data_ptr<float>() : nullptr, y.data_ptr<float>());
     return y.view(sizes);

@@ -14,6 +14,16 @@
 // output element is the same dot product either way; only the order of its sum may
 // differ, within float rounding.
 //
+// On a CPU with AVX2 and FMA, an [out, in] weight (kOutIn, torch::nn::Linear's layout)
+// times 2 or more rows skips BLAS altogether: OpenBLAS copies the weight into its panel
+// layout on every call, which for a few rows is a large share of the work.
+// ThinProductKernel reads W's rows where they are: each thread takes a range of output
+// columns, three at a time, and multiplies them by tiles of up to 4 rows of x as dot
+// products (12 accumulators of 8 lanes, summed at the end), so W streams from memory
+// once and needs no copy. At 2-16 rows it ran 1.0-2.4x the BLAS split on the best
+// layout, at 32 rows 1.0-1.3x (rlhf_bench_linear; docs/benchmarks.md, "Thin products
+// without BLAS"). One row stays with sgemv_, which streams W at memory bandwidth.
+//
 // Thread-safety: stateless; safe from any thread.
 #pragma once
 
@@ -37,5 +47,16 @@ torch::Tensor LinearForward(const torch::Tensor& x, const torch::Tensor& w, cons
 // True when the process's BLAS is OpenBLAS's OpenMP build and the thin path can call its
 // sgemm_ and sgemv_.
 bool ThinProductAvailable();
+
+// True when the CPU has AVX2 and FMA, so thin products with an [out, in] weight run
+// ThinProductKernel instead of BLAS.
+bool ThinProductKernelAvailable();
+
+// y [M, N] = x [M, K] times w [N, K]^T (+ bias [N] when non-null), split across the
+// calling thread and LibTorch's pool; every pointer is to contiguous fp32. Any M works;
+// it is meant for M <= kThinProductMaxRows. Requires ThinProductKernelAvailable().
+// Exposed for its tests and benchmark.
+void ThinProductKernel(const float* x, int64_t M, int64_t K, const float* w, int64_t N,
+                       const float* bias, float* y);
 
 }  // namespace rlhf

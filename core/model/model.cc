@@ -529,8 +529,11 @@ torch::Tensor TransformerLMImpl::Unembed(const torch::Tensor& hidden) {
   // log-probs and sampling downstream read them as float.
   const torch::Tensor& weight = config_.tie_embeddings ? wte_->weight : lm_head_weight_;
   const int64_t rows = hidden.numel() / hidden.size(-1);
-  if (rows >= 2 && hidden.is_cpu() && hidden.scalar_type() == torch::kFloat32 &&
-      weight.scalar_type() == torch::kFloat32 && !at::GradMode::is_enabled()) {
+  const bool cpu_inference = hidden.is_cpu() && hidden.scalar_type() == torch::kFloat32 &&
+                             weight.scalar_type() == torch::kFloat32 && !at::GradMode::is_enabled();
+  // The thin-product kernel reads the [vocab, d_model] weight as it is: no copy.
+  const bool thin_kernel = rows <= kThinProductMaxRows && ThinProductKernelAvailable();
+  if (cpu_inference && rows >= 2 && !thin_kernel) {
     return LinearForward(hidden, TransposedUnembedding(weight), {}, WeightLayout::kInOut);
   }
   const auto logits = LinearForward(hidden, weight, {});

@@ -122,9 +122,11 @@ class TransformerLMImpl : public torch::nn::Module {
   // Without autograd on the CPU in fp32 and for two rows or more, it multiplies by a
   // transposed copy of the unembedding matrix ([d_model, vocab], contiguous), made on
   // first use and again whenever the weight changes (its storage or version counter, so
-  // an in-place weight update is seen): OpenBLAS runs the decoding step's few-row GEMM
-  // 1.3-1.5x faster on that layout (docs/benchmarks.md). Costs vocab x d_model floats
-  // (31% of gpt2-small's weights, ~2% of a 7B LLaMA's) in processes that decode or score.
+  // an in-place weight update is seen): OpenBLAS runs few-row GEMMs 1.3-1.5x faster on
+  // that layout (docs/benchmarks.md). Costs vocab x d_model floats (31% of gpt2-small's
+  // weights, ~2% of a 7B LLaMA's) in processes that score. Not for up to
+  // kThinProductMaxRows rows on a CPU with AVX2 and FMA (decoding): linear.h's kernel
+  // reads the weight as it is.
   torch::Tensor Unembed(const torch::Tensor& hidden);
 
   const ModelConfig& config() const { return config_; }

@@ -1,8 +1,14 @@
-// LinearForward (core/model/linear.h): the column-split BLAS path for few rows against
-// ATen's own product (at::addmm with autograd on, which never takes that path), for both
-// weight layouts, with and without bias, at row counts on both sides of the threshold
-// and column counts that do not divide into the split's blocks.
+// LinearForward (core/model/linear.h): the thin paths for few rows (the column-split
+// BLAS calls and ThinProductKernel) against ATen's own product (at::addmm with autograd
+// on, which never takes either), for both weight layouts, with and without bias, at row
+// counts on both sides of the threshold and shapes that do not divide into the split's
+// blocks or the kernel's tiles; the kernel also against hand-computed values.
 #include "core/model/linear.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -60,6 +66,89 @@ TEST_F(LinearForwardTest, MatchesAtenForEveryRowCountLayoutAndBias) {
             << (in_out - expected).abs().max().item<float>();
       }
     }
+  }
+}
+
+// The CPU's flags as the kernel reads them, from /proc/cpuinfo (not from the compiler's
+// builtins the code under test uses).
+bool CpuInfoHasAvx2AndFma() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    bool avx2 = false, fma = false;
+    for (std::string w; words >> w;) {
+      avx2 = avx2 || w == "avx2";
+      fma = fma || w == "fma";
+    }
+    return avx2 && fma;
+  }
+  return false;
+}
+
+TEST_F(LinearForwardTest, KernelIsUsedWhereTheCpuHasIt) {
+  EXPECT_EQ(ThinProductKernelAvailable(), CpuInfoHasAvx2AndFma());
+}
+
+TEST_F(LinearForwardTest, KernelMatchesAtenForEveryTileShapeAndBias) {
+  if (!ThinProductKernelAvailable()) GTEST_SKIP() << "this CPU lacks AVX2 or FMA";
+  torch::manual_seed(9);
+  // Rows: every height of the kernel's row tiles (1-4) and their balanced splits, up to
+  // the thin threshold and past it. Columns: every width of the last column tile (1-3).
+  // in: multiples of 8, a tail after the vector loop, and shorter than one vector.
+  for (int64_t rows :
+       {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4}, int64_t{5}, int64_t{6}, int64_t{9},
+        int64_t{13}, int64_t{32}, kThinProductMaxRows, kThinProductMaxRows + 1}) {
+    for (auto [in, out] :
+         {std::pair<int64_t, int64_t>{768, 3072}, {300, 1003}, {77, 1001}, {5, 7}}) {
+      const auto x = torch::randn({rows, in});
+      const auto w = torch::randn({out, in});
+      const auto b = torch::randn({out});
+      for (bool with_bias : {false, true}) {
+        const torch::Tensor bias = with_bias ? b : torch::Tensor();
+        const auto expected = Reference(x, w, bias);
+        auto direct = torch::full({rows, out}, std::nanf(""));
+        ThinProductKernel(x.data_ptr<float>(), rows, in, w.data_ptr<float>(), out,
+                          with_bias ? b.data_ptr<float>() : nullptr, direct.data_ptr<float>());
+        at::NoGradGuard no_grad;
+        const auto through_linear = LinearForward(x, w, bias);
+        SCOPED_TRACE(testing::Message()
+                     << "rows " << rows << " in " << in << " out " << out << " bias " << with_bias);
+        ASSERT_EQ(through_linear.sizes(), expected.sizes());
+        EXPECT_TRUE(at::allclose(direct, expected, 1e-4, 1e-4))
+            << (direct - expected).abs().max().item<float>();  // NaN: an output never written
+        EXPECT_TRUE(at::allclose(through_linear, expected, 1e-4, 1e-4))
+            << (through_linear - expected).abs().max().item<float>();
+      }
+    }
+  }
+}
+
+TEST_F(LinearForwardTest, KernelOfHandComputedValues) {
+  if (!ThinProductKernelAvailable()) GTEST_SKIP() << "this CPU lacks AVX2 or FMA";
+  // x = [[1, 2, ..., 10], [-1, -1, ..., -1]] (in = 10: one vector of 8 and a tail of 2);
+  // W [out 4, in 10] with W[n][k] = n + 1 when k == n, and 1 when k == 9; bias[n] = 100 n.
+  // y[0][n] = (n + 1)(n + 1) + 10 + 100 n; y[1][n] = -(n + 1) - 1 + 100 n.
+  auto x = torch::empty({2, 10});
+  auto w = torch::zeros({4, 10});
+  auto bias = torch::empty({4});
+  for (int64_t k = 0; k < 10; ++k) {
+    x[0][k] = static_cast<float>(k + 1);
+    x[1][k] = -1.0f;
+  }
+  for (int64_t n = 0; n < 4; ++n) {
+    w[n][n] = static_cast<float>(n + 1);
+    w[n][9] = 1.0f;
+    bias[n] = 100.0f * static_cast<float>(n);
+  }
+  auto y = torch::full({2, 4}, std::nanf(""));
+  ThinProductKernel(x.data_ptr<float>(), 2, 10, w.data_ptr<float>(), 4, bias.data_ptr<float>(),
+                    y.data_ptr<float>());
+  for (int64_t n = 0; n < 4; ++n) {
+    const float f = static_cast<float>(n + 1);
+    EXPECT_FLOAT_EQ(y[0][n].item<float>(), f * f + 10.0f + 100.0f * n) << n;
+    EXPECT_FLOAT_EQ(y[1][n].item<float>(), -f - 1.0f + 100.0f * n) << n;
   }
 }
 
