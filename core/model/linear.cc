@@ -213,8 +213,16 @@ bool ThinProductKernelAvailable() {
   return available;
 }
 
+bool ThinProductKernelTakes(int64_t rows) {
+  // One row is BLAS's sgemv where it is there: GEMV streams W at memory bandwidth
+  // already, and the kernel's tiles of one row were no faster (docs/benchmarks.md).
+  return rows >= 1 && rows <= kThinProductMaxRows && ThinProductKernelAvailable() &&
+         (rows >= 2 || !ThinProductAvailable());
+}
+
 void ThinProductKernel(const float* x, int64_t M, int64_t K, const float* w, int64_t N,
                        const float* bias, float* y) {
+  if (M <= 0 || N <= 0) return;  // nothing to write (and no row tiles to size)
   const int64_t column_tiles = (N + kTileColumns - 1) / kTileColumns;
   // Each thread takes a contiguous range of W's rows, so W streams from memory once.
   ParallelFor(0, column_tiles, /*work_per_item=*/kTileColumns * M * K, [&](int64_t t0, int64_t t1) {
@@ -233,10 +241,7 @@ torch::Tensor LinearForward(const torch::Tensor& x, const torch::Tensor& w, cons
   const int64_t N = layout == WeightLayout::kOutIn ? w.size(0) : w.size(1);
   auto sizes = x.sizes().vec();
   sizes.back() = N;
-  // One row is BLAS's sgemv where it is there: GEMV streams W at memory bandwidth
-  // already, and the kernel's tiles of one row were no faster (docs/benchmarks.md).
-  const bool kernel = layout == WeightLayout::kOutIn && ThinProductKernelAvailable() &&
-                      (M >= 2 || !ThinProductAvailable());
+  const bool kernel = layout == WeightLayout::kOutIn && ThinProductKernelTakes(M);
   const bool thin = M >= 1 && M <= kThinProductMaxRows && (kernel || ThinProductAvailable()) &&
                     !at::GradMode::is_enabled() && x2.is_cpu() && w.is_cpu() &&
                     x2.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kFloat32 &&

@@ -52,9 +52,15 @@ bool ThinProductAvailable();
 // ThinProductKernel instead of BLAS.
 bool ThinProductKernelAvailable();
 
+// True when LinearForward, with autograd off, multiplies `rows` rows by a contiguous
+// fp32 CPU weight stored [out, in] through ThinProductKernel: 2 to kThinProductMaxRows
+// rows (1 too when there is no OpenBLAS-OpenMP sgemv_ to take it) on an AVX2+FMA CPU.
+bool ThinProductKernelTakes(int64_t rows);
+
 // y [M, N] = x [M, K] times w [N, K]^T (+ bias [N] when non-null), split across the
-// calling thread and LibTorch's pool; every pointer is to contiguous fp32. Any M works;
-// it is meant for M <= kThinProductMaxRows. Requires ThinProductKernelAvailable().
+// calling thread and LibTorch's pool; every pointer is to contiguous fp32. Any M >= 0
+// works (M = 0 writes nothing); it is meant for M <= kThinProductMaxRows. Requires
+// ThinProductKernelAvailable().
 // Exposed for its tests and benchmark.
 void ThinProductKernel(const float* x, int64_t M, int64_t K, const float* w, int64_t N,
                        const float* bias, float* y);

@@ -532,8 +532,7 @@ torch::Tensor TransformerLMImpl::Unembed(const torch::Tensor& hidden) {
   const bool cpu_inference = hidden.is_cpu() && hidden.scalar_type() == torch::kFloat32 &&
                              weight.scalar_type() == torch::kFloat32 && !at::GradMode::is_enabled();
   // The thin-product kernel reads the [vocab, d_model] weight as it is: no copy.
-  const bool thin_kernel = rows <= kThinProductMaxRows && ThinProductKernelAvailable();
-  if (cpu_inference && rows >= 2 && !thin_kernel) {
+  if (cpu_inference && rows >= 2 && !ThinProductKernelTakes(rows)) {
     return LinearForward(hidden, TransposedUnembedding(weight), {}, WeightLayout::kInOut);
   }
   const auto logits = LinearForward(hidden, weight, {});

@@ -89,6 +89,12 @@ bool CpuInfoHasAvx2AndFma() {
 
 TEST_F(LinearForwardTest, KernelIsUsedWhereTheCpuHasIt) {
   EXPECT_EQ(ThinProductKernelAvailable(), CpuInfoHasAvx2AndFma());
+  // Which row counts LinearForward hands it: 2-64, and 1 only without OpenBLAS's sgemv_.
+  EXPECT_FALSE(ThinProductKernelTakes(0));
+  EXPECT_EQ(ThinProductKernelTakes(1), CpuInfoHasAvx2AndFma() && !ThinProductAvailable());
+  EXPECT_EQ(ThinProductKernelTakes(2), CpuInfoHasAvx2AndFma());
+  EXPECT_EQ(ThinProductKernelTakes(kThinProductMaxRows), CpuInfoHasAvx2AndFma());
+  EXPECT_FALSE(ThinProductKernelTakes(kThinProductMaxRows + 1));
 }
 
 TEST_F(LinearForwardTest, KernelMatchesAtenForEveryTileShapeAndBias) {
@@ -150,6 +156,11 @@ TEST_F(LinearForwardTest, KernelOfHandComputedValues) {
     EXPECT_FLOAT_EQ(y[0][n].item<float>(), f * f + 10.0f + 100.0f * n) << n;
     EXPECT_FLOAT_EQ(y[1][n].item<float>(), -f - 1.0f + 100.0f * n) << n;
   }
+  // No rows: nothing written.
+  auto untouched = torch::full({1, 4}, 7.0f);
+  ThinProductKernel(x.data_ptr<float>(), 0, 10, w.data_ptr<float>(), 4, nullptr,
+                    untouched.data_ptr<float>());
+  EXPECT_TRUE(at::equal(untouched, torch::full({1, 4}, 7.0f)));
 }
 
 TEST_F(LinearForwardTest, KeepsLeadingDimsAndReadsNonContiguousInput) {
