@@ -30,7 +30,8 @@ class WeightsStream {
   virtual ~WeightsStream() = default;
   virtual absl::StatusOr<rlhf::v1::WeightsMessage> Next() = 0;
   // Reads the next message, which must be a bucket, and copies its bytes into `target`
-  // (weights::NextBucketFn); returns the bucket's size. This default parses Next(); the
+  // or queues the copy on target.pipeline (weights::NextBucketFn); returns the bucket's
+  // size. This default parses Next(); the
   // gRPC stream copies from gRPC's receive buffers without parsing a message.
   virtual absl::StatusOr<int64_t> NextBucket(const weights::BucketTarget& target);
   virtual void Cancel() = 0;

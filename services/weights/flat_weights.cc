@@ -64,16 +64,42 @@ void HashBlocks(uint64_t* lanes, const uint8_t* data, int64_t blocks) {
   }
   std::memcpy(lanes, h, sizeof h);
 }
+
+// HashBlocks over `src` that also stores each block to `dst`: the words are hashed from
+// the registers they were loaded into, so copying and hashing read the bytes once.
+void CopyHashBlocks(uint64_t* lanes, uint8_t* dst, const uint8_t* src, int64_t blocks) {
+  uint64_t h[8];
+  std::memcpy(h, lanes, sizeof h);
+  for (int64_t b = 0; b < blocks; ++b, src += 64, dst += 64) {
+    uint64_t w[8];
+    std::memcpy(w, src, 64);
+    std::memcpy(dst, w, 64);
+    for (int l = 0; l < 8; ++l) h[l] = (h[l] ^ w[l]) * kFnvPrime;
+  }
+  std::memcpy(lanes, h, sizeof h);
+}
 }  // namespace
 
 WeightsHasher::WeightsHasher() {
   for (int l = 0; l < 8; ++l) lanes_[l] = kFnvBasis + static_cast<uint64_t>(l);
 }
 
-void WeightsHasher::Update(const uint8_t* data, int64_t size) {
+void WeightsHasher::Update(const uint8_t* data, int64_t size) { Absorb(nullptr, data, size); }
+
+void WeightsHasher::CopyAndUpdate(uint8_t* dst, const uint8_t* src, int64_t size) {
+  Absorb(dst, src, size);
+}
+
+void WeightsHasher::Absorb(uint8_t* dst, const uint8_t* data, int64_t size) {
+  auto copy = [&dst](const uint8_t* from, int64_t n) {
+    if (dst == nullptr) return;
+    std::memcpy(dst, from, static_cast<size_t>(n));
+    dst += n;
+  };
   total_ += size;
   if (pending_size_ > 0) {
     const int64_t take = std::min<int64_t>(64 - pending_size_, size);
+    copy(data, take);
     std::memcpy(pending_ + pending_size_, data, static_cast<size_t>(take));
     pending_size_ += take;
     data += take;
@@ -83,8 +109,14 @@ void WeightsHasher::Update(const uint8_t* data, int64_t size) {
     pending_size_ = 0;
   }
   const int64_t blocks = size / 64;
-  HashBlocks(lanes_, data, blocks);
+  if (dst == nullptr) {
+    HashBlocks(lanes_, data, blocks);
+  } else {
+    CopyHashBlocks(lanes_, dst, data, blocks);
+    dst += blocks * 64;
+  }
   pending_size_ = size - blocks * 64;
+  copy(data + blocks * 64, pending_size_);
   std::memcpy(pending_, data + blocks * 64, static_cast<size_t>(pending_size_));
 }
 

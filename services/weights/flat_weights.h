@@ -46,9 +46,14 @@ class WeightsHasher {
  public:
   WeightsHasher();
   void Update(const uint8_t* data, int64_t size);
+  // Copies src[0, size) to dst (which must not overlap it) and hashes the bytes as
+  // Update(src, size) does, reading them once.
+  void CopyAndUpdate(uint8_t* dst, const uint8_t* src, int64_t size);
   uint64_t Finish() const;
 
  private:
+  void Absorb(uint8_t* dst, const uint8_t* data, int64_t size);  // dst null: hash only
+
   uint64_t lanes_[8];
   uint8_t pending_[64];  // an incomplete block carried between Update calls
   int64_t pending_size_ = 0;

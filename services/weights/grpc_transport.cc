@@ -75,12 +75,19 @@ class GrpcWeightReceiver : public WeightReceiver {
       const rlhf::v1::WeightsHeader& header, const NextBucketFn& next_bucket) override {
     RLHF_ASSIGN_OR_RETURN(auto flat, AllocateFor(header, &pool_));
     uint8_t* base = flat->buffer.data_ptr<uint8_t>();
-    // Each piece is hashed right after it is copied, while it is still in cache.
+    // The bytes are hashed as they are copied (one pass), and the copies run on a
+    // second thread while this one reads the next bucket off the stream. Declared after
+    // `flat` and `hasher`, `copies` is destroyed first: on an early return it waits for
+    // the queued copies that still write into them.
     WeightsHasher hasher;
+    CopyPipeline copies;
     BucketTarget target;
     target.base = base;
     target.total = header.total_bytes();
-    target.on_copied = [&hasher](const uint8_t* p, int64_t n) { hasher.Update(p, n); };
+    target.copy = [&hasher](uint8_t* dst, const uint8_t* src, int64_t n) {
+      hasher.CopyAndUpdate(dst, src, n);
+    };
+    target.pipeline = &copies;
     while (target.expected_offset < header.total_bytes()) {  // in order, back to back
       absl::StatusOr<int64_t> n = next_bucket(target);
       if (!n.ok()) {
@@ -90,6 +97,7 @@ class GrpcWeightReceiver : public WeightReceiver {
       }
       target.expected_offset += *n;
     }
+    copies.Wait();
     flat->hash = hasher.Finish();
     if (flat->hash != header.hash()) {
       return absl::DataLossError(absl::StrCat("weights version ", header.version().version(),

@@ -88,9 +88,10 @@ class WeightPublisher {
 };
 
 // Reads the next bucket from the actor's WatchWeights stream (grpc transport) and copies
-// its bytes into the target (services/weights/wire.h: CopyBucketMessage for a raw gRPC
-// message, CopyBucket for a parsed one); returns the bucket's size. DataLoss when the
-// bucket does not start at target.expected_offset or does not fit.
+// its bytes into the target, or queues the copy on target.pipeline (services/weights/
+// wire.h: CopyBucketMessage for a raw gRPC message, CopyBucket for a parsed one);
+// returns the bucket's size. DataLoss when the bucket does not start at
+// target.expected_offset or does not fit.
 using NextBucketFn = std::function<absl::StatusOr<int64_t>(const BucketTarget& target)>;
 
 // Actor side. Not thread-safe: one receiving thread per actor.

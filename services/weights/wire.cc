@@ -41,9 +41,18 @@ int VarintSize(uint64_t v) {
   return n;
 }
 
-// Bytes copied before on_copied runs: small enough that the hash reads them back from
-// L1/L2 cache (gRPC's receive slices can be MiBs).
+// The most bytes one call of BucketTarget::copy moves: gRPC's receive slices can be
+// MiBs, and a copy function that makes a second pass over what it copied (a checksum of
+// the destination) then finds the piece in L1/L2 cache.
 constexpr int64_t kCopyPieceBytes = 64 << 10;
+
+void CopyPiece(const BucketTarget& target, uint8_t* dst, const uint8_t* src, int64_t n) {
+  if (target.copy) {
+    target.copy(dst, src, n);
+  } else {
+    std::memcpy(dst, src, static_cast<size_t>(n));
+  }
+}
 
 // Reads a message spread over gRPC slices (as they came off the socket) without
 // joining them. A position is (slice, byte within it) plus the absolute offset.
@@ -99,15 +108,13 @@ class SliceReader {
   }
 
   // Copies n bytes (the caller checked they exist) to dst, piece by piece.
-  void CopyOut(uint8_t* dst, int64_t n,
-               const std::function<void(const uint8_t*, int64_t)>& on_copied) {
+  void CopyOut(uint8_t* dst, int64_t n, const BucketTarget& target) {
     while (n > 0) {
       Normalize();
       const grpc::Slice& s = slices_[pos_.slice];
       const int64_t step =
           std::min<int64_t>({n, static_cast<int64_t>(s.size() - pos_.byte), kCopyPieceBytes});
-      std::memcpy(dst, s.begin() + pos_.byte, static_cast<size_t>(step));
-      if (on_copied) on_copied(dst, step);
+      CopyPiece(target, dst, s.begin() + pos_.byte, step);
       dst += step;
       pos_.byte += static_cast<size_t>(step);
       pos_.abs += step;
@@ -242,7 +249,16 @@ absl::StatusOr<int64_t> CopyBucketMessage(const grpc::ByteBuffer& message,
   if (!has_data) data_size = 0;
   if (absl::Status s = CheckPlacement(off, data_size, target); !s.ok()) return s;
   r.Seek(data_pos);
-  r.CopyOut(target.base + off, data_size, target.on_copied);
+  uint8_t* dst = target.base + off;
+  if (target.pipeline == nullptr) {
+    r.CopyOut(dst, data_size, target);
+  } else {
+    // The reader holds references to the message's slices until the copy has run.
+    BucketTarget where = target;
+    where.pipeline = nullptr;
+    target.pipeline->Add(
+        [r = std::move(r), dst, data_size, where]() mutable { r.CopyOut(dst, data_size, where); });
+  }
   return data_size;
 }
 
@@ -250,13 +266,52 @@ absl::StatusOr<int64_t> CopyBucket(const rlhf::v1::WeightsBucket& bucket,
                                    const BucketTarget& target) {
   const int64_t n = static_cast<int64_t>(bucket.data().size());
   if (absl::Status s = CheckPlacement(bucket.offset(), n, target); !s.ok()) return s;
+  if (target.pipeline != nullptr) target.pipeline->Wait();  // the pieces stay in order
   uint8_t* dst = target.base + bucket.offset();
+  const auto* src = reinterpret_cast<const uint8_t*>(bucket.data().data());
   for (int64_t done = 0; done < n; done += kCopyPieceBytes) {
-    const int64_t step = std::min(kCopyPieceBytes, n - done);
-    std::memcpy(dst + done, bucket.data().data() + done, static_cast<size_t>(step));
-    if (target.on_copied) target.on_copied(dst + done, step);
+    CopyPiece(target, dst + done, src + done, std::min(kCopyPieceBytes, n - done));
   }
   return n;
+}
+
+CopyPipeline::CopyPipeline(int max_waiting)
+    : max_waiting_(static_cast<size_t>(std::max(max_waiting, 1))), worker_([this] { Run(); }) {}
+
+CopyPipeline::~CopyPipeline() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;  // the worker drains what is queued first
+  }
+  worker_.join();
+}
+
+void CopyPipeline::Add(std::function<void()> copy) {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(this, &CopyPipeline::HasRoom));
+  waiting_.push_back(std::move(copy));
+}
+
+void CopyPipeline::Wait() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(this, &CopyPipeline::Idle));
+}
+
+void CopyPipeline::Run() {
+  while (true) {
+    std::function<void()> copy;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &CopyPipeline::HasWorkOrStops));
+      if (waiting_.empty()) return;  // stopping, nothing left
+      copy = std::move(waiting_.front());
+      waiting_.pop_front();
+      busy_ = true;
+    }
+    copy();
+    absl::MutexLock lock(&mu_);
+    busy_ = false;
+  }
 }
 
 }  // namespace rlhf::weights

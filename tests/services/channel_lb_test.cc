@@ -62,15 +62,22 @@ class ChannelLbTest : public ::testing::Test {
     }
     return seen;
   }
+  // Round robin alternates over the two connected servers, five calls each, except that
+  // gRPC starts each new picker (one per subchannel state change, which can still come
+  // after the warm-up) at a random server, which may repeat one: 4/6 was seen under
+  // load. pick_first gives 10/0.
+  static void ExpectBothServersShare(const std::multiset<HealthStatus>& seen) {
+    EXPECT_EQ(seen.size(), 10u);
+    EXPECT_GE(seen.count(HealthStatus::kServing), 3u);
+    EXPECT_GE(seen.count(HealthStatus::kNotServing), 3u);
+  }
   std::vector<std::unique_ptr<GrpcServer>> servers_;
 };
 
 TEST_F(ChannelLbTest, DefaultIsRoundRobinOverEveryAddress) {
   EXPECT_EQ(ChannelOptions{}.lb_policy, "round_robin");
   auto seen = Answers(ChannelOptions{}.lb_policy, 10, /*warm_up=*/true);
-  // Round robin alternates over the two connected servers: five calls each.
-  EXPECT_EQ(seen.count(HealthStatus::kServing), 5u);
-  EXPECT_EQ(seen.count(HealthStatus::kNotServing), 5u);
+  ExpectBothServersShare(seen);
 }
 
 TEST_F(ChannelLbTest, PickFirstSticksToOneServer) {
@@ -84,8 +91,7 @@ TEST_F(ChannelLbTest, ReplicaListIsRoundRobinOverEveryReplica) {
   auto seen =
       Answers(ChannelOptions{}.lb_policy, 10, /*warm_up=*/true,
               absl::StrCat("127.0.0.1:", servers_[0]->port(), ",localhost:", servers_[1]->port()));
-  EXPECT_EQ(seen.count(HealthStatus::kServing), 5u);
-  EXPECT_EQ(seen.count(HealthStatus::kNotServing), 5u);
+  ExpectBothServersShare(seen);
 }
 
 // One replica of two goes away: with the caller's retry (as the reward and reference

@@ -2,6 +2,7 @@
 // deliveries go into per-member queues (standing in for WatchWeights streams) and each
 // member receives on its own thread with its own WeightReceiver. The collective
 // transport runs real ProcessGroupGloo broadcasts over loopback TCP.
+#include <algorithm>
 #include <deque>
 #include <thread>
 
@@ -61,6 +62,34 @@ TEST(FlatWeightsTest, HashMatchesReferenceAndIsPiecewiseConsistent) {
     }
     EXPECT_EQ(h.Finish(), 12601817499109669629ull) << "piece " << piece;
   }
+}
+
+// The receiver's fused pass: the same hash as above (the Python reference's value), and
+// every byte copied, whatever the pieces and however they mix with plain Updates.
+TEST(FlatWeightsTest, CopyAndUpdateCopiesExactlyAndHashesLikeUpdate) {
+  std::vector<uint8_t> data(200);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7 % 256);
+  for (int64_t piece : {1, 3, 63, 64, 65, 130, 200}) {
+    std::vector<uint8_t> dest(202, 0xEE);  // one guard byte at each end
+    WeightsHasher h;
+    for (int64_t off = 0; off < 200; off += piece) {
+      h.CopyAndUpdate(dest.data() + 1 + off, data.data() + off,
+                      std::min<int64_t>(piece, 200 - off));
+    }
+    EXPECT_EQ(h.Finish(), 12601817499109669629ull) << "piece " << piece;
+    EXPECT_TRUE(std::equal(data.begin(), data.end(), dest.begin() + 1)) << "piece " << piece;
+    EXPECT_EQ(dest.front(), 0xEE);
+    EXPECT_EQ(dest.back(), 0xEE);
+  }
+  WeightsHasher mixed;
+  std::vector<uint8_t> dest(200, 0);
+  mixed.Update(data.data(), 10);
+  mixed.CopyAndUpdate(dest.data() + 10, data.data() + 10, 100);
+  mixed.Update(data.data() + 110, 50);
+  mixed.CopyAndUpdate(dest.data() + 160, data.data() + 160, 40);
+  EXPECT_EQ(mixed.Finish(), 12601817499109669629ull);
+  EXPECT_TRUE(std::equal(data.begin() + 10, data.begin() + 110, dest.begin() + 10));
+  EXPECT_TRUE(std::equal(data.begin() + 160, data.end(), dest.begin() + 160));
 }
 
 TEST(FlatWeightsTest, BufferPoolReusesOnlyUnreferencedBuffers) {
