@@ -70,7 +70,7 @@ struct BucketTarget {
   int64_t expected_offset = 0;
   // How the bytes are moved, piece by piece (<= 64 KiB each) in order: memcpy when
   // unset. The receiver copies with WeightsHasher::CopyAndUpdate, which hashes the
-  // bytes in the same pass.
+  // bytes in the same pass. With a pipeline it runs on the pipeline's thread.
   std::function<void(uint8_t* dst, const uint8_t* src, int64_t size)> copy;
   // Where the copy runs: null = on the caller before it returns; else the bucket is
   // checked on the caller and its copy queued here (after every copy queued before it).
