@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <vector>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include "core/model/threads.h"
 
@@ -204,7 +207,115 @@ RLHF_TARGET_AVX2 void DotColumns(const float* x, int64_t M, int64_t K, const flo
 }
 #undef RLHF_TARGET_AVX2
 
+// How one operand's matrices are laid out for a column-major sgemm_ that computes
+// C^T = B^T A^T (the row-major product C = A B): a row-major matrix with unit column
+// stride is its own transpose to BLAS ('N'); a transposed view (unit row stride) is 'T'.
+struct BlasOperand {
+  char op = 'N';
+  int ld = 0;
+};
+
+// The operand's layout if sgemm_ can read it in place.
+std::optional<BlasOperand> AsBlasOperand(const torch::Tensor& t) {
+  const int64_t rows = t.size(-2), cols = t.size(-1);
+  const int64_t row_stride = t.stride(-2), col_stride = t.stride(-1);
+  if (col_stride == 1 && row_stride >= std::max<int64_t>(1, cols) && FitsBlasInt(row_stride)) {
+    return BlasOperand{'N', static_cast<int>(row_stride)};
+  }
+  if (row_stride == 1 && col_stride >= std::max<int64_t>(1, rows) && FitsBlasInt(col_stride)) {
+    return BlasOperand{'T', static_cast<int>(col_stride)};
+  }
+  return std::nullopt;
+}
+
+// The element offset of each matrix of `t` (batch dims flattened in row-major order).
+std::vector<int64_t> MatrixOffsets(const torch::Tensor& t, int64_t count) {
+  std::vector<int64_t> offsets(static_cast<size_t>(count));
+  const int64_t batch_dims = t.dim() - 2;
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t rest = i, offset = 0;
+    for (int64_t d = batch_dims - 1; d >= 0; --d) {
+      offset += (rest % t.size(d)) * t.stride(d);
+      rest /= t.size(d);
+    }
+    offsets[static_cast<size_t>(i)] = offset;
+  }
+  return offsets;
+}
+
+bool BatchedMatmulInPool(const torch::Tensor& a, const torch::Tensor& b) {
+  return LoadedBlas().sgemm != nullptr && ParallelForHasPool() && a.is_cpu() && b.is_cpu() &&
+         a.scalar_type() == torch::kFloat32 && b.scalar_type() == torch::kFloat32 && a.dim() >= 3 &&
+         a.dim() == b.dim() &&
+         a.sizes().slice(0, a.dim() - 2).equals(b.sizes().slice(0, b.dim() - 2)) &&
+         a.size(-1) == b.size(-2) && a.numel() > 0 && b.numel() > 0 && FitsBlasInt(a.size(-2)) &&
+         FitsBlasInt(a.size(-1)) && FitsBlasInt(b.size(-1));
+}
+
+// The product without autograd; BatchedMatmulInPool(a, b) holds.
+torch::Tensor BatchedProduct(torch::Tensor a, torch::Tensor b) {
+  std::optional<BlasOperand> la = AsBlasOperand(a), lb = AsBlasOperand(b);
+  if (!la) {
+    a = a.contiguous();
+    la = AsBlasOperand(a);
+  }
+  if (!lb) {
+    b = b.contiguous();
+    lb = AsBlasOperand(b);
+  }
+  const int64_t M = a.size(-2), K = a.size(-1), P = b.size(-1);
+  auto sizes = a.sizes().vec();
+  sizes.back() = P;
+  auto c = at::empty(sizes, a.options());
+  const int64_t count = c.numel() / (M * P);
+  const std::vector<int64_t> a_offsets = MatrixOffsets(a, count),
+                             b_offsets = MatrixOffsets(b, count);
+  const float* a_data = a.data_ptr<float>();
+  const float* b_data = b.data_ptr<float>();
+  float* c_data = c.data_ptr<float>();
+  const Blas& blas = LoadedBlas();
+  // Inside ParallelFor's region OpenBLAS runs single-threaded (omp_in_parallel).
+  ParallelFor(0, count, /*work_per_item=*/M * K * P, [&](int64_t i0, int64_t i1) {
+    const int m = static_cast<int>(P), n = static_cast<int>(M), k = static_cast<int>(K);
+    const float one = 1.0f, zero = 0.0f;
+    for (int64_t i = i0; i < i1; ++i) {
+      blas.sgemm(&lb->op, &la->op, &m, &n, &k, &one, b_data + b_offsets[static_cast<size_t>(i)],
+                 &lb->ld, a_data + a_offsets[static_cast<size_t>(i)], &la->ld, &zero,
+                 c_data + i * M * P, &m);
+    }
+  });
+  return c;
+}
+
+class BatchedMatmulFunction : public torch::autograd::Function<BatchedMatmulFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a,
+                               const torch::Tensor& b) {
+    ctx->save_for_backward({a, b});
+    return BatchedProduct(a, b);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& a = saved[0];
+    const torch::Tensor& b = saved[1];
+    const torch::Tensor& g = grads[0];
+    torch::Tensor da, db;
+    if (ctx->needs_input_grad(0)) da = BatchedProduct(g, b.transpose(-1, -2));
+    if (ctx->needs_input_grad(1)) db = BatchedProduct(a.transpose(-1, -2), g);
+    return {da, db};
+  }
+};
+
 }  // namespace
+
+torch::Tensor BatchedMatmul(const torch::Tensor& a, const torch::Tensor& b) {
+  if (!BatchedMatmulInPool(a, b)) return at::matmul(a, b);
+  if (at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad())) {
+    return BatchedMatmulFunction::apply(a, b);
+  }
+  return BatchedProduct(a, b);
+}
 
 bool ThinProductAvailable() { return LoadedBlas().sgemm != nullptr; }
 

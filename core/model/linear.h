@@ -57,6 +57,16 @@ bool ThinProductKernelAvailable();
 // rows (1 too when there is no OpenBLAS-OpenMP sgemv_ to take it) on an AVX2+FMA CPU.
 bool ThinProductKernelTakes(int64_t rows);
 
+// a [..., M, K] times b [..., K, P] -> [..., M, P] (contiguous), for tensors with the same
+// batch dims (no broadcasting), with autograd: the backward is two such products. On the
+// CPU in fp32, with OpenBLAS's OpenMP build loaded, each thread of LibTorch's pool
+// multiplies its own range of the batch's matrices with single-threaded sgemm_ calls,
+// reading transposed views where they are. aten::bmm (what at::matmul runs) loops over
+// the matrices with one BLAS call each, forking the pool for every small product: the
+// tiny model's attention (128 products of 128x128x32 per call) ran at ~18 GFLOP/s there,
+// and bmm was 29% of its training step (docs/benchmarks.md). Anything else is at::matmul.
+torch::Tensor BatchedMatmul(const torch::Tensor& a, const torch::Tensor& b);
+
 // y [M, N] = x [M, K] times w [N, K]^T (+ bias [N] when non-null), split across the
 // calling thread and LibTorch's pool; every pointer is to contiguous fp32. Any M >= 0
 // works (M = 0 writes nothing); it is meant for M <= kThinProductMaxRows. Requires

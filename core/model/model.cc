@@ -196,11 +196,11 @@ class AttentionImpl : public torch::nn::Module {
                   .view({B, T, KV, G, D})
                   .permute({0, 2, 3, 1, 4})
                   .reshape({B, KV, G * T, D});
-    auto scores = at::matmul(qg, k.transpose(-1, -2)).view({B, KV, G, T, Lk});
+    auto scores = BatchedMatmul(qg, k.transpose(-1, -2)).view({B, KV, G, T, Lk});
     // The mask is at least fp32: in a bf16/fp16 model the scores are promoted and the
     // softmax runs in fp32 (as HF's), then back to the compute dtype.
     scores = at::softmax(scores + mask, -1).to(v.scalar_type()).view({B, KV, G * T, Lk});
-    auto ctx = at::matmul(scores, v)               // [B, KV, G*T, D]
+    auto ctx = BatchedMatmul(scores, v)  // [B, KV, G*T, D]
                    .view({B, H, T, D})
                    .transpose(1, 2)
                    .reshape({B, T, H * D});

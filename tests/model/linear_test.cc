@@ -9,10 +9,14 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/function.h>
+
+#include "core/model/threads.h"
 
 namespace rlhf {
 namespace {
@@ -183,6 +187,77 @@ TEST_F(LinearForwardTest, AutogradStillFlowsThroughTheAtenPath) {
   y.sum().backward();
   // d(sum y)/dx = column sums of W for every row.
   EXPECT_TRUE(at::allclose(x.grad(), w.detach().sum(0).expand({2, 8})));
+}
+
+// BatchedMatmul against ATen's matmul (autograd's bmm), values and gradients, in the
+// layouts attention hands it: heads split out of [B, T, H, D] (not contiguous), keys as a
+// transposed view, and an operand sgemm_ cannot read in place (every other column).
+TEST_F(LinearForwardTest, BatchedMatmulMatchesAtenInAttentionsLayouts) {
+  torch::manual_seed(11);
+  struct Case {
+    torch::Tensor a, b;
+  };
+  auto heads = [](int64_t B, int64_t T, int64_t H, int64_t D) {
+    return torch::randn({B, T, H, D}).transpose(1, 2);  // [B, H, T, D]
+  };
+  std::vector<Case> cases = {
+      {heads(3, 7, 2, 5), heads(3, 9, 2, 5).transpose(-1, -2)},  // q k^T: [3,2,7,5] x [3,2,5,9]
+      {torch::randn({3, 2, 7, 9}), heads(3, 9, 2, 5)},           // p v
+      {torch::randn({4, 6, 16}).slice(2, 0, 16, 2), torch::randn({4, 8, 3})},    // column stride 2
+      {torch::randn({5, 1, 4}), torch::randn({5, 4, 1})},                        // 1-row, 1-column
+      {torch::randn({2, 3, 1}), torch::randn({2, 1, 6})},                        // K = 1
+      {torch::randn({6, 128, 32}), torch::randn({6, 128, 32}).transpose(1, 2)},  // the tiny model's
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto a = cases[i].a.detach().requires_grad_(true);
+    const auto b = cases[i].b.detach().requires_grad_(true);
+    const auto a_ref = cases[i].a.detach().requires_grad_(true);
+    const auto b_ref = cases[i].b.detach().requires_grad_(true);
+    const auto y = BatchedMatmul(a, b);
+    const auto y_ref = at::matmul(a_ref, b_ref);
+    ASSERT_EQ(y.sizes(), y_ref.sizes()) << "case " << i;
+    EXPECT_TRUE(at::allclose(y, y_ref, 1e-5, 1e-5)) << "case " << i;
+    const auto w = torch::randn(y_ref.sizes());
+    (y * w).sum().backward();
+    (y_ref * w).sum().backward();
+    EXPECT_TRUE(at::allclose(a.grad(), a_ref.grad(), 1e-5, 1e-5)) << "case " << i;
+    EXPECT_TRUE(at::allclose(b.grad(), b_ref.grad(), 1e-5, 1e-5)) << "case " << i;
+    at::NoGradGuard no_grad;
+    EXPECT_TRUE(at::allclose(BatchedMatmul(cases[i].a, cases[i].b), y_ref, 1e-5, 1e-5))
+        << "case " << i;
+  }
+}
+
+TEST_F(LinearForwardTest, BatchedMatmulOfHandComputedValues) {
+  // [[1, 2], [3, 4]] x [[5, 6], [7, 8]] = [[19, 22], [43, 50]]; the second matrix of the
+  // batch is the first's transpose times the identity.
+  const auto a = torch::tensor({1.f, 2.f, 3.f, 4.f, 1.f, 3.f, 2.f, 4.f}).view({2, 2, 2});
+  const auto b = torch::tensor({5.f, 6.f, 7.f, 8.f, 1.f, 0.f, 0.f, 1.f}).view({2, 2, 2});
+  const auto expected = torch::tensor({19.f, 22.f, 43.f, 50.f, 1.f, 3.f, 2.f, 4.f}).view({2, 2, 2});
+  EXPECT_TRUE(at::equal(BatchedMatmul(a, b), expected));
+  // The same through transposed views of stored transposes.
+  const auto at_ = a.transpose(1, 2).contiguous().transpose(1, 2);
+  const auto bt = b.transpose(1, 2).contiguous().transpose(1, 2);
+  EXPECT_TRUE(at::equal(BatchedMatmul(at_, bt), expected));
+}
+
+// With OpenBLAS's OpenMP build and LibTorch's pool, training's products take the pooled
+// path (its own autograd node); elsewhere they are ATen's.
+TEST_F(LinearForwardTest, BatchedMatmulTakesThePoolWhereThereIsOne) {
+  const auto a = torch::randn({4, 8, 16}, torch::requires_grad());
+  const auto b = torch::randn({4, 16, 8});
+  const auto y = BatchedMatmul(a, b);
+  ASSERT_TRUE(y.grad_fn() != nullptr);
+  const std::string node = y.grad_fn()->name();
+  if (ThinProductAvailable() && ParallelForHasPool()) {
+    EXPECT_NE(node.find("BatchedMatmulFunction"), std::string::npos) << node;
+  } else {
+    EXPECT_EQ(node.find("BatchedMatmulFunction"), std::string::npos) << node;
+  }
+  // Other dtypes go to ATen.
+  const auto d =
+      BatchedMatmul(a.detach().to(torch::kFloat64).requires_grad_(true), b.to(torch::kFloat64));
+  EXPECT_EQ(std::string(d.grad_fn()->name()).find("BatchedMatmulFunction"), std::string::npos);
 }
 
 }  // namespace
