@@ -215,10 +215,14 @@ struct BlasOperand {
   int ld = 0;
 };
 
-// The operand's layout if sgemm_ can read it in place.
+// The operand's layout if sgemm_ can read it in place. The stride of a dim of size 1 is
+// never used, and PyTorch leaves it arbitrary even in a contiguous tensor (a [4, 8, 1]
+// with strides [8, 1, 3] is contiguous): it is read as the packed one, so every
+// contiguous tensor qualifies.
 std::optional<BlasOperand> AsBlasOperand(const torch::Tensor& t) {
   const int64_t rows = t.size(-2), cols = t.size(-1);
-  const int64_t row_stride = t.stride(-2), col_stride = t.stride(-1);
+  const int64_t col_stride = cols == 1 ? 1 : t.stride(-1);
+  const int64_t row_stride = rows == 1 ? std::max<int64_t>(1, cols) : t.stride(-2);
   if (col_stride == 1 && row_stride >= std::max<int64_t>(1, cols) && FitsBlasInt(row_stride)) {
     return BlasOperand{'N', static_cast<int>(row_stride)};
   }
@@ -257,7 +261,7 @@ torch::Tensor BatchedProduct(torch::Tensor a, torch::Tensor b) {
   std::optional<BlasOperand> la = AsBlasOperand(a), lb = AsBlasOperand(b);
   if (!la) {
     a = a.contiguous();
-    la = AsBlasOperand(a);
+    la = AsBlasOperand(a);  // set: every contiguous tensor qualifies
   }
   if (!lb) {
     b = b.contiguous();

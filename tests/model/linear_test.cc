@@ -203,9 +203,12 @@ TEST_F(LinearForwardTest, BatchedMatmulMatchesAtenInAttentionsLayouts) {
   std::vector<Case> cases = {
       {heads(3, 7, 2, 5), heads(3, 9, 2, 5).transpose(-1, -2)},  // q k^T: [3,2,7,5] x [3,2,5,9]
       {torch::randn({3, 2, 7, 9}), heads(3, 9, 2, 5)},           // p v
-      {torch::randn({4, 6, 16}).slice(2, 0, 16, 2), torch::randn({4, 8, 3})},    // column stride 2
-      {torch::randn({5, 1, 4}), torch::randn({5, 4, 1})},                        // 1-row, 1-column
-      {torch::randn({2, 3, 1}), torch::randn({2, 1, 6})},                        // K = 1
+      {torch::randn({4, 6, 16}).slice(2, 0, 16, 2), torch::randn({4, 8, 3})},  // column stride 2
+      {torch::randn({5, 1, 4}), torch::randn({5, 4, 1})},                      // 1-row, 1-column
+      {torch::randn({2, 3, 1}), torch::randn({2, 1, 6})},                      // K = 1
+      // Contiguous to PyTorch, with an arbitrary stride on the size-1 dim.
+      {torch::randn({32}).as_strided({4, 8, 1}, {8, 1, 3}), torch::randn({4, 1, 5})},
+      {torch::randn({4, 3, 2}), torch::randn({8}).as_strided({4, 2, 1}, {2, 1, 5})},
       {torch::randn({6, 128, 32}), torch::randn({6, 128, 32}).transpose(1, 2)},  // the tiny model's
   };
   for (size_t i = 0; i < cases.size(); ++i) {
