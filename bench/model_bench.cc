@@ -60,6 +60,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/machine_limits.h"
+#include "core/model/chunked_nll.h"
 #include "core/model/device.h"
 #include "core/model/generation.h"
 #include "core/model/logprobs.h"
@@ -90,6 +91,10 @@ ABSL_FLAG(double, quiet_ms, 250,
 ABSL_FLAG(std::string, json_out, "", "also write the results as JSON to this file");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N (both sides run there)");
 ABSL_FLAG(std::string, train_dtype, "fp32", "train case precision: fp32 or bf16 (autocast)");
+ABSL_FLAG(std::string, loss_path, "chunked",
+          "train and ppo cases: chunked (the trainers' way: only target rows unembedded, a "
+          "block at a time, core/model/chunked_nll.h) or logits (whole [rows, vocab] logits, "
+          "then log_softmax, as the Python baseline)");
 ABSL_FLAG(bool, profile, false,
           "after timing each case, run its C++ side once more under LibTorch's profiler and "
           "print the ops that took the most self time (where a case's time goes)");
@@ -178,8 +183,12 @@ int64_t CaseCalls(const Case& k) { return k.kind == "generate" ? k.new_tokens : 
 
 double CaseFlops(const ModelConfig& c, const Case& k) {
   if (k.kind == "forward") return k.batch * Flops(c, 0, k.len, k.len);
-  // Training: backward = 2x forward. The reward model has no unembedding.
-  if (k.kind == "train" || k.kind == "ppo") return 3 * k.batch * Flops(c, 0, k.len, k.len);
+  // Training: backward = 2x forward. The reward model has no unembedding; the policy step
+  // needs the log-probs of the response half only (whatever a side computes beyond that,
+  // e.g. whole logits, or the chunked path's second unembedding in backward, is not
+  // counted: GFLOP/s is the step's necessary work over its time).
+  if (k.kind == "train") return 3 * k.batch * Flops(c, 0, k.len, k.len);
+  if (k.kind == "ppo") return 3 * k.batch * Flops(c, 0, k.len, k.len - k.len / 2);
   if (k.kind == "rm") return 3 * k.batch * Flops(c, 0, k.len, 0);
   double f = Flops(c, 0, k.len, 1);
   for (int64_t s = 1; s < k.new_tokens; ++s) f += Flops(c, k.len + s - 1, 1, 1);
@@ -234,8 +243,19 @@ double RunCpp(TransformerLM& model, TransformerLM& rm, const Case& k, at::Genera
     const auto advantages = at::randn({k.batch}, gen).to(dev);
     compat::Synchronize(dev);
     const auto t0 = Clock::now();
-    const auto logits = model->forward(ids).logits;
-    const auto logp = TokenLogProbs(logits.narrow(1, 0, k.len - 1), ids.narrow(1, 1, k.len - 1));
+    torch::Tensor logp;  // [B, T - 1]: logp[:, t - 1] is token t's
+    if (absl::GetFlag(FLAGS_loss_path) == "logits") {
+      const auto logits = model->forward(ids).logits;
+      logp = TokenLogProbs(logits.narrow(1, 0, k.len - 1), ids.narrow(1, 1, k.len - 1));
+    } else {  // the learner's: only the response rows are unembedded, a block at a time
+      SequenceBatch batch;
+      batch.ids = ids;
+      batch.response_mask = torch::zeros({k.batch, k.len}, torch::kFloat32).to(dev);
+      batch.response_mask.narrow(1, k.len / 2, k.len - k.len / 2).fill_(1);
+      logp = ResponseLogProbsFromHidden(model->forward_hidden(ids).hidden, model->unembedding(),
+                                        batch, 1.0, /*with_entropy=*/false)
+                 .logp.narrow(1, 1, k.len - 1);
+    }
     PpoClipLoss(logp, blogp, advantages, mask, 0.2, LossAggregation::kTokenMean).loss.backward();
     compat::Synchronize(dev);
     const double dt = Seconds(t0, Clock::now());
@@ -247,14 +267,24 @@ double RunCpp(TransformerLM& model, TransformerLM& rm, const Case& k, at::Genera
     const bool bf16 = absl::GetFlag(FLAGS_train_dtype) == "bf16";
     compat::Synchronize(dev);
     const auto t0 = Clock::now();
-    torch::Tensor logits;
-    {
-      compat::AutocastGuard autocast(dev, at::kBFloat16, bf16);
-      logits = model->forward(ids).logits;
+    torch::Tensor loss;
+    if (absl::GetFlag(FLAGS_loss_path) == "logits") {
+      torch::Tensor logits;
+      {
+        compat::AutocastGuard autocast(dev, at::kBFloat16, bf16);
+        logits = model->forward(ids).logits;
+      }
+      loss = at::nll_loss(at::log_softmax(logits.narrow(1, 0, k.len - 1).reshape({-1, V}), -1),
+                          ids.narrow(1, 1, k.len - 1).reshape({-1}));
+    } else {  // the SFT trainer's step
+      torch::Tensor hidden;
+      {
+        compat::AutocastGuard autocast(dev, at::kBFloat16, bf16);
+        hidden = model->forward_hidden(ids).hidden;
+      }
+      loss = MaskedNextTokenNll(hidden, model->unembedding(), ids,
+                                torch::ones({k.batch, k.len}, torch::kFloat32).to(dev));
     }
-    const auto loss = at::nll_loss(
-        at::log_softmax(logits.narrow(1, 0, k.len - 1).reshape({-1, V}), -1),
-        ids.narrow(1, 1, k.len - 1).reshape({-1}));
     loss.backward();
     compat::Synchronize(dev);
     const double dt = Seconds(t0, Clock::now());

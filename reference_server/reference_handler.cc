@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "core/model/chunked_nll.h"
 #include "core/model/device.h"
 #include "core/model/logprobs.h"
 #include "core/status_macros.h"
@@ -262,9 +263,14 @@ absl::StatusOr<std::vector<ReferenceItemResult>> ReferenceHandler::RunBatch(
         // Packed on the host, run on the model's device; PerSequenceResponseValues and
         // the exact-KL rows below copy back to the host only what is answered.
         const SequenceBatch packed = SequenceBatchToDevice(host, ModelDevice(model_));
-        ForwardOutput out = model_->forward(packed.ids, packed.attention_mask,
-                                            packed.position_ids);
-        const torch::Tensor logp = ResponseLogProbs(out.logits, packed);
+        // Hidden states only: the response rows are unembedded a block at a time
+        // (chunked_nll.h), and a row of logits is made again only where exact KL asks.
+        const torch::Tensor hidden =
+            model_->forward_hidden(packed.ids, packed.attention_mask, packed.position_ids)
+                .hidden;
+        const torch::Tensor logp = ResponseLogProbsFromHidden(hidden, model_->unembedding(), packed,
+                                                              1.0, /*with_entropy=*/false)
+                                       .logp;
         std::vector<std::vector<float>> ref = PerSequenceResponseValues(logp, packed);
         std::vector<ReferenceItemResult> results(batch.size());
         for (size_t b = 0; b < batch.size(); ++b) {
@@ -282,7 +288,9 @@ absl::StatusOr<std::vector<ReferenceItemResult>> ReferenceHandler::RunBatch(
             // Row t of the response is predicted at position prompt_len + t - 1.
             const torch::Tensor rows =
                 at::log_softmax(
-                    out.logits[b].narrow(0, packed.prompt_lengths[b] - 1, n).to(torch::kFloat), -1)
+                    model_->Unembed(hidden[b].narrow(0, packed.prompt_lengths[b] - 1, n))
+                        .to(torch::kFloat),
+                    -1)
                     .to(torch::kCPU);
             r.exact_kl = ExactKl(*item.source, rows);
             if (item.estimator == KlEstimator::kExact) r.kl = r.exact_kl;

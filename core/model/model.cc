@@ -523,11 +523,16 @@ torch::Tensor TransformerLMImpl::TransposedUnembedding(const torch::Tensor& weig
   return unembedding_t_;
 }
 
+const torch::Tensor& TransformerLMImpl::unembedding() const {
+  TORCH_CHECK(config_.lm_head, "the model has no LM head (lm_head = false)");
+  return config_.tie_embeddings ? wte_->weight : lm_head_weight_;
+}
+
 torch::Tensor TransformerLMImpl::Unembed(const torch::Tensor& hidden) {
   TORCH_CHECK(config_.lm_head, "Unembed: model has no lm_head");
   // At least fp32 logits whatever the compute dtype (a no-op for an fp32 model):
   // log-probs and sampling downstream read them as float.
-  const torch::Tensor& weight = config_.tie_embeddings ? wte_->weight : lm_head_weight_;
+  const torch::Tensor& weight = unembedding();
   const int64_t rows = hidden.numel() / hidden.size(-1);
   const bool cpu_inference = hidden.is_cpu() && hidden.scalar_type() == torch::kFloat32 &&
                              weight.scalar_type() == torch::kFloat32 && !at::GradMode::is_enabled();
@@ -549,6 +554,12 @@ ForwardOutput TransformerLMImpl::forward_last(const torch::Tensor& ids,
                                               const torch::Tensor& attention_mask,
                                               const torch::Tensor& position_ids, KVCache* cache) {
   return Run(ids, attention_mask, position_ids, cache, LogitsMode::kLast);
+}
+
+ForwardOutput TransformerLMImpl::forward_hidden(const torch::Tensor& ids,
+                                                const torch::Tensor& attention_mask,
+                                                const torch::Tensor& position_ids) {
+  return Run(ids, attention_mask, position_ids, /*cache=*/nullptr, LogitsMode::kNone);
 }
 
 ForwardOutput TransformerLMImpl::Run(const torch::Tensor& ids, const torch::Tensor& attention_mask,
@@ -626,7 +637,7 @@ ForwardOutput TransformerLMImpl::Run(const torch::Tensor& ids, const torch::Tens
   ForwardOutput out;
   out.hidden = ln_f_bias_.defined() ? at::layer_norm(x, {config_.d_model}, ln_f_weight_, ln_f_bias_, config_.norm_eps)
                                     : RmsNorm(x, ln_f_weight_, config_.norm_eps);
-  if (config_.lm_head) {
+  if (config_.lm_head && mode != LogitsMode::kNone) {
     out.logits = Unembed(mode == LogitsMode::kLast ? out.hidden.narrow(1, T - 1, 1) : out.hidden);
   }
   if (config_.scalar_head) {

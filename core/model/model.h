@@ -117,6 +117,15 @@ class TransformerLMImpl : public torch::nn::Module {
   ForwardOutput forward_last(const torch::Tensor& ids, const torch::Tensor& attention_mask = {},
                              const torch::Tensor& position_ids = {}, KVCache* cache = nullptr);
 
+  // Like forward(), but without the unembedding (out.logits undefined), for losses that
+  // unembed the hidden states themselves a block at a time (chunked_nll.h).
+  ForwardOutput forward_hidden(const torch::Tensor& ids, const torch::Tensor& attention_mask = {},
+                               const torch::Tensor& position_ids = {});
+
+  // The [vocab, d_model] output matrix: wte's weight when tied, else lm_head's. Throws
+  // c10::Error when the model has no LM head.
+  const torch::Tensor& unembedding() const;
+
   // hidden [..., d_model] -> logits [..., vocab] (requires lm_head). Lets callers that
   // need logits at a few positions only (e.g. response tokens) skip the rest.
   // Without autograd on the CPU in fp32 and for two rows or more, it multiplies by a
@@ -132,7 +141,7 @@ class TransformerLMImpl : public torch::nn::Module {
   const ModelConfig& config() const { return config_; }
 
  private:
-  enum class LogitsMode { kAll, kLast };
+  enum class LogitsMode { kAll, kLast, kNone };
   ForwardOutput Run(const torch::Tensor& ids, const torch::Tensor& attention_mask,
                     const torch::Tensor& position_ids, KVCache* cache, LogitsMode mode);
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/model/chunked_nll.h"
 #include "core/model/logprobs.h"
 #include "core/status_macros.h"
 #include "core/util/splitmix.h"
@@ -218,16 +219,20 @@ absl::StatusOr<LoopStepStats> InProcessLoop::RunStep() {
   std::vector<std::vector<float>> exact(prompts.size());
   absl::StatusOr<std::vector<std::vector<float>>> ref_lp = TorchCall([&] {
     torch::NoGradGuard no_grad;
-    const ForwardOutput f = reference_->forward(packed->ids, packed->attention_mask,
-                                                packed->position_ids);
+    const torch::Tensor hidden =
+        reference_->forward_hidden(packed->ids, packed->attention_mask, packed->position_ids)
+            .hidden;
     const double temp = LogProbTemperature(options_.sampling);
-    if (exact_kl) {  // as the reference server does, from the same full forward
-      const int64_t V = f.logits.size(-1);
+    if (exact_kl) {  // as the reference server does, from the same forward
+      const int64_t V = reference_->config().vocab_size;
       for (size_t b = 0; b < prompts.size(); ++b) {
         const int64_t n = static_cast<int64_t>(gen->responses[b].size());
         if (n == 0) continue;
         const torch::Tensor ref_rows = at::log_softmax(
-            f.logits[b].narrow(0, packed->prompt_lengths[b] - 1, n).to(torch::kFloat) / temp, -1);
+            reference_->Unembed(hidden[b].narrow(0, packed->prompt_lengths[b] - 1, n))
+                    .to(torch::kFloat) /
+                temp,
+            -1);
         torch::Tensor policy = torch::empty({n, V}, torch::kFloat);
         for (int64_t t = 0; t < n; ++t) {
           const TopKDistribution& d = gen->top_k[b][t];
@@ -238,7 +243,11 @@ absl::StatusOr<LoopStepStats> InProcessLoop::RunStep() {
         exact[b].assign(kl.data_ptr<float>(), kl.data_ptr<float>() + n);
       }
     }
-    return PerSequenceResponseValues(ResponseLogProbs(f.logits, *packed, temp), *packed);
+    return PerSequenceResponseValues(
+        ResponseLogProbsFromHidden(hidden, reference_->unembedding(), *packed, temp,
+                                   /*with_entropy=*/false)
+            .logp,
+        *packed);
   }, "reference model");
   if (!ref_lp.ok()) return rollback(ref_lp.status());
   absl::StatusOr<std::vector<float>> rewards = reward_(prompts, gen->responses);

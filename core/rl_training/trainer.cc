@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/model/chunked_nll.h"
 #include "core/model/compute_dtype.h"
 #include "core/model/device.h"
 #include "core/model/logprobs.h"
@@ -348,12 +349,16 @@ absl::StatusOr<std::vector<std::vector<float>>> Trainer::ResponseLogProbsOf(
   return TorchCall([&] {
     torch::NoGradGuard no_grad;
     const SequenceBatch dev = SequenceBatchToDevice(sb, device_);
-    ForwardOutput out;
+    torch::Tensor logp;
     {
       compat::AutocastGuard autocast(device_, options_.train_dtype);
-      out = policy_->forward(dev.ids, dev.attention_mask, dev.position_ids);
+      const torch::Tensor hidden =
+          policy_->forward_hidden(dev.ids, dev.attention_mask, dev.position_ids).hidden;
+      logp = ResponseLogProbsFromHidden(hidden, policy_->unembedding(), dev, options_.temperature,
+                                        /*with_entropy=*/false)
+                 .logp;
     }
-    return PerSequenceResponseValues(ResponseLogProbs(out.logits, dev, options_.temperature), dev);
+    return PerSequenceResponseValues(logp, dev);
   });
 }
 
@@ -599,14 +604,19 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
   const double temp = options_.temperature;
   const torch::Tensor b_c = rows_of(p.blogp);
   const torch::Tensor a_c = rows_of(t.advantages);
-  ForwardOutput out;
+  ChunkedLogProbs tokens;
   {
     // Only the forward runs under autocast; backward follows the recorded dtypes, and the
-    // losses below read fp32 logits (the model returns logits in at least fp32).
+    // losses below read fp32 log-probs. Only the response rows are unembedded, a block
+    // at a time (chunked_nll.h): the same log-probs and entropies as ResponseLogProbs
+    // and EntropyFromLogits over whole logits, without the [rows, vocab] tensors.
     compat::AutocastGuard autocast(device_, options_.train_dtype);
-    out = policy_->forward(sub.ids, sub.attention_mask, sub.position_ids);
+    const torch::Tensor hidden =
+        policy_->forward_hidden(sub.ids, sub.attention_mask, sub.position_ids).hidden;
+    tokens = ResponseLogProbsFromHidden(hidden, policy_->unembedding(), sub, temp,
+                                        /*with_entropy=*/options_.entropy_coef > 0 || first_epoch);
   }
-  const torch::Tensor logp = ResponseLogProbs(out.logits, sub, temp);
+  const torch::Tensor& logp = tokens.logp;
   PolicyLossOutput pl =
       options_.algorithm == RlAlgorithm::kPpo
           ? PpoClipLoss(logp, b_c, a_c, m, options_.clip_eps, options_.aggregation)
@@ -617,16 +627,10 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
   }
   // Entropy of the distribution each response token was drawn from.
   if (options_.entropy_coef > 0) {
-    const torch::Tensor ent = ShiftRight(EntropyFromLogits(out.logits / temp));
-    loss = loss - options_.entropy_coef * AggregateLoss(ent, m, options_.aggregation);
-    if (first_epoch) {
-      totals->entropy += (ent.detach() * m).sum().item<double>();
-      totals->entropy_tokens += m.sum().item<int64_t>();
-    }
-  } else if (first_epoch) {
-    torch::NoGradGuard no_grad;
-    const torch::Tensor ent = ShiftRight(EntropyFromLogits(out.logits.detach() / temp));
-    totals->entropy += (ent * m).sum().item<double>();
+    loss = loss - options_.entropy_coef * AggregateLoss(tokens.entropy, m, options_.aggregation);
+  }
+  if (first_epoch) {
+    totals->entropy += (tokens.entropy.detach() * m).sum().item<double>();
     totals->entropy_tokens += m.sum().item<int64_t>();
   }
   (loss * weight).backward();
@@ -652,16 +656,18 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
 
 void Trainer::AccumulatePtx(const SequenceBatch& host_ptx, UpdateTotals* totals) {
   const SequenceBatch ptx = SequenceBatchToDevice(host_ptx, device_);
-  ForwardOutput out;
+  torch::Tensor nll;  // the mean next-token loss of the pretraining texts
   {
     compat::AutocastGuard autocast(device_, options_.train_dtype);
-    out = policy_->forward(ptx.ids, ptx.attention_mask, ptx.position_ids);
+    const torch::Tensor hidden =
+        policy_->forward_hidden(ptx.ids, ptx.attention_mask, ptx.position_ids).hidden;
+    // Without the [rows, vocab] logits (chunked_nll.h); the same loss as
+    // PtxLoss(ResponseLogProbs(logits, ptx, 1.0), response_mask, ptx_coef).
+    nll = MaskedNextTokenNll(hidden, policy_->unembedding(), ptx.ids, ptx.response_mask);
   }
-  const torch::Tensor logp = ResponseLogProbs(out.logits, ptx, 1.0);
-  const torch::Tensor l = PtxLoss(logp, ptx.response_mask, options_.ptx_coef);
-  l.backward();
+  (nll * options_.ptx_coef).backward();
   totals->tokens_processed += ptx.ids.numel();
-  totals->ptx_loss += -MaskedMean(logp.detach(), ptx.response_mask).item<double>();
+  totals->ptx_loss += nll.item<double>();
 }
 
 bool Trainer::OptimizerStep(const MinibatchLosses& losses, UpdateTotals* totals) {

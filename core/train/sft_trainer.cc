@@ -12,18 +12,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/model/checkpoint.h"
+#include "core/model/chunked_nll.h"
 #include "core/status_macros.h"
 #include "core/tokenizer/model_dir.h"
 
 namespace rlhf {
 
-torch::Tensor SftLoss(const torch::Tensor& logits, const PackedBatch& batch) {
-  const int64_t T = logits.size(1);
-  const auto logp = torch::log_softmax(logits.narrow(1, 0, T - 1).to(torch::kFloat32), -1);
-  const auto targets = batch.ids.narrow(1, 1, T - 1).unsqueeze(-1);
-  const auto token_logp = logp.gather(-1, targets).squeeze(-1);
-  const auto mask = batch.target_mask.narrow(1, 1, T - 1);
-  return -(token_logp * mask).sum() / mask.sum().clamp_min(1.0);
+torch::Tensor SftLoss(const torch::Tensor& hidden, const torch::Tensor& unembedding,
+                      const PackedBatch& batch) {
+  return MaskedNextTokenNll(hidden, unembedding, batch.ids, batch.target_mask);
 }
 
 SftTrainer::SftTrainer(TransformerLM model, const Tokenizer& tokenizer, const SftOptions& options)
@@ -80,9 +77,9 @@ double SftTrainer::HeldoutLoss() {
     std::vector<const Example*> rows;
     for (size_t j = i; j < std::min(heldout_.size(), i + kChunk); ++j) rows.push_back(&heldout_[j]);
     PackedBatch batch = Pack(rows);
-    auto out = model_->forward(batch.ids, batch.attention_mask);
+    const torch::Tensor hidden = model_->forward_hidden(batch.ids, batch.attention_mask).hidden;
     const double n = batch.target_mask.narrow(1, 1, batch.ids.size(1) - 1).sum().item<double>();
-    total += SftLoss(out.logits, batch).item<double>() * n;
+    total += SftLoss(hidden, model_->unembedding(), batch).item<double>() * n;
     count += n;
   }
   model_->train();
@@ -133,8 +130,9 @@ absl::StatusOr<SftResult> SftTrainer::Train(const ProgressFn& progress) {
     PackedBatch batch = Pack(rows);
     RLHF_ASSIGN_OR_RETURN(double loss_value, TorchCall([&] {
                             optimizer_->zero_grad();
-                            auto out = model_->forward(batch.ids, batch.attention_mask);
-                            torch::Tensor loss = SftLoss(out.logits, batch);
+                            const torch::Tensor hidden =
+                                model_->forward_hidden(batch.ids, batch.attention_mask).hidden;
+                            torch::Tensor loss = SftLoss(hidden, model_->unembedding(), batch);
                             loss.backward();
                             ClipGradNorm(params, options_.grad_clip);
                             optimizer_->step();

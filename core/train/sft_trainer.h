@@ -59,9 +59,13 @@ struct SftResult {
   int64_t dropped_records = 0;   // over-length records with nothing left of the response
 };
 
-// Mean NLL of the targets of `batch` under `logits` [B, T, V]: target t is predicted by
-// logits[:, t-1]. Differentiable.
-torch::Tensor SftLoss(const torch::Tensor& logits, const PackedBatch& batch);
+// Mean NLL of the targets of `batch` under logits = hidden · unembeddingᵀ, where hidden
+// [B, T, d] are the model's final hidden states (forward_hidden) and unembedding its
+// [V, d] output matrix (unembedding()): target t is predicted by position t-1. The
+// logits are made a block of target rows at a time, never whole (chunked_nll.h).
+// Differentiable with respect to both.
+torch::Tensor SftLoss(const torch::Tensor& hidden, const torch::Tensor& unembedding,
+                      const PackedBatch& batch);
 
 class SftTrainer {
  public:

@@ -211,12 +211,17 @@ TEST(TrainerTest, PtxRaisesPretrainLikelihood) {
     TrainerOptions o = BaseOptions(RlAlgorithm::kGrpo);
     o.ptx_coef = coef;
     o.kl.initial_beta = 0;
+    o.minibatch_size = 1000;  // one optimizer step per Step: ptx_loss is read before it
     auto trainer = *Trainer::Create(o, policy);
     std::vector<Trajectory> batch = HandBatch(policy, ref);
     for (auto& t : batch) t.reward = 0;  // no policy-gradient signal
     const double before = text_logp(policy);
-    TrainStats s;
-    for (int i = 0; i < 3; ++i) s = *trainer->Step(batch, text);
+    TrainStats s = *trainer->Step(batch, text);
+    ASSERT_EQ(s.optimizer_steps, 1);
+    // The term is the texts' mean next-token loss: 7 predicted tokens (all but each
+    // text's first), scored by LogProbs (whole logits) before the update.
+    if (coef > 0) EXPECT_NEAR(s.ptx_loss, -before / 7, 1e-4);
+    for (int i = 0; i < 2; ++i) s = *trainer->Step(batch, text);
     if (coef > 0) {
       EXPECT_GT(text_logp(policy), before + 1.0);
       EXPECT_GT(s.ptx_loss, 0);

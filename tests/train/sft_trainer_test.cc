@@ -44,19 +44,21 @@ TEST(SftLossTest, MasksPromptAndPaddingAgainstHandBuiltBatch) {
   PackedBatch masked = PackBatch({{2, 0}, {1}}, {{1, 2}, {0}}, 2, false);
   PackedBatch all = PackBatch({{2, 0}, {1}}, {{1, 2}, {0}}, 2, true);
   const float l2 = std::log(2.f), l3 = std::log(3.f), l4 = std::log(4.f);
-  // logits[b, t] predicts ids[b, t + 1].
+  // logits[b, t] predicts ids[b, t + 1]. With the identity as the unembedding, the
+  // hidden states are the logits.
+  const auto eye = torch::eye(3);
   auto logits = torch::tensor({{{0.f, 0.f, 0.f}, {l2, 0.f, 0.f}, {0.f, 0.f, l3}, {5.f, 5.f, 5.f}},
                                {{0.f, l4, 0.f}, {9.f, 0.f, 0.f}, {0.f, 9.f, 0.f}, {1.f, 2.f, 3.f}}});
   // Targets: row 0 t=2 (id 1, p = 1/4), t=3 (id 2, p = 3/5); row 1 t=1 (id 0, p = 1/6).
   const double masked_expected = (std::log(4.0) - std::log(0.6) + std::log(6.0)) / 3;
-  EXPECT_NEAR(SftLoss(logits, masked).item<double>(), masked_expected, 1e-6);
+  EXPECT_NEAR(SftLoss(logits, eye, masked).item<double>(), masked_expected, 1e-6);
   // With the prompt: also row 0 t=1 (id 0, p = 1/3). Row 1's padding never counts.
   const double all_expected = (std::log(3.0) + std::log(4.0) - std::log(0.6) + std::log(6.0)) / 4;
-  EXPECT_NEAR(SftLoss(logits, all).item<double>(), all_expected, 1e-6);
+  EXPECT_NEAR(SftLoss(logits, eye, all).item<double>(), all_expected, 1e-6);
 
   // The gradient reaches only target-predicting positions.
   auto g = logits.clone().requires_grad_(true);
-  SftLoss(g, masked).backward();
+  SftLoss(g, eye, masked).backward();
   EXPECT_EQ(g.grad()[0][0].abs().sum().item<float>(), 0.f);  // predicts a prompt token
   EXPECT_EQ(g.grad()[0][3].abs().sum().item<float>(), 0.f);  // last position predicts nothing
   EXPECT_EQ(g.grad()[1][1].abs().sum().item<float>(), 0.f);  // predicts padding
