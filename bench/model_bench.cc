@@ -60,7 +60,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/machine_limits.h"
-#include "core/model/chunked_nll.h"
+#include "core/model/chunked_unembedding.h"
 #include "core/model/device.h"
 #include "core/model/generation.h"
 #include "core/model/logprobs.h"
@@ -93,7 +93,7 @@ ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N (both sides run there
 ABSL_FLAG(std::string, train_dtype, "fp32", "train case precision: fp32 or bf16 (autocast)");
 ABSL_FLAG(std::string, loss_path, "chunked",
           "train and ppo cases: chunked (the trainers' way: only target rows unembedded, a "
-          "block at a time, core/model/chunked_nll.h) or logits (whole [rows, vocab] logits, "
+          "block at a time, core/model/chunked_unembedding.h) or logits (whole [rows, vocab] logits, "
           "then log_softmax, as the Python baseline)");
 ABSL_FLAG(bool, profile, false,
           "after timing each case, run its C++ side once more under LibTorch's profiler and "

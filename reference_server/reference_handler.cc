@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "core/model/chunked_nll.h"
+#include "core/model/chunked_unembedding.h"
 #include "core/model/device.h"
 #include "core/model/logprobs.h"
 #include "core/status_macros.h"
@@ -264,7 +264,7 @@ absl::StatusOr<std::vector<ReferenceItemResult>> ReferenceHandler::RunBatch(
         // the exact-KL rows below copy back to the host only what is answered.
         const SequenceBatch packed = SequenceBatchToDevice(host, ModelDevice(model_));
         // Hidden states only: the response rows are unembedded a block at a time
-        // (chunked_nll.h), and a row of logits is made again only where exact KL asks.
+        // (chunked_unembedding.h), and a row of logits is made again only where exact KL asks.
         const torch::Tensor hidden =
             model_->forward_hidden(packed.ids, packed.attention_mask, packed.position_ids)
                 .hidden;

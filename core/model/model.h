@@ -118,7 +118,7 @@ class TransformerLMImpl : public torch::nn::Module {
                              const torch::Tensor& position_ids = {}, KVCache* cache = nullptr);
 
   // Like forward(), but without the unembedding (out.logits undefined), for losses that
-  // unembed the hidden states themselves a block at a time (chunked_nll.h).
+  // unembed the hidden states themselves a block at a time (chunked_unembedding.h).
   ForwardOutput forward_hidden(const torch::Tensor& ids, const torch::Tensor& attention_mask = {},
                                const torch::Tensor& position_ids = {});
 

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "core/model/chunked_nll.h"
+#include "core/model/chunked_unembedding.h"
 #include "core/model/logprobs.h"
 #include "core/status_macros.h"
 #include "core/util/splitmix.h"

@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "core/model/chunked_nll.h"
+#include "core/model/chunked_unembedding.h"
 #include "core/model/compute_dtype.h"
 #include "core/model/device.h"
 #include "core/model/logprobs.h"
@@ -608,7 +608,7 @@ void Trainer::AccumulateMicroBatch(const PackedBatch& p, const Targets& t,
   {
     // Only the forward runs under autocast; backward follows the recorded dtypes, and the
     // losses below read fp32 log-probs. Only the response rows are unembedded, a block
-    // at a time (chunked_nll.h): the same log-probs and entropies as ResponseLogProbs
+    // at a time (chunked_unembedding.h): the same log-probs and entropies as ResponseLogProbs
     // and EntropyFromLogits over whole logits, without the [rows, vocab] tensors.
     compat::AutocastGuard autocast(device_, options_.train_dtype);
     const torch::Tensor hidden =
@@ -661,7 +661,7 @@ void Trainer::AccumulatePtx(const SequenceBatch& host_ptx, UpdateTotals* totals)
     compat::AutocastGuard autocast(device_, options_.train_dtype);
     const torch::Tensor hidden =
         policy_->forward_hidden(ptx.ids, ptx.attention_mask, ptx.position_ids).hidden;
-    // Without the [rows, vocab] logits (chunked_nll.h); the same loss as
+    // Without the [rows, vocab] logits (chunked_unembedding.h); the same loss as
     // PtxLoss(ResponseLogProbs(logits, ptx, 1.0), response_mask, ptx_coef).
     nll = MaskedNextTokenNll(hidden, policy_->unembedding(), ptx.ids, ptx.response_mask);
   }

@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/model/checkpoint.h"
-#include "core/model/chunked_nll.h"
+#include "core/model/chunked_unembedding.h"
 #include "core/status_macros.h"
 #include "core/tokenizer/model_dir.h"
 

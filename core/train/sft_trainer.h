@@ -62,7 +62,7 @@ struct SftResult {
 // Mean NLL of the targets of `batch` under logits = hidden · unembeddingᵀ, where hidden
 // [B, T, d] are the model's final hidden states (forward_hidden) and unembedding its
 // [V, d] output matrix (unembedding()): target t is predicted by position t-1. The
-// logits are made a block of target rows at a time, never whole (chunked_nll.h).
+// logits are made a block of target rows at a time, never whole (chunked_unembedding.h).
 // Differentiable with respect to both.
 torch::Tensor SftLoss(const torch::Tensor& hidden, const torch::Tensor& unembedding,
                       const PackedBatch& batch);

@@ -1,4 +1,4 @@
-#include "core/model/chunked_nll.h"
+#include "core/model/chunked_unembedding.h"
 
 #include <algorithm>
 #include <utility>
@@ -9,9 +9,9 @@
 namespace rlhf {
 namespace {
 
-int64_t BlockRows(int64_t vocab, const ChunkedNllOptions& options) {
+int64_t BlockRows(int64_t vocab, const ChunkedUnembeddingOptions& options) {
   if (options.block_rows > 0) return options.block_rows;
-  return std::max<int64_t>(1, ChunkedNllOptions::kDefaultBlockBytes / (4 * std::max<int64_t>(vocab, 1)));
+  return std::max<int64_t>(1, ChunkedUnembeddingOptions::kDefaultBlockBytes / (4 * std::max<int64_t>(vocab, 1)));
 }
 
 at::ScalarType FloatType(const torch::Tensor& hidden, const torch::Tensor& w) {
@@ -214,7 +214,7 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
 
 torch::Tensor ChunkedTokenNll(const torch::Tensor& hidden, const torch::Tensor& unembedding,
                               const torch::Tensor& targets, const torch::Tensor& row_weights,
-                              const ChunkedNllOptions& options) {
+                              const ChunkedUnembeddingOptions& options) {
   TORCH_CHECK(row_weights.defined(), "ChunkedTokenNll: row_weights is undefined");
   CheckArguments("ChunkedTokenNll", hidden, unembedding, targets, row_weights);
   const int64_t block_rows = BlockRows(unembedding.size(0), options);
@@ -227,7 +227,7 @@ torch::Tensor ChunkedTokenNll(const torch::Tensor& hidden, const torch::Tensor& 
 
 torch::Tensor MaskedNextTokenNll(const torch::Tensor& hidden, const torch::Tensor& unembedding,
                                  const torch::Tensor& ids, const torch::Tensor& target_mask,
-                                 const ChunkedNllOptions& options) {
+                                 const ChunkedUnembeddingOptions& options) {
   TORCH_CHECK(hidden.dim() == 3, "MaskedNextTokenNll: hidden must be [B, T, d], got ",
               hidden.sizes());
   const int64_t B = hidden.size(0), T = hidden.size(1);
@@ -251,7 +251,7 @@ torch::Tensor MaskedNextTokenNll(const torch::Tensor& hidden, const torch::Tenso
 
 ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::Tensor& unembedding,
                                      const torch::Tensor& targets, double temperature,
-                                     bool with_entropy, const ChunkedNllOptions& options) {
+                                     bool with_entropy, const ChunkedUnembeddingOptions& options) {
   CheckArguments("ChunkedTokenLogProbs", hidden, unembedding, targets, torch::Tensor());
   TORCH_CHECK(temperature > 0, "ChunkedTokenLogProbs: temperature must be > 0, got ", temperature);
   const int64_t block_rows = BlockRows(unembedding.size(0), options);
@@ -275,7 +275,7 @@ ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::T
 ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
                                            const torch::Tensor& unembedding,
                                            const SequenceBatch& batch, double temperature,
-                                           bool with_entropy, const ChunkedNllOptions& options) {
+                                           bool with_entropy, const ChunkedUnembeddingOptions& options) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == batch.ids.size(0) &&
                   hidden.size(1) == batch.ids.size(1),
               "hidden must be [B, T, d] matching the batch ", batch.ids.sizes(), ", got ",

@@ -1,4 +1,4 @@
-#include "core/model/chunked_nll.h"
+#include "core/model/chunked_unembedding.h"
 
 #include <functional>
 #include <string>
@@ -13,7 +13,7 @@ namespace rlhf {
 namespace {
 
 // The loss as one writes it with whole logits: LibTorch's log_softmax, gather and
-// autograd, none of chunked_nll.cc's code.
+// autograd, none of chunked_unembedding.cc's code.
 torch::Tensor ReferenceNll(const torch::Tensor& hidden, const torch::Tensor& w,
                            const torch::Tensor& targets, const torch::Tensor& row_weights) {
   const torch::Tensor logp = torch::log_softmax(hidden.matmul(w.t()), -1);
@@ -48,14 +48,14 @@ Gradients LossAndGradients(const Problem& p, LossFn loss_fn, double upstream = 1
   return {loss.detach(), h.grad(), w.grad()};
 }
 
-TEST(ChunkedNllTest, MatchesWholeLogitsInFloat64ForEveryBlockSize) {
+TEST(ChunkedUnembeddingTest, MatchesWholeLogitsInFloat64ForEveryBlockSize) {
   const Problem p = RandomProblem(/*n=*/10, /*v=*/7, /*d=*/5, torch::kFloat64, 1);
   const Gradients want = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
     return ReferenceNll(h, w, p.targets, p.row_weights);
   });
   for (int64_t block : {1, 3, 4, 10, 64}) {
     SCOPED_TRACE("block_rows " + std::to_string(block));
-    ChunkedNllOptions o;
+    ChunkedUnembeddingOptions o;
     o.block_rows = block;
     const Gradients got = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
       return ChunkedTokenNll(h, w, p.targets, p.row_weights, o);
@@ -66,7 +66,7 @@ TEST(ChunkedNllTest, MatchesWholeLogitsInFloat64ForEveryBlockSize) {
     EXPECT_TRUE(torch::allclose(got.w, want.w, 1e-10, 1e-12));
   }
   // The zero-weight row gets no gradient.
-  ChunkedNllOptions o;
+  ChunkedUnembeddingOptions o;
   o.block_rows = 3;
   const Gradients got = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
     return ChunkedTokenNll(h, w, p.targets, p.row_weights, o);
@@ -75,7 +75,7 @@ TEST(ChunkedNllTest, MatchesWholeLogitsInFloat64ForEveryBlockSize) {
   EXPECT_GT(got.hidden[2].abs().sum().item<double>(), 0.0);
 }
 
-TEST(ChunkedNllTest, BackwardScalesByTheIncomingGradient) {
+TEST(ChunkedUnembeddingTest, BackwardScalesByTheIncomingGradient) {
   const Problem p = RandomProblem(6, 11, 4, torch::kFloat64, 2);
   auto chunked = [&](const torch::Tensor& h, const torch::Tensor& w) {
     return ChunkedTokenNll(h, w, p.targets, p.row_weights);
@@ -89,9 +89,9 @@ TEST(ChunkedNllTest, BackwardScalesByTheIncomingGradient) {
   EXPECT_TRUE(torch::allclose(got.w, want.w, 1e-10, 1e-12));
 }
 
-TEST(ChunkedNllTest, Float32AtAVocabularyOfThousands) {
+TEST(ChunkedUnembeddingTest, Float32AtAVocabularyOfThousands) {
   const Problem p = RandomProblem(/*n=*/37, /*v=*/5000, /*d=*/16, torch::kFloat32, 3);
-  ChunkedNllOptions o;
+  ChunkedUnembeddingOptions o;
   o.block_rows = 8;
   const Gradients got = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
     return ChunkedTokenNll(h, w, p.targets, p.row_weights, o);
@@ -107,7 +107,7 @@ TEST(ChunkedNllTest, Float32AtAVocabularyOfThousands) {
   EXPECT_TRUE(torch::allclose(got.w.to(torch::kFloat64), want.w, 1e-4, 1e-6));
 }
 
-TEST(ChunkedNllTest, OnlyTheGradientsAskedForAreMade) {
+TEST(ChunkedUnembeddingTest, OnlyTheGradientsAskedForAreMade) {
   const Problem p = RandomProblem(5, 9, 3, torch::kFloat64, 4);
   {  // Only hidden requires a gradient: none reaches the unembedding.
     const torch::Tensor h = p.hidden.clone().requires_grad_(true);
@@ -125,7 +125,7 @@ TEST(ChunkedNllTest, OnlyTheGradientsAskedForAreMade) {
   }
 }
 
-TEST(ChunkedNllTest, NoRowsIsALossOfZeroWithZeroGradients) {
+TEST(ChunkedUnembeddingTest, NoRowsIsALossOfZeroWithZeroGradients) {
   const torch::Tensor h = torch::zeros({0, 4}, torch::kFloat32).requires_grad_(true);
   const torch::Tensor w = torch::randn({6, 4}).requires_grad_(true);
   const torch::Tensor loss =
@@ -135,7 +135,7 @@ TEST(ChunkedNllTest, NoRowsIsALossOfZeroWithZeroGradients) {
   EXPECT_EQ(w.grad().abs().sum().item<double>(), 0.0);
 }
 
-TEST(ChunkedNllTest, BadArgumentsAreNamed) {
+TEST(ChunkedUnembeddingTest, BadArgumentsAreNamed) {
   const torch::Tensor h = torch::randn({3, 4}), w = torch::randn({6, 4});
   const torch::Tensor ids = torch::tensor({0, 5, 2}, torch::kLong), ones = torch::ones({3});
   auto message = [](const std::function<void()>& f) {
@@ -164,7 +164,7 @@ TEST(ChunkedNllTest, BadArgumentsAreNamed) {
 
 // MaskedNextTokenNll against the same loss written over whole logits: position t
 // predicts ids[:, t + 1], weighted by target_mask[:, t + 1], divided by the mask's sum.
-TEST(ChunkedNllTest, MaskedNextTokenNllIsTheMeanOverTargets) {
+TEST(ChunkedUnembeddingTest, MaskedNextTokenNllIsTheMeanOverTargets) {
   torch::manual_seed(5);
   const int64_t B = 3, T = 6, V = 13, d = 4;
   const torch::Tensor hidden = torch::randn({B, T, d}, torch::kFloat64);
@@ -184,7 +184,7 @@ TEST(ChunkedNllTest, MaskedNextTokenNllIsTheMeanOverTargets) {
   };
   const Problem p{hidden, w, ids, mask};
   const Gradients want = LossAndGradients(p, reference);
-  ChunkedNllOptions o;
+  ChunkedUnembeddingOptions o;
   o.block_rows = 2;
   const Gradients got = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& u) {
     return MaskedNextTokenNll(h, u, ids, mask, o);
@@ -206,7 +206,7 @@ ChunkedLogProbs ReferenceLogProbs(const torch::Tensor& hidden, const torch::Tens
   return {lsm.gather(-1, targets.unsqueeze(-1)).squeeze(-1), -(lsm.exp() * lsm).sum(-1)};
 }
 
-TEST(ChunkedNllTest, LogProbsAndEntropiesWithTheirGradients) {
+TEST(ChunkedUnembeddingTest, LogProbsAndEntropiesWithTheirGradients) {
   const Problem p = RandomProblem(/*n=*/9, /*v=*/12, /*d=*/5, torch::kFloat64, 7);
   torch::manual_seed(8);
   // A loss mixing both outputs with arbitrary signs, as the policy step does.
@@ -220,7 +220,7 @@ TEST(ChunkedNllTest, LogProbsAndEntropiesWithTheirGradients) {
     for (int64_t block : {1, 4, 64}) {
       SCOPED_TRACE("temperature " + std::to_string(temperature) + " block_rows " +
                    std::to_string(block));
-      ChunkedNllOptions o;
+      ChunkedUnembeddingOptions o;
       o.block_rows = block;
       torch::Tensor logp, entropy;
       const Gradients got =
@@ -253,7 +253,7 @@ TEST(ChunkedNllTest, LogProbsAndEntropiesWithTheirGradients) {
 
 // ResponseLogProbsFromHidden against logprobs.h's ResponseLogProbs over whole logits,
 // on a right-padded batch of prompts and responses of different lengths.
-TEST(ChunkedNllTest, ResponseLogProbsFromHiddenMatchesTheLogitsPath) {
+TEST(ChunkedUnembeddingTest, ResponseLogProbsFromHiddenMatchesTheLogitsPath) {
   auto batch = MakeSequenceBatch({{3, 4}, {5}, {6, 7, 8}}, {{9, 10, 11}, {}, {12}}, {});
   ASSERT_TRUE(batch.ok()) << batch.status();
   const int64_t B = batch->ids.size(0), T = batch->ids.size(1), V = 16, d = 6;
@@ -277,7 +277,7 @@ TEST(ChunkedNllTest, ResponseLogProbsFromHiddenMatchesTheLogitsPath) {
     return (logp * a).sum() + shifted.sum();
   });
   torch::Tensor got_entropy;
-  ChunkedNllOptions o;
+  ChunkedUnembeddingOptions o;
   o.block_rows = 2;
   const Gradients got = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& u) {
     const ChunkedLogProbs r =
@@ -295,7 +295,7 @@ TEST(ChunkedNllTest, ResponseLogProbsFromHiddenMatchesTheLogitsPath) {
 
 // The model's forward_hidden and unembedding() give what forward's logits give, tied
 // and untied.
-TEST(ChunkedNllTest, ModelHiddenAndUnembeddingMakeTheLogits) {
+TEST(ChunkedUnembeddingTest, ModelHiddenAndUnembeddingMakeTheLogits) {
   for (bool tied : {true, false}) {
     SCOPED_TRACE(tied ? "tied" : "untied");
     torch::manual_seed(6);

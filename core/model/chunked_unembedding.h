@@ -1,12 +1,14 @@
-// The next-token loss straight from hidden states: the unembedding, the log-softmax over
-// the vocabulary and the loss's gradient, a block of rows at a time, so the [rows, vocab]
-// logits never exist whole.
+// Losses and log-probabilities straight from hidden states: the unembedding, the
+// log-softmax over the vocabulary and the gradients, a block of rows at a time, so the
+// [rows, vocab] logits never exist whole. The SFT step and the RL stage's pretraining term
+// (MaskedNextTokenNll), the policy step and the scorers (ResponseLogProbsFromHidden) use
+// them, each with the rows that have a target only.
 //
 // The plain way to write a language-model loss (logits = hidden · Wᵀ, then log_softmax,
 // gather, mean, backward) keeps several [rows, vocab] float tensors alive: the logits,
 // their log-softmax, and in backward the gradient of each. For gpt2-small's 50,257-word
-// vocabulary a 32 x 128 batch makes each of them 823 MB, and the passes over them (fresh
-// pages for every one) cost as much as a fifth of the training step (docs/benchmarks.md,
+// vocabulary a 32 x 128 batch makes each of them 823 MB; the passes over them took ~15%
+// of gpt2-small's SFT step, and they raised its peak memory by 2 GB (docs/benchmarks.md,
 // "The loss without the logits"). ChunkedTokenNll computes the same loss and the same
 // gradients block by block: for each block of rows it multiplies by the unembedding,
 // takes the log-softmax, reads the loss at the targets, and, when a gradient is wanted,
@@ -27,7 +29,7 @@
 
 namespace rlhf {
 
-struct ChunkedNllOptions {
+struct ChunkedUnembeddingOptions {
   // Rows per block. 0 = as many as keep a block's fp32 logits within kDefaultBlockBytes.
   int64_t block_rows = 0;
   static constexpr int64_t kDefaultBlockBytes = int64_t{64} << 20;  // 64 MiB
@@ -47,7 +49,7 @@ struct ChunkedNllOptions {
 // target ids are wrong; TorchCall turns that into a Status at the caller's boundary.
 torch::Tensor ChunkedTokenNll(const torch::Tensor& hidden, const torch::Tensor& unembedding,
                               const torch::Tensor& targets, const torch::Tensor& row_weights,
-                              const ChunkedNllOptions& options = {});
+                              const ChunkedUnembeddingOptions& options = {});
 
 // The mean next-token loss of a batch, as the SFT step and the RL stage's pretraining
 // term define it: over the positions t >= 1 where target_mask[b, t] > 0,
@@ -57,7 +59,7 @@ torch::Tensor ChunkedTokenNll(const torch::Tensor& hidden, const torch::Tensor& 
 // with a target go through the unembedding (a prompt's or padding's rows cost nothing).
 torch::Tensor MaskedNextTokenNll(const torch::Tensor& hidden, const torch::Tensor& unembedding,
                                  const torch::Tensor& ids, const torch::Tensor& target_mask,
-                                 const ChunkedNllOptions& options = {});
+                                 const ChunkedUnembeddingOptions& options = {});
 
 // Per-token log-probabilities (and optionally entropies) from hidden states, for losses
 // that are not a plain sum of log-probs (the policy-gradient step):
@@ -74,7 +76,7 @@ struct ChunkedLogProbs {
 };
 ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::Tensor& unembedding,
                                      const torch::Tensor& targets, double temperature,
-                                     bool with_entropy, const ChunkedNllOptions& options = {});
+                                     bool with_entropy, const ChunkedUnembeddingOptions& options = {});
 
 // ResponseLogProbs (logprobs.h) of a batch from the model's final hidden states `hidden`
 // [B, T, d] rather than its logits: logp [B, T] holds log π(ids[b, t] | ids[b, <t]) at
@@ -84,6 +86,6 @@ ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::T
 ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
                                            const torch::Tensor& unembedding,
                                            const SequenceBatch& batch, double temperature,
-                                           bool with_entropy, const ChunkedNllOptions& options = {});
+                                           bool with_entropy, const ChunkedUnembeddingOptions& options = {});
 
 }  // namespace rlhf
