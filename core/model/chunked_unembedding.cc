@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "core/model/torch_compat.h"
+
 namespace rlhf {
 namespace {
 
@@ -126,18 +128,20 @@ torch::Tensor BlockLogits(const torch::Tensor& h_block, const torch::Tensor& w,
 }
 
 // The log-probs ([N]) and, with_entropy, entropies ([N], else [0]) of `h` (in w's dtype)
-// at `ids` ([N, 1] int64), a block at a time.
+// at `ids` ([N, 1] int64), a block at a time, the logits' product in `compute_type`.
 std::pair<torch::Tensor, torch::Tensor> LogProbBlocks(const torch::Tensor& h, const torch::Tensor& w,
                                                       const torch::Tensor& ids, double temperature,
-                                                      bool with_entropy, int64_t block_rows) {
+                                                      bool with_entropy, int64_t block_rows,
+                                                      at::ScalarType compute_type) {
   const int64_t N = h.size(0);
   const at::ScalarType float_type = FloatType(h, w);
+  const torch::Tensor w_compute = w.to(compute_type);
   torch::Tensor logp = at::empty({N}, h.options().dtype(float_type));
   torch::Tensor entropy = at::empty({with_entropy ? N : 0}, logp.options());
   for (int64_t start = 0; start < N; start += block_rows) {
     const int64_t n = std::min(block_rows, N - start);
-    const torch::Tensor lsm =
-        at::log_softmax(BlockLogits(h.narrow(0, start, n), w, float_type, temperature), 1);
+    const torch::Tensor lsm = at::log_softmax(
+        BlockLogits(h.narrow(0, start, n).to(compute_type), w_compute, float_type, temperature), 1);
     logp.narrow(0, start, n).copy_(lsm.gather(1, ids.narrow(0, start, n)).squeeze(1));
     if (with_entropy) entropy.narrow(0, start, n).copy_(-(lsm.exp() * lsm).sum(1));
   }
@@ -149,11 +153,15 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 const torch::Tensor& hidden, const torch::Tensor& w,
                                                 const torch::Tensor& targets, double temperature,
-                                                bool with_entropy, int64_t block_rows) {
+                                                bool with_entropy, int64_t block_rows,
+                                                int64_t compute_type) {
     const torch::Tensor h = hidden.to(w.scalar_type()).contiguous();
     const torch::Tensor ids = targets.to(at::kLong).unsqueeze(1);
-    auto [logp, entropy] = LogProbBlocks(h, w, ids, temperature, with_entropy, block_rows);
+    auto [logp, entropy] = LogProbBlocks(h, w, ids, temperature, with_entropy, block_rows,
+                                         static_cast<at::ScalarType>(compute_type));
     ctx->save_for_backward({h, w, ids, entropy});
+    // Backward makes the logits again in the forward's dtype, whatever autocast says then.
+    ctx->saved_data["compute_type"] = compute_type;
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["block_rows"] = block_rows;
     ctx->saved_data["hidden_type"] = static_cast<int64_t>(hidden.scalar_type());
@@ -171,6 +179,8 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
     const double temperature = ctx->saved_data["temperature"].toDouble();
     const int64_t block_rows = ctx->saved_data["block_rows"].toInt();
     const auto hidden_type = static_cast<at::ScalarType>(ctx->saved_data["hidden_type"].toInt());
+    const auto compute_type = static_cast<at::ScalarType>(ctx->saved_data["compute_type"].toInt());
+    const torch::Tensor w_compute = w.to(compute_type);
     const at::ScalarType float_type = FloatType(h, w);
     const int64_t N = h.size(0);
     const bool want_h = ctx->needs_input_grad(0), want_w = ctx->needs_input_grad(1);
@@ -183,8 +193,8 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
       for (int64_t start = 0; start < N; start += block_rows) {
         const int64_t n = std::min(block_rows, N - start);
         const torch::Tensor h_block = h.narrow(0, start, n);
-        const torch::Tensor lsm =
-            at::log_softmax(BlockLogits(h_block, w, float_type, temperature), 1);
+        const torch::Tensor lsm = at::log_softmax(
+            BlockLogits(h_block.to(compute_type), w_compute, float_type, temperature), 1);
         const torch::Tensor p = lsm.exp();
         // d logp / d z = onehot - p;  d entropy / d z = -p (log p + entropy).
         torch::Tensor g = at::zeros_like(p);
@@ -206,7 +216,8 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
     }
     if (want_h) grad_h = grad_h.to(hidden_type);
     if (want_w) grad_w = grad_w.to(w.scalar_type());
-    return {grad_h, grad_w, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {grad_h,          grad_w,          torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -255,18 +266,21 @@ ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::T
   CheckArguments("ChunkedTokenLogProbs", hidden, unembedding, targets, torch::Tensor());
   TORCH_CHECK(temperature > 0, "ChunkedTokenLogProbs: temperature must be > 0, got ", temperature);
   const int64_t block_rows = BlockRows(unembedding.size(0), options);
+  const at::ScalarType compute_type =
+      compat::AutocastMatmulType(hidden.device(), unembedding.scalar_type());
   ChunkedLogProbs r;
   if (!at::GradMode::is_enabled() || !(hidden.requires_grad() || unembedding.requires_grad())) {
     // Scoring: no graph to record (and none can be under InferenceMode).
-    auto [logp, entropy] =
-        LogProbBlocks(hidden.to(unembedding.scalar_type()).contiguous(), unembedding,
-                      targets.to(at::kLong).unsqueeze(1), temperature, with_entropy, block_rows);
+    auto [logp, entropy] = LogProbBlocks(hidden.to(unembedding.scalar_type()).contiguous(),
+                                         unembedding, targets.to(at::kLong).unsqueeze(1),
+                                         temperature, with_entropy, block_rows, compute_type);
     r.logp = logp;
     if (with_entropy) r.entropy = entropy;
     return r;
   }
   const torch::autograd::variable_list out = ChunkedLogProbsFunction::apply(
-      hidden, unembedding, targets, temperature, with_entropy, block_rows);
+      hidden, unembedding, targets, temperature, with_entropy, block_rows,
+      static_cast<int64_t>(compute_type));
   r.logp = out[0];
   if (with_entropy) r.entropy = out[1];
   return r;

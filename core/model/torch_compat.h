@@ -121,6 +121,17 @@ inline void SetAutocastDtype(c10::DeviceType type, at::ScalarType dtype) {
 }
 }  // namespace internal
 
+// The dtype a matmul of `dtype` operands on `device` runs in under the calling thread's
+// autocast state: the autocast dtype while autocast is on for that device type and the
+// operands are fp32, else `dtype`. For code that must repeat a product later (a custom
+// backward) in the dtype the forward used.
+inline at::ScalarType AutocastMatmulType(const torch::Device& device, at::ScalarType dtype) {
+  const c10::DeviceType type =
+      device.type() == c10::DeviceType::CUDA ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+  if (dtype != at::kFloat || !internal::AutocastEnabled(type)) return dtype;
+  return internal::AutocastDtype(type);
+}
+
 // RAII mixed precision for the ops run on `device` while it lives (torch.autocast in
 // Python): matmuls and linears run in `dtype` (bf16 or fp16) on low-precision copies of
 // fp32 weights; reductions, norms and softmax stay fp32 where LibTorch's autocast lists

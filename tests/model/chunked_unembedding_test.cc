@@ -8,6 +8,7 @@
 #include <torch/types.h>
 
 #include "core/model/model.h"
+#include "core/model/torch_compat.h"
 
 namespace rlhf {
 namespace {
@@ -249,6 +250,34 @@ TEST(ChunkedUnembeddingTest, LogProbsAndEntropiesWithTheirGradients) {
   });
   EXPECT_TRUE(torch::allclose(got.hidden, want.hidden, 1e-10, 1e-12));
   EXPECT_TRUE(torch::allclose(got.w, want.w, 1e-10, 1e-12));
+}
+
+// Under bf16 autocast the forward's logits are a bf16 product; backward, which runs
+// after the guard is gone, must make them again the same way, or its softmax is not the
+// forward's. Reference: the bf16 logits as a leaf, their gradient from LibTorch's
+// autograd, multiplied back in fp32 (the chunked path's grad products are fp32).
+TEST(ChunkedUnembeddingTest, BackwardRepeatsTheForwardsAutocastProduct) {
+  const Problem p = RandomProblem(/*n=*/6, /*v=*/40, /*d=*/8, torch::kFloat32, 10);
+  torch::manual_seed(11);
+  const torch::Tensor a = torch::randn({6});
+  const torch::Tensor logits =
+      at::mm(p.hidden.to(torch::kBFloat16), p.w.to(torch::kBFloat16).t()).to(torch::kFloat32);
+  const torch::Tensor z = logits.clone().requires_grad_(true);
+  const torch::Tensor lsm = torch::log_softmax(z, -1);
+  const torch::Tensor want_logp = lsm.gather(1, p.targets.unsqueeze(1)).squeeze(1);
+  (want_logp * a).sum().backward();
+  const torch::Tensor want_grad_h = at::mm(z.grad(), p.w);
+
+  const torch::Tensor h = p.hidden.clone().requires_grad_(true);
+  torch::Tensor logp;
+  {
+    compat::AutocastGuard autocast(torch::kCPU, torch::kBFloat16);
+    logp = ChunkedTokenLogProbs(h, p.w, p.targets, 1.0, /*with_entropy=*/false).logp;
+  }
+  EXPECT_TRUE(torch::allclose(logp.detach(), want_logp.detach(), 1e-6, 1e-6));
+  (logp * a).sum().backward();
+  EXPECT_TRUE(torch::allclose(h.grad(), want_grad_h, 1e-5, 1e-6))
+      << (h.grad() - want_grad_h).abs().max().item<float>();
 }
 
 // ResponseLogProbsFromHidden against logprobs.h's ResponseLogProbs over whole logits,
