@@ -91,10 +91,11 @@ ABSL_FLAG(double, quiet_ms, 250,
 ABSL_FLAG(std::string, json_out, "", "also write the results as JSON to this file");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N (both sides run there)");
 ABSL_FLAG(std::string, train_dtype, "fp32", "train case precision: fp32 or bf16 (autocast)");
-ABSL_FLAG(std::string, loss_path, "chunked",
-          "train and ppo cases: chunked (the trainers' way: only target rows unembedded, a "
-          "block at a time, core/model/chunked_unembedding.h) or logits (whole [rows, vocab] logits, "
-          "then log_softmax, as the Python baseline)");
+ABSL_FLAG(
+    std::string, loss_path, "chunked",
+    "train and ppo cases: chunked (the trainers' way: only target rows unembedded, a "
+    "block at a time, core/model/chunked_unembedding.h) or logits (whole [rows, vocab] logits, "
+    "then log_softmax, as the Python baseline)");
 ABSL_FLAG(bool, profile, false,
           "after timing each case, run its C++ side once more under LibTorch's profiler and "
           "print the ops that took the most self time (where a case's time goes)");

@@ -266,8 +266,7 @@ absl::StatusOr<std::vector<ReferenceItemResult>> ReferenceHandler::RunBatch(
         // Hidden states only: the response rows are unembedded a block at a time
         // (chunked_unembedding.h), and a row of logits is made again only where exact KL asks.
         const torch::Tensor hidden =
-            model_->forward_hidden(packed.ids, packed.attention_mask, packed.position_ids)
-                .hidden;
+            model_->forward_hidden(packed.ids, packed.attention_mask, packed.position_ids).hidden;
         const torch::Tensor logp = ResponseLogProbsFromHidden(hidden, model_->unembedding(), packed,
                                                               1.0, /*with_entropy=*/false)
                                        .logp;

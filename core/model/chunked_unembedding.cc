@@ -13,12 +13,13 @@ namespace {
 
 int64_t BlockRows(int64_t vocab, const ChunkedUnembeddingOptions& options) {
   if (options.block_rows > 0) return options.block_rows;
-  return std::max<int64_t>(1, ChunkedUnembeddingOptions::kDefaultBlockBytes / (4 * std::max<int64_t>(vocab, 1)));
+  return std::max<int64_t>(
+      1, ChunkedUnembeddingOptions::kDefaultBlockBytes / (4 * std::max<int64_t>(vocab, 1)));
 }
 
 at::ScalarType FloatType(const torch::Tensor& hidden, const torch::Tensor& w) {
   return hidden.scalar_type() == at::kDouble || w.scalar_type() == at::kDouble ? at::kDouble
-                                                                              : at::kFloat;
+                                                                               : at::kFloat;
 }
 
 struct NllResult {
@@ -31,21 +32,21 @@ struct NllResult {
 void CheckArguments(const char* fn, const torch::Tensor& hidden, const torch::Tensor& w,
                     const torch::Tensor& targets, const torch::Tensor& row_weights) {
   TORCH_CHECK(hidden.dim() == 2, fn, ": hidden must be [N, d], got ", hidden.sizes());
-  TORCH_CHECK(w.dim() == 2 && w.size(1) == hidden.size(1),
-              fn, ": unembedding must be [V, ", hidden.size(1), "], got ", w.sizes());
-  TORCH_CHECK(at::isFloatingType(hidden.scalar_type()) && at::isFloatingType(w.scalar_type()),
-              fn, ": hidden and unembedding must be floating point, got ",
-              hidden.scalar_type(), " and ", w.scalar_type());
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == hidden.size(1), fn, ": unembedding must be [V, ",
+              hidden.size(1), "], got ", w.sizes());
+  TORCH_CHECK(at::isFloatingType(hidden.scalar_type()) && at::isFloatingType(w.scalar_type()), fn,
+              ": hidden and unembedding must be floating point, got ", hidden.scalar_type(),
+              " and ", w.scalar_type());
   const int64_t N = hidden.size(0);
-  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == N && !at::isFloatingType(targets.scalar_type()),
-              fn, ": targets must be [", N, "] integer ids, got ", targets.sizes(), " ",
-              targets.scalar_type());
-  TORCH_CHECK(!row_weights.defined() || (row_weights.dim() == 1 && row_weights.size(0) == N),
-              fn, ": row_weights must be [", N, "], got ", row_weights.sizes());
+  TORCH_CHECK(
+      targets.dim() == 1 && targets.size(0) == N && !at::isFloatingType(targets.scalar_type()), fn,
+      ": targets must be [", N, "] integer ids, got ", targets.sizes(), " ", targets.scalar_type());
+  TORCH_CHECK(!row_weights.defined() || (row_weights.dim() == 1 && row_weights.size(0) == N), fn,
+              ": row_weights must be [", N, "], got ", row_weights.sizes());
   if (N > 0) {
     const int64_t lo = targets.min().item<int64_t>(), hi = targets.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < w.size(0), fn, ": target ids must lie in [0, ",
-                w.size(0), "), got ids from ", lo, " to ", hi);
+    TORCH_CHECK(lo >= 0 && hi < w.size(0), fn, ": target ids must lie in [0, ", w.size(0),
+                "), got ids from ", lo, " to ", hi);
   }
 }
 
@@ -93,8 +94,8 @@ class ChunkedNllFunction : public torch::autograd::Function<ChunkedNllFunction> 
                                const torch::Tensor& w, const torch::Tensor& targets,
                                const torch::Tensor& row_weights, int64_t block_rows,
                                bool want_grad_hidden, bool want_grad_w) {
-    NllResult r = Compute(hidden, w, targets, row_weights, want_grad_hidden, want_grad_w,
-                          block_rows);
+    NllResult r =
+        Compute(hidden, w, targets, row_weights, want_grad_hidden, want_grad_w, block_rows);
     // The gradients are neither inputs nor outputs, so saved_data rather than
     // save_for_backward; they are freed with the graph.
     ctx->saved_data["grad_hidden"] = r.grad_hidden;
@@ -114,8 +115,8 @@ class ChunkedNllFunction : public torch::autograd::Function<ChunkedNllFunction> 
     if (ctx->needs_input_grad(1) && saved_w.isTensor()) {
       grad_w = saved_w.toTensor() * g.to(saved_w.toTensor().scalar_type());
     }
-    return {grad_hidden, grad_w, torch::Tensor(), torch::Tensor(),
-            torch::Tensor(),         torch::Tensor(), torch::Tensor()};
+    return {grad_hidden,     grad_w,          torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -129,7 +130,8 @@ torch::Tensor BlockLogits(const torch::Tensor& h_block, const torch::Tensor& w,
 
 // The log-probs ([N]) and, with_entropy, entropies ([N], else [0]) of `h` (in w's dtype)
 // at `ids` ([N, 1] int64), a block at a time, the logits' product in `compute_type`.
-std::pair<torch::Tensor, torch::Tensor> LogProbBlocks(const torch::Tensor& h, const torch::Tensor& w,
+std::pair<torch::Tensor, torch::Tensor> LogProbBlocks(const torch::Tensor& h,
+                                                      const torch::Tensor& w,
                                                       const torch::Tensor& ids, double temperature,
                                                       bool with_entropy, int64_t block_rows,
                                                       at::ScalarType compute_type) {
@@ -184,11 +186,14 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
     const at::ScalarType float_type = FloatType(h, w);
     const int64_t N = h.size(0);
     const bool want_h = ctx->needs_input_grad(0), want_w = ctx->needs_input_grad(1);
-    const torch::Tensor g_logp = grads[0].defined() ? grads[0].to(float_type).unsqueeze(1) : torch::Tensor();
-    const torch::Tensor g_entropy =
-        grads[1].defined() && grads[1].numel() == N ? grads[1].to(float_type).unsqueeze(1) : torch::Tensor();
+    const torch::Tensor g_logp =
+        grads[0].defined() ? grads[0].to(float_type).unsqueeze(1) : torch::Tensor();
+    const torch::Tensor g_entropy = grads[1].defined() && grads[1].numel() == N
+                                        ? grads[1].to(float_type).unsqueeze(1)
+                                        : torch::Tensor();
     torch::Tensor grad_h = want_h ? at::zeros_like(h) : torch::Tensor();
-    torch::Tensor grad_w = want_w ? at::zeros(w.sizes(), w.options().dtype(float_type)) : torch::Tensor();
+    torch::Tensor grad_w =
+        want_w ? at::zeros(w.sizes(), w.options().dtype(float_type)) : torch::Tensor();
     if ((want_h || want_w) && (g_logp.defined() || g_entropy.defined())) {
       for (int64_t start = 0; start < N; start += block_rows) {
         const int64_t n = std::min(block_rows, N - start);
@@ -233,7 +238,8 @@ torch::Tensor ChunkedTokenNll(const torch::Tensor& hidden, const torch::Tensor& 
   // requires a gradient.
   const bool grad = at::GradMode::is_enabled();
   return ChunkedNllFunction::apply(hidden, unembedding, targets, row_weights, block_rows,
-                                   grad && hidden.requires_grad(), grad && unembedding.requires_grad());
+                                   grad && hidden.requires_grad(),
+                                   grad && unembedding.requires_grad());
 }
 
 torch::Tensor MaskedNextTokenNll(const torch::Tensor& hidden, const torch::Tensor& unembedding,
@@ -259,7 +265,6 @@ torch::Tensor MaskedNextTokenNll(const torch::Tensor& hidden, const torch::Tenso
   return ChunkedTokenNll(selected_hidden, unembedding, selected_ids, row_weights, options);
 }
 
-
 ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::Tensor& unembedding,
                                      const torch::Tensor& targets, double temperature,
                                      bool with_entropy, const ChunkedUnembeddingOptions& options) {
@@ -278,9 +283,9 @@ ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::T
     if (with_entropy) r.entropy = entropy;
     return r;
   }
-  const torch::autograd::variable_list out = ChunkedLogProbsFunction::apply(
-      hidden, unembedding, targets, temperature, with_entropy, block_rows,
-      static_cast<int64_t>(compute_type));
+  const torch::autograd::variable_list out =
+      ChunkedLogProbsFunction::apply(hidden, unembedding, targets, temperature, with_entropy,
+                                     block_rows, static_cast<int64_t>(compute_type));
   r.logp = out[0];
   if (with_entropy) r.entropy = out[1];
   return r;
@@ -289,7 +294,8 @@ ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::T
 ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
                                            const torch::Tensor& unembedding,
                                            const SequenceBatch& batch, double temperature,
-                                           bool with_entropy, const ChunkedUnembeddingOptions& options) {
+                                           bool with_entropy,
+                                           const ChunkedUnembeddingOptions& options) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == batch.ids.size(0) &&
                   hidden.size(1) == batch.ids.size(1),
               "hidden must be [B, T, d] matching the batch ", batch.ids.sizes(), ", got ",

@@ -76,7 +76,8 @@ struct ChunkedLogProbs {
 };
 ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::Tensor& unembedding,
                                      const torch::Tensor& targets, double temperature,
-                                     bool with_entropy, const ChunkedUnembeddingOptions& options = {});
+                                     bool with_entropy,
+                                     const ChunkedUnembeddingOptions& options = {});
 
 // ResponseLogProbs (logprobs.h) of a batch from the model's final hidden states `hidden`
 // [B, T, d] rather than its logits: logp [B, T] holds log π(ids[b, t] | ids[b, <t]) at
@@ -86,6 +87,7 @@ ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::T
 ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
                                            const torch::Tensor& unembedding,
                                            const SequenceBatch& batch, double temperature,
-                                           bool with_entropy, const ChunkedUnembeddingOptions& options = {});
+                                           bool with_entropy,
+                                           const ChunkedUnembeddingOptions& options = {});
 
 }  // namespace rlhf

@@ -3,8 +3,8 @@
 #include <functional>
 #include <string>
 
-#include <gtest/gtest.h>
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 #include <torch/types.h>
 
 #include "core/model/model.h"
@@ -147,19 +147,25 @@ TEST(ChunkedUnembeddingTest, BadArgumentsAreNamed) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(message([&] { ChunkedTokenNll(h, w, torch::tensor({0, 6, 2}), ones); })
-                .find("target ids must lie in [0, 6), got ids from 0 to 6"),
+  EXPECT_NE(message([&] {
+              ChunkedTokenNll(h, w, torch::tensor({0, 6, 2}), ones);
+            }).find("target ids must lie in [0, 6), got ids from 0 to 6"),
             std::string::npos);
-  EXPECT_NE(message([&] { ChunkedTokenNll(h, w, torch::tensor({-1, 1, 2}), ones); })
-                .find("got ids from -1 to 2"),
+  EXPECT_NE(message([&] {
+              ChunkedTokenNll(h, w, torch::tensor({-1, 1, 2}), ones);
+            }).find("got ids from -1 to 2"),
             std::string::npos);
-  EXPECT_NE(message([&] { ChunkedTokenNll(h, torch::randn({6, 5}), ids, ones); })
-                .find("unembedding must be [V, 4]"),
+  EXPECT_NE(message([&] {
+              ChunkedTokenNll(h, torch::randn({6, 5}), ids, ones);
+            }).find("unembedding must be [V, 4]"),
             std::string::npos);
-  EXPECT_NE(message([&] { ChunkedTokenNll(h, w, ids, torch::ones({2})); }).find("row_weights must be [3]"),
+  EXPECT_NE(message([&] {
+              ChunkedTokenNll(h, w, ids, torch::ones({2}));
+            }).find("row_weights must be [3]"),
             std::string::npos);
-  EXPECT_NE(message([&] { ChunkedTokenNll(h, w, ids.to(torch::kFloat32), ones); })
-                .find("targets must be [3] integer ids"),
+  EXPECT_NE(message([&] {
+              ChunkedTokenNll(h, w, ids.to(torch::kFloat32), ones);
+            }).find("targets must be [3] integer ids"),
             std::string::npos);
 }
 
@@ -211,13 +217,13 @@ TEST(ChunkedUnembeddingTest, LogProbsAndEntropiesWithTheirGradients) {
   const Problem p = RandomProblem(/*n=*/9, /*v=*/12, /*d=*/5, torch::kFloat64, 7);
   torch::manual_seed(8);
   // A loss mixing both outputs with arbitrary signs, as the policy step does.
-  const torch::Tensor a = torch::randn({9}, torch::kFloat64), c = torch::randn({9}, torch::kFloat64);
+  const torch::Tensor a = torch::randn({9}, torch::kFloat64),
+                      c = torch::randn({9}, torch::kFloat64);
   for (double temperature : {1.0, 0.7}) {
-    const Gradients want =
-        LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
-          const ChunkedLogProbs r = ReferenceLogProbs(h, w, p.targets, temperature);
-          return (r.logp * a).sum() + (r.entropy * c).sum();
-        });
+    const Gradients want = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
+      const ChunkedLogProbs r = ReferenceLogProbs(h, w, p.targets, temperature);
+      return (r.logp * a).sum() + (r.entropy * c).sum();
+    });
     for (int64_t block : {1, 4, 64}) {
       SCOPED_TRACE("temperature " + std::to_string(temperature) + " block_rows " +
                    std::to_string(block));
