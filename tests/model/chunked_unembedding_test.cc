@@ -9,6 +9,7 @@
 
 #include "core/model/model.h"
 #include "core/model/torch_compat.h"
+#include "tests/testing/tiny_model.h"
 
 namespace rlhf {
 namespace {
@@ -334,13 +335,7 @@ TEST(ChunkedUnembeddingTest, ModelHiddenAndUnembeddingMakeTheLogits) {
   for (bool tied : {true, false}) {
     SCOPED_TRACE(tied ? "tied" : "untied");
     torch::manual_seed(6);
-    ModelConfig c;
-    c.d_model = 16;
-    c.n_layers = 1;
-    c.n_heads = 2;
-    c.n_kv_heads = 2;
-    c.d_ff = 32;
-    c.max_seq_len = 16;
+    ModelConfig c = testing::TinyModelConfig();
     c.tie_embeddings = tied;
     TransformerLM model(c);
     const torch::Tensor ids = torch::randint(c.vocab_size, {2, 8}, torch::kLong);
@@ -352,14 +347,7 @@ TEST(ChunkedUnembeddingTest, ModelHiddenAndUnembeddingMakeTheLogits) {
     EXPECT_TRUE(torch::allclose(hidden_only.hidden.matmul(model->unembedding().t()), full.logits,
                                 1e-5, 1e-5));
   }
-  ModelConfig scorer;
-  scorer.d_model = 16;
-  scorer.n_layers = 1;
-  scorer.n_heads = 2;
-  scorer.n_kv_heads = 2;
-  scorer.d_ff = 32;
-  scorer.lm_head = false;
-  scorer.scalar_head = true;
+  const ModelConfig scorer = testing::TinyModelConfig(/*scalar_head=*/true);
   EXPECT_THROW(TransformerLM(scorer)->unembedding(), c10::Error);
 }
 
