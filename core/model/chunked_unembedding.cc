@@ -291,6 +291,28 @@ ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::T
   return r;
 }
 
+namespace {
+
+// Indices into the [B * (T - 1)] rows of hidden[:, :T-1] of those that predict a response
+// token (response token (b, t) is predicted by row (b, t - 1)), in row-major order. T >= 2.
+torch::Tensor ResponseRowIndex(const torch::Tensor& response_mask) {
+  const int64_t T = response_mask.size(1);
+  return response_mask.narrow(1, 1, T - 1).reshape({-1}).gt(0).nonzero().squeeze(1);
+}
+
+}  // namespace
+
+torch::Tensor ResponseHiddenRows(const torch::Tensor& hidden, const SequenceBatch& batch) {
+  TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == batch.ids.size(0) &&
+                  hidden.size(1) == batch.ids.size(1),
+              "hidden must be [B, T, d] matching the batch ", batch.ids.sizes(), ", got ",
+              hidden.sizes());
+  const int64_t T = hidden.size(1), d = hidden.size(2);
+  if (T < 2) return hidden.new_empty({0, d});
+  const torch::Tensor rows = ResponseRowIndex(batch.response_mask.to(hidden.device()));
+  return hidden.narrow(1, 0, T - 1).reshape({-1, d}).index_select(0, rows);
+}
+
 ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
                                            const torch::Tensor& unembedding,
                                            const SequenceBatch& batch, double temperature,
@@ -310,8 +332,7 @@ ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
     if (with_entropy) r.entropy = at::zeros({B, T}, opts);
     return r;
   }
-  // The response token at (b, t) is predicted by row (b, t - 1).
-  const torch::Tensor rows = mask.narrow(1, 1, T - 1).reshape({-1}).gt(0).nonzero().squeeze(1);
+  const torch::Tensor rows = ResponseRowIndex(mask);
   const torch::Tensor b = at::div(rows, T - 1, "floor"), t = rows - b * (T - 1);
   const torch::Tensor out_index = b * T + t + 1;
   const ChunkedLogProbs rows_out = ChunkedTokenLogProbs(

@@ -90,4 +90,10 @@ ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
                                            bool with_entropy,
                                            const ChunkedUnembeddingOptions& options = {});
 
+// The hidden states that predict `batch`'s response tokens: [N, d], N = Σ response
+// lengths, row n = hidden[b, t - 1] for the n-th response token (b, t) in row-major
+// order: the rows of ResponseLogProbRows (logprobs.h). Unembedding them gives full
+// distributions at the response positions only (exact KL), not at the prompt's.
+torch::Tensor ResponseHiddenRows(const torch::Tensor& hidden, const SequenceBatch& batch);
+
 }  // namespace rlhf

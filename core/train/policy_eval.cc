@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/data/gold_labeler.h"
+#include "core/model/chunked_unembedding.h"
 #include "core/model/generation.h"
 #include "core/model/logprobs.h"
 #include "core/status_macros.h"
@@ -86,15 +87,21 @@ absl::StatusOr<PolicyEvalReport> EvaluatePolicy(TransformerLM& policy, Transform
                             MakeSequenceBatch(prompt_ids, gen.responses, pack));
       if (reference != nullptr) {
         RLHF_ASSIGN_OR_RETURN(
-            auto kl_rows, TorchCall([&] {
-              auto lp = ResponseLogProbRows(
-                  policy->forward(batch.ids, batch.attention_mask, batch.position_ids).logits,
-                  batch);
-              auto lq = ResponseLogProbRows(
-                  (*reference)->forward(batch.ids, batch.attention_mask, batch.position_ids).logits,
-                  batch);
-              return (lp.exp() * (lp - lq)).sum(-1).to(torch::kFloat64).contiguous();
-            }, "eval kl"));
+            auto kl_rows,
+            TorchCall(
+                [&] {
+                  // Full rows at the response positions only: the prompt's are never unembedded.
+                  auto response_rows = [&](TransformerLM& model) {
+                    const torch::Tensor hidden =
+                        model->forward_hidden(batch.ids, batch.attention_mask, batch.position_ids)
+                            .hidden;
+                    return at::log_softmax(model->Unembed(ResponseHiddenRows(hidden, batch)), -1);
+                  };
+                  auto lp = response_rows(policy);
+                  auto lq = response_rows(*reference);
+                  return (lp.exp() * (lp - lq)).sum(-1).to(torch::kFloat64).contiguous();
+                },
+                "eval kl"));
         auto acc = kl_rows.accessor<double, 1>();
         int64_t row = 0;
         for (size_t b = 0; b < end - start; ++b) {

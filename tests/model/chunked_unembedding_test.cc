@@ -327,6 +327,13 @@ TEST(ChunkedUnembeddingTest, ResponseLogProbsFromHiddenMatchesTheLogitsPath) {
   EXPECT_TRUE(torch::allclose(got.w, want.w, 1e-10, 1e-12));
   // Row 1 has no response: nothing of it is read.
   EXPECT_EQ(got.hidden[1].abs().sum().item<double>(), 0.0);
+
+  // ResponseHiddenRows: unembedded, the rows ResponseLogProbRows takes from whole logits.
+  const torch::Tensor rows = ResponseHiddenRows(hidden, *batch);
+  ASSERT_EQ(rows.size(0), 4);  // 3 + 0 + 1 response tokens
+  EXPECT_TRUE(torch::allclose(torch::log_softmax(rows.matmul(w.t()) / temperature, -1),
+                              ResponseLogProbRows(hidden.matmul(w.t()), *batch, temperature), 1e-12,
+                              1e-12));
 }
 
 // The model's forward_hidden and unembedding() give what forward's logits give, tied
