@@ -38,8 +38,8 @@ struct ChunkedUnembeddingOptions {
 // Σ_n row_weights[n] · -log softmax(hidden[n] · unembeddingᵀ)[targets[n]], a scalar
 // float32 tensor (float64 when `hidden` is float64).
 //
-// hidden: [N, d] (any float dtype; the products run in the unembedding's dtype, the
-//   softmax in float32 or better). unembedding: [V, d], the model's output matrix
+// hidden: [N, d] (any float dtype; the products run in the unembedding's dtype, or in
+//   autocast's under an autocast guard, the softmax in float32 or better). unembedding: [V, d], the model's output matrix
 //   (TransformerLMImpl::unembedding()). targets: [N] integer ids in [0, V).
 //   row_weights: [N] float; a row of weight 0 costs its products but contributes nothing
 //   (MaskedNextTokenNll drops such rows first). N may be 0 (the loss is then 0).
@@ -68,8 +68,10 @@ torch::Tensor MaskedNextTokenNll(const torch::Tensor& hidden, const torch::Tenso
 // Both are differentiable with respect to `hidden` and `unembedding` (first order). The
 // incoming gradients are not known here, so backward makes each block's logits again:
 // one more product the size of the unembedding's forward, instead of keeping [N, V]
-// floats alive between forward and backward. Arguments as ChunkedTokenNll's;
-// temperature > 0.
+// floats alive between forward and backward. Under an autocast guard the logits'
+// product runs in autocast's dtype, and backward (which runs after the guard is gone)
+// repeats it in that dtype, so its softmax is the forward's. Arguments as
+// ChunkedTokenNll's; temperature > 0.
 struct ChunkedLogProbs {
   torch::Tensor logp;     // [N] float32 (float64 for float64 inputs)
   torch::Tensor entropy;  // [N], or undefined
