@@ -38,10 +38,11 @@ struct ChunkedUnembeddingOptions {
 // Σ_n row_weights[n] · -log softmax(hidden[n] · unembeddingᵀ)[targets[n]], a scalar
 // float32 tensor (float64 when `hidden` is float64).
 //
-// hidden: [N, d] (any float dtype; the products run in the unembedding's dtype, or in
-//   autocast's under an autocast guard, the softmax in float32 or better). unembedding: [V, d], the model's output matrix
-//   (TransformerLMImpl::unembedding()). targets: [N] integer ids in [0, V).
-//   row_weights: [N] float; a row of weight 0 costs its products but contributes nothing
+// hidden: [N, d], any float dtype. The products run in the unembedding's dtype (in
+//   autocast's under an autocast guard), the softmax in float32 or better.
+// unembedding: [V, d], the model's output matrix (TransformerLMImpl::unembedding()).
+// targets: [N] integer ids in [0, V).
+// row_weights: [N] float; a row of weight 0 costs its products but contributes nothing
 //   (MaskedNextTokenNll drops such rows first). N may be 0 (the loss is then 0).
 // Differentiable with respect to `hidden` and `unembedding` (first order only: the
 // gradients are computed during this call when either requires one under GradMode, and
