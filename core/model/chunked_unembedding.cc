@@ -22,6 +22,14 @@ at::ScalarType FloatType(const torch::Tensor& hidden, const torch::Tensor& w) {
                                                                                : at::kFloat;
 }
 
+// The scaled float logits of a block, as ResponseLogProbs makes them from the model's.
+torch::Tensor BlockLogits(const torch::Tensor& h_block, const torch::Tensor& w,
+                          at::ScalarType float_type, double temperature) {
+  torch::Tensor z = at::mm(h_block, w.t()).to(float_type);
+  if (temperature != 1.0) z.div_(temperature);
+  return z;
+}
+
 struct NllResult {
   torch::Tensor loss;
   torch::Tensor grad_hidden;       // undefined unless asked for
@@ -72,7 +80,7 @@ NllResult Compute(const torch::Tensor& hidden, const torch::Tensor& w, const tor
     const torch::Tensor h_block = h.narrow(0, start, n);
     const torch::Tensor ids_block = ids.narrow(0, start, n);
     const torch::Tensor weights_block = weights.narrow(0, start, n);
-    torch::Tensor logp = at::log_softmax(at::mm(h_block, w.t()).to(float_type), 1);
+    torch::Tensor logp = at::log_softmax(BlockLogits(h_block, w, float_type, 1.0), 1);
     r.loss.sub_((logp.gather(1, ids_block) * weights_block).sum());
     if (!want_grad_hidden && !want_grad_w) continue;
     torch::Tensor& grad_logits = logp;  // reused in place: softmax · w - onehot · w
@@ -120,14 +128,6 @@ class ChunkedNllFunction : public torch::autograd::Function<ChunkedNllFunction> 
   }
 };
 
-// The scaled float logits of a block, as ResponseLogProbs makes them from the model's.
-torch::Tensor BlockLogits(const torch::Tensor& h_block, const torch::Tensor& w,
-                          at::ScalarType float_type, double temperature) {
-  torch::Tensor z = at::mm(h_block, w.t()).to(float_type);
-  if (temperature != 1.0) z.div_(temperature);
-  return z;
-}
-
 // The log-probs ([N]) and, with_entropy, entropies ([N], else [0]) of `h` (in w's dtype)
 // at `ids` ([N, 1] int64), a block at a time, the logits' product in `compute_type`.
 std::pair<torch::Tensor, torch::Tensor> LogProbBlocks(const torch::Tensor& h,
@@ -168,6 +168,9 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
     ctx->saved_data["block_rows"] = block_rows;
     ctx->saved_data["hidden_type"] = static_cast<int64_t>(hidden.scalar_type());
     if (!with_entropy) ctx->mark_non_differentiable({entropy});
+    // An output no loss reads (the entropies when only logged) gets an undefined
+    // gradient rather than zeros, and backward skips its term.
+    ctx->set_materialize_grads(false);
     return {logp, entropy};
   }
 
@@ -188,9 +191,8 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
     const bool want_h = ctx->needs_input_grad(0), want_w = ctx->needs_input_grad(1);
     const torch::Tensor g_logp =
         grads[0].defined() ? grads[0].to(float_type).unsqueeze(1) : torch::Tensor();
-    const torch::Tensor g_entropy = grads[1].defined() && grads[1].numel() == N
-                                        ? grads[1].to(float_type).unsqueeze(1)
-                                        : torch::Tensor();
+    const torch::Tensor g_entropy =
+        grads[1].defined() ? grads[1].to(float_type).unsqueeze(1) : torch::Tensor();
     torch::Tensor grad_h = want_h ? at::zeros_like(h) : torch::Tensor();
     torch::Tensor grad_w =
         want_w ? at::zeros(w.sizes(), w.options().dtype(float_type)) : torch::Tensor();
@@ -202,14 +204,15 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
             BlockLogits(h_block.to(compute_type), w_compute, float_type, temperature), 1);
         const torch::Tensor p = lsm.exp();
         // d logp / d z = onehot - p;  d entropy / d z = -p (log p + entropy).
-        torch::Tensor g = at::zeros_like(p);
+        torch::Tensor g;
         if (g_logp.defined()) {
           const torch::Tensor gl = g_logp.narrow(0, start, n);
-          g.sub_(p * gl).scatter_add_(1, ids.narrow(0, start, n), gl);
+          g = (p * -gl).scatter_add_(1, ids.narrow(0, start, n), gl);
         }
         if (g_entropy.defined()) {
           const torch::Tensor ge = g_entropy.narrow(0, start, n);
-          g.sub_(p * (lsm + entropy.narrow(0, start, n).unsqueeze(1)) * ge);
+          const torch::Tensor d_entropy = p * (lsm + entropy.narrow(0, start, n).unsqueeze(1)) * ge;
+          g = g.defined() ? g.sub_(d_entropy) : d_entropy.neg_();
         }
         if (temperature != 1.0) g.div_(temperature);
         if (want_h) {
@@ -225,6 +228,28 @@ class ChunkedLogProbsFunction : public torch::autograd::Function<ChunkedLogProbs
             torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
+
+// Indices into the [B * (T - 1)] rows of hidden[:, :T-1] (the rows that predict
+// ids[:, 1:]) where `mask` [B, T] is > 0 at the predicted token, in row-major order.
+// T >= 2.
+torch::Tensor PredictingRowIndex(const torch::Tensor& mask) {
+  const int64_t T = mask.size(1);
+  return mask.narrow(1, 1, T - 1).reshape({-1}).gt(0).nonzero().squeeze(1);
+}
+
+// Those rows of hidden [B, T, d]: [rows.size(0), d].
+torch::Tensor PredictingRows(const torch::Tensor& hidden, const torch::Tensor& rows) {
+  return hidden.narrow(1, 0, hidden.size(1) - 1)
+      .reshape({-1, hidden.size(2)})
+      .index_select(0, rows);
+}
+
+void CheckHiddenMatchesBatch(const torch::Tensor& hidden, const SequenceBatch& batch) {
+  TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == batch.ids.size(0) &&
+                  hidden.size(1) == batch.ids.size(1),
+              "hidden must be [B, T, d] matching the batch ", batch.ids.sizes(), ", got ",
+              hidden.sizes());
+}
 
 }  // namespace
 
@@ -256,9 +281,8 @@ torch::Tensor MaskedNextTokenNll(const torch::Tensor& hidden, const torch::Tenso
   const at::ScalarType float_type = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   // Position t predicts ids[:, t + 1].
   const torch::Tensor mask = target_mask.narrow(1, 1, T - 1).reshape({-1}).to(float_type);
-  const torch::Tensor rows = mask.nonzero().squeeze(1);
-  const torch::Tensor selected_hidden =
-      hidden.narrow(1, 0, T - 1).reshape({-1, hidden.size(2)}).index_select(0, rows);
+  const torch::Tensor rows = PredictingRowIndex(target_mask);
+  const torch::Tensor selected_hidden = PredictingRows(hidden, rows);
   const torch::Tensor selected_ids = ids.narrow(1, 1, T - 1).reshape({-1}).index_select(0, rows);
   const torch::Tensor selected_mask = mask.index_select(0, rows);
   const torch::Tensor row_weights = selected_mask / at::clamp_min(mask.sum(), 1.0);
@@ -291,26 +315,10 @@ ChunkedLogProbs ChunkedTokenLogProbs(const torch::Tensor& hidden, const torch::T
   return r;
 }
 
-namespace {
-
-// Indices into the [B * (T - 1)] rows of hidden[:, :T-1] of those that predict a response
-// token (response token (b, t) is predicted by row (b, t - 1)), in row-major order. T >= 2.
-torch::Tensor ResponseRowIndex(const torch::Tensor& response_mask) {
-  const int64_t T = response_mask.size(1);
-  return response_mask.narrow(1, 1, T - 1).reshape({-1}).gt(0).nonzero().squeeze(1);
-}
-
-}  // namespace
-
 torch::Tensor ResponseHiddenRows(const torch::Tensor& hidden, const SequenceBatch& batch) {
-  TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == batch.ids.size(0) &&
-                  hidden.size(1) == batch.ids.size(1),
-              "hidden must be [B, T, d] matching the batch ", batch.ids.sizes(), ", got ",
-              hidden.sizes());
-  const int64_t T = hidden.size(1), d = hidden.size(2);
-  if (T < 2) return hidden.new_empty({0, d});
-  const torch::Tensor rows = ResponseRowIndex(batch.response_mask.to(hidden.device()));
-  return hidden.narrow(1, 0, T - 1).reshape({-1, d}).index_select(0, rows);
+  CheckHiddenMatchesBatch(hidden, batch);
+  if (hidden.size(1) < 2) return hidden.new_empty({0, hidden.size(2)});
+  return PredictingRows(hidden, PredictingRowIndex(batch.response_mask.to(hidden.device())));
 }
 
 ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
@@ -318,11 +326,8 @@ ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
                                            const SequenceBatch& batch, double temperature,
                                            bool with_entropy,
                                            const ChunkedUnembeddingOptions& options) {
-  TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == batch.ids.size(0) &&
-                  hidden.size(1) == batch.ids.size(1),
-              "hidden must be [B, T, d] matching the batch ", batch.ids.sizes(), ", got ",
-              hidden.sizes());
-  const int64_t B = hidden.size(0), T = hidden.size(1), d = hidden.size(2);
+  CheckHiddenMatchesBatch(hidden, batch);
+  const int64_t B = hidden.size(0), T = hidden.size(1);
   const at::ScalarType float_type = FloatType(hidden, unembedding);
   const auto opts = hidden.options().dtype(float_type);
   const torch::Tensor mask = batch.response_mask.to(hidden.device(), float_type);
@@ -332,11 +337,11 @@ ChunkedLogProbs ResponseLogProbsFromHidden(const torch::Tensor& hidden,
     if (with_entropy) r.entropy = at::zeros({B, T}, opts);
     return r;
   }
-  const torch::Tensor rows = ResponseRowIndex(mask);
+  const torch::Tensor rows = PredictingRowIndex(mask);
   const torch::Tensor b = at::div(rows, T - 1, "floor"), t = rows - b * (T - 1);
   const torch::Tensor out_index = b * T + t + 1;
   const ChunkedLogProbs rows_out = ChunkedTokenLogProbs(
-      hidden.narrow(1, 0, T - 1).reshape({-1, d}).index_select(0, rows), unembedding,
+      PredictingRows(hidden, rows), unembedding,
       batch.ids.to(hidden.device()).narrow(1, 1, T - 1).reshape({-1}).index_select(0, rows),
       temperature, with_entropy, options);
   auto place = [&](const torch::Tensor& values) {

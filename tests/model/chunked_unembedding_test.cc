@@ -111,11 +111,22 @@ TEST(ChunkedUnembeddingTest, Float32AtAVocabularyOfThousands) {
 
 TEST(ChunkedUnembeddingTest, OnlyTheGradientsAskedForAreMade) {
   const Problem p = RandomProblem(5, 9, 3, torch::kFloat64, 4);
-  {  // Only hidden requires a gradient: none reaches the unembedding.
+  const Gradients want = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
+    return ReferenceNll(h, w, p.targets, p.row_weights);
+  });
+  {  // Only hidden requires a gradient: it is right, and none reaches the unembedding.
     const torch::Tensor h = p.hidden.clone().requires_grad_(true);
     ChunkedTokenNll(h, p.w, p.targets, p.row_weights).backward();
     ASSERT_TRUE(h.grad().defined());
+    EXPECT_TRUE(torch::allclose(h.grad(), want.hidden, 1e-10, 1e-12));
     EXPECT_FALSE(p.w.grad().defined());
+  }
+  {  // Only the unembedding requires one: the other half of the computation alone.
+    const torch::Tensor w = p.w.clone().requires_grad_(true);
+    ChunkedTokenNll(p.hidden, w, p.targets, p.row_weights).backward();
+    ASSERT_TRUE(w.grad().defined());
+    EXPECT_TRUE(torch::allclose(w.grad(), want.w, 1e-10, 1e-12));
+    EXPECT_FALSE(p.hidden.grad().defined());
   }
   {  // Under NoGradGuard: the loss alone, with no graph.
     torch::NoGradGuard no_grad;
@@ -246,6 +257,19 @@ TEST(ChunkedUnembeddingTest, LogProbsAndEntropiesWithTheirGradients) {
       EXPECT_TRUE(torch::allclose(got.w, want.w, 1e-10, 1e-12));
     }
   }
+  // Through the entropies alone (no gradient reaches the log-probs).
+  {
+    const Gradients want_entropy =
+        LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
+          return (ReferenceLogProbs(h, w, p.targets, 0.7).entropy * c).sum();
+        });
+    const Gradients got_entropy = LossAndGradients(p, [&](const torch::Tensor& h,
+                                                          const torch::Tensor& w) {
+      return (ChunkedTokenLogProbs(h, w, p.targets, 0.7, /*with_entropy=*/true).entropy * c).sum();
+    });
+    EXPECT_TRUE(torch::allclose(got_entropy.hidden, want_entropy.hidden, 1e-10, 1e-12));
+    EXPECT_TRUE(torch::allclose(got_entropy.w, want_entropy.w, 1e-10, 1e-12));
+  }
   // Without entropies: none is returned, and the gradient is the log-probs' alone.
   const Gradients want = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
     return (ReferenceLogProbs(h, w, p.targets, 1.0).logp * a).sum();
@@ -257,6 +281,14 @@ TEST(ChunkedUnembeddingTest, LogProbsAndEntropiesWithTheirGradients) {
   });
   EXPECT_TRUE(torch::allclose(got.hidden, want.hidden, 1e-10, 1e-12));
   EXPECT_TRUE(torch::allclose(got.w, want.w, 1e-10, 1e-12));
+  // Entropies made but only logged (the policy step's first epoch): the same gradient.
+  const Gradients logged = LossAndGradients(p, [&](const torch::Tensor& h, const torch::Tensor& w) {
+    const ChunkedLogProbs r = ChunkedTokenLogProbs(h, w, p.targets, 1.0, /*with_entropy=*/true);
+    EXPECT_GT(r.entropy.detach().sum().item<double>(), 0.0);
+    return (r.logp * a).sum();
+  });
+  EXPECT_TRUE(torch::allclose(logged.hidden, want.hidden, 1e-10, 1e-12));
+  EXPECT_TRUE(torch::allclose(logged.w, want.w, 1e-10, 1e-12));
 }
 
 // Under bf16 autocast the forward's logits are a bf16 product; backward, which runs
