@@ -336,6 +336,11 @@ TEST(RewardServerTest, FullQueueDeadlineAndCancellation) {
   RewardScoreRequest big = MixedRequest(3, 0);
   auto full = h.client->Score(big, Soon());
   EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted) << full.status();
+  // The server's deadline for `expiring` runs from when it received the call (gRPC sends
+  // the time left, at most 1 s), so it can end slightly after the client's. It had
+  // received the call by now (the queue was full of it), so its deadline has passed
+  // by `server_deadline_bound`, checked below before the worker is released.
+  const absl::Time server_deadline_bound = absl::Now() + absl::Seconds(1);
   RewardScoreRequest third = MixedRequest(1, 0);
   third.mutable_sequences(0)->set_prompt(0, 103);
   // 4) cancellation from the client side.
@@ -357,6 +362,7 @@ TEST(RewardServerTest, FullQueueDeadlineAndCancellation) {
   // 5) a live request queued behind the expired one (fits: at most 2 + 1 + 1 queued).
   absl::StatusOr<RewardScoreResponse> after;
   std::thread later([&] { after = h.client->Score(MixedRequest(1, 5), Soon()); });
+  absl::SleepFor(server_deadline_bound - absl::Now());  // a no-op once it has passed
   gate->release_.Notify();
   busy.join();
   later.join();
